@@ -1,0 +1,25 @@
+"""The store: typed models, sessions and migrations. Other packages import only these names."""
+from mlcomp.db.models import (
+    FINISHED,
+    Attempt,
+    Base,
+    Checkpoint,
+    Computer,
+    Dag,
+    LogLine,
+    Metric,
+    Project,
+    SnapshotBlob,
+    SnapshotFile,
+    Task,
+    TaskDependency,
+    TaskStatus,
+    utcnow,
+)
+from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_store, upgrade
+
+__all__ = [
+    "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
+    "SnapshotBlob", "SnapshotFile", "Task", "TaskDependency", "TaskStatus", "utcnow",
+    "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
+]

@@ -1,0 +1,293 @@
+"""The store's tables: SQLAlchemy 2 typed declarative models.
+
+The database is the source of truth for DAGs, tasks, computers, logs, metrics, checkpoints and
+code snapshots. Times are timezone-aware UTC; resources are counts (GPUs, CPUs) and gigabytes
+(memory); GPU indices are the computer's physical indices.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base",
+    "TaskStatus",
+    "FINISHED",
+    "Project",
+    "Dag",
+    "Task",
+    "TaskDependency",
+    "Attempt",
+    "Computer",
+    "LogLine",
+    "Metric",
+    "Checkpoint",
+    "SnapshotBlob",
+    "SnapshotFile",
+    "utcnow",
+]
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class TaskStatus(str, enum.Enum):
+    """A task's life cycle (DESIGN §4). Only ``mlcomp.db.status.set_task_status`` changes it."""
+
+    not_ran = "not_ran"
+    queued = "queued"
+    in_progress = "in_progress"
+    stopping = "stopping"
+    success = "success"
+    failed = "failed"
+    stopped = "stopped"
+    skipped = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        """True for the statuses a task ends in."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({TaskStatus.success, TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped})
+
+intpk = Annotated[int, mapped_column(primary_key=True)]
+timestamp = Annotated[dt.datetime, mapped_column(DateTime(timezone=True), default=utcnow)]
+opt_timestamp = Annotated[dt.datetime | None, mapped_column(DateTime(timezone=True))]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention (Alembic ``naming.rst``)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    """A named group of DAGs; its data folder is ``settings.data_dir / name``."""
+
+    __tablename__ = "project"
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created: Mapped[timestamp]
+    dags: Mapped[list["Dag"]] = relationship(back_populates="project")
+
+    def __repr__(self):
+        return f"Project(id={self.id}, name={self.name!r})"
+
+
+class Dag(Base):
+    """One submitted pipeline: its YAML text, its code snapshot and its tasks."""
+
+    __tablename__ = "dag"
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200))
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
+    config: Mapped[str] = mapped_column(Text)  # the submitted YAML, as written
+    source: Mapped[str | None] = mapped_column(String(1000))  # the file it came from
+    grid_cell: Mapped[dict[str, Any] | None]  # values of a DAG-level grid cell
+    created: Mapped[timestamp]
+    project: Mapped[Project] = relationship(back_populates="dags")
+    tasks: Mapped[list["Task"]] = relationship(back_populates="dag", order_by="Task.id")
+    files: Mapped[list["SnapshotFile"]] = relationship(back_populates="dag")
+
+    def __repr__(self):
+        return f"Dag(id={self.id}, name={self.name!r})"
+
+
+class Task(Base):
+    """One unit of work of a DAG, run by an executor of ``type`` on an allocated computer.
+
+    ``gpu_min``/``gpu_max`` are the requested GPU count (an int request has min == max), ``cpu`` a
+    CPU count, ``memory`` gigabytes. ``gpus`` are the allocated physical GPU indices on
+    ``computer``. ``parent_id`` links a grid cell to its ``grid_search`` task (and a distributed
+    rank to its task). ``attempt`` counts from 1; resume starts attempt + 1.
+    """
+
+    __tablename__ = "task"
+    id: Mapped[intpk]
+    dag_id: Mapped[int] = mapped_column(ForeignKey("dag.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[TaskStatus] = mapped_column(
+        Enum(TaskStatus, native_enum=False, length=20), default=TaskStatus.not_ran, index=True
+    )
+    attempt: Mapped[int] = mapped_column(default=1)
+    priority: Mapped[int] = mapped_column(default=0)
+    executor_config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # executor-specific keys
+    grid_cell: Mapped[dict[str, Any] | None]  # this cell's parameter values
+    gpu_min: Mapped[int] = mapped_column(default=0)
+    gpu_max: Mapped[int] = mapped_column(default=0)
+    cpu: Mapped[int] = mapped_column(default=1)
+    memory: Mapped[float] = mapped_column(Float, default=0.0)
+    distr: Mapped[bool] = mapped_column(default=False)
+    single_node: Mapped[bool] = mapped_column(default=True)
+    computer_pin: Mapped[str | None] = mapped_column(String(200))
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    retries: Mapped[int] = mapped_column(default=0)
+    timeout: Mapped[float | None] = mapped_column(Float)  # seconds
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"), index=True)
+    computer: Mapped[str | None] = mapped_column(ForeignKey("computer.name"), index=True)
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    pid: Mapped[int | None]
+    created: Mapped[timestamp]
+    queued: Mapped[opt_timestamp]
+    started: Mapped[opt_timestamp]
+    finished: Mapped[opt_timestamp]
+    updated: Mapped[opt_timestamp]
+    reason: Mapped[str | None] = mapped_column(Text)  # why it is in its status
+    waiting_reason: Mapped[str | None] = mapped_column(Text)  # why a ready task waits
+    progress: Mapped[dict[str, Any] | None]  # {stage, epoch, epochs, batch, batches, eta}
+    result: Mapped[dict[str, Any] | None]
+    resume_from: Mapped[str | None] = mapped_column(String(1000))  # checkpoint for the next attempt
+
+    dag: Mapped[Dag] = relationship(back_populates="tasks")
+    parent: Mapped["Task | None"] = relationship(remote_side="Task.id", back_populates="children")
+    children: Mapped[list["Task"]] = relationship(back_populates="parent")
+    attempts: Mapped[list["Attempt"]] = relationship(back_populates="task", order_by="Attempt.number")
+
+    __table_args__ = (UniqueConstraint("dag_id", "name"),)
+
+    def __repr__(self):
+        return f"Task(id={self.id}, name={self.name!r}, status={self.status.value})"
+
+
+class TaskDependency(Base):
+    """``task_id`` waits for ``depend_id``."""
+
+    __tablename__ = "task_dependency"
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    depend_id: Mapped[int] = mapped_column(ForeignKey("task.id"), primary_key=True, index=True)
+
+
+class Attempt(Base):
+    """One run of a task: where it ran, when, and how it ended."""
+
+    __tablename__ = "attempt"
+    id: Mapped[intpk]
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    number: Mapped[int]
+    status: Mapped[TaskStatus] = mapped_column(Enum(TaskStatus, native_enum=False, length=20))
+    computer: Mapped[str | None] = mapped_column(String(200))
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    started: Mapped[opt_timestamp]
+    finished: Mapped[opt_timestamp]
+    reason: Mapped[str | None] = mapped_column(Text)
+    resume_from: Mapped[str | None] = mapped_column(String(1000))
+    task: Mapped[Task] = relationship(back_populates="attempts")
+
+    __table_args__ = (UniqueConstraint("task_id", "number"),)
+
+
+class Computer(Base):
+    """A machine with a worker. ``gpus`` is ``[{"index": int, "memory": bytes, "name": str}]``."""
+
+    __tablename__ = "computer"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    address: Mapped[str | None] = mapped_column(String(200))
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    cpu: Mapped[int] = mapped_column(default=1)
+    memory: Mapped[float] = mapped_column(Float, default=0.0)  # gigabytes
+    heartbeat: Mapped[opt_timestamp]
+    usage: Mapped[dict[str, Any] | None]  # latest {cpu, memory, gpus: [...]} from the worker
+    created: Mapped[timestamp]
+
+    def __repr__(self):
+        return f"Computer(name={self.name!r}, gpus={len(self.gpus)})"
+
+
+class LogLine(Base):
+    """One line a task printed (``stream`` is ``stdout``/``stderr``) or the system logged."""
+
+    __tablename__ = "log_line"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))
+    attempt: Mapped[int] = mapped_column(default=1)
+    level: Mapped[str] = mapped_column(String(10), default="info")
+    stream: Mapped[str] = mapped_column(String(10), default="stdout")
+    time: Mapped[timestamp]
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_log_line_task_id_id", "task_id", "id"),)
+
+
+class Metric(Base):
+    """One metric value. ``step`` is the epoch number (``kind='epoch'``) or the global batch step
+    (``kind='batch'``); it continues across attempts so a resumed series has no gap."""
+
+    __tablename__ = "metric"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))
+    attempt: Mapped[int] = mapped_column(default=1)
+    name: Mapped[str] = mapped_column(String(200))
+    loader: Mapped[str | None] = mapped_column(String(100))
+    stage: Mapped[str | None] = mapped_column(String(100))
+    epoch: Mapped[int | None]
+    step: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(10), default="epoch")
+    value: Mapped[float] = mapped_column(Float)
+    time: Mapped[timestamp]
+
+    __table_args__ = (Index("ix_metric_task_id_name_kind_step", "task_id", "name", "kind", "step"),)
+
+
+class Checkpoint(Base):
+    """A checkpoint file a task wrote; ``path`` is relative to the task's folder, ``size`` bytes."""
+
+    __tablename__ = "checkpoint"
+    id: Mapped[intpk]
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    attempt: Mapped[int] = mapped_column(default=1)
+    path: Mapped[str] = mapped_column(String(1000))
+    stage: Mapped[str | None] = mapped_column(String(100))
+    epoch: Mapped[int | None]
+    metric: Mapped[float | None] = mapped_column(Float)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    created: Mapped[timestamp]
+
+
+class SnapshotBlob(Base):
+    """A file's content, stored once however many DAGs use it (content-addressed by SHA-256)."""
+
+    __tablename__ = "snapshot_blob"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SnapshotFile(Base):
+    """A path of a DAG's expdir snapshot, pointing at its content."""
+
+    __tablename__ = "snapshot_file"
+    dag_id: Mapped[int] = mapped_column(ForeignKey("dag.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("snapshot_blob.sha256"), index=True)
+    dag: Mapped[Dag] = relationship(back_populates="files")

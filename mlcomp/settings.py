@@ -1,0 +1,97 @@
+"""Configuration from the environment, with an optional YAML file under the root folder.
+
+Every value comes from, in order of precedence: an ``MLCOMP_*`` environment variable, the file
+``$MLCOMP_ROOT/config.yml`` (keys in lower case: ``db_url``, ``broker_url``, ``token``, ``host``,
+``port``, ``heartbeat_ttl``, ``stop_grace``), then the default below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from mlcomp.errors import ConfigError
+
+__all__ = ["Settings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where mlcomp keeps its state and how its processes reach each other.
+
+    Attributes:
+        root: folder for the SQLite database, snapshots, task folders and logdirs
+            (``MLCOMP_ROOT``, default ``~/mlcomp``).
+        db_url: SQLAlchemy URL (``MLCOMP_DB_URL``, default SQLite in WAL mode at ``root/mlcomp.db``).
+        broker_url: Celery broker for many machines, e.g. ``redis://host:6379/0``
+            (``MLCOMP_BROKER_URL``); ``None`` means the single-machine default (a local worker).
+        token: shared secret required by the UI and API beyond loopback (``MLCOMP_TOKEN``).
+        host, port: where ``mlcomp server`` listens (default ``127.0.0.1:4201``).
+        heartbeat_ttl: seconds after which a silent computer is dead and its tasks failed.
+        stop_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
+    """
+
+    root: Path
+    db_url: str
+    broker_url: str | None = None
+    token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 4201
+    heartbeat_ttl: float = 15.0
+    stop_grace: float = 10.0
+
+    @property
+    def tasks_dir(self) -> Path:
+        """Folder holding one sub-folder per task (its code copy, logdir and outputs)."""
+        return self.root / "tasks"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Folder of the content-addressed snapshot store."""
+        return self.root / "snapshots"
+
+    @property
+    def data_dir(self) -> Path:
+        """Folder for per-project data (``data/<project>``), shared by a project's DAGs."""
+        return self.root / "data"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Reads settings from ``env`` (default ``os.environ``) and ``root/config.yml``.
+
+        Raises:
+            ConfigError: the config file is not a YAML mapping, has an unknown key, or a value has
+                the wrong type.
+        """
+        env = os.environ if env is None else env
+        root = Path(overrides.pop("root", None) or env.get("MLCOMP_ROOT") or "~/mlcomp").expanduser()
+        values: dict = _read_file(root / "config.yml")
+        for field in dataclasses.fields(cls):
+            var = f"MLCOMP_{field.name.upper()}"
+            if var in env and field.name != "root":
+                values[field.name] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("db_url", f"sqlite:///{root / 'mlcomp.db'}")
+        try:
+            for name, typ in (("port", int), ("heartbeat_ttl", float), ("stop_grace", float)):
+                if name in values:
+                    values[name] = typ(values[name])
+        except ValueError as e:
+            raise ConfigError(f"settings: {e}") from None
+        return cls(root=root, **values)
+
+
+def _read_file(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    allowed = {f.name for f in dataclasses.fields(Settings)} - {"root"}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    return dict(data)

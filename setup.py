@@ -1,0 +1,41 @@
+"""mlcomp: a self-hosted orchestrator for deep-learning experiments."""
+from setuptools import find_packages, setup
+
+setup(
+    name="mlcomp",
+    version="0.1.0",
+    description="DAGs of deep-learning tasks, a GPU-aware supervisor, a stage-based PyTorch runner and a web UI",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mlcomp", "mlcomp.*", "executors", "executors.*", "ui", "ui.*"]),
+    include_package_data=True,
+    package_data={
+        "mlcomp.db": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py"],
+        "ui": ["templates/*.html", "templates/*/*.html", "static/*", "static/*/*", "openapi.json"],
+    },
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "pyyaml>=6",
+        "click>=8.1",
+        "networkx>=3",
+        "sqlalchemy>=2.0",
+        "alembic>=1.12",
+        "apscheduler>=3.10,<4",
+        "celery>=5.3",
+        "redis>=5",
+        "flask>=3",
+        "waitress>=3",
+        "plotly>=5",
+        "tqdm>=4.60",
+        "psutil>=5.9",
+        "scikit-learn>=1.3",
+        "psycopg[binary]>=3.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.2"],
+        "tensorboard": ["tensorboard"],
+    },
+    entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},
+)

@@ -2,7 +2,7 @@
 
 Every value comes from, in order of precedence: an ``MLCOMP_*`` environment variable, the file
 ``$MLCOMP_ROOT/config.yml`` (keys in lower case: ``db_url``, ``broker_url``, ``token``, ``host``,
-``port``, ``heartbeat_ttl``, ``stop_grace``), then the default below.
+``port``, ``heartbeat_ttl``, ``stop_grace``, ``snapshot_max_mb``), then the default below.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Settings:
         host, port: where ``mlcomp server`` listens (default ``127.0.0.1:4201``).
         heartbeat_ttl: seconds after which a silent computer is dead and its tasks failed.
         stop_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
+        snapshot_max_mb: the largest code snapshot (MB) a DAG submission may store.
     """
 
     root: Path
@@ -42,6 +43,7 @@ class Settings:
     port: int = 4201
     heartbeat_ttl: float = 15.0
     stop_grace: float = 10.0
+    snapshot_max_mb: float = 50.0
 
     @property
     def tasks_dir(self) -> Path:
@@ -76,7 +78,8 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("db_url", f"sqlite:///{root / 'mlcomp.db'}")
         try:
-            for name, typ in (("port", int), ("heartbeat_ttl", float), ("stop_grace", float)):
+            for name, typ in (("port", int), ("heartbeat_ttl", float), ("stop_grace", float),
+                              ("snapshot_max_mb", float)):
                 if name in values:
                     values[name] = typ(values[name])
         except ValueError as e:

@@ -1,0 +1,152 @@
+"""Code snapshots: a DAG's expdir stored content-addressed in the database at submission.
+
+Each file's bytes are a :class:`~mlcomp.db.SnapshotBlob` keyed by SHA-256 (stored once, however
+many DAGs use it); each DAG has a :class:`~mlcomp.db.SnapshotFile` per path. A task runs in a copy
+written by :func:`materialize`, so editing the code after submission does not change a DAG that
+is already running. Skipped: patterns of the expdir's ``.gitignore`` and ``.mlcompignore``
+(gitwildmatch, via ``pathspec``) and :data:`ALWAYS_IGNORED` (data, logs, caches, VCS).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+import pathspec
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from mlcomp.dag.rows import insert_ignore
+from mlcomp.db import SnapshotBlob, SnapshotFile
+from mlcomp.errors import DagError, NotFoundError
+
+__all__ = ["FileEntry", "ALWAYS_IGNORED", "IGNORE_FILES", "ignore_spec", "collect", "store", "materialize",
+           "list_files", "read_file", "blob_count"]
+
+ALWAYS_IGNORED = ("data/", "runs/", "logs/", "__pycache__/", ".git/", "*.pyc")
+IGNORE_FILES = (".gitignore", ".mlcompignore")
+MB = 1 << 20
+_CHUNK = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One file of a snapshot: its POSIX ``path`` relative to the expdir, content and digest."""
+
+    path: str
+    content: bytes = dataclasses.field(repr=False)
+    sha256: str
+    size: int
+
+    @classmethod
+    def read(cls, path: str, file: Path) -> "FileEntry":
+        """The entry for ``file`` stored as ``path``."""
+        content = file.read_bytes()
+        return cls(path=path, content=content, sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+
+
+def ignore_spec(expdir: Path) -> pathspec.PathSpec:
+    """:data:`ALWAYS_IGNORED` plus the patterns of ``expdir``'s ignore files (gitwildmatch)."""
+    lines = list(ALWAYS_IGNORED)
+    for name in IGNORE_FILES:
+        if (expdir / name).is_file():
+            lines += (expdir / name).read_text(encoding="utf-8", errors="replace").splitlines()
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def collect(expdir: str | Path, limit_mb: float = 50.0) -> list[FileEntry]:
+    """The files of ``expdir`` that a snapshot keeps, sorted by path. Sizes are checked before
+    any file is read, so a data folder left in the expdir fails fast.
+
+    Raises:
+        DagError: the files add up to more than ``limit_mb`` megabytes; the message gives the
+            largest files and how to leave them out.
+    """
+    root = Path(expdir)
+    files = sorted(_walk(root))
+    total = sum(size for _path, _file, size in files)
+    if total > limit_mb * MB:
+        largest = ", ".join(f"{path} ({size / MB:.1f} MB)" for path, _file, size in
+                            sorted(files, key=lambda item: -item[2])[:5])
+        raise DagError(f"the snapshot of {root} is {total / MB:.1f} MB, over the limit of {limit_mb:g} MB "
+                       f"(setting snapshot_max_mb); largest files: {largest}. List data and outputs in "
+                       f"{root / '.mlcompignore'} (gitignore patterns) or keep them outside the expdir")
+    return [FileEntry.read(path, file) for path, file, _size in files]
+
+
+def _walk(root: Path):
+    """``(posix path, file, size)`` of each kept regular file under ``root``; symlinked folders
+    are not followed."""
+    spec = ignore_spec(root)
+    for folder, dirs, names in os.walk(root):
+        rel = PurePosixPath(Path(folder).relative_to(root).as_posix())
+        dirs[:] = [d for d in dirs if not spec.match_file(f"{rel / d}/")]
+        for name in names:
+            path, file = str(rel / name), Path(folder) / name
+            if not spec.match_file(path) and file.is_file():
+                yield path, file, file.stat().st_size
+
+
+def store(session: Session, dag_ids: Iterable[int], entries: list[FileEntry]) -> None:
+    """Writes ``entries`` as the snapshot of each DAG of ``dag_ids``; blobs already stored (by any
+    DAG) are not sent again."""
+    digests = sorted({e.sha256 for e in entries})
+    known = set()
+    for i in range(0, len(digests), _CHUNK):
+        known.update(session.scalars(select(SnapshotBlob.sha256)
+                                     .where(SnapshotBlob.sha256.in_(digests[i:i + _CHUNK]))))
+    new = {e.sha256: e for e in entries if e.sha256 not in known}
+    insert_ignore(session, SnapshotBlob, [{"sha256": e.sha256, "size": e.size, "content": e.content}
+                                          for e in new.values()], ["sha256"])
+    rows = [{"dag_id": dag_id, "path": e.path, "sha256": e.sha256} for dag_id in dag_ids for e in entries]
+    if rows:
+        session.execute(insert(SnapshotFile), rows)
+
+
+def materialize(session: Session, dag_id: int, dest: str | Path) -> int:
+    """Writes DAG ``dag_id``'s snapshot under ``dest`` (created; files there are overwritten);
+    returns the number of files written."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    statement = (select(SnapshotFile.path, SnapshotBlob.content)
+                 .join(SnapshotBlob, SnapshotBlob.sha256 == SnapshotFile.sha256)
+                 .where(SnapshotFile.dag_id == dag_id).execution_options(yield_per=100))
+    count = 0
+    for path, content in session.execute(statement):
+        target = (root / path).resolve()
+        if not target.is_relative_to(root):
+            raise DagError(f"DAG {dag_id}: snapshot path {path!r} leaves the task's folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        count += 1
+    return count
+
+
+def list_files(session: Session, dag_id: int) -> list[tuple[str, int]]:
+    """``(path, size in bytes)`` of each file of DAG ``dag_id``'s snapshot, sorted by path."""
+    statement = (select(SnapshotFile.path, SnapshotBlob.size)
+                 .join(SnapshotBlob, SnapshotBlob.sha256 == SnapshotFile.sha256)
+                 .where(SnapshotFile.dag_id == dag_id).order_by(SnapshotFile.path))
+    return [(path, size) for path, size in session.execute(statement)]
+
+
+def read_file(session: Session, dag_id: int, path: str) -> bytes:
+    """The content of ``path`` in DAG ``dag_id``'s snapshot.
+
+    Raises:
+        NotFoundError: the snapshot has no such path.
+    """
+    content = session.scalar(select(SnapshotBlob.content)
+                             .join(SnapshotFile, SnapshotBlob.sha256 == SnapshotFile.sha256)
+                             .where(SnapshotFile.dag_id == dag_id, SnapshotFile.path == path))
+    if content is None:
+        raise NotFoundError(f"DAG {dag_id} has no file {path!r} in its code snapshot")
+    return content
+
+
+def blob_count(session: Session) -> int:
+    """How many distinct contents the snapshot store holds (for tests and the UI)."""
+    return session.scalar(select(func.count()).select_from(SnapshotBlob))

@@ -1,0 +1,414 @@
+"""A DAG's YAML file → a validated :class:`DagSpec`, with the line of every key for errors.
+
+The format is MLComp's: ``info`` (``name``, ``project``, ``expdir``), ``executors`` (task name →
+spec) and an optional DAG-level ``grid``. A task's service keys (:data:`SERVICE_KEYS`) are checked
+here; its other keys are the executor's, checked by its ``validate`` at submission. Every error is a
+:class:`~mlcomp.errors.DagError` whose message starts with ``FILE:LINE:``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import yaml
+
+from mlcomp.dag.graph import find_cycle
+from mlcomp.errors import DagError
+
+__all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "read_yaml", "apply_sets"]
+
+SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
+                "retries", "priority", "timeout", "grid", "parallel")
+TOP_KEYS = ("info", "executors", "grid")
+INFO_KEYS = ("name", "project", "expdir")
+MAX_NAME = 200
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps dates as strings (the store keeps configs as JSON)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LineMap:
+    """Key path of a YAML document → 1-based line; a path missing from the file (added by
+    ``--set``) gets the line of its nearest ancestor, the document's first line at worst."""
+
+    lines: Mapping[tuple, int]
+
+    def __call__(self, path: Sequence) -> int:
+        path = tuple(str(part) for part in path)
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One entry of ``executors:`` with its service keys checked.
+
+    ``gpu_min``/``gpu_max`` come from ``gpu`` (an int n is n-n); ``memory`` is in GB, ``timeout``
+    in seconds. ``params`` holds the executor-specific keys, ``grid`` the raw task-level grid
+    (expanded by :mod:`mlcomp.dag.grid`) found at ``grid_path``; ``path`` is where the spec sits.
+    """
+
+    name: str
+    type: str
+    path: tuple
+    params: dict
+    depends: tuple[str, ...] = ()
+    gpu_min: int = 0
+    gpu_max: int = 0
+    cpu: int = 1
+    memory: float = 0.0
+    distr: bool = False
+    single_node: bool = True
+    computer: str | None = None
+    env: dict = dataclasses.field(default_factory=dict)
+    retries: int = 0
+    priority: int = 0
+    timeout: float | None = None
+    grid: Any = None
+    grid_path: tuple = ()
+    parallel: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DagSpec:
+    """A parsed and checked DAG file; ``tasks`` keep the file's order, ``text`` is the YAML as
+    written, ``expdir`` is absolute."""
+
+    file: Path
+    text: str
+    name: str
+    project: str
+    expdir: Path
+    tasks: dict[str, TaskSpec]
+    lines: LineMap
+    grid: Any = None
+
+    def error(self, path: Sequence, message: str) -> DagError:
+        """A DagError ``"FILE:LINE: message"`` for the key at ``path``."""
+        return DagError(f"{self.file}:{self.lines(path)}: {message}")
+
+
+def load_spec(path: str | Path, sets: Iterable[str] = ()) -> DagSpec:
+    """Reads, overrides (``--set executors.train.gpu=2``) and validates the DAG file ``path``.
+
+    Raises:
+        DagError: YAML syntax, duplicate or unknown keys, bad ``info``, a bad service key value,
+            an unknown or self dependency, a dependency cycle (named ``a → b → a``), a bad
+            ``--set`` or a bad ``grid_search`` template.
+    """
+    file, sets = Path(path), tuple(sets)
+    text, data, lines = read_yaml(file)
+    data = apply_sets(data, sets, file)
+    where = _Where(file, lines, sets)
+    if not isinstance(data, dict):
+        raise where.error((), None, "expected a mapping with 'info' and 'executors'")
+    _no_unknown(where, data, TOP_KEYS, ())
+    name, project, expdir = _info(where, data.get("info"), file)
+    raw_tasks = data.get("executors")
+    if not isinstance(raw_tasks, dict) or not raw_tasks:
+        raise where.error(("executors",), None, f"'executors' must be a non-empty mapping of task name to spec, "
+                                                f"got {raw_tasks!r}")
+    tasks = {task.name: task for task in (_task(where, n, spec) for n, spec in raw_tasks.items())}
+    _check_depends(where, tasks)
+    tasks = _grid_search_templates(where, tasks)
+    _check_acyclic(where, tasks)
+    return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks=tasks,
+                   lines=lines, grid=data.get("grid"))
+
+
+def read_yaml(file: Path) -> tuple[str, Any, LineMap]:
+    """The text, the data and the line map of the YAML file ``file``.
+
+    Raises:
+        DagError: the file cannot be read, is not valid YAML (with line and column), or repeats
+            a key in one mapping.
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DagError(f"{file}:1: cannot read the DAG file: {e}") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(filter(None, [e.context, e.problem]))
+        raise DagError(f"{file}:{line}:{col}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as e:
+        raise DagError(f"{file}:1: YAML error: {e}") from None
+    finally:
+        loader.dispose()
+    lines: dict[tuple, int] = {(): 1}
+    if node is not None:
+        _record_lines(node, (), lines, file)
+    return text, data, LineMap(lines)
+
+
+def _record_lines(node, path: tuple, lines: dict, file: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen and key != "<<":
+                raise DagError(f"{file}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
+                               f"{' in ' + '.'.join(path) if path else ''}")
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _record_lines(value_node, path + (key,), lines, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (str(i),)] = item.start_mark.line + 1
+            _record_lines(item, path + (str(i),), lines, file)
+
+
+def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
+    """``data`` with each ``KEY=VALUE`` of ``sets`` applied by dotted path (a task name with
+    dots matches as a whole); values are parsed as YAML (``2`` → int, ``a`` → str).
+
+    Raises:
+        DagError: an item has no ``=``, or its path goes through a value that is not a mapping.
+    """
+    for item in sets:
+        key, sep, raw = str(item).partition("=")
+        parts = [part for part in key.strip().split(".") if part]
+        if not sep or not parts:
+            raise DagError(f"{file}:1: --set {item!r}: expected KEY=VALUE with a dotted KEY, "
+                           f"e.g. executors.train.gpu=2")
+        try:
+            value = yaml.load(raw, Loader=_Loader)
+        except yaml.YAMLError:
+            value = raw
+        data = {} if data is None else data
+        _set_path(data, parts, value, item, file)
+    return data
+
+
+def _set_path(node: Any, parts: list[str], value: Any, item: str, file: Path) -> None:
+    while True:
+        if isinstance(node, list) and re.fullmatch(r"\d+", parts[0]) and int(parts[0]) < len(node):
+            index, parts = int(parts[0]), parts[1:]  # a list item by position: grid.0.lr
+            if not parts:
+                node[index] = value
+                return
+            node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise DagError(f"{file}:1: --set {item!r}: cannot set {'.'.join(parts)!r} inside "
+                           f"{type(node).__name__} {node!r}; only mappings have keys")
+        # the longest run of parts naming an existing key wins ("executors.a.b.gpu" for task "a.b")
+        size = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 1)
+        key, parts = ".".join(parts[:size]), parts[size:]
+        if not parts:
+            node[key] = value
+            return
+        node = node.setdefault(key, {})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    file: Path
+    lines: LineMap
+    sets: tuple[str, ...] = ()
+
+    def error(self, path: Sequence, task: str | None, message: str, key: str | None = None) -> DagError:
+        parts = []
+        if task is not None:
+            parts.append(f"task {task!r}")
+        if key is not None:
+            parts.append(f"key {key!r}")
+        prefix = ", ".join(parts) + ": " if parts else ""
+        dotted = ".".join(map(str, path))
+        for item in self.sets:
+            key = item.partition("=")[0].strip()
+            if dotted == key or dotted.startswith(key + "."):
+                message += f" (from --set {item})"
+        return DagError(f"{self.file}:{self.lines(path)}: {prefix}{message}")
+
+
+def _no_unknown(where: _Where, data: dict, allowed: Sequence[str], path: tuple, task: str | None = None) -> None:
+    for key in data:
+        if key not in allowed:
+            raise where.error(path + (key,), task, f"unknown key; allowed: {', '.join(allowed)}", key=str(key))
+
+
+def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
+    if not isinstance(info, dict):
+        raise where.error(("info",), None, f"'info' must be a mapping with name, project and expdir, got {info!r}")
+    _no_unknown(where, info, INFO_KEYS, ("info",))
+    name, project = info.get("name"), info.get("project", "default")
+    for key, value in (("name", name), ("project", project)):
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+            raise where.error(("info", key), None, f"got {value!r}; allowed: a non-empty string of at most "
+                                                   f"{MAX_NAME} characters", key=f"info.{key}")
+    raw = info.get("expdir", ".")
+    expdir = (file.parent / str(raw)).resolve()
+    if not isinstance(raw, str) or not expdir.is_dir():
+        raise where.error(("info", "expdir"), None, f"got {raw!r}, which is not a folder ({expdir}); allowed: "
+                                                    f"a folder relative to the DAG file's folder", key="info.expdir")
+    return name, project, expdir
+
+
+def _gpu(value):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value, value
+    match = _RANGE.match(value) if isinstance(value, str) else None
+    if match and int(match[1]) <= int(match[2]):
+        return int(match[1]), int(match[2])
+    raise ValueError
+
+
+def _int(minimum: int | None) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            raise ValueError
+        return value
+    return check
+
+
+def _number(value, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        raise ValueError
+    return float(value)
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def _computer(value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError
+    return value
+
+
+def _env(value):
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            for k, v in value.items()):
+        raise ValueError
+    return {k: str(v) for k, v in value.items()}
+
+
+# key -> (field of TaskSpec, check returning the stored value or raising ValueError, what is allowed)
+CHECKS = {
+    "gpu": (("gpu_min", "gpu_max"), _gpu, 'an int >= 0 or a "min-max" range string such as "1-2"'),
+    "cpu": ("cpu", _int(1), "an int >= 1"),
+    "memory": ("memory", _number, "a number of GB >= 0"),
+    "distr": ("distr", _bool, "true or false"),
+    "single_node": ("single_node", _bool, "true or false"),
+    "computer": ("computer", _computer, "a computer name"),
+    "env": ("env", _env, "a mapping of variable names to strings or numbers"),
+    "retries": ("retries", _int(0), "an int >= 0"),
+    "priority": ("priority", _int(None), "an int"),
+    "timeout": ("timeout", lambda v: _number(v, positive=True), "a number of seconds > 0"),
+    "parallel": ("parallel", _int(1), "an int >= 1 (cells of the grid run at once)"),
+}
+
+
+def _task(where: _Where, name: Any, raw: Any) -> TaskSpec:
+    path = ("executors", str(name))
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise where.error(path, None, f"task name {name!r}: allowed: a non-empty string of at most {MAX_NAME} "
+                                      f"characters")
+    if not isinstance(raw, dict):
+        raise where.error(path, name, f"the task's spec must be a mapping with at least 'type', got {raw!r}")
+    type_name = raw.get("type")
+    if not isinstance(type_name, str) or not type_name.strip():
+        raise where.error(path + ("type",), name, f"got {type_name!r}; allowed: an executor type name",
+                          key="type")
+    fields: dict[str, Any] = {}
+    for key, (field, check, allowed) in CHECKS.items():
+        if key not in raw or raw[key] is None:
+            continue
+        try:
+            value = check(raw[key])
+        except ValueError:
+            raise where.error(path + (key,), name, f"got {raw[key]!r}; allowed: {allowed}", key=key) from None
+        fields.update(zip(field, value) if isinstance(field, tuple) else {field: value}.items())
+    if "parallel" in fields and raw.get("grid") is None and type_name != "grid_search":
+        raise where.error(path + ("parallel",), name, "'parallel' needs a 'grid' on the same task", key="parallel")
+    return TaskSpec(name=name, type=type_name, path=path, depends=_depends(where, name, raw.get("depends")),
+                    params={k: v for k, v in raw.items() if k not in SERVICE_KEYS},
+                    grid=raw.get("grid"), grid_path=path + ("grid",), **fields)
+
+
+def _depends(where: _Where, name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise where.error(("executors", name, "depends"), name, f"got {value!r}; allowed: a task name or a list "
+                                                                f"of task names", key="depends")
+    return tuple(dict.fromkeys(items))
+
+
+def _check_depends(where: _Where, tasks: dict[str, TaskSpec]) -> None:
+    for task in tasks.values():
+        for dep in task.depends:
+            if dep == task.name:
+                raise where.error(task.path + ("depends",), task.name, "a task cannot depend on itself",
+                                  key="depends")
+            if dep not in tasks:
+                raise where.error(task.path + ("depends",), task.name, f"unknown task {dep!r}; tasks in this "
+                                  f"file: {', '.join(tasks)}", key="depends")
+
+
+def _check_acyclic(where: _Where, tasks: dict[str, TaskSpec]) -> None:
+    cycle = find_cycle({task.name: task.depends for task in tasks.values()})
+    if cycle:
+        order = list(tasks)
+        start = min(range(len(cycle)), key=lambda i: order.index(cycle[i]))
+        cycle = cycle[start:] + cycle[:start]  # from the cycle's first task in the file
+        first = tasks[cycle[0]]
+        raise where.error(first.path + ("depends",), first.name,
+                          f"dependency cycle {' → '.join(cycle + [cycle[0]])}", key="depends")
+
+
+def _grid_search_templates(where: _Where, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+    """Folds each ``type: grid_search`` task with ``executor: NAME`` into NAME's spec: the result
+    is NAME's executor and resources under the grid_search task's name, grid and ``parallel``;
+    tasks that depended on NAME depend on the grid search instead."""
+    renamed: dict[str, str] = {}
+    for search in [task for task in tasks.values() if task.type == "grid_search"]:
+        template_name = search.params.get("executor")
+        template = tasks.get(template_name) if isinstance(template_name, str) else None
+        problem = None
+        extra = sorted(set(search.params) - {"executor"})
+        if extra:
+            raise where.error(search.path + (extra[0],), search.name, "unknown key for a grid_search task; allowed: "
+                              "executor, grid, parallel, depends (the template gives the rest)", key=extra[0])
+        if template is None or template is search:
+            problem = f"'executor' must name another task of this file as the template, got {template_name!r}"
+        elif template.type == "grid_search" or template_name in renamed:
+            problem = f"task {template_name!r} is already a grid search or another's template"
+        elif search.grid is None or template.grid is not None:
+            problem = "give the grid on the grid_search task and none on its template"
+        if problem:
+            raise where.error(search.path + ("executor",), search.name, problem, key="executor")
+        renamed[template_name] = search.name
+        tasks[search.name] = dataclasses.replace(
+            template, name=search.name, grid=search.grid, grid_path=search.grid_path,
+            parallel=search.parallel or template.parallel,
+            depends=tuple(dict.fromkeys(template.depends + search.depends)),
+        )
+    tasks = {name: task for name, task in tasks.items() if name not in renamed}
+    for name, task in tasks.items():
+        deps = tuple(dict.fromkeys(renamed.get(dep, dep) for dep in task.depends if renamed.get(dep, dep) != name))
+        tasks[name] = dataclasses.replace(task, depends=deps)
+    return tasks

@@ -1,0 +1,808 @@
+"""The config API (Catalyst 20.x): YAML configs → a validated dict → a :class:`ConfigExperiment`
+→ a run.
+
+A config has the top-level keys of :data:`TOP_LEVEL_KEYS`; ``model_params`` and ``stages`` are
+required. Under ``stages``, the keys of :data:`STAGE_KEYS` are defaults deep-merged into every
+named stage (the stage's own values win); every other key names a stage, run in file order
+(a stage set to ``null`` is skipped)::
+
+    model_params: {model: DigitsCNN, width: 16}
+    args: {expdir: .., logdir: runs/digits, seed: 42}
+    stages:
+      data_params: {dataset: DigitsDataset, batch_size: 64, loaders: {train: {split: train},
+                                                                      valid: {split: valid}}}
+      stage_params: {main_metric: accuracy01, minimize_metric: false}
+      criterion_params: {criterion: CrossEntropyLoss}
+      optimizer_params: {optimizer: Adam, lr: 0.003}
+      callbacks_params: {accuracy: {callback: AccuracyCallback}}
+      warmup: {stage_params: {num_epochs: 2}}
+      main: {stage_params: {num_epochs: 6}, optimizer_params: {load_from_previous_stage: true}}
+
+Several files are deep-merged in order (:func:`load_config`); ``--a.b.c=value`` overrides are set
+with :func:`set_by_path`, which also takes a unique key suffix (``lr``). :func:`run_config` runs
+a config dict end to end and is what ``mlcomp run`` and the train executor call.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from mlcomp.errors import ConfigError
+from mlcomp.runner import registry
+from mlcomp.runner.experiment import Experiment
+
+__all__ = [
+    "TOP_LEVEL_KEYS",
+    "ARGS_KEYS",
+    "STAGE_KEYS",
+    "STAGE_PARAMS_KEYS",
+    "LOADER_KEYS",
+    "ConfigExperiment",
+    "stages_config",
+    "deep_merge",
+    "load_config",
+    "save_config",
+    "parse_overrides",
+    "set_by_path",
+    "validate_config",
+    "make_experiment",
+    "resolve_resume",
+    "run_config",
+]
+
+TOP_LEVEL_KEYS = ("model_params", "args", "runner_params", "distributed_params", "stages")
+REQUIRED_KEYS = ("model_params", "stages")
+ARGS_KEYS = ("expdir", "logdir", "seed", "verbose", "check", "overfit", "timeit",
+             "resume", "autoresume", "deterministic", "benchmark")
+RUNNER_KEYS = ("runner", "input_key", "output_key", "input_target_key", "device")
+STAGE_KEYS = ("data_params", "stage_params", "state_params", "criterion_params", "optimizer_params",
+              "scheduler_params", "callbacks_params")
+STAGE_PARAMS_KEYS = ("num_epochs", "main_metric", "minimize_metric", "valid_loader", "checkpoint_data")
+STAGE_PARAMS_DEFAULTS = {"num_epochs": 1, "main_metric": "loss", "minimize_metric": True,
+                         "valid_loader": "valid", "checkpoint_data": {}}
+LOADER_KEYS = ("batch_size", "num_workers", "drop_last", "shuffle", "pin_memory", "per_gpu_scaling",
+               "persistent_workers", "prefetch_factor")
+"""``data_params`` keys that configure the ``DataLoader``; the other keys go to ``get_datasets``."""
+OPTIMIZER_OPTIONS = ("layerwise_params", "no_bias_weight_decay", "load_from_previous_stage",
+                     "lr_linear_scaling", "optimizer_key", "_model")
+AUTORESUME = ("last", "best")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict helpers
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """A new dict: ``base`` with ``override`` merged in recursively; ``override`` wins, lists and
+    scalars are replaced, not concatenated (Catalyst's ``merge_dicts``)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _paths(node: Any, prefix: tuple = ()) -> Iterable[tuple]:
+    """Every key path of nested mappings (inner nodes and leaves), depth first."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            path = (*prefix, str(key))
+            yield path
+            yield from _paths(value, path)
+
+
+def _assign(config: dict, path: Sequence[str], value: Any, key: str) -> None:
+    node = config
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(path[:depth + 1])
+            raise ConfigError(f"override {key}: {where} is {child!r}, not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def set_by_path(config: dict, key: str, value: Any) -> str:
+    """Sets ``value`` in ``config`` (in place) at ``key`` and returns the full dotted path used.
+
+    ``key`` is a dotted path from the root (``stages.main.optimizer_params.lr``; missing
+    mappings on the way are created) when its first part is a top-level key; otherwise it is a
+    suffix of exactly one existing path (``lr``, ``main.optimizer_params.lr``), as a grid search
+    cell uses it.
+
+    Raises:
+        ConfigError: the suffix matches no path (close matches are listed) or several (all of
+            them are listed), or a part of the path is not a mapping.
+    """
+    parts = tuple(p for p in str(key).split("."))
+    if not all(parts):
+        raise ConfigError(f"override {key!r}: empty part in the dotted path")
+    if parts[0] in config or parts[0] in TOP_LEVEL_KEYS:
+        _assign(config, parts, value, key)
+        return ".".join(parts)
+    matches = [p for p in _paths(config) if p[-len(parts):] == parts]
+    if len(matches) == 1:
+        _assign(config, matches[0], value, key)
+        return ".".join(matches[0])
+    if matches:
+        listed = ", ".join(".".join(p) for p in matches)
+        raise ConfigError(f"override {key!r} is ambiguous: it matches {listed}; give a longer dotted path")
+    every = [".".join(p) for p in _paths(config)]
+    close = difflib.get_close_matches(key, every, n=5, cutoff=0.5) or \
+        difflib.get_close_matches(parts[-1], sorted({p[-1] for p in _paths(config)}), n=5, cutoff=0.5)
+    hint = f"; close matches: {', '.join(close)}" if close else f"; top-level keys: {', '.join(TOP_LEVEL_KEYS)}"
+    raise ConfigError(f"override {key!r} matches no key of the config{hint}")
+
+
+def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["--a.b=1", "--lr", "0.1"]`` → ``[("a.b", 1), ("lr", 0.1)]``: values are parsed as YAML
+    scalars (``5`` → int, ``true`` → bool, ``null`` → None, ``[1, 2]`` → list).
+
+    Raises:
+        ConfigError: a token is not ``--key=value`` or ``--key value``, or a value is bad YAML.
+    """
+    import yaml
+
+    pairs, rest = [], list(tokens)
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--") or len(token) < 3:
+            raise ConfigError(f"override {token!r}: expected --dotted.key=value")
+        key, eq, text = token[2:].partition("=")
+        if not eq:
+            if not rest or rest[0].startswith("--"):
+                raise ConfigError(f"override --{key}: no value (use --{key}=VALUE)")
+            text = rest.pop(0)
+        try:
+            pairs.append((key, yaml.safe_load(text) if text else ""))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override --{key}: value {text!r} is not valid YAML ({e.problem})") from None
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config {path}: no such file")
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: YAML error: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(*paths: str | os.PathLike, overrides: Sequence[tuple[str, Any]] = ()) -> dict:
+    """Reads YAML configs, deep-merges them in order and applies ``overrides`` (key, value pairs,
+    see :func:`set_by_path`). A relative ``args.expdir`` is made absolute against the folder of the
+    file that sets it.
+
+    Raises:
+        ConfigError: no path, a missing file, a YAML syntax error (file, line and column), a
+            top level that is not a mapping, or a bad override.
+    """
+    if not paths:
+        raise ConfigError("no config file given")
+    config: dict = {}
+    for path in map(Path, paths):
+        data = _read_yaml(path)
+        expdir = (data.get("args") or {}).get("expdir") if isinstance(data.get("args"), dict) else None
+        if isinstance(expdir, str) and not os.path.isabs(expdir):
+            data["args"]["expdir"] = str((path.parent / expdir).resolve())
+        config = deep_merge(config, data)
+    for key, value in overrides:
+        set_by_path(config, key, value)
+    return config
+
+
+def save_config(config: Mapping, path: str | os.PathLike) -> Path:
+    """Writes ``config`` as YAML (keys in their order) to ``path``, creating its folder."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(_plain(config), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _plain(node):
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    if isinstance(node, Path):
+        return str(node)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _unknown(keys: Iterable[str], allowed: Sequence[str], where: str) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{where}{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
+
+
+def _mapping(value, where: str, allow_none: bool = True) -> dict:
+    if value is None and allow_none:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return dict(value)
+
+
+def _normalize_stage(section: Mapping, where: str) -> dict:
+    """A stage (or the stage defaults) with ``state_params`` folded into ``stage_params``."""
+    section = {k: v for k, v in section.items()}
+    if "state_params" in section:
+        state = _mapping(section.pop("state_params"), f"{where}state_params")
+        section["stage_params"] = deep_merge(state, _mapping(section.get("stage_params"), f"{where}stage_params"))
+    for key in STAGE_KEYS:
+        if key in section:
+            section[key] = _mapping(section[key], f"{where}{key}")
+    return section
+
+
+def stages_config(config: Mapping) -> "OrderedDict[str, dict]":
+    """The named stages with the stage-level defaults deep-merged in (a stage's keys win).
+
+    Raises:
+        ConfigError: ``stages`` is not a mapping or has no stage, or a stage has an unknown key.
+    """
+    stages = _mapping(config.get("stages"), "stages", allow_none=False)
+    defaults = _normalize_stage({k: v for k, v in stages.items() if k in STAGE_KEYS}, "stages.")
+    result: "OrderedDict[str, dict]" = OrderedDict()
+    for name, section in stages.items():
+        if name in STAGE_KEYS or section is None:
+            continue
+        where = f"stages.{name}."
+        section = _mapping(section, f"stages.{name}", allow_none=False)
+        _unknown(section, STAGE_KEYS, where)
+        section = _normalize_stage(section, where)
+        result[str(name)] = {key: deep_merge(defaults.get(key, {}), section.get(key, {})) for key in STAGE_KEYS
+                             if key != "state_params"}
+    if not result:
+        raise ConfigError("stages: no stage defined; add a named stage, e.g. stages: {train: {stage_params: "
+                          "{num_epochs: 1}}}")
+    return result
+
+
+def validate_config(config: Mapping) -> None:
+    """Checks the structure of a config: required and unknown keys, the type of each section,
+    ``args`` keys and values, ``runner_params`` keys, and ``stage_params`` keys of every stage.
+    Names (models, callbacks...) are checked by :class:`ConfigExperiment`, once the expdir's
+    registrations ran.
+
+    Raises:
+        ConfigError: the first problem found, naming the key path and what is allowed.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config: expected a mapping, got {type(config).__name__}")
+    for key in REQUIRED_KEYS:
+        if key not in config:
+            raise ConfigError(f"config: missing required key {key!r} (top-level keys: {', '.join(TOP_LEVEL_KEYS)})")
+    _unknown(config, TOP_LEVEL_KEYS, "")
+    args = _mapping(config.get("args"), "args")
+    _unknown(args, ARGS_KEYS, "args.")
+    if args.get("autoresume") not in (None, *AUTORESUME):
+        raise ConfigError(f"args.autoresume: {args['autoresume']!r}; allowed: {', '.join(AUTORESUME)}")
+    if "seed" in args and not isinstance(args["seed"], int):
+        raise ConfigError(f"args.seed: {args['seed']!r} is not an int")
+    _unknown(_mapping(config.get("runner_params"), "runner_params"), RUNNER_KEYS, "runner_params.")
+    _mapping(config.get("distributed_params"), "distributed_params")
+    _mapping(config.get("model_params"), "model_params", allow_none=False)
+    for name, stage in stages_config(config).items():
+        params = stage["stage_params"]
+        _unknown(params, STAGE_PARAMS_KEYS, f"stages.{name}.stage_params.")
+        epochs = params.get("num_epochs", 1)
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ConfigError(f"stages.{name}.stage_params.num_epochs: {epochs!r} is not a positive int")
+        for key, value in stage["callbacks_params"].items():
+            _mapping(value, f"stages.{name}.callbacks_params.{key}", allow_none=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def _is_key_value(params: Mapping, name_key: str) -> bool:
+    """Whether ``params`` is a mapping of several named components (Catalyst's ``_key_value``)."""
+    if params.get("_key_value"):
+        return True
+    return bool(params) and name_key not in params and all(
+        isinstance(v, Mapping) and name_key in v for v in params.values())
+
+
+class ConfigExperiment(Experiment):
+    """An experiment built from a config dict (Catalyst 20.x ``ConfigExperiment``).
+
+    Construction is cheap: it validates the config, imports the expdir (idempotent) so that its
+    registered names resolve, and checks every name and keyword against the registries; models,
+    datasets and loaders are built only when asked for, so ``get_model(stage)`` and
+    ``get_loaders(stage)`` are usable alone (e.g. to trace a model).
+
+    The model is built once and shared by all stages, so weights carry from stage to stage.
+
+    Subclass it in an expdir and override :meth:`get_datasets` (and any ``get_*``) to load your
+    own data; export the subclass as ``Experiment`` from the expdir's ``__init__.py``.
+
+    Args:
+        config: a config dict (see the module docstring); it is deep-copied.
+
+    Attributes:
+        extra_callbacks: callbacks by name added to every stage after the configured ones (e.g.
+            the train executor's reporter); set them before the run starts.
+
+    Raises:
+        ConfigError: see :func:`validate_config`; an unknown model, criterion, optimizer,
+            scheduler, callback or dataset name, or a keyword its factory does not take; a
+            stage whose loaders (when the config lists them) lack its ``valid_loader``.
+    """
+
+    def __init__(self, config: Mapping[str, Any]):
+        validate_config(config)
+        self._config = copy.deepcopy(dict(config))
+        self._args = dict(self._config.get("args") or {})
+        self.stages_config = stages_config(self._config)
+        self.extra_callbacks: "OrderedDict[str, Any]" = OrderedDict()
+        self._model = None
+        self._optimizers: dict[str, Any] = {}
+        expdir = self._args.get("expdir")
+        if expdir:
+            from mlcomp.runner.expdir import import_expdir
+
+            import_expdir(expdir)
+        self._check_names()
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict:
+        """The config this experiment was built from (a private deep copy; do not mutate)."""
+        return self._config
+
+    @property
+    def initial_seed(self) -> int:
+        """``args.seed`` (default 42)."""
+        return int(self._args.get("seed", 42))
+
+    @property
+    def logdir(self) -> str | None:
+        """``args.logdir``; ``None`` (or the string ``"none"``) writes nothing."""
+        logdir = self._args.get("logdir")
+        if logdir is None or str(logdir).lower() == "none":
+            return None
+        return str(logdir)
+
+    @property
+    def stages(self) -> list[str]:
+        """Names of the stages in config order."""
+        return list(self.stages_config)
+
+    @property
+    def hparams(self) -> dict:
+        """The whole config; checkpoints store it and ``logdir/config.yml`` is written from it."""
+        return self._config
+
+    @property
+    def distributed_params(self) -> dict:
+        """``distributed_params`` of the config."""
+        return dict(self._config.get("distributed_params") or {})
+
+    @property
+    def runner_params(self) -> dict:
+        """``runner_params`` of the config without the ``runner`` name: keyword arguments of the
+        runner's constructor (``input_key``, ``output_key``, ``input_target_key``, ``device``)."""
+        return {k: v for k, v in (self._config.get("runner_params") or {}).items() if k != "runner"}
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _check_names(self) -> None:
+        model_params = self._config["model_params"]
+        if _is_key_value(model_params, "model"):
+            for key, params in model_params.items():
+                if key != "_key_value":
+                    registry.Model.check_params(_mapping(params, f"model_params.{key}"), "model",
+                                                f"model_params.{key}")
+        else:
+            registry.Model.check_params(model_params, "model", "model_params")
+        for stage, section in self.stages_config.items():
+            where = f"stages.{stage}."
+            if section["criterion_params"]:
+                registry.Criterion.check_params(section["criterion_params"], "criterion", where + "criterion_params")
+            optimizer = {k: v for k, v in section["optimizer_params"].items() if k not in OPTIMIZER_OPTIONS}
+            if optimizer:
+                registry.Optimizer.check_params(optimizer, "optimizer", where + "optimizer_params", "params")
+            if section["scheduler_params"]:
+                registry.Scheduler.check_params(section["scheduler_params"], "scheduler", where + "scheduler_params",
+                                                "optimizer")
+            for name, params in section["callbacks_params"].items():
+                registry.Callback.check_params(params, "callback", f"{where}callbacks_params.{name}")
+            self._check_data(stage, section["data_params"])
+
+    def _check_data(self, stage: str, data: Mapping) -> None:
+        where = f"stages.{stage}.data_params"
+        loaders = _mapping(data.get("loaders"), f"{where}.loaders")
+        for name, options in loaders.items():
+            _mapping(options, f"{where}.loaders.{name}")
+        if "dataset" in data and type(self).get_datasets is ConfigExperiment.get_datasets:
+            registry.Dataset.get(data["dataset"], f"{where}.dataset")
+            if not loaders:
+                raise ConfigError(f"{where}.loaders: missing; name the loaders and their dataset arguments, "
+                                  "e.g. loaders: {train: {split: train}, valid: {split: valid}}")
+        valid = self.get_stage_params(stage)["valid_loader"]
+        static = type(self).get_datasets is ConfigExperiment.get_datasets  # loaders known before running
+        if static and loaders and not stage.startswith("infer") and valid not in loaders:
+            raise ConfigError(f"stages.{stage}: no valid loader {valid!r} (stage_params.valid_loader) among the "
+                              f"loaders {', '.join(map(str, loaders))}; add it to data_params.loaders or set "
+                              "stage_params.valid_loader")
+
+    # -- stage parts --------------------------------------------------------------------------
+
+    def get_stage_params(self, stage: str) -> dict:
+        """``stage_params`` of ``stage`` with Catalyst's defaults filled in (``num_epochs`` 1,
+        ``main_metric`` "loss", ``minimize_metric`` True, ``valid_loader`` "valid",
+        ``checkpoint_data`` {})."""
+        return {**copy.deepcopy(STAGE_PARAMS_DEFAULTS), **copy.deepcopy(self.stages_config[stage]["stage_params"])}
+
+    def _build_model(self, params: Mapping, where: str):
+        import torch
+
+        if _is_key_value(params, "model"):
+            return torch.nn.ModuleDict({key: self._build_model(value, f"{where}.{key}")
+                                        for key, value in params.items() if key != "_key_value"})
+        return registry.Model.create_from_params(params, "model", where)
+
+    def get_model(self, stage: str):
+        """The model (built on the first call from ``model_params``, then the same object for
+        every stage). ``model_params`` may also map names to several models' params: a
+        ``torch.nn.ModuleDict``."""
+        if self._model is None:
+            self._model = self._build_model(self._config["model_params"], "model_params")
+        return self._model
+
+    def get_criterion(self, stage: str):
+        """The loss of ``stage`` from ``criterion_params`` (``criterion: Name`` plus keyword
+        arguments), a dict of them (``_key_value``), or ``None`` when not configured."""
+        params = self.stages_config[stage]["criterion_params"]
+        where = f"stages.{stage}.criterion_params"
+        if not params:
+            return None
+        if _is_key_value(params, "criterion"):
+            return {key: registry.Criterion.create_from_params(value, "criterion", f"{where}.{key}")
+                    for key, value in params.items() if key != "_key_value"}
+        return registry.Criterion.create_from_params(params, "criterion", where)
+
+    def get_optimizer(self, stage: str, model):
+        """The optimizer of ``stage`` over ``model``'s trainable parameters, or ``None``.
+
+        ``optimizer_params``: ``optimizer: Name`` and its keyword arguments, plus
+        ``layerwise_params`` (``{regex: {lr: ..., weight_decay: ...}}`` applied to the parameters
+        whose names match, later patterns winning), ``no_bias_weight_decay`` (default True:
+        biases get ``weight_decay: 0``), ``lr_linear_scaling`` (``{lr, base_batch_size}``: lr
+        scaled by batch_size / base_batch_size, Goyal et al. 2017), ``_model`` (the key of a
+        model in a ``ModuleDict``) and ``load_from_previous_stage`` (carry the optimizer state,
+        e.g. Adam's moments, from the previous stage's optimizer, keeping this stage's
+        hyperparameters).
+
+        Raises:
+            ConfigError: the previous stage's optimizer state does not fit this optimizer.
+        """
+        params = dict(self.stages_config[stage]["optimizer_params"])
+        where = f"stages.{stage}.optimizer_params"
+        load_previous = params.pop("load_from_previous_stage", False)
+        layerwise = _mapping(params.pop("layerwise_params", None), f"{where}.layerwise_params")
+        no_bias_decay = params.pop("no_bias_weight_decay", True)
+        scaling = params.pop("lr_linear_scaling", None)
+        model_key = params.pop("_model", None)
+        params.pop("optimizer_key", None)
+        if "optimizer" not in params:
+            return None
+        if scaling:
+            batch_size = self._loader_options(stage)["batch_size"]
+            params["lr"] = scaling["lr"] * batch_size / scaling.get("base_batch_size", 256)
+        module = model if model_key is None else model[model_key]
+        groups = _param_groups(module, layerwise, no_bias_decay)
+        optimizer = registry.Optimizer.create_from_params(params, "optimizer", where, groups)
+        index = self.stages.index(stage)
+        previous = self._optimizers.get(self.stages[index - 1]) if index > 0 else None
+        if load_previous and previous is not None:
+            _load_optimizer_state(optimizer, previous, where)
+        self._optimizers[stage] = optimizer
+        return optimizer
+
+    def get_scheduler(self, stage: str, optimizer):
+        """The LR scheduler of ``stage`` (``scheduler: Name`` plus keyword arguments), or
+        ``None`` when not configured or when there is no optimizer."""
+        params = self.stages_config[stage]["scheduler_params"]
+        if not params or optimizer is None:
+            return None
+        return registry.Scheduler.create_from_params(params, "scheduler", f"stages.{stage}.scheduler_params",
+                                                     optimizer)
+
+    def get_callbacks(self, stage: str) -> "OrderedDict[str, Any]":
+        """The callbacks of ``stage`` by name, from ``callbacks_params`` (``{name: {callback:
+        ClassName, **kwargs}}``, in config order), then :attr:`extra_callbacks`. Default
+        callbacks (criterion, optimizer, scheduler, checkpoints, loggers) are the runner's."""
+        callbacks: "OrderedDict[str, Any]" = OrderedDict()
+        for name, params in self.stages_config[stage]["callbacks_params"].items():
+            callbacks[name] = registry.Callback.create_from_params(
+                params, "callback", f"stages.{stage}.callbacks_params.{name}")
+        callbacks.update(self.extra_callbacks)
+        return callbacks
+
+    def get_data_params(self, stage: str) -> dict:
+        """``data_params`` of ``stage`` (a deep copy)."""
+        return copy.deepcopy(self.stages_config[stage]["data_params"])
+
+    def get_datasets(self, stage: str, epoch: int | None = None, **data_params) -> "OrderedDict[str, Any]":
+        """The datasets of ``stage`` by loader name (Catalyst 20.x's hook; override it in an
+        expdir's ``Experiment`` to load your own data).
+
+        Args:
+            stage: the stage name.
+            epoch: the epoch the loaders are for, or ``None`` (datasets that change per epoch).
+            **data_params: ``data_params`` without the loader options (:data:`LOADER_KEYS`) and
+                without ``loaders``: the dataset arguments.
+
+        This default builds, for each loader in ``data_params.loaders``, the registered dataset
+        ``data_params.dataset`` (or the loader's own ``dataset``) with the stage's dataset
+        arguments updated by the loader's (its keys that are not loader options).
+
+        Returns:
+            ``{loader name: Dataset}``; a value may also be ``{"dataset": ..., "sampler": ...,
+            "collate_fn": ...}`` (extra ``DataLoader`` arguments) or a ready iterable.
+
+        Raises:
+            ConfigError: no ``dataset`` is named, or the dataset rejects its arguments.
+        """
+        where = f"stages.{stage}.data_params"
+        loaders = self.stages_config[stage]["data_params"].get("loaders") or {}
+        datasets: "OrderedDict[str, Any]" = OrderedDict()
+        for name, options in loaders.items():
+            own = {k: v for k, v in (options or {}).items() if k not in LOADER_KEYS}
+            kwargs = {**data_params, **own}
+            if "dataset" not in kwargs:
+                raise ConfigError(f"{where}: no 'dataset' for loader {name!r}; name a registered dataset "
+                                  f"({', '.join(registry.Dataset.names())}) or override get_datasets in the "
+                                  "expdir's Experiment")
+            dataset = kwargs.pop("dataset")
+            datasets[name] = registry.Dataset.create(dataset, f"{where}.dataset", **kwargs)
+        return datasets
+
+    def _loader_options(self, stage: str, loader: str | None = None) -> dict:
+        data = self.stages_config[stage]["data_params"]
+        options = {key: data[key] for key in LOADER_KEYS if key in data}
+        if loader is not None:
+            own = (data.get("loaders") or {}).get(loader) or {}
+            options.update({key: own[key] for key in LOADER_KEYS if key in own})
+        options.setdefault("batch_size", 1)
+        options.setdefault("num_workers", 0)
+        if options.pop("per_gpu_scaling", False) and not self.distributed_params.get("world_size", 1) > 1:
+            import torch
+
+            gpus = max(1, torch.cuda.device_count())
+            options["batch_size"] *= gpus
+            options["num_workers"] *= gpus
+        return options
+
+    def get_loaders(self, stage: str, epoch: int | None = None) -> "OrderedDict[str, Any]":
+        """The loaders of ``stage`` by name, in the order :meth:`get_datasets` returns them.
+
+        Loader options (:data:`LOADER_KEYS`) come from ``data_params``, overridden per loader by
+        ``data_params.loaders.<name>``; ``shuffle`` defaults to True for ``train*`` loaders.
+        ``per_gpu_scaling`` multiplies batch size and workers by the number of GPUs when not
+        distributed (Catalyst 20.x).
+
+        Raises:
+            ConfigError: ``data_params.loaders`` names a loader ``get_datasets`` did not return.
+        """
+        from torch.utils.data import DataLoader, Dataset
+
+        data = self.get_data_params(stage)
+        configured = data.pop("loaders", None) or {}
+        for key in LOADER_KEYS:
+            data.pop(key, None)
+        datasets = self.get_datasets(stage, epoch=epoch, **data)
+        missing = [name for name in configured if name not in datasets]
+        if missing:
+            raise ConfigError(f"stages.{stage}.data_params.loaders: no dataset for {missing}; "
+                              f"get_datasets returned {list(datasets)}")
+        loaders: "OrderedDict[str, Any]" = OrderedDict()
+        for name, dataset in datasets.items():
+            extra = {}
+            if isinstance(dataset, Mapping):
+                extra = {k: v for k, v in dataset.items() if k != "dataset"}
+                dataset = dataset["dataset"]
+            if not isinstance(dataset, Dataset):  # a ready loader or any iterable of batches
+                loaders[name] = dataset
+                continue
+            options = {**self._loader_options(stage, name), **extra}
+            options.setdefault("shuffle", name.startswith("train") and "sampler" not in extra)
+            if options["num_workers"] == 0:
+                options.pop("persistent_workers", None)
+                options.pop("prefetch_factor", None)
+            loaders[name] = DataLoader(dataset, **options)
+        return loaders
+
+
+def _param_groups(model, layerwise: Mapping[str, Mapping], no_bias_decay: bool) -> list[dict]:
+    """Trainable parameters grouped by their options (Catalyst's ``process_model_params``, with
+    parameters of equal options sharing one group)."""
+    groups: dict[tuple, dict] = {}
+    patterns = [(re.compile(pattern), dict(options)) for pattern, options in layerwise.items()]
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        options: dict = {}
+        for pattern, values in patterns:
+            if pattern.match(name):
+                options.update(values)
+        if no_bias_decay and name.endswith("bias"):
+            options["weight_decay"] = 0.0
+        key = tuple(sorted(options.items()))
+        groups.setdefault(key, {"params": [], **options})["params"].append(param)
+    return list(groups.values())
+
+
+def _load_optimizer_state(optimizer, previous, where: str) -> None:
+    """Loads ``previous``'s state (moments, step counts) into ``optimizer`` but keeps the
+    hyperparameters (lr, betas...) ``optimizer`` was configured with."""
+    hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(previous.state_dict())
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"{where}.load_from_previous_stage: the previous stage's optimizer state does not fit "
+                          f"({e})") from None
+    for group, values in zip(optimizer.param_groups, hyper):
+        group.update(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def make_experiment(config: Mapping[str, Any]) -> Experiment:
+    """The experiment of ``config``: the expdir's ``Experiment`` class if it exports one, else
+    :class:`ConfigExperiment`.
+
+    Raises:
+        ConfigError: see :class:`ConfigExperiment` and :func:`mlcomp.runner.expdir.import_expdir`.
+    """
+    cls, _ = _expdir_classes(config)
+    return (cls or ConfigExperiment)(config)
+
+
+def _expdir_classes(config: Mapping):
+    from mlcomp.runner.expdir import experiment_and_runner, import_expdir
+
+    validate_config(config)
+    expdir = (config.get("args") or {}).get("expdir")
+    return experiment_and_runner(import_expdir(expdir) if expdir else None)
+
+
+def resolve_resume(args: Mapping[str, Any], logdir: str | None) -> str | None:
+    """The checkpoint to resume from: ``args.resume`` (must exist), else for ``args.autoresume``
+    (``last`` or ``best``) ``logdir/checkpoints/{which}_full.pth`` when it exists, else None.
+
+    Raises:
+        ConfigError: ``args.resume`` does not exist, or autoresume without a logdir.
+    """
+    resume, auto = args.get("resume"), args.get("autoresume")
+    if resume:
+        if not Path(resume).is_file():
+            raise ConfigError(f"args.resume: checkpoint {resume} does not exist")
+        return str(resume)
+    if auto:
+        if not logdir:
+            raise ConfigError("args.autoresume: needs args.logdir (or --logdir)")
+        path = Path(logdir) / "checkpoints" / f"{auto}_full.pth"
+        return str(path) if path.is_file() else None
+    return None
+
+
+def _named_callbacks(callbacks) -> "OrderedDict[str, Any]":
+    if callbacks is None:
+        return OrderedDict()
+    if isinstance(callbacks, Mapping):
+        return OrderedDict(callbacks)
+    return OrderedDict((type(cb).__name__, cb) for cb in callbacks)
+
+
+def _make_runner(config: Mapping, runner_cls):
+    params = dict(config.get("runner_params") or {})
+    name = params.pop("runner", None)
+    if name is not None:
+        runner_cls = registry.Runner.get(name, "runner_params.runner")
+    elif runner_cls is None:
+        runner_cls = registry.Runner.get("SupervisedRunner")
+    registry.check_arguments(runner_cls, f"runner {runner_cls.__name__}", "runner_params", (), params)
+    return runner_cls(**params)
+
+
+def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bool = False,
+               overfit: bool = False, extra_callbacks=None, verbose: bool = False):
+    """Runs a config dict end to end and returns the runner (its metrics and model are set).
+
+    The keyword arguments override ``args`` when given (``logdir``, ``resume``, ``check``,
+    ``overfit``, ``verbose``); ``logdir="none"`` runs without a logdir. The expdir is imported,
+    its ``Experiment``/``Runner`` used if it exports them (``runner_params.runner`` names a
+    registered runner instead), the merged config is written to ``logdir/config.yml`` (rank 0),
+    and the run resumes from ``args.resume`` or, with ``args.autoresume``, from
+    ``logdir/checkpoints/{last|best}_full.pth`` when it exists.
+
+    Args:
+        config: a config dict (e.g. from :func:`load_config`).
+        extra_callbacks: callbacks added to every stage: a ``{name: Callback}`` mapping or a
+            list (named by class).
+
+    Raises:
+        ConfigError: any problem of the config, found before training starts where it can be;
+            the runner raises it for a ``main_metric`` nothing produces or a resume file that
+            does not fit.
+        mlcomp.runner.RunStopped: the run was stopped (SIGTERM or ``request_stop``); it wrote
+            ``logdir/checkpoints/last_full.pth``.
+    """
+    config = copy.deepcopy(dict(config))
+    args = dict(config.get("args") or {})
+    for key, value in (("logdir", logdir), ("resume", resume)):
+        if value is not None:
+            args[key] = str(value)
+    for key, value in (("check", check), ("overfit", overfit), ("verbose", verbose)):
+        if value:
+            args[key] = True
+    config["args"] = args
+    experiment_cls, runner_cls = _expdir_classes(config)
+    experiment = (experiment_cls or ConfigExperiment)(config)
+    experiment.extra_callbacks.update(_named_callbacks(extra_callbacks))
+    if args.get("timeit") and "TimerCallback" in registry.Callback:
+        experiment.extra_callbacks.setdefault("_timer", registry.Callback.create("TimerCallback"))
+    resume_path = resolve_resume(args, experiment.logdir)
+    _prepare_cudnn(args)
+    runner = _make_runner(config, runner_cls)
+    if experiment.logdir and _is_master():
+        save_config(config, Path(experiment.logdir) / "config.yml")
+    runner.verbose = bool(args.get("verbose"))
+    runner.run_experiment(experiment, resume=resume_path, check=bool(args.get("check")),
+                          overfit=args.get("overfit") or False)
+    return runner
+
+
+def _prepare_cudnn(args: Mapping[str, Any]) -> None:
+    """``args.deterministic`` / ``args.benchmark`` → cuDNN's flags (Catalyst's ``prepare_cudnn``)."""
+    import torch
+
+    if "deterministic" in args:
+        torch.backends.cudnn.deterministic = bool(args["deterministic"])
+    if "benchmark" in args:
+        torch.backends.cudnn.benchmark = bool(args["benchmark"])
+
+
+def _is_master() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0

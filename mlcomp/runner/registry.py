@@ -1,0 +1,300 @@
+"""Registries: names in a config → classes and factories (Catalyst 20.x ``catalyst.registry``).
+
+Each registry maps a name to a factory (usually a class). A config names a factory
+(``model: DigitsCNN``, ``callback: AccuracyCallback``); the experiment looks it up here and calls
+it with the rest of the mapping as keyword arguments.
+
+Registering works as a call or as a decorator, with an optional explicit name::
+
+    registry.Model(MyNet)                 # registered as "MyNet"
+    @registry.Callback
+    class MyCallback(Callback): ...
+    registry.Criterion(my_loss, name="MyLoss")
+
+Default entries come from modules that are imported lazily, on the first lookup, so that
+``import mlcomp.runner`` stays cheap and no module registers anything as an import side effect:
+
+=============  ==========================================================================
+``Model``      ``mlcomp.runner.models.__all__``, then every ``torch.nn.Module`` in ``torch.nn``
+``Criterion``  ``mlcomp.runner.losses.__all__`` (when present), then ``torch.nn``'s ``*Loss``
+``Optimizer``  every ``torch.optim.Optimizer`` subclass in ``torch.optim``
+``Scheduler``  every scheduler class in ``torch.optim.lr_scheduler``
+``Callback``   ``mlcomp.runner.callbacks.__all__``
+``Dataset``    ``mlcomp.runner.datasets.__all__``
+``Experiment`` ``ConfigExperiment``
+``Runner``     ``SupervisedRunner`` and ``Runner``
+=============  ==========================================================================
+
+Entries registered by the user (typically by the config's expdir) shadow the defaults, and a
+later registration of a name replaces an earlier one (re-running a notebook cell or importing
+an edited expdir works).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from typing import Any, Callable, Mapping
+
+from mlcomp.errors import ConfigError
+
+__all__ = [
+    "Registry",
+    "Model",
+    "Criterion",
+    "Optimizer",
+    "Scheduler",
+    "Callback",
+    "Dataset",
+    "Experiment",
+    "Runner",
+    "REGISTRIES",
+    "check_arguments",
+]
+
+
+def _module_exports(module_name: str, predicate: Callable[[Any], bool] = callable) -> dict[str, Any]:
+    """The names in ``module_name.__all__`` that satisfy ``predicate``; empty when the module
+    does not exist (a part of mlcomp not written or not installed)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name.startswith(e.name):
+            return {}
+        raise
+    names = getattr(module, "__all__", [])
+    return {name: getattr(module, name) for name in names if predicate(getattr(module, name, None))}
+
+
+def _subclasses_in(module_name: str, base_path: tuple[str, str], name_filter=lambda name: True):
+    """A defaults loader: the public classes of ``module_name`` that subclass ``base_path``
+    (``(module, attribute)``) and whose names pass ``name_filter``."""
+
+    def load() -> dict[str, Any]:
+        module = importlib.import_module(module_name)
+        base = getattr(importlib.import_module(base_path[0]), base_path[1])
+        return {
+            name: obj
+            for name, obj in vars(module).items()
+            if not name.startswith("_") and inspect.isclass(obj) and issubclass(obj, base)
+            and obj is not base and name_filter(name)
+        }
+
+    return load
+
+
+def _exports(*module_names: str, predicate: Callable[[Any], bool] = callable):
+    """A defaults loader: the ``__all__`` exports of each module, earlier modules first."""
+
+    def load() -> dict[str, Any]:
+        entries: dict[str, Any] = {}
+        for module_name in reversed(module_names):
+            entries.update(_module_exports(module_name, predicate))
+        return entries
+
+    return load
+
+
+def _chain(*loaders):
+    """A defaults loader combining ``loaders``; the first one to define a name wins."""
+
+    def load() -> dict[str, Any]:
+        entries: dict[str, Any] = {}
+        for loader in reversed(loaders):
+            entries.update(loader())
+        return entries
+
+    return load
+
+
+class Registry:
+    """A named mapping from names to factories, filled by registration and by lazy defaults.
+
+    Args:
+        kind: what the registry holds, used in messages (``"model"``, ``"callback"``).
+        defaults: a callable returning ``{name: factory}``, called once, on the first lookup.
+
+    Example:
+        >>> reg = Registry("model")
+        >>> @reg
+        ... class Net: ...
+        >>> reg.get("Net") is Net
+        True
+    """
+
+    def __init__(self, kind: str, defaults: Callable[[], Mapping[str, Any]] | None = None):
+        self.kind = kind
+        self._defaults_loader = defaults
+        self._defaults: dict[str, Any] | None = None
+        self._user: dict[str, Any] = {}
+
+    def __call__(self, factory=None, *, name: str | None = None):
+        """Registers ``factory`` under ``name`` (default: its ``__name__``) and returns it, so
+        it works as ``reg(Cls)``, ``@reg`` and ``@reg(name="Alias")``.
+
+        Raises:
+            TypeError: ``factory`` is not callable, or has no ``__name__`` and no name is given.
+        """
+        if factory is None:
+            return lambda f: self(f, name=name)
+        if not callable(factory):
+            raise TypeError(f"{self.kind} registry: can only register callables, got {factory!r}")
+        key = name or getattr(factory, "__name__", None)
+        if not key:
+            raise TypeError(f"{self.kind} registry: {factory!r} has no __name__; pass name=")
+        self._user[key] = factory
+        return factory
+
+    add = __call__
+
+    def remove(self, name: str) -> None:
+        """Forgets a user registration (defaults stay). Unknown names are ignored."""
+        self._user.pop(name, None)
+
+    def _all(self) -> dict[str, Any]:
+        if self._defaults is None:
+            self._defaults = dict(self._defaults_loader()) if self._defaults_loader else {}
+        return {**self._defaults, **self._user}
+
+    def names(self) -> list[str]:
+        """Every name known now (defaults and registrations), sorted."""
+        return sorted(self._all())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._user or name in self._all()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def get(self, name: str, key_path: str | None = None):
+        """The factory registered as ``name``.
+
+        Raises:
+            ConfigError: unknown name; the message names ``key_path`` (the config key that gave
+                the name) and up to five close matches.
+        """
+        entries = self._all()
+        if isinstance(name, str) and name in entries:
+            return entries[name]
+        where = f"{key_path}: " if key_path else ""
+        close = [n for n in entries if n.lower() == str(name).lower()]
+        close += [n for n in difflib.get_close_matches(str(name), list(entries), n=5, cutoff=0.6) if n not in close]
+        hint = f"; did you mean {', '.join(close)}?" if close else \
+            f"; register it with mlcomp.runner.registry.{self.kind.capitalize()}(...) in the expdir"
+        raise ConfigError(f"{where}unknown {self.kind} {name!r}{hint}")
+
+    def create(self, name: str, key_path: str | None = None, /, *args, **kwargs):
+        """Calls the factory ``name`` with ``args`` and ``kwargs``.
+
+        Raises:
+            ConfigError: unknown name, or the factory's signature rejects the arguments; the
+                message names ``key_path`` and the signature.
+        """
+        factory = self.get(name, key_path)
+        check_arguments(factory, f"{self.kind} {name}", key_path, args, kwargs)
+        return factory(*args, **kwargs)
+
+    def _split(self, params: Mapping[str, Any], name_key: str, key_path: str):
+        """``(factory, kwargs)`` of ``params``: the factory named by ``params[name_key]``."""
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{key_path}: expected a mapping with a {name_key!r} key, got {params!r}")
+        kwargs = dict(params)
+        if name_key not in kwargs:
+            raise ConfigError(f"{key_path}: missing key {name_key!r} naming the {self.kind} "
+                              f"(keys given: {sorted(kwargs)})")
+        name = kwargs.pop(name_key)
+        return name, self.get(name, f"{key_path}.{name_key}"), kwargs
+
+    def check_params(self, params: Mapping[str, Any], name_key: str, key_path: str, /, *args):
+        """Checks, without calling anything, that ``params`` name a known factory that accepts
+        ``args`` and the other keys (arguments it requires but that come later, such as an
+        optimizer's parameters, are not demanded); returns the factory.
+
+        Raises:
+            ConfigError: see :meth:`create_from_params`.
+        """
+        name, factory, kwargs = self._split(params, name_key, key_path)
+        check_arguments(factory, f"{self.kind} {name}", key_path, args, kwargs, partial=True)
+        return factory
+
+    def create_from_params(self, params: Mapping[str, Any], name_key: str, key_path: str,
+                           /, *args, **extra):
+        """Calls the factory named by ``params[name_key]`` with ``args``, the other keys of
+        ``params`` and ``extra``: Catalyst's ``get_from_params``.
+
+        Raises:
+            ConfigError: ``params`` is not a mapping or lacks ``name_key``; the name is unknown
+                (the message names ``key_path.name_key``); the factory rejects the arguments
+                (the message names ``key_path``).
+        """
+        name, factory, kwargs = self._split(params, name_key, key_path)
+        kwargs.update(extra)
+        check_arguments(factory, f"{self.kind} {name}", key_path, args, kwargs)
+        return factory(*args, **kwargs)
+
+    def __repr__(self):
+        return f"Registry({self.kind!r}, user={sorted(self._user)})"
+
+
+def check_arguments(factory, description: str, key_path: str | None, args: tuple, kwargs: Mapping,
+                    partial: bool = False) -> None:
+    """Checks that ``factory(*args, **kwargs)`` binds to its signature (``partial``: missing
+    required arguments are allowed). Factories without a signature (some builtins) pass.
+
+    Raises:
+        ConfigError: ``"{key_path}: {description} does not accept the arguments [...] (why);
+            signature Name(...)"``.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    try:
+        (signature.bind_partial if partial else signature.bind)(*args, **kwargs)
+    except TypeError as e:
+        where = f"{key_path}: " if key_path else ""
+        raise ConfigError(f"{where}{description} does not accept the arguments {sorted(kwargs)} ({e}); "
+                          f"signature {getattr(factory, '__name__', factory)}{signature}") from None
+
+
+def _is_class(obj) -> bool:
+    return inspect.isclass(obj)
+
+
+def _torch_schedulers() -> dict[str, Any]:
+    module = importlib.import_module("torch.optim.lr_scheduler")
+    bases = tuple(getattr(module, n) for n in ("LRScheduler", "ReduceLROnPlateau") if hasattr(module, n))
+    return {name: obj for name, obj in vars(module).items()
+            if not name.startswith("_") and inspect.isclass(obj) and issubclass(obj, bases)
+            and name != "LRScheduler"}
+
+
+def _runners() -> dict[str, Any]:
+    return {name: getattr(importlib.import_module(module), name)
+            for module, name in (("mlcomp.runner.runner", "Runner"),
+                                 ("mlcomp.runner.supervised", "SupervisedRunner"))}
+
+
+def _experiments() -> dict[str, Any]:
+    from mlcomp.runner.config import ConfigExperiment
+
+    return {"ConfigExperiment": ConfigExperiment}
+
+
+Model = Registry("model", _chain(_exports("mlcomp.runner.models", predicate=_is_class),
+                                 _subclasses_in("torch.nn", ("torch.nn", "Module"))))
+Criterion = Registry("criterion", _chain(
+    _exports("mlcomp.runner.losses"),
+    _subclasses_in("torch.nn", ("torch.nn", "Module"), lambda name: name.endswith("Loss"))))
+Optimizer = Registry("optimizer", _subclasses_in("torch.optim", ("torch.optim", "Optimizer")))
+Scheduler = Registry("scheduler", _torch_schedulers)
+Callback = Registry("callback", _exports("mlcomp.runner.callbacks", predicate=_is_class))
+Dataset = Registry("dataset", _exports("mlcomp.runner.datasets", predicate=_is_class))
+Experiment = Registry("experiment", _experiments)
+Runner = Registry("runner", _runners)
+
+REGISTRIES: dict[str, Registry] = {
+    "Model": Model, "Criterion": Criterion, "Optimizer": Optimizer, "Scheduler": Scheduler,
+    "Callback": Callback, "Dataset": Dataset, "Experiment": Experiment, "Runner": Runner,
+}
+"""Every registry by its public name."""

@@ -1,0 +1,130 @@
+"""Orchestration overhead: no-op bash tasks through mlcomp against a plain subprocess loop.
+
+Two DAGs go through the code path of ``mlcomp dag submit --wait`` (submit, wake, an embedded
+supervisor and local worker, follow until done; every state change written to a SQLite store):
+
+- a chain of 20 ``true`` tasks;
+- a fan-out 1 → 50 → 1 with two slots (each task asks for 1 CPU on a computer with 2 CPUs).
+
+The baseline runs the same commands with ``subprocess.run`` in a plain Python loop (the fan-out's
+middle with two threads, the same two slots). Rounds are interleaved; medians are printed:
+the overhead per task in ms beyond the baseline, and the time from submission to the first
+task's start. Targets: ≤ 10 ms per task, ≤ 100 ms to the first start.
+
+Usage: python bench/dag_overhead.py [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from mlcomp import control
+from mlcomp.cli.common import follow_dags
+from mlcomp.db import Computer, Task, immediate
+from mlcomp.settings import Settings
+from mlcomp.supervisor import run_local
+
+COMMAND = ["bash", "-c", "true"]
+
+
+def chain_yaml(n: int = 20) -> str:
+    """A DAG file: ``n`` no-op bash tasks, each depending on the previous one."""
+    lines = ["info: {name: chain, project: bench, expdir: code}", "executors:"]
+    for i in range(n):
+        depends = f", depends: t{i - 1}" if i else ""
+        lines.append(f"  t{i}: {{type: bash, command: 'true'{depends}}}")
+    return "\n".join(lines) + "\n"
+
+
+def fan_yaml(width: int = 50) -> str:
+    """A DAG file: one task, ``width`` tasks depending on it, one task depending on them all."""
+    lines = ["info: {name: fan, project: bench, expdir: code}", "executors:",
+             "  src: {type: bash, command: 'true'}"]
+    lines += [f"  m{i}: {{type: bash, command: 'true', depends: src}}" for i in range(width)]
+    lines.append(f"  sink: {{type: bash, command: 'true', depends: [{', '.join(f'm{i}' for i in range(width))}]}}")
+    return "\n".join(lines) + "\n"
+
+
+def baseline_chain(n: int = 20) -> float:
+    """Seconds to run the chain's ``n`` commands one after the other with ``subprocess.run``."""
+    start = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(COMMAND, check=True)
+    return time.perf_counter() - start
+
+
+def baseline_fan(width: int = 50) -> float:
+    """Seconds to run the fan-out's commands: one, ``width`` on two threads, one."""
+    start = time.perf_counter()
+    subprocess.run(COMMAND, check=True)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: subprocess.run(COMMAND, check=True), range(width)))
+    subprocess.run(COMMAND, check=True)
+    return time.perf_counter() - start
+
+
+def run_dag(local, settings: Settings, path: Path, changed: threading.Event) -> tuple[float, float, float, int]:
+    """Submits ``path`` as ``dag submit --wait`` does. Returns the seconds from the start of the
+    submission to the DAG's end, the seconds the submission itself took (parse, snapshot, rows,
+    commit), the seconds from its commit to the first task's start, and the task count."""
+    start = time.perf_counter()
+    with local.sessionmaker.begin() as session:
+        immediate(session)
+        (dag,) = control.submit_dag(session, settings, path)
+        dag_id = dag.id
+    committed_wall, committed = time.time(), time.perf_counter()
+    control.wake(settings)
+    ok = follow_dags(local.sessionmaker, [dag_id], lambda line: None, changed, poll=0.05)
+    total = time.perf_counter() - start
+    assert ok, f"dag {dag_id} did not succeed"
+    with local.sessionmaker.begin() as session:
+        first = session.scalar(select(func.min(Task.started)).where(Task.dag_id == dag_id))
+        count = session.scalar(select(func.count()).select_from(Task).where(Task.dag_id == dag_id))
+    first = first if first.tzinfo else first.replace(tzinfo=dt.timezone.utc)
+    return total, committed - start, first.timestamp() - committed_wall, count
+
+
+def main(rounds: int) -> None:
+    """Runs ``rounds`` interleaved rounds of baseline and mlcomp for both DAGs; prints medians."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "code").mkdir()
+        (tmp / "chain.yml").write_text(chain_yaml())
+        (tmp / "fan.yml").write_text(fan_yaml())
+        settings = Settings(root=tmp / "root", db_url=f"sqlite:///{tmp / 'root' / 'mlcomp.db'}")
+        changed = threading.Event()
+        started = time.perf_counter()
+        with run_local(settings, [], name="bench", on_change=changed.set, listen=False) as local:
+            print(f"embedded supervisor + worker started in {1000 * (time.perf_counter() - started):.0f} ms")
+            with local.sessionmaker.begin() as session:
+                immediate(session)
+                session.get(Computer, "bench").cpu = 2  # two slots for the fan-out
+            results = {name: ([], [], [], []) for name in ("chain", "fan")}
+            for _ in range(rounds):
+                for name, baseline in (("chain", baseline_chain), ("fan", baseline_fan)):
+                    base = baseline()
+                    total, submit, first, count = run_dag(local, settings, tmp / f"{name}.yml", changed)
+                    for values, value in zip(results[name], (1000 * (total - submit - base) / count,
+                                                             1000 * first, 1000 * submit, total / base)):
+                        values.append(value)
+    print(f"{'dag':<6} {'tasks':>5} {'overhead ms/task':>17} {'first start ms':>15} {'submit ms':>10} "
+          f"{'ratio to loop':>14}")
+    for name, count in (("chain", 20), ("fan", 52)):
+        per_task, first, submit, ratio = (statistics.median(v) for v in results[name])
+        print(f"{name:<6} {count:>5} {per_task:>17.1f} {first:>15.1f} {submit:>10.1f} {ratio:>14.2f}")
+    print(f"(medians of {rounds} interleaved rounds; overhead excludes the submission itself; first start is "
+          f"measured from the submission's commit; targets: <= 10 ms/task, <= 100 ms)")
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    main(parser.parse_args().rounds)

@@ -1,0 +1,156 @@
+"""``mlcomp dag``: submit, list, show, stop and resume DAGs."""
+from __future__ import annotations
+
+import json
+import threading
+
+import click
+from sqlalchemy import func, select
+
+from mlcomp import control
+from mlcomp.cli.common import Services, follow_dags, pass_services, table
+from mlcomp.db import Dag, Project, Task, TaskDependency
+from mlcomp.supervisor.status import rollup_status
+
+__all__ = ["dag", "dag_json"]
+
+
+@click.group()
+def dag():
+    """Submit and manage DAGs."""
+
+
+def _parse_gpus(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(g) for g in value.split(",") if g.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated GPU indices, e.g. 0,1") from None
+
+
+@dag.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--wait", is_flag=True, help="Follow the tasks until they end; exit 0 only if all succeeded.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of FILE by dotted path, e.g. executors.train.gpu=2 (repeatable).")
+@click.option("--gpus", callback=_parse_gpus, metavar="0,1,…",
+              help="With --wait and no server running: GPU indices the embedded worker declares.")
+@pass_services
+def dag_submit(app: Services, file, wait, sets, gpus):
+    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid).
+
+    With --wait and no `mlcomp server` answering (for MLCOMP_ROOT on this machine, or through
+    the broker), a supervisor and a local worker run in this process until the DAG ends.
+    """
+    with app.write() as session:
+        ids = [d.id for d in control.submit_dag(session, app.settings, file, sets)]
+    for dag_id in ids:
+        click.echo(dag_id)
+    _wake_and_wait(app, ids, wait, gpus)
+
+
+def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | None) -> None:
+    """Wakes the server; with ``wait`` follows the DAGs and exits 1 unless every task succeeded.
+
+    When no server answers (on this machine's wake socket, or on the broker's wake channel),
+    a supervisor and a local worker run here, for these DAGs only."""
+    served = control.wake(app.settings)
+    if not wait:
+        return
+    if served:
+        ok = follow_dags(app.store, ids, click.echo)
+    else:
+        from mlcomp.supervisor.embedded import run_local
+
+        changed = threading.Event()
+        with run_local(app.settings, gpus, sessionmaker=app.store, on_change=changed.set, listen=False,
+                       dag_ids=ids):
+            ok = follow_dags(app.store, ids, click.echo, changed)
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
+@dag.command("list")
+@click.option("--limit", default=20, show_default=True, help="How many of the latest DAGs to show.")
+@pass_services
+def dag_list(app: Services, limit):
+    """Lists the latest DAGs with their derived status and task count."""
+    with app.read() as session:
+        dags = session.execute(select(Dag.id, Dag.name, Project.name, Dag.created).join(Project)
+                               .order_by(Dag.id.desc()).limit(limit)).all()
+        ids = [d[0] for d in dags]
+        statuses: dict[int, list] = {i: [] for i in ids}
+        for dag_id, status, count in session.execute(
+                select(Task.dag_id, Task.status, func.count()).where(Task.dag_id.in_(ids))
+                .group_by(Task.dag_id, Task.status)):
+            statuses[dag_id] += [status] * count
+    rows = [[i, name, project, rollup_status(statuses[i]).value, len(statuses[i]),
+             created.strftime("%Y-%m-%d %H:%M:%S")] for i, name, project, created in dags]
+    click.echo(table(rows, ["id", "name", "project", "status", "tasks", "created"]))
+
+
+def dag_json(session, dag_id: int) -> dict:
+    """A DAG and its tasks as the JSON document of ``mlcomp dag show --json``.
+
+    Raises:
+        NotFoundError: no such DAG.
+    """
+    dag_row = control.get_dag(session, dag_id)
+    tasks = session.scalars(select(Task).where(Task.dag_id == dag_id).order_by(Task.id)).all()
+    names = {t.id: t.name for t in tasks}
+    depends: dict[int, list[str]] = {t.id: [] for t in tasks}
+    for task_id, depend_id in session.execute(
+            select(TaskDependency.task_id, TaskDependency.depend_id)
+            .where(TaskDependency.task_id.in_(list(names))).order_by(TaskDependency.depend_id)):
+        depends[task_id].append(names[depend_id])
+    return {
+        "id": dag_row.id, "name": dag_row.name, "status": rollup_status(t.status for t in tasks).value,
+        "tasks": [{
+            "id": t.id, "name": t.name, "type": t.type, "status": t.status.value, "attempt": t.attempt,
+            "computer": t.computer, "gpus": list(t.gpus or []), "depends": depends[t.id],
+            "parent": names.get(t.parent_id), "waiting_reason": t.waiting_reason, "result": t.result,
+        } for t in tasks],
+    }
+
+
+@dag.command("show")
+@click.argument("dag_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the DAG as JSON.")
+@pass_services
+def dag_show(app: Services, dag_id, as_json):
+    """Shows DAG ID and its tasks."""
+    with app.read() as session:
+        doc = dag_json(session, dag_id)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"dag {doc['id']} {doc['name']!r}: {doc['status']}")
+    rows = [[t["id"], t["name"], t["type"], t["status"], t["attempt"], t["computer"],
+             ",".join(map(str, t["gpus"])), ",".join(t["depends"]), t["waiting_reason"]] for t in doc["tasks"]]
+    click.echo(table(rows, ["id", "name", "type", "status", "attempt", "computer", "gpus", "depends", "waiting"]))
+
+
+@dag.command("stop")
+@click.argument("dag_id", metavar="ID", type=int)
+@pass_services
+def dag_stop(app: Services, dag_id):
+    """Stops every task of DAG ID that has not ended."""
+    with app.write() as session:
+        count = len(control.stop_dag(session, dag_id))
+    control.wake(app.settings)
+    click.echo(f"dag {dag_id}: stop requested for {count} task(s)")
+
+
+@dag.command("resume")
+@click.argument("dag_id", metavar="ID", type=int)
+@click.option("--wait", is_flag=True, help="Follow the tasks until they end, as `dag submit --wait`.")
+@click.option("--gpus", callback=_parse_gpus, metavar="0,1,…",
+              help="With --wait and no server running: GPU indices the embedded worker declares.")
+@pass_services
+def dag_resume(app: Services, dag_id, wait, gpus):
+    """Resumes the failed, stopped and skipped tasks of DAG ID; what succeeded does not run again."""
+    with app.write() as session:
+        count = len(control.resume_dag(session, dag_id))
+    click.echo(f"dag {dag_id}: {count} task(s) resumed")
+    _wake_and_wait(app, [dag_id], wait, gpus)

@@ -1,0 +1,223 @@
+"""The commands the CLI and the UI both send: submit, stop and resume tasks and DAGs, and a DAG's
+derived status.
+
+Each function takes the caller's session, never commits, and arranges for the in-process
+supervisors to wake when the caller commits (:func:`mlcomp.supervisor.wake.wake_after_commit`).
+A process without a supervisor (the CLI) calls :func:`wake` after its commit to poke the server
+serving the same root. On SQLite the caller frames a writer transaction
+(``mlcomp.db.immediate(session)``); on PostgreSQL the task rows are locked here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mlcomp.db import Dag, Task, TaskDependency, TaskStatus
+from mlcomp.errors import NotFoundError, StateError
+from mlcomp.settings import Settings
+from mlcomp.supervisor import wake as wakeup
+from mlcomp.supervisor.ready import is_grid_parent
+from mlcomp.supervisor.status import rollup_status, set_task_status
+
+__all__ = [
+    "submit_dag",
+    "get_task",
+    "get_dag",
+    "stop_task",
+    "resume_task",
+    "stop_dag",
+    "resume_dag",
+    "dag_status",
+    "wake",
+    "RESUME_FROM",
+]
+
+S = TaskStatus
+RESUMABLE = frozenset({S.failed, S.stopped, S.skipped})
+RESUME_FROM = ("last", "best")
+"""Named checkpoints a resume may start from; anything else must be a checkpoint path."""
+
+
+def submit_dag(session: Session, settings: Settings, path, sets: Sequence[str] = ()) -> list[Dag]:
+    """Parses, validates and writes the DAG file at ``path`` (``--set key=value`` overrides in
+    ``sets``); one DAG per cell of a DAG-level grid. Delegates to :func:`mlcomp.dag.submit`.
+
+    Raises:
+        DagError: the file is rejected; nothing is written.
+    """
+    from mlcomp.dag import submit
+
+    dags = submit(session, settings, path, sets)
+    wakeup.wake_after_commit(session)
+    return dags
+
+
+def get_task(session: Session, task_id: int, lock: bool = False) -> Task:
+    """The task ``task_id`` (row-locked with ``lock`` on PostgreSQL).
+
+    Raises:
+        NotFoundError: no task has this id.
+    """
+    task = session.get(Task, task_id, with_for_update=lock or None)
+    if task is None:
+        raise NotFoundError(f"task {task_id} does not exist")
+    return task
+
+
+def get_dag(session: Session, dag_id: int) -> Dag:
+    """The DAG ``dag_id``.
+
+    Raises:
+        NotFoundError: no DAG has this id.
+    """
+    dag = session.get(Dag, dag_id)
+    if dag is None:
+        raise NotFoundError(f"dag {dag_id} does not exist")
+    return dag
+
+
+def _children(session: Session, task: Task) -> list[Task]:
+    return list(session.scalars(select(Task).where(Task.parent_id == task.id).order_by(Task.id).with_for_update()))
+
+
+def _stop(session: Session, task: Task, reason: str, now: dt.datetime | None) -> bool:
+    """Stops one task if it has not ended; returns False when there was nothing to stop."""
+    if is_grid_parent(task):
+        for child in _children(session, task):
+            _stop(session, child, reason, now)
+    if task.status in (S.not_ran, S.queued):
+        set_task_status(session, task, S.stopped, reason, now)
+    elif task.status is S.in_progress:
+        set_task_status(session, task, S.stopping, reason, now)
+    else:
+        return False
+    return True
+
+
+def stop_task(session: Session, task_id: int, now: dt.datetime | None = None) -> Task:
+    """Stops task ``task_id``: a waiting or queued task becomes ``stopped`` at once, a running one
+    ``stopping`` (its worker then signals the process group: SIGTERM, grace, SIGKILL). Stopping a
+    grid search stops its cells.
+
+    Raises:
+        NotFoundError: no such task.
+        StateError: the task is already stopping or has ended.
+    """
+    task = get_task(session, task_id, lock=True)
+    if not _stop(session, task, "stop requested", now):
+        raise StateError(f"task {task_id} ({task.name!r}) is {task.status.value}; only a waiting, queued "
+                         f"or running task can be stopped")
+    wakeup.wake_after_commit(session)
+    return task
+
+
+def _check_from(from_: str | None) -> str | None:
+    if from_ is None or from_ in RESUME_FROM:
+        return from_
+    if not str(from_).strip():
+        raise StateError(f"resume from {from_!r}: expected 'last', 'best' or a checkpoint path")
+    return os.fspath(from_)
+
+
+def _dependents(session: Session, task: Task) -> Iterable[Task]:
+    return session.scalars(
+        select(Task).join(TaskDependency, TaskDependency.task_id == Task.id)
+        .where(TaskDependency.depend_id == task.id, Task.status == S.skipped)
+    )
+
+
+def _resume(session: Session, task: Task, from_: str | None, now: dt.datetime | None) -> None:
+    """Resumes ``task`` if it ended without success, its unsuccessful grid cells, and the tasks
+    that were skipped because of it (transitively)."""
+    if task.status not in RESUMABLE:
+        return
+    if from_ is not None:
+        task.resume_from = from_
+    set_task_status(session, task, S.not_ran, "resume requested", now)
+    if is_grid_parent(task):
+        for child in _children(session, task):
+            _resume(session, child, from_, now)
+    for dependent in list(_dependents(session, task)):
+        _resume(session, dependent, None, now)
+
+
+def resume_task(session: Session, task_id: int, from_: str | None = None, now: dt.datetime | None = None) -> Task:
+    """Starts a new attempt of a failed, stopped or skipped task (attempt + 1). ``from_`` is the
+    checkpoint the attempt continues from: ``"last"``, ``"best"`` or a path (stored in
+    ``Task.resume_from``); None keeps the task's previous choice. Tasks skipped because of this
+    one are resumed too, and a grid search resumes its unsuccessful cells.
+
+    Raises:
+        NotFoundError: no such task.
+        StateError: the task is waiting, running or succeeded; or ``from_`` is empty.
+    """
+    from_ = _check_from(from_)
+    task = get_task(session, task_id, lock=True)
+    if task.status not in RESUMABLE:
+        what = "succeeded" if task.status is S.success else f"is {task.status.value}"
+        raise StateError(f"task {task_id} ({task.name!r}) {what}; only a failed, stopped or skipped task "
+                         f"can be resumed")
+    _resume(session, task, from_, now)
+    wakeup.wake_after_commit(session)
+    return task
+
+
+def _dag_tasks(session: Session, dag_id: int) -> list[Task]:
+    get_dag(session, dag_id)
+    return list(session.scalars(select(Task).where(Task.dag_id == dag_id).order_by(Task.id).with_for_update()))
+
+
+def stop_dag(session: Session, dag_id: int, now: dt.datetime | None = None) -> list[Task]:
+    """Stops every task of DAG ``dag_id`` that has not ended. Returns the tasks stopped.
+
+    Raises:
+        NotFoundError: no such DAG.
+        StateError: every task has already ended or is stopping.
+    """
+    stopped = [t for t in _dag_tasks(session, dag_id) if _stop(session, t, f"dag {dag_id} stop requested", now)]
+    if not stopped:
+        raise StateError(f"dag {dag_id} has no waiting, queued or running task to stop")
+    wakeup.wake_after_commit(session)
+    return stopped
+
+
+def resume_dag(session: Session, dag_id: int, now: dt.datetime | None = None) -> list[Task]:
+    """Resumes every failed, stopped or skipped task of DAG ``dag_id``, so only what has not
+    succeeded runs again. Returns the tasks resumed.
+
+    Raises:
+        NotFoundError: no such DAG.
+        StateError: no task of the DAG is failed, stopped or skipped.
+    """
+    tasks = [t for t in _dag_tasks(session, dag_id) if t.status in RESUMABLE]
+    if not tasks:
+        raise StateError(f"dag {dag_id} has no failed, stopped or skipped task to resume")
+    for task in tasks:
+        _resume(session, task, None, now)
+    wakeup.wake_after_commit(session)
+    return tasks
+
+
+def dag_status(session: Session, dag: Dag | int) -> TaskStatus:
+    """A DAG's status derived from its tasks (:func:`mlcomp.supervisor.status.rollup_status`).
+
+    Raises:
+        NotFoundError: ``dag`` is an id that does not exist.
+    """
+    dag_id = dag.id if isinstance(dag, Dag) else get_dag(session, dag).id
+    return rollup_status(session.scalars(select(Task.status).where(Task.dag_id == dag_id)))
+
+
+def wake(settings: Settings) -> bool:
+    """Wakes the supervisors of this process, the server serving ``settings.root`` on this
+    machine and, with ``settings.broker_url``, the servers sharing the database through Redis;
+    call it after committing. Returns True when a server process received the wake-up."""
+    wakeup.notify()
+    served = wakeup.poke(settings.root)
+    if settings.broker_url:
+        served = wakeup.publish(settings.broker_url, settings.db_url) > 0 or served
+    return served

@@ -1,0 +1,192 @@
+"""The task life cycle: the one function that changes a task's status, and the roll-ups derived
+from statuses (a DAG's status, a grid parent's status).
+
+The gate follows luigi's ``SimpleTaskState.set_status`` (one place where status changes, stamping
+``updated``) with the transitions of DESIGN §4::
+
+    not_ran     → queued | skipped | stopped
+    queued      → in_progress | not_ran | failed | stopped
+    in_progress → stopping | success | failed | stopped | queued (retry on the same computer)
+    stopping    → stopped | failed | success
+    failed | stopped | skipped → not_ran   (resume: attempt + 1, a new Attempt row)
+    success     → not_ran                  (only with ``rerun=True``)
+
+Every transition stamps ``Task.updated``; ``queued`` stamps ``Task.queued``, ``in_progress``
+``Task.started``, a finished status ``Task.finished``; back to ``not_ran`` clears the placement
+(computer, GPUs). The Attempt row numbered ``Task.attempt`` follows the task (status, computer,
+GPUs, start, end, reason).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Iterable
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from mlcomp.db import Attempt, Task, TaskStatus, utcnow
+from mlcomp.errors import StateError
+
+__all__ = [
+    "TRANSITIONS",
+    "ACTIVE",
+    "set_task_status",
+    "retry_or_fail",
+    "rollup_status",
+    "grid_parent_status",
+]
+
+log = logging.getLogger(__name__)
+
+S = TaskStatus
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    S.not_ran: frozenset({S.queued, S.skipped, S.stopped}),
+    S.queued: frozenset({S.in_progress, S.not_ran, S.failed, S.stopped}),
+    S.in_progress: frozenset({S.stopping, S.success, S.failed, S.stopped, S.queued}),
+    S.stopping: frozenset({S.stopped, S.failed, S.success}),
+    S.failed: frozenset({S.not_ran}),
+    S.stopped: frozenset({S.not_ran}),
+    S.skipped: frozenset({S.not_ran}),
+    S.success: frozenset(),
+}
+"""Legal transitions; ``success → not_ran`` is allowed only as an explicit rerun."""
+
+ACTIVE = frozenset({S.queued, S.in_progress, S.stopping})
+"""Statuses that hold resources on a computer (luigi's RUNNING, for ``_used_resources``)."""
+
+
+def set_task_status(
+    session: Session,
+    task: Task,
+    new: TaskStatus,
+    reason: str | None = None,
+    now: dt.datetime | None = None,
+    *,
+    rerun: bool = False,
+) -> Task:
+    """Moves ``task`` to ``new``: the only writer of ``Task.status``. Does not commit.
+
+    Args:
+        session: the caller's session; the caller frames and commits the transaction.
+        task: a persistent Task.
+        new: the target status.
+        reason: a readable sentence stored in ``Task.reason`` (and the attempt's ``reason``).
+        now: the time to stamp (timezone-aware UTC); default the current time.
+        rerun: allow ``success → not_ran`` (an explicit rerun of a finished task).
+
+    Returns:
+        the task.
+
+    Raises:
+        StateError: the transition is not legal; the message names the task id and both statuses.
+    """
+    new = TaskStatus(new)
+    old = task.status
+    allowed = TRANSITIONS[old] | ({S.not_ran} if rerun and old is S.success else frozenset())
+    if new not in allowed:
+        legal = ", ".join(sorted(s.value for s in allowed)) or "none"
+        raise StateError(
+            f"task {task.id} ({task.name!r}) cannot go from {old.value} to {new.value}; allowed: {legal}"
+        )
+    now = now or utcnow()
+    if new is S.not_ran and old.finished:
+        _new_attempt(session, task)
+    elif new is S.not_ran:  # a placement taken back (a failed dispatch): same attempt, no computer
+        task.computer, task.gpus, task.queued = None, [], None
+    elif new is S.queued and old is S.in_progress:
+        _new_attempt(session, task, keep_placement=True)
+    task.status = new
+    task.updated = now
+    task.reason = reason
+    if new is S.queued:
+        task.queued = now
+        task.waiting_reason = None
+    elif new is S.in_progress:
+        task.started = now
+    elif new.finished:
+        task.finished = now
+    _sync_attempt(session, task, now)
+    log.debug("task %s: %s -> %s (%s)", task.id, old.value, new.value, reason)
+    return task
+
+
+def retry_or_fail(session: Session, task: Task, reason: str, now: dt.datetime | None = None) -> bool:
+    """Fails ``task`` with ``reason``; when retries remain (``attempt <= retries``), resumes it at
+    once (``failed → not_ran``, attempt + 1) so the supervisor places it again, possibly on another
+    computer. Used by the dead-computer sweep and by the worker for a failed run.
+
+    Returns:
+        True when the task was re-queued for another attempt, False when it stays failed.
+    """
+    set_task_status(session, task, S.failed, reason, now)
+    if task.attempt > task.retries:
+        return False
+    retry = f"retry {task.attempt}/{task.retries} after: {reason}"
+    set_task_status(session, task, S.not_ran, retry, now)
+    return True
+
+
+def _new_attempt(session: Session, task: Task, keep_placement: bool = False) -> None:
+    task.attempt += 1
+    task.pid = None
+    task.started = task.finished = None
+    if not keep_placement:
+        task.computer = None
+        task.gpus = []
+        task.queued = None
+    session.add(Attempt(task=task, number=task.attempt, status=S.not_ran, resume_from=task.resume_from))
+
+
+def _sync_attempt(session: Session, task: Task, now: dt.datetime) -> None:
+    """Copies the task's state onto its current Attempt row: one UPDATE, or an INSERT when the
+    attempt has no row yet (no read: this runs on every status change)."""
+    values = dict(status=task.status, computer=task.computer, gpus=list(task.gpus or []), reason=task.reason)
+    if task.status is S.in_progress:
+        values["started"] = now
+    elif task.status.finished:
+        values["finished"] = now
+    session.flush()
+    updated = session.execute(
+        update(Attempt).where(Attempt.task_id == task.id, Attempt.number == task.attempt).values(**values)
+    ).rowcount
+    if not updated:
+        session.add(Attempt(task_id=task.id, number=task.attempt, resume_from=task.resume_from, **values))
+
+
+def rollup_status(statuses: Iterable[TaskStatus]) -> TaskStatus:
+    """A group's status derived from its members' statuses (a DAG's tasks, a grid's cells).
+
+    Empty → not_ran; anything queued/in_progress/stopping, or work left beside finished work →
+    in_progress; all success → success; otherwise the worst ending: failed, then stopped, then
+    skipped; all not_ran → not_ran.
+    """
+    present = set(statuses)
+    if not present or present == {S.not_ran}:
+        return S.not_ran
+    if present & ACTIVE or S.not_ran in present:
+        return S.in_progress
+    for status in (S.failed, S.stopped, S.skipped):
+        if status in present:
+            return status
+    return S.success
+
+
+def grid_parent_status(parent: Task, children: list[Task]) -> TaskStatus | None:
+    """The status a running grid parent (``type: grid_search``) should move to, or None to stay.
+
+    A parent needs no process: it is ``in_progress`` while its cells run and ends when all have
+    ended (success only if every cell succeeded); a ``stopping`` parent ends as ``stopped`` once no
+    cell is active.
+    """
+    statuses = [c.status for c in children]
+    if any(s in ACTIVE for s in statuses):
+        return None
+    if parent.status is S.stopping:
+        return S.stopped
+    if S.not_ran in statuses:
+        return None
+    if all(s is S.success for s in statuses):
+        return S.success
+    return S.failed if S.failed in statuses or S.skipped in statuses else S.stopped
+

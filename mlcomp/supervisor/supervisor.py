@@ -1,0 +1,245 @@
+"""The supervisor: one tick places ready tasks on computers; an APScheduler job runs the tick on an
+interval and at once when woken.
+
+A tick is one short transaction: lock the computer rows (``SELECT … FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` on SQLite) so two supervisors never hand out the same GPU, sweep the tasks of
+silent computers, end finished grid searches, skip tasks whose dependencies failed, start ready
+grid searches, then place ready tasks (:func:`mlcomp.supervisor.allocate.place`) and mark them
+queued. After the commit each placement is dispatched to its computer's worker.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Callable, Collection
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.settings import Settings
+from mlcomp.supervisor import wake as wakeup
+from mlcomp.supervisor.allocate import free_resources, place
+from mlcomp.supervisor.dispatch import Dispatcher
+from mlcomp.supervisor.ready import find_ready, rollup_grid_parents
+from mlcomp.supervisor.status import ACTIVE, retry_or_fail, set_task_status
+
+__all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks"]
+
+log = logging.getLogger(__name__)
+S = TaskStatus
+JOB_ID = "mlcomp-supervisor-tick"
+
+
+def alive_computers(session: Session, settings: Settings, now: dt.datetime, lock: bool = False) -> list[Computer]:
+    """Computers whose last heartbeat is at most ``settings.heartbeat_ttl`` seconds old, by name;
+    ``lock`` takes their row locks (PostgreSQL) until the transaction ends."""
+    stmt = select(Computer).order_by(Computer.name)
+    if lock:
+        stmt = stmt.with_for_update()
+    cutoff = now - dt.timedelta(seconds=settings.heartbeat_ttl)
+    return [c for c in session.scalars(stmt) if c.heartbeat is not None and _aware(c.heartbeat) >= cutoff]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _when(value: dt.datetime) -> str:
+    return _aware(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def active_tasks(session: Session) -> list[Task]:
+    """The tasks holding resources on a computer (queued, in_progress or stopping), by id."""
+    return list(session.scalars(
+        select(Task).where(Task.status.in_(ACTIVE), Task.computer.is_not(None)).order_by(Task.id)))
+
+
+def sweep_dead_computers(session: Session, settings: Settings, alive: list[Computer], active: list[Task],
+                         now: dt.datetime) -> int:
+    """Fails (or re-queues, per ``retries``) the ``active`` tasks of computers not in ``alive``,
+    which frees their GPUs; a task being stopped ends as stopped. Returns how many tasks changed."""
+    names = {c.name for c in alive}
+    changed = 0
+    for task in active:
+        if task.computer in names:
+            continue
+        computer = session.get(Computer, task.computer)
+        beat = _when(computer.heartbeat) if computer and computer.heartbeat else "never"
+        reason = (f"computer {task.computer!r} silent since {beat} (heartbeat_ttl "
+                  f"{settings.heartbeat_ttl:g} s, checked at {_when(now)})")
+        if task.status is S.stopping:
+            set_task_status(session, task, S.stopped, reason, now)
+        else:
+            retry_or_fail(session, task, reason, now)
+        log.warning("Supervisor: task %s: %s", task.id, reason)
+        changed += 1
+    return changed
+
+
+class Supervisor:
+    """Places ready tasks on computers and hands them to workers.
+
+    Args:
+        settings: mlcomp settings (``heartbeat_ttl``).
+        sessionmaker: the store.
+        dispatcher: where placements go (:mod:`mlcomp.supervisor.dispatch`).
+        now: the clock, a callable returning an aware UTC datetime (tests pass a fake).
+        interval: seconds between ticks when nothing wakes the supervisor.
+        dag_ids: run only the tasks of these DAGs (``dag submit --wait`` without a server);
+            None runs every DAG.
+    """
+
+    def __init__(self, settings: Settings, sessionmaker: sessionmaker, dispatcher: Dispatcher,
+                 now: Callable[[], dt.datetime] = utcnow, interval: float = 1.0,
+                 dag_ids: Collection[int] | None = None):
+        self.settings = settings
+        self.dag_ids = None if dag_ids is None else frozenset(dag_ids)
+        self.sessionmaker = sessionmaker
+        self.dispatcher = dispatcher
+        self.now = now
+        self.interval = interval
+        self._scheduler: BackgroundScheduler | None = None
+        self._pending = threading.Event()
+        self._lock = threading.Lock()
+        self._listener: wakeup.WakeListener | None = None
+        self._redis: wakeup.RedisWakeListener | None = None
+
+    def tick(self) -> list[tuple[int, str]]:
+        """Runs one round; returns the ``(task_id, computer)`` pairs dispatched."""
+        with self.sessionmaker.begin() as session:
+            now = self.now()
+            immediate(session)
+            alive = alive_computers(session, self.settings, now, lock=True)
+            active = active_tasks(session)
+            sweep_dead_computers(session, self.settings, alive, active, now)
+            ended = rollup_grid_parents(session, now)
+            parents, ready = find_ready(session, now, self.dag_ids)
+            for parent in parents:
+                set_task_status(session, parent, S.queued, "grid search ready", now)
+                set_task_status(session, parent, S.in_progress, "grid search: its cells run as tasks", now)
+            active = [t for t in active if t.status in ACTIVE]
+            placed = self._stale(active, now) + self._place(session, ready, alive, active, now)
+        if ended or parents:
+            self._pending.set()  # ended/started grid searches make more tasks ready: tick again
+        return self._dispatch(placed)
+
+    def _stale(self, active: list[Task], now: dt.datetime) -> list[tuple[int, str]]:
+        """Queued tasks not started within ``heartbeat_ttl`` on a live computer: a hand-over lost
+        to a restart or a dropped message. Dispatching again is safe: a worker starts a task only
+        while it is queued and not already running there."""
+        cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_ttl)
+        reach = getattr(self.dispatcher, "computers", None)
+        stale = [(t.id, t.computer) for t in active if t.status is S.queued and t.queued is not None
+                 and _aware(t.queued) < cutoff and (reach is None or t.computer in reach)]
+        for task_id, computer in stale:
+            log.warning("Supervisor: task %s queued on %s for over %g s; dispatching it again",
+                        task_id, computer, self.settings.heartbeat_ttl)
+        return stale
+
+    def _place(self, session: Session, ready: list[Task], alive: list[Computer], active: list[Task],
+               now: dt.datetime) -> list[tuple[int, str]]:
+        if not ready:
+            return []
+        reach = getattr(self.dispatcher, "computers", None)
+        if reach is not None:
+            alive = [c for c in alive if c.name in reach]
+        free = free_resources(alive, active)
+        placed = []
+        for task in ready:
+            where = place(task, free)
+            if isinstance(where, str):
+                if task.waiting_reason != where:
+                    task.waiting_reason = where
+                continue
+            task.computer, task.gpus = where.computer, where.gpus
+            set_task_status(session, task, S.queued, f"placed on {where.computer}", now)
+            placed.append((task.id, where.computer))
+        return placed
+
+    def _dispatch(self, placed: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        for task_id, computer in placed:
+            try:
+                self.dispatcher.dispatch(task_id, computer)
+            except Exception as e:  # a lost hand-over must not stop the others
+                log.exception("Supervisor: dispatch of task %s to %s failed", task_id, computer)
+                self._undo(task_id, f"dispatch to {computer!r} failed: {e}")
+        return placed
+
+    def _undo(self, task_id: int, reason: str) -> None:
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            task = session.get(Task, task_id)
+            if task is not None and task.status is S.queued:
+                set_task_status(session, task, S.not_ran, reason, self.now())
+                task.waiting_reason = reason
+
+    def run_pending(self) -> None:
+        """Ticks until no wake-up is pending. Concurrent calls collapse into the running one, and
+        a wake-up that arrives while a tick runs is never lost."""
+        self._pending.set()
+        while self._pending.is_set():
+            if not self._lock.acquire(blocking=False):
+                return  # the running call sees _pending after its tick or after releasing
+            try:
+                while self._pending.is_set():
+                    self._pending.clear()
+                    try:
+                        self.tick()
+                    except Exception:
+                        log.exception("Supervisor: tick failed")
+            finally:
+                self._lock.release()
+
+    def wake(self) -> None:
+        """Asks for a tick now (from any thread)."""
+        self._pending.set()
+        if self._lock.locked():
+            return  # the running tick sees _pending before it releases, or just after
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            try:
+                scheduler.modify_job(JOB_ID, next_run_time=dt.datetime.now(dt.timezone.utc))
+            except Exception:  # shutting down: the next start ticks anyway
+                log.debug("Supervisor: wake ignored", exc_info=True)
+
+    def start(self, listen: bool = True) -> "Supervisor":
+        """Starts the APScheduler job (first tick at once), registers for in-process wake-ups,
+        with ``listen`` listens on the root's wake socket, and with ``settings.broker_url``
+        subscribes to the database's Redis wake channel (:mod:`mlcomp.supervisor.wake`)."""
+        self._scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
+        self._scheduler.add_job(
+            self.run_pending, "interval", seconds=self.interval, id=JOB_ID, max_instances=2,
+            coalesce=True, next_run_time=dt.datetime.now(dt.timezone.utc),
+        )
+        self._scheduler.start()
+        wakeup.add_listener(self)
+        if listen:
+            self._listener = wakeup.WakeListener(self.settings.root, self.wake)
+            if not self._listener.start():
+                self._listener = None
+        if self.settings.broker_url:
+            self._redis = wakeup.RedisWakeListener(self.settings.broker_url, self.settings.db_url, self.wake)
+            if not self._redis.start():
+                self._redis = None
+        log.info("Supervisor: started (interval %g s)", self.interval)
+        return self
+
+    @property
+    def listening(self) -> bool:
+        """True when this supervisor answers :func:`mlcomp.supervisor.wake.poke` for its root."""
+        return self._listener is not None
+
+    def shutdown(self) -> None:
+        """Stops the job (waiting for a running tick) and the wake listener."""
+        wakeup.remove_listener(self)
+        for listener in (self._listener, self._redis):
+            if listener is not None:
+                listener.close()
+        self._listener = self._redis = None
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        log.info("Supervisor: stopped")

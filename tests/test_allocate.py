@@ -1,0 +1,58 @@
+"""Placement: GPUs by index, ranges, CPUs, memory, pins, and the reasons a task waits."""
+from types import SimpleNamespace
+
+import pytest
+
+from mlcomp.supervisor.allocate import Free, Placement, describe_request, free_resources, place
+
+
+def computer(name, gpus=4, cpu=8, memory=32.0):
+    return SimpleNamespace(name=name, gpus=[{"index": i} for i in range(gpus)], cpu=cpu, memory=memory)
+
+
+def task(gpu=0, gpu_max=None, cpu=1, memory=0.0, pin=None, on=None, gpus=()):
+    return SimpleNamespace(gpu_min=gpu, gpu_max=gpu if gpu_max is None else gpu_max, cpu=cpu, memory=memory,
+                           computer_pin=pin, computer=on, gpus=list(gpus))
+
+
+def test_free_resources_subtract_active_tasks_only_on_their_computer():
+    free = free_resources([computer("a"), computer("b")], [
+        task(cpu=2, memory=4, on="a", gpus=[1, 3]), task(cpu=1, on="gone", gpus=[0])])
+    assert free["a"] == Free("a", [0, 2], 6, 28.0)
+    assert free["b"] == Free("b", [0, 1, 2, 3], 8, 32.0)
+
+
+def test_one_two_and_a_range_on_two_computers_get_disjoint_indices():
+    free = free_resources([computer("a"), computer("b")], [])
+    one, two, ranged = place(task(1), free), place(task(2), free), place(task(2, 4), free)
+    assert one == Placement("a", [0])
+    assert two == Placement("a", [1, 2])  # a still has 3 free, the first that fits
+    assert ranged == Placement("b", [0, 1, 2, 3])  # b offers 4, a only 1
+    assert place(task(2, 4), free) == "no computer has room for 2-4 GPUs, 1 CPU, 0 GB " \
+        "(a: 1 GPU, 6 CPUs, 32 GB free; b: 0 GPUs, 7 CPUs, 32 GB free)"
+    assert place(task(1, 4), free) == Placement("a", [3])
+
+
+def test_never_over_allocates_cpu_or_memory():
+    free = free_resources([computer("a", gpus=0, cpu=2, memory=3)], [])
+    assert isinstance(place(task(cpu=1, memory=2), free), Placement)
+    assert isinstance(place(task(cpu=1, memory=2), free), str)
+    assert isinstance(place(task(cpu=1), free), Placement)
+    assert place(task(cpu=1), free).startswith("no computer has room for 0 GPUs, 1 CPU")
+
+
+def test_a_pin_is_kept():
+    free = free_resources([computer("a"), computer("b")], [])
+    assert place(task(1, pin="b"), free) == Placement("b", [0])
+    assert place(task(1, pin="c"), free) == "pinned computer 'c' is not alive (known alive: a, b)"
+
+
+def test_no_computer_alive():
+    assert "no computer is alive" in place(task(), {})
+
+
+@pytest.mark.parametrize("request_,words", [
+    (task(0), "0 GPUs, 1 CPU, 0 GB"), (task(1, cpu=2, memory=1.5), "1 GPU, 2 CPUs, 1.5 GB"),
+    (task(2, 4), "2-4 GPUs, 1 CPU, 0 GB")])
+def test_describe_request(request_, words):
+    assert describe_request(request_) == words

@@ -1,0 +1,176 @@
+"""``mlcomp dag/task/computer/db`` through click's CliRunner with a temporary MLCOMP_ROOT, running
+the embedded supervisor and local worker for real."""
+import json
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from mlcomp import control
+from mlcomp.cli import cli
+from mlcomp.db import LogLine, Task, TaskStatus
+from mlcomp.errors import DagError, NotFoundError, StateError
+from mlcomp.settings import Settings
+from mlcomp.supervisor import run_local
+from supervisor_helpers import wait_for
+
+S = TaskStatus
+DAGS = Path(__file__).resolve().parent.parent / "dags"
+
+
+@pytest.fixture
+def mlcomp(tmp_path, monkeypatch):
+    """Invokes ``mlcomp ARGS…`` with MLCOMP_ROOT in tmp_path; returns the click Result."""
+    root = tmp_path / "root"
+    monkeypatch.setenv("MLCOMP_ROOT", str(root))
+    monkeypatch.setenv("MLCOMP_STOP_GRACE", "3")
+    monkeypatch.delenv("MLCOMP_DB_URL", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=True)
+
+    invoke.root = root
+    return invoke
+
+
+def show(mlcomp, dag_id) -> dict:
+    result = mlcomp("dag", "show", dag_id, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_the_bash_example_runs_to_success_alone(mlcomp):
+    result = mlcomp("dag", "submit", DAGS / "bash.yml", "--wait")
+    assert result.exit_code == 0, result.output
+    dag_id = int(result.output.splitlines()[0])
+    doc = show(mlcomp, dag_id)
+    assert doc["status"] == "success"
+    tasks = {t["name"]: t for t in doc["tasks"]}
+    assert sorted(tasks) == ["prepare", "report", "square"] + [f"square n={i}" for i in range(1, 6)]
+    assert all(t["status"] == "success" for t in tasks.values())
+    assert tasks["report"]["depends"] == ["square"] and tasks["square n=3"]["parent"] == "square"
+    assert f"task {tasks['report']['id']} 'report': success (exit code 0)" in result.output
+    for follow in ((), ("--follow",)):  # a finished task's log ends also when followed
+        logs = mlcomp("task", "logs", tasks["square n=4"]["id"], *follow)
+        assert logs.output == "4 squared is 16\n"
+    listing = mlcomp("dag", "list")
+    assert listing.output.splitlines()[1].split()[:5] == [str(dag_id), "bash", "examples", "success", "8"]
+    assert "alive" in mlcomp("computer", "list").output
+
+
+def test_a_failure_skips_dependents_and_resume_runs_only_what_did_not_succeed(mlcomp, tmp_path):
+    flag = tmp_path / "fixed"
+    (tmp_path / "flaky.yml").write_text(f"""
+info: {{name: flaky, project: tests}}
+executors:
+  first: {{type: bash, command: echo first}}
+  check: {{type: bash, command: test -f {flag}, depends: first}}
+  after: {{type: bash, command: echo after, depends: check}}
+  last: {{type: bash, command: echo last, depends: after}}
+""")
+    result = mlcomp("dag", "submit", tmp_path / "flaky.yml", "--wait")
+    assert result.exit_code == 1, result.output
+    dag_id = int(result.output.splitlines()[0])
+    tasks = {t["name"]: t for t in show(mlcomp, dag_id)["tasks"]}
+    assert [tasks[n]["status"] for n in ("first", "check", "after", "last")] == [
+        "success", "failed", "skipped", "skipped"]
+    flag.touch()
+    result = mlcomp("dag", "resume", dag_id, "--wait")
+    assert result.exit_code == 0, result.output
+    doc = show(mlcomp, dag_id)
+    assert doc["status"] == "success"
+    assert [(t["name"], t["attempt"]) for t in doc["tasks"]] == [("first", 1), ("check", 2), ("after", 2), ("last", 2)]
+
+
+def test_submit_prints_one_id_per_dag_grid_cell_and_errors_name_the_id(mlcomp, tmp_path):
+    (tmp_path / "g.yml").write_text("info: {name: g, project: tests}\ngrid: [{seed: [1, 2, 3]}]\n"
+                                    "executors:\n  a: {type: bash, command: echo $seed}\n")
+    result = mlcomp("dag", "submit", tmp_path / "g.yml")
+    assert result.exit_code == 0, result.output
+    ids = [int(line) for line in result.output.split()]
+    assert len(ids) == 3
+    assert show(mlcomp, ids[1])["tasks"][0]["status"] == "not_ran"
+    stopped = mlcomp("dag", "stop", ids[0])
+    assert stopped.output == f"dag {ids[0]}: stop requested for 1 task(s)\n"
+    again = mlcomp("dag", "stop", ids[0])
+    assert isinstance(again.exception, StateError) and str(ids[0]) in str(again.exception)
+    missing = mlcomp("task", "resume", 999)
+    assert isinstance(missing.exception, NotFoundError) and "task 999" in str(missing.exception)
+    assert mlcomp("dag", "resume", ids[0]).output == f"dag {ids[0]}: 1 task(s) resumed\n"
+    assert mlcomp("db", "upgrade").exit_code == 0
+    (tmp_path / "bad.yml").write_text("info: {name: bad}\nexecutors:\n  a: {type: bash, command: 'true', depends: b}\n")
+    rejected = mlcomp("dag", "submit", tmp_path / "bad.yml")
+    assert isinstance(rejected.exception, DagError) and "bad.yml" in str(rejected.exception)
+    assert len(mlcomp("dag", "list").output.splitlines()) == 4  # header + the 3 DAGs
+
+
+def test_task_stop_ends_the_process_tree_within_the_grace_period(mlcomp, tmp_path):
+    pids = tmp_path / "pids"
+    (tmp_path / "sleepy.yml").write_text(f"""
+info: {{name: sleepy, project: tests}}
+executors:
+  nap: {{type: bash, command: 'sleep 60 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids}; wait'}}
+""")
+    settings = Settings.from_env()
+    with run_local(settings, []) as local:
+        with local.sessionmaker.begin() as session:
+            (dag,) = control.submit_dag(session, settings, tmp_path / "sleepy.yml")
+            task_id = dag.tasks[0].id
+        wait_for(pids.exists)
+        processes = [psutil.Process(int(p)) for p in pids.read_text().split()]
+        started = time.monotonic()
+        result = mlcomp("task", "stop", task_id)
+        assert result.output == f"task {task_id}: stopping\n"
+
+        def ended():
+            with local.sessionmaker.begin() as session:
+                return session.get(Task, task_id).status.finished
+        wait_for(ended)
+        assert time.monotonic() - started < settings.stop_grace + 2
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+        with local.sessionmaker.begin() as session:
+            assert session.get(Task, task_id).status is S.stopped
+    resumed = mlcomp("task", "resume", task_id, "--from", "last")
+    assert resumed.output == f"task {task_id}: attempt 2 waiting to run\n"
+
+
+def test_gpu_requests_on_two_computers_get_disjoint_devices(settings, store, tmp_path):
+    from mlcomp.supervisor import LocalDispatcher, Supervisor
+    from mlcomp.worker import Worker
+
+    (tmp_path / "gpus.yml").write_text("""
+info: {name: gpus, project: tests}
+executors:
+  one: {type: bash, command: 'echo "$CUDA_VISIBLE_DEVICES"', gpu: 1}
+  two: {type: bash, command: 'echo "$CUDA_VISIBLE_DEVICES"', gpu: 2}
+  range: {type: bash, command: 'echo "$CUDA_VISIBLE_DEVICES"', gpu: 2-4}
+""")
+    workers = [Worker(settings, store, name=name, gpus=[0, 1, 2, 3]) for name in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    sup = Supervisor(settings, store, LocalDispatcher(*workers), interval=0.1)
+    try:
+        with store.begin() as session:
+            (dag,) = control.submit_dag(session, settings, tmp_path / "gpus.yml")
+            dag_id = dag.id
+        sup.start(listen=False)
+
+        def done():
+            with store.begin() as session:
+                return control.dag_status(session, dag_id).finished
+        wait_for(done)
+    finally:
+        sup.shutdown()
+        for worker in workers:
+            worker.shutdown()
+    with store.begin() as session:
+        tasks = session.query(Task).filter_by(dag_id=dag_id).order_by(Task.id).all()
+        assert [t.status for t in tasks] == [S.success] * 3
+        held = [(t.computer, g) for t in tasks for g in t.gpus]
+        assert len(held) == len(set(held)) == 7  # 1 + 2 + 4: the range takes a whole free computer
+        for task in tasks:
+            (line,) = session.query(LogLine.text).filter_by(task_id=task.id, stream="stdout").all()
+            assert line.text == ",".join(map(str, task.gpus))

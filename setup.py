@@ -20,6 +20,7 @@ setup(
         "pyyaml>=6",
         "click>=8.1",
         "networkx>=3",
+        "pathspec>=0.12",
         "sqlalchemy>=2.0",
         "alembic>=1.12",
         "apscheduler>=3.10,<4",
@@ -28,14 +29,16 @@ setup(
         "flask>=3",
         "waitress>=3",
         "plotly>=5",
+        "pygments>=2.15",
         "tqdm>=4.60",
         "psutil>=5.9",
         "scikit-learn>=1.3",
         "psycopg[binary]>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2"],
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7"],
         "tensorboard": ["tensorboard"],
+        "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},
 )

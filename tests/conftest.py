@@ -86,3 +86,48 @@ def redis_url():
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    """``write_file(relative_path, text) -> Path``: writes dedented ``text`` under ``tmp_path``
+    (parents created), e.g. a DAG file and its expdir."""
+    import textwrap
+
+    def write(relative: str, text: str = ""):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+    return write
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (tiny models run faster and the suite shares few
+    cores); the previous count is restored. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``tiny_config(num_epochs=1, num_samples=48, batch_size=16, dropout=0.0, **top_level)``: a
+    fresh runner config dict that trains a SimpleNet on SyntheticDataset samples (8 features, 3
+    classes) with SGD in one stage ``stage1``; ``top_level`` adds or replaces top-level keys."""
+
+    def make(num_epochs=1, num_samples=48, batch_size=16, dropout=0.0, **top_level):
+        data = {"dataset": "SyntheticDataset", "num_samples": num_samples, "num_features": 8, "num_classes": 3,
+                "batch_size": batch_size, "loaders": {"train": {"seed": 1}, "valid": {"seed": 2}}}
+        return {"model_params": {"model": "SimpleNet", "in_features": 8, "hidden": 16, "num_classes": 3,
+                                 "dropout": dropout},
+                "args": {"seed": 3}, "runner_params": {"input_key": "features", "output_key": "logits"},
+                "stages": {"data_params": data, "criterion_params": {"criterion": "CrossEntropyLoss"},
+                           "optimizer_params": {"optimizer": "SGD", "lr": 0.1},
+                           "stage1": {"stage_params": {"num_epochs": num_epochs}}},
+                **top_level}
+    return make

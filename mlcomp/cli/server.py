@@ -1,0 +1,56 @@
+"""``mlcomp server``: the web UI, the supervisor and a local worker in one process."""
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import click
+
+from mlcomp.cli.worker import gpus_option, interruptible
+from mlcomp.errors import StateError
+from mlcomp.settings import Settings
+
+__all__ = ["server"]
+
+
+@click.command("server")
+@click.option("--host", metavar="HOST", help="Address to listen on (default 127.0.0.1, MLCOMP_HOST).")
+@click.option("--port", type=int, metavar="PORT", help="Port to listen on (default 4201, MLCOMP_PORT).")
+@click.option("--name", metavar="NAME", help="The local worker's computer name (default: the host name).")
+@gpus_option
+def server(host, port, name, gpus):
+    """Serves the UI (waitress) and runs the supervisor and a local worker until SIGINT/SIGTERM.
+
+    With MLCOMP_BROKER_URL set, tasks placed on other computers go to their Celery queues;
+    otherwise their `mlcomp worker` takes them from the shared database.
+    """
+    from mlcomp.supervisor import run_local
+    from mlcomp.supervisor.wake import poke
+    from mlcomp.worker import CeleryDispatcher, ServerDispatcher, make_celery
+
+    settings = Settings.from_env(host=host, port=port)
+    if poke(settings.root):
+        raise StateError(f"a server already serves {settings.root}; stop it first")
+    with interruptible(), run_local(settings, gpus=gpus, name=name) as local:
+        remote = CeleryDispatcher(make_celery(settings)) if settings.broker_url else None
+        local.supervisor.dispatcher = ServerDispatcher([local.worker], remote)
+        app = _web_app(settings)
+        where = f"http://{settings.host}:{settings.port}" if app is not None else "no web UI (ui is not installed)"
+        click.echo(f"mlcomp server: {where}; root {settings.root}; worker {local.worker.name} "
+                   f"with {len(local.worker.gpus)} GPU(s)")
+        if app is None:
+            threading.Event().wait()
+        else:
+            from waitress import serve
+
+            serve(app, host=settings.host, port=settings.port, threads=8)
+    click.echo("mlcomp server: stopped")
+
+
+def _web_app(settings):
+    """The Flask app when the ``ui`` package is installed, else None."""
+    if importlib.util.find_spec("ui") is None:
+        return None
+    from ui import create_app
+
+    return create_app(settings)

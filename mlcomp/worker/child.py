@@ -1,0 +1,77 @@
+"""The generic Python child: ``python -m mlcomp.worker.child``.
+
+Started by the worker with ``MLCOMP_TASK_ID``, ``MLCOMP_ATTEMPT``, ``MLCOMP_ROOT`` and
+``MLCOMP_DB_URL`` in its environment and the task's code copy as its working folder, it loads the
+task, runs its executor's :meth:`~executors.base.Executor.run` in this process with a
+:class:`~mlcomp.worker.report.Reporter`, stores the result and exits:
+
+* 0 — the run returned (the worker marks the task ``success``);
+* 75 — it stopped on request (SIGTERM raised :class:`TaskStopped`, or the executor exited 75);
+* 1 — it raised (the traceback goes to stderr, hence to the task's log).
+
+SIGTERM raises :class:`TaskStopped` in the main thread unless the executor installs its own
+handler (the training runner does: it finishes the batch and saves a full checkpoint first).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+
+from sqlalchemy import update
+
+from executors import TaskContext, get_executor
+from mlcomp.db import Task, make_engine, make_sessionmaker
+from mlcomp.settings import Settings
+from mlcomp.worker.launch import STOPPED_EXIT_CODE
+from mlcomp.worker.report import Reporter
+
+__all__ = ["TaskStopped", "main"]
+
+
+class TaskStopped(BaseException):
+    """Raised in the child's main thread by SIGTERM: the task was asked to stop. A BaseException,
+    like KeyboardInterrupt, so that ``except Exception`` in user code does not swallow it."""
+
+
+def _raise_stopped(signum, frame):
+    raise TaskStopped(f"stopped by {signal.Signals(signum).name}")
+
+
+def main(env=None) -> int:
+    """Runs the task named by the environment; returns the exit code (0, 75 or 1)."""
+    env = os.environ if env is None else env
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    settings = Settings.from_env(env)
+    engine = make_engine(settings.db_url)
+    sessionmaker = make_sessionmaker(engine)
+    reporter = Reporter.from_env(sessionmaker, env).start()
+    try:
+        with sessionmaker() as session:
+            task = session.get(Task, reporter.task_id)
+            context = TaskContext.for_task(task, settings, reporter)
+            task_type = task.type
+        executor = get_executor(task_type, expdir=context.code_dir)()
+        result = executor.run(context)
+        with sessionmaker.begin() as session:
+            session.execute(update(Task).where(Task.id == context.task_id).values(result=result))
+        return 0
+    except TaskStopped as e:
+        print(f"mlcomp: {e}", file=sys.stderr)
+        return STOPPED_EXIT_CODE
+    except SystemExit as e:  # sys.exit() in the task: its code (None is 0, a message is 1)
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        reporter.close()
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

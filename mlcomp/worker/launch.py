@@ -1,0 +1,87 @@
+"""What a task's child is started with: its argv, working folder and environment, and how its
+exit becomes a status and a reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from mlcomp.db import Task, TaskStatus
+from mlcomp.worker.process import describe_exit
+
+__all__ = ["LaunchSpec", "child_env", "Outcome", "outcome", "STOPPED_EXIT_CODE", "CHILD_MODULE"]
+
+STOPPED_EXIT_CODE = 75
+"""A child that stops on request exits with this code (``EX_TEMPFAIL``): the task is ``stopped``."""
+
+CHILD_MODULE = "mlcomp.worker.child"
+
+
+def child_env(task: Task, settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of ``task``'s child: ``base`` (default ``os.environ``), the task's ``env``,
+    ``CUDA_VISIBLE_DEVICES`` (allocated indices, comma-separated; empty when none),
+    ``MLCOMP_TASK_ID``, ``MLCOMP_ATTEMPT``, ``MLCOMP_ROOT``, ``MLCOMP_DB_URL``,
+    ``MLCOMP_DATA_DIR`` (the project's data folder, ``settings.data_dir / project``, unless the
+    task's ``env`` sets it) and ``PYTHONUNBUFFERED=1`` (so lines arrive as they are printed)."""
+    env = dict(os.environ if base is None else base)
+    env["MLCOMP_DATA_DIR"] = str(Path(settings.data_dir) / task.dag.project.name)
+    env.update({str(k): str(v) for k, v in (task.env or {}).items()})
+    env.update(
+        CUDA_VISIBLE_DEVICES=",".join(str(i) for i in task.gpus or []),
+        MLCOMP_TASK_ID=str(task.id),
+        MLCOMP_ATTEMPT=str(task.attempt),
+        MLCOMP_ROOT=str(settings.root),
+        MLCOMP_DB_URL=settings.db_url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start a task's child, read from its row in one short transaction."""
+
+    task_id: int
+    attempt: int
+    dag_id: int
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    timeout: float | None
+
+    @classmethod
+    def for_task(cls, task: Task, settings, command: list[str] | None) -> "LaunchSpec":
+        """``command`` is the executor's argv, or None for the generic Python child."""
+        argv = list(command) if command is not None else [sys.executable, "-m", CHILD_MODULE]
+        return cls(task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, argv=argv,
+                   cwd=Path(settings.tasks_dir) / str(task.id) / "code", env=child_env(task, settings),
+                   timeout=task.timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a finished child's task ends: ``status`` (success, stopped or failed) and ``reason``."""
+
+    status: TaskStatus
+    reason: str
+
+
+def outcome(returncode: int, *, stop_requested: bool, timed_out: float | None = None,
+            last_error: str | None = None) -> Outcome:
+    """Maps a child's exit to the task's final status.
+
+    Exit 0 is success; 75 is stopped; a stop request ending in any other way is stopped; a
+    timeout (``timed_out`` = the limit in seconds) is failed; anything else is failed with the
+    exit code or signal and the last line the child wrote to stderr.
+    """
+    how = describe_exit(returncode)
+    if timed_out is not None:
+        return Outcome(TaskStatus.failed, f"timed out after {timed_out:g} s ({how})")
+    if returncode == 0:
+        return Outcome(TaskStatus.success, "exit code 0")
+    if returncode == STOPPED_EXIT_CODE or stop_requested:
+        return Outcome(TaskStatus.stopped, f"stopped on request ({how})" if stop_requested
+                       else f"the task stopped itself ({how})")
+    return Outcome(TaskStatus.failed, f"{how}: {last_error}" if last_error else how)

@@ -1,0 +1,362 @@
+"""The worker: runs the tasks assigned to one computer as process groups.
+
+In the style of rq's ``Worker`` and luigi's worker: it registers its computer (name, address,
+GPUs, CPUs, RAM), writes heartbeats on a thread, starts each assigned task's child in its own
+session (cwd = the task's code copy, ``CUDA_VISIBLE_DEVICES`` = its GPUs), pumps its output into
+``LogLine`` rows, and a monitor loop (every ``poll`` seconds, or when woken) carries out stop
+requests (SIGTERM to the group, SIGKILL after ``settings.stop_grace``), enforces timeouts, picks up
+queued tasks it was not handed (a lost dispatch, or a worker fed only through the store) and fails
+the tasks the store says run here but whose process vanished.
+
+Every status change goes through :func:`mlcomp.supervisor.status.set_task_status` (or
+``retry_or_fail``) and is followed by ``on_change()`` so a supervisor reacts at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from executors import TaskContext, get_executor
+from mlcomp.dag import materialize
+from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
+from mlcomp.supervisor.wake import add_listener, remove_listener
+from mlcomp.worker.gpus import detect_gpus, gpu_usage
+from mlcomp.worker.launch import LaunchSpec, outcome
+from mlcomp.worker.process import TaskProcess, signal_group
+from mlcomp.worker.report import Reporter
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Run:
+    spec: LaunchSpec
+    process: TaskProcess
+    started: float  # monotonic seconds
+    stop_sent: float | None = None
+    timed_out: bool = False
+    killed: bool = False
+
+
+class Worker:
+    """Runs the tasks the supervisor assigns to computer ``name``.
+
+    Args:
+        settings: :class:`mlcomp.settings.Settings` (``tasks_dir``, ``stop_grace``, ``heartbeat_ttl``).
+        sessionmaker: the store.
+        name: the computer's name (default: the host name).
+        gpus: declared GPU indices (``--gpus 0,1``) or None to detect them.
+        on_change: called (without arguments) after every status change this worker makes.
+        poll: seconds between monitor passes when nothing wakes the loop.
+        clock: monotonic seconds, for timeouts and the stop grace period.
+    """
+
+    def __init__(self, settings, sessionmaker: sessionmaker[Session], name: str | None = None,
+                 gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
+                 poll: float = 0.2, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.name = name or socket.gethostname()
+        self.declared_gpus = gpus
+        self.on_change = on_change or (lambda: None)
+        self.poll = poll
+        self.clock = clock
+        self.gpus: list[dict] = []
+        self._runs: dict[int, _Run] = {}
+        self._launching: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- computer --------------------------------------------------------------------------------
+    def register(self) -> None:
+        """Creates or updates this computer's row (address, GPUs, CPU count, RAM in GB) with a
+        fresh heartbeat."""
+        self.gpus = detect_gpus(self.declared_gpus)
+        values = dict(address=_address(), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
+                      memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=utcnow())
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            computer = session.get(Computer, self.name)
+            if computer is None:
+                session.add(Computer(name=self.name, **values))
+            else:
+                for key, value in values.items():
+                    setattr(computer, key, value)
+        log.info("worker %s registered: %d GPU(s), %s CPUs", self.name, len(self.gpus), values["cpu"])
+
+    def heartbeat(self) -> None:
+        """Writes ``Computer.heartbeat`` (now) and ``usage`` (CPU %, RAM GB used, GPU use)."""
+        usage = {"cpu": psutil.cpu_percent(), "memory": round(psutil.virtual_memory().used / 1e9, 2),
+                 "gpus": gpu_usage(self.gpus), "tasks": len(self._runs)}
+        with self.sessionmaker.begin() as session:
+            session.execute(update(Computer).where(Computer.name == self.name)
+                            .values(heartbeat=utcnow(), usage=usage))
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> "Worker":
+        """Registers the computer and starts the heartbeat and monitor threads."""
+        self.register()
+        self._stop.clear()
+        add_listener(self)  # in-process stop requests (control.wake) reach the monitor at once
+        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._monitor_loop, "monitor")):
+            thread = threading.Thread(target=target, name=f"worker-{self.name}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def shutdown(self, stop_tasks: bool = True, timeout: float | None = None) -> None:
+        """Stops the threads at once; with ``stop_tasks`` the running tasks are stopped first
+        (SIGTERM, grace, SIGKILL) and end as ``stopped``. Waits at most ``timeout`` seconds
+        (default ``stop_grace`` + 5) for them."""
+        if stop_tasks:
+            with self._lock:
+                runs = list(self._runs.values())
+            self._mark_stopping([run.spec.task_id for run in runs], f"the worker of {self.name} shuts down")
+            for run in runs:
+                self._request_stop(run)
+            deadline = self.clock() + (self.settings.stop_grace + 5 if timeout is None else timeout)
+            for run in runs:
+                while run.process.alive() and self.clock() < deadline:
+                    self._enforce(run)
+                    time.sleep(0.05)
+                run.process.join(max(0.0, deadline - self.clock()))
+        remove_listener(self)
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        log.info("worker %s shut down", self.name)
+
+    def _mark_stopping(self, task_ids: list[int], reason: str) -> None:
+        if not task_ids:
+            return
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            for task in session.scalars(select(Task).where(Task.id.in_(task_ids)).with_for_update()):
+                if task.status is TaskStatus.in_progress:
+                    set_task_status(session, task, TaskStatus.stopping, reason)
+
+    def wake(self) -> None:
+        """Makes the monitor loop look at the store now."""
+        self._wake.set()
+
+    def running(self) -> list[int]:
+        """Ids of the tasks whose child this worker runs."""
+        with self._lock:
+            return sorted(self._runs)
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_ttl / 3
+        while not self._stop.wait(interval):
+            try:
+                self.heartbeat()
+            except Exception:  # a busy database must not end the heartbeats
+                log.exception("worker %s: heartbeat failed", self.name)
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.monitor()
+            except Exception:
+                log.exception("worker %s: monitor pass failed", self.name)
+            self._wake.wait(self.poll)
+            self._wake.clear()
+        log.info("worker %s: monitor loop ends (shutdown requested)", self.name)
+
+    # -- launching -------------------------------------------------------------------------------
+    def submit(self, task_id: int) -> bool:
+        """Starts task ``task_id`` if the store has it queued on this computer and it does not run
+        yet; returns whether it started. Safe to call twice or from several threads."""
+        with self._lock:
+            if task_id in self._runs or task_id in self._launching:
+                return False
+            self._launching.add(task_id)
+        try:
+            return self._launch(task_id)
+        finally:
+            with self._lock:
+                self._launching.discard(task_id)
+
+    def _launch(self, task_id: int) -> bool:
+        """Starts the child and marks the task in_progress in ONE writer transaction (the row
+        locked), so a stop request cannot slip between the two; the output pump starts once the
+        status is committed."""
+        try:
+            with self.sessionmaker.begin() as session:
+                immediate(session)
+                task = session.get(Task, task_id, with_for_update=True)
+                if task is None or task.status is not TaskStatus.queued or task.computer != self.name:
+                    return False
+                process = self._spawn(session, task)
+                if process is not None:
+                    set_task_status(session, task, TaskStatus.in_progress,
+                                    f"running on {self.name} as pid {process.pid}")
+                    task.pid = process.pid
+        except BaseException:
+            self._abandon(task_id)
+            raise
+        if process is not None:
+            process.start()
+        self.on_change()
+        return process is not None
+
+    def _spawn(self, session: Session, task: Task) -> TaskProcess | None:
+        """Prepares the code folder and starts ``task``'s child (registered in ``_runs``); on
+        failure marks the task failed with the reason and returns None."""
+        try:
+            context = TaskContext.for_task(task, self.settings)
+            if not context.code_dir.exists():
+                _materialize(session, task.dag_id, context.code_dir)
+            command = get_executor(task.type, expdir=context.code_dir).command(context)
+            spec = LaunchSpec.for_task(task, self.settings, command)
+            process = TaskProcess(spec.argv, spec.cwd, spec.env, Reporter(self.sessionmaker, task.id, spec.attempt),
+                                  self._exited)
+        except Exception as e:  # a task that cannot start fails; the worker goes on
+            log.exception("worker %s: task %s cannot start", self.name, task.id)
+            set_task_status(session, task, TaskStatus.failed, f"cannot start: {type(e).__name__}: {e}")
+            return None
+        with self._lock:
+            self._runs[task.id] = _Run(spec, process, self.clock())
+        return process
+
+    def _abandon(self, task_id: int) -> None:
+        """Kills a child whose start could not be committed."""
+        with self._lock:
+            run = self._runs.pop(task_id, None)
+        if run is not None:
+            run.process.signal(signal.SIGKILL)
+            run.process.popen.wait()
+
+    # -- exit ------------------------------------------------------------------------------------
+    def _exited(self, process: TaskProcess, returncode: int) -> None:
+        task_id = process.reporter.task_id
+        with self._lock:
+            run = self._runs.get(task_id)
+        try:
+            with self.sessionmaker.begin() as session:
+                immediate(session)
+                task = session.get(Task, task_id, with_for_update=True)
+                if task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or task.pid != process.pid:
+                    log.warning("worker %s: task %s exited but is %s now; left as it is",
+                                self.name, task_id, task.status.value)
+                else:
+                    self._finish(session, task, run, returncode)
+        finally:
+            with self._lock:
+                self._runs.pop(task_id, None)
+        self.on_change()
+
+    def _finish(self, session: Session, task: Task, run: _Run | None, returncode: int) -> None:
+        result = outcome(returncode, stop_requested=task.status is TaskStatus.stopping,
+                         timed_out=task.timeout if run is not None and run.timed_out else None,
+                         last_error=run.process.last_error_line if run is not None else None)
+        log.info("worker %s: task %s %s (%s)", self.name, task.id, result.status.value, result.reason)
+        if result.status is TaskStatus.failed:
+            retry_or_fail(session, task, result.reason)
+        else:
+            set_task_status(session, task, result.status, result.reason)
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def monitor(self) -> None:
+        """One monitor pass: read the active tasks the store places on this computer; signal the
+        ones asked to stop, enforce timeouts and the stop grace period, start queued ones not
+        started yet, fail the ones whose process vanished."""
+        with self.sessionmaker() as session:
+            rows = session.execute(select(Task.id, Task.status, Task.pid, Task.started)
+                                   .where(Task.computer == self.name, Task.status.in_(ACTIVE))).all()
+        for task_id, status, pid, started in rows:
+            with self._lock:
+                run, launching = self._runs.get(task_id), task_id in self._launching
+            if run is not None:
+                if status is TaskStatus.stopping:
+                    self._request_stop(run)
+            elif status is TaskStatus.queued:
+                self.submit(task_id)
+            elif not launching:
+                self._vanished(task_id, pid, started)
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            self._enforce(run)
+
+    def _request_stop(self, run: _Run) -> None:
+        if run.stop_sent is None:
+            run.stop_sent = self.clock()
+            run.process.signal(signal.SIGTERM)
+
+    def _enforce(self, run: _Run) -> None:
+        now = self.clock()
+        if run.spec.timeout and not run.timed_out and now - run.started > run.spec.timeout:
+            run.timed_out = True
+            self._request_stop(run)
+        if run.stop_sent is not None and not run.killed and now - run.stop_sent > self.settings.stop_grace:
+            run.killed = True
+            run.process.signal(signal.SIGKILL)
+
+    def _vanished(self, task_id: int, pid: int | None, started) -> None:
+        if _is_our_child(pid, started) and signal_group(pid, signal.SIGKILL):
+            reason = f"the worker of {self.name} restarted while it ran; its process group {pid} was killed"
+        else:
+            reason = f"process vanished: pid {pid} is gone from {self.name} (the worker restarted?)"
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            task = session.get(Task, task_id, with_for_update=True)
+            if task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or task.computer != self.name:
+                return
+            with self._lock:
+                if task_id in self._runs or task_id in self._launching:
+                    return
+            log.warning("worker %s: task %s: %s", self.name, task_id, reason)
+            retry_or_fail(session, task, reason)
+        self.on_change()
+
+
+def _materialize(session: Session, dag_id: int, dest: Path) -> None:
+    """Writes the DAG's code snapshot to ``dest`` through a temporary folder, so a failed copy
+    leaves no half-written code folder behind."""
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    materialize(session, dag_id, partial)
+    partial.rename(dest)
+
+
+def _is_our_child(pid: int | None, started) -> bool:
+    """Whether ``pid`` is still the process started for a task at ``started`` (not a reused pid)."""
+    if pid is None or started is None:
+        return False
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return False
+    if started.tzinfo is None:  # SQLite gives back naive UTC
+        started = started.replace(tzinfo=dt.timezone.utc)
+    return abs(created - started.timestamp()) < 5.0
+
+
+def _address() -> str:
+    """This machine's primary IP address as seen by peers, or its host name."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("10.255.255.255", 1))  # no packet is sent: this only picks a route
+            return sock.getsockname()[0]
+    except OSError:
+        return socket.gethostname()

@@ -1,0 +1,118 @@
+"""Per-batch overhead of the runner against a hand-written PyTorch loop doing the same work.
+
+Both train a tiny MLP on synthetic data (batch 32, 3 epochs, a train and a valid loader),
+compute loss and accuracy on both loaders every epoch without a device sync per batch, and save
+a checkpoint every epoch. The runner goes through ``SupervisedRunner.train`` with its default
+callbacks (criterion, optimizer, validation, checkpoints, console/log.txt/metrics-file loggers)
+plus ``AccuracyCallback``. Rounds are interleaved in one process; the medians and their ratio
+are printed (target: <= 1.05). Also prints the time ``import mlcomp.runner`` adds to
+``import torch`` (subprocesses, median).
+
+Run: ``python bench/runner_overhead.py [--rounds 5] [--samples 24000]``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mlcomp.runner import AccuracyCallback, SupervisedRunner
+from mlcomp.runner.metrics import accuracy
+
+EPOCHS, BATCH, FEATURES, CLASSES = 3, 32, 32, 10
+
+
+def make_setup(samples: int, seed: int = 0):
+    """Model, optimizer, criterion and loaders, identical for both contenders."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples, FEATURES, generator=generator)
+    y = (x[:, :CLASSES] + 0.3 * torch.randn(samples, CLASSES, generator=generator)).argmax(1)
+    split = samples * 4 // 5
+    loaders = OrderedDict(train=DataLoader(TensorDataset(x[:split], y[:split]), batch_size=BATCH, shuffle=True),
+                          valid=DataLoader(TensorDataset(x[split:], y[split:]), batch_size=BATCH))
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 64), torch.nn.ReLU(), torch.nn.Linear(64, CLASSES))
+    return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), torch.nn.CrossEntropyLoss(), loaders
+
+
+def hand_loop(samples: int, logdir: Path) -> float:
+    """A careful hand-written loop (the same accuracy function as AccuracyCallback, sums on the
+    device, one ``.item()`` per loader); returns seconds."""
+    model, optimizer, criterion, loaders = make_setup(samples)
+    start = time.perf_counter()
+    for epoch in range(1, EPOCHS + 1):
+        metrics = {}
+        for name, loader in loaders.items():
+            train = name == "train"
+            model.train(train)
+            loss_sum, accuracy_sum = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+            seen = 0
+            with torch.set_grad_enabled(train):
+                for features, targets in loader:
+                    logits = model(features)
+                    loss = criterion(logits, targets)
+                    if train:
+                        loss.backward()
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    loss_sum.add_(loss.detach(), alpha=len(targets))
+                    accuracy_sum.add_(accuracy(logits.detach(), targets, topk=(1,))[0], alpha=len(targets))
+                    seen += len(targets)
+            metrics[f"{name}_loss"], metrics[f"{name}_accuracy01"] = loss_sum.item() / seen, accuracy_sum.item() / seen
+        torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
+                    "epoch": epoch, "metrics": metrics}, logdir / "last.pth")
+    return time.perf_counter() - start
+
+
+def runner_loop(samples: int, logdir: Path) -> float:
+    """The same training through ``SupervisedRunner.train``; returns seconds."""
+    model, optimizer, criterion, loaders = make_setup(samples)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        SupervisedRunner().train(model=model, criterion=criterion, optimizer=optimizer, loaders=loaders,
+                                 logdir=logdir, num_epochs=EPOCHS, callbacks=[AccuracyCallback(topk_args=(1,))])
+    return time.perf_counter() - start
+
+
+def import_time(repeats: int = 5) -> float:
+    """Median seconds ``import mlcomp.runner`` adds on top of ``import torch`` (fresh interpreters)."""
+    code = "import time, torch; t = time.perf_counter(); import mlcomp.runner; print(time.perf_counter() - t)"
+    return statistics.median(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout) for _ in range(repeats))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=24000)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    times = {"hand": [], "runner": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for round_ in range(args.rounds):
+            for name, fn in (("hand", hand_loop), ("runner", runner_loop))[:: 1 if round_ % 2 else -1]:
+                logdir = Path(folder) / f"{name}{round_}"
+                logdir.mkdir()
+                times[name].append(fn(args.samples, logdir))
+    hand, runner = statistics.median(times["hand"]), statistics.median(times["runner"])
+    for name, values in times.items():
+        print(f"{name:>6} rounds: " + " ".join(f"{t:.3f}" for t in values))
+    batches = EPOCHS * (args.samples * 4 // 5 // BATCH + args.samples // 5 // BATCH + 2)
+    print(f"hand-written loop: {hand:.3f} s (median of {args.rounds}, {hand / EPOCHS:.3f} s/epoch)")
+    print(f"runner:            {runner:.3f} s")
+    print(f"ratio runner/hand: {runner / hand:.3f}  (overhead {1e6 * (runner - hand) / batches:.1f} us/batch)")
+    print(f"import mlcomp.runner on top of torch: {import_time():.3f} s (median of 5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -77,6 +77,8 @@ def _run_here(config: dict) -> None:
     except RunStopped as e:
         hint = f"; resume with --resume {e.checkpoint}" if e.checkpoint else ""
         raise RunExit(f"stopped at stage {e.stage} epoch {e.epoch} batch {e.batch}{hint}", EXIT_STOPPED) from None
+    if not runner.is_master:
+        return
     where = f" in {runner.logdir}" if runner.logdir else ""
     best = ", ".join(f"{k}={v:.4g}" for k, v in sorted(runner.best_valid_metrics.items())
                      if isinstance(v, (int, float)))

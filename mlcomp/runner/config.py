@@ -604,7 +604,7 @@ class ConfigExperiment(Experiment):
             options.update({key: own[key] for key in LOADER_KEYS if key in own})
         options.setdefault("batch_size", 1)
         options.setdefault("num_workers", 0)
-        if options.pop("per_gpu_scaling", False) and not self.distributed_params.get("world_size", 1) > 1:
+        if options.pop("per_gpu_scaling", False) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             import torch
 
             gpus = max(1, torch.cuda.device_count())

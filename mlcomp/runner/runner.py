@@ -47,7 +47,7 @@ class RunStopped(Exception):
     def __init__(self, stage: str, epoch: int, loader: str, batch: int, checkpoint: Path | None):
         self.stage, self.epoch, self.loader, self.batch, self.checkpoint = stage, epoch, loader, batch, checkpoint
         where = f"stage {stage!r}, epoch {epoch}, loader {loader!r}, after batch {batch}"
-        saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (no logdir)"
+        saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint here (no logdir, or not rank 0)"
         super().__init__(f"run stopped at {where}; {saved}")
 
     def __reduce__(self):  # picklable across processes (distributed launches report it)
@@ -177,6 +177,7 @@ class Runner:
         self._overfit_cache = {} if overfit else None
         self._check = check
         first_stage = self._load_resume(resume) if resume is not None else 0
+        owns_group = not distributed.is_distributed()  # a group made by a launcher outlives the run
         self.is_distributed = distributed.setup(backend=dict(experiment.distributed_params).get("backend"))
         self.rank, self.world_size, self.is_master = distributed.rank(), distributed.world_size(), distributed.rank() == 0
         set_global_seed(experiment.initial_seed)
@@ -192,7 +193,8 @@ class Runner:
                 raise
         finally:
             restore_signal()
-            distributed.cleanup()
+            if owns_group:
+                distributed.cleanup()
         return self
 
     def _install_sigterm(self):
@@ -252,7 +254,7 @@ class Runner:
                 for handler in on_batch_end:
                     handler(self)
                 self._accumulate()
-                if self.stop_requested:
+                if self._stop_agreed():
                     self._stop()
         self._end_loader()
 
@@ -269,6 +271,11 @@ class Runner:
         self.loader_metrics.update(distributed.all_reduce_mean(means))
         self._dispatch(Event.LOADER_END)
         self.epoch_metrics.update({f"{self.loader_name}_{k}": v for k, v in self.loader_metrics.items()})
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop after this batch: on any rank's request when distributed (one tiny
+        all-reduce per batch), so that no rank waits in a collective for one that has left."""
+        return distributed.any_true(self.stop_requested) if self.is_distributed else self.stop_requested
 
     def _stop(self):
         """Write ``last_full.pth`` (master, with a logdir), print where, raise :class:`RunStopped`."""
@@ -309,7 +316,8 @@ class Runner:
         model = distributed.unwrap_model(model).to(self.device)
         self.criterion, self.optimizer, self.scheduler = experiment.get_experiment_components(model, stage)
         self.model = distributed.wrap_model(model, self.device)
-        self.loaders = OrderedDict((name, distributed.shard_loader(loader, shuffle=name.startswith("train")))
+        self.loaders = OrderedDict((name, distributed.shard_loader(loader, shuffle=name.startswith("train"),
+                                                                  seed=experiment.initial_seed))
                                    for name, loader in experiment.get_loaders(stage).items())
         if not self.loaders:
             raise ConfigError(f"stage {stage!r}: no loaders")

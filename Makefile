@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench screenshots
 
 install: $(STAMP)
 
@@ -21,3 +21,7 @@ test: install
 
 bench: install
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Browser tests writing a screenshot of each UI page into docs/screenshots/.
+screenshots: install
+	MLCOMP_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/e2e

@@ -1,0 +1,122 @@
+"""UI at scale: 1,000 DAGs, 10,000 tasks and a 100,000-point metric series in a SQLite store.
+
+Measures the latency (p50/p95 over interleaved rounds, Flask test client, one process) of the DAG
+list (plain and filtered by status), a DAG page, a task page, the metric endpoint of the long
+series, the log endpoint and a task's API twin, and prints each against a baseline measured in the
+same rounds: the tiny ``/api/`` index (routing, auth guard, JSON rendering, no store query).
+Targets: p95 < 100 ms for pages, < 200 ms for the metric endpoint.
+
+    python bench/ui_scale.py [--rounds 30]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from mlcomp.db import Attempt, Computer, Dag, LogLine, Metric, Project, Task, TaskDependency, TaskStatus, open_store
+from mlcomp.settings import Settings
+
+DAGS, TASKS_PER_DAG, POINTS, LOG_LINES = 1_000, 10, 100_000, 20_000
+STATUSES = [s.value for s in TaskStatus]
+
+
+def fill(store) -> tuple[int, int]:
+    """Writes the store; returns (a DAG id, the id of the task with the long series)."""
+    rng = random.Random(0)
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.begin() as session:
+        session.execute(insert(Project), [{"id": p, "name": f"project-{p}"} for p in range(1, 6)])
+        session.execute(insert(Dag), [{"id": d, "name": f"dag-{d}", "project_id": 1 + d % 5, "config": "info: {}\n",
+                                       "created": now} for d in range(1, DAGS + 1)])
+        tasks, deps = [], []
+        for d in range(1, DAGS + 1):
+            for k in range(TASKS_PER_DAG):
+                task_id = (d - 1) * TASKS_PER_DAG + k + 1
+                tasks.append({"id": task_id, "dag_id": d, "name": f"task-{k}", "type": "bash",
+                              "status": rng.choice(STATUSES), "created": now, "started": now - dt.timedelta(minutes=5),
+                              "finished": now, "executor_config": {}, "env": {}, "gpus": []})
+                if k:
+                    deps.append({"task_id": task_id, "depend_id": task_id - 1})
+        session.execute(insert(Task), tasks)
+        session.execute(insert(TaskDependency), deps)
+        session.execute(insert(Attempt), [{"task_id": t["id"], "number": 1, "status": t["status"], "gpus": []}
+                                          for t in tasks])
+        big = tasks[len(tasks) // 2]["id"]
+        session.execute(insert(Metric), [{"task_id": big, "name": "loss", "loader": "train", "kind": "batch",
+                                          "step": i, "epoch": i // 1000, "value": math.exp(-i / 20_000) + rng.random() * .05,
+                                          "time": now} for i in range(POINTS)])
+        session.execute(insert(Metric), [{"task_id": big, "name": "loss", "loader": loader, "kind": "epoch", "step": e,
+                                          "epoch": e, "value": 1 / e, "time": now}
+                                         for e in range(1, 101) for loader in ("train", "valid")])
+        session.execute(insert(LogLine), [{"task_id": big, "text": f"line {i}", "time": now} for i in range(LOG_LINES)])
+        session.add(Computer(name="box", gpus=[{"index": i, "memory": 1 << 34, "name": "gpu"} for i in range(8)],
+                             heartbeat=now, cpu=32, memory=256.0))
+    return tasks[len(tasks) // 2]["dag_id"], big
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by linear interpolation."""
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args(argv)
+    from ui import create_app
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}")
+        store = open_store(settings)
+        started = time.perf_counter()
+        dag_id, big = fill(store)
+        print(f"filled {DAGS} DAGs, {DAGS * TASKS_PER_DAG} tasks, {POINTS} points, {LOG_LINES} log lines "
+              f"in {time.perf_counter() - started:.1f} s")
+        client = create_app(settings, {"TESTING": True}).test_client()
+        urls = {
+            "baseline /api/": "/api/",
+            "DAG list page": "/dags",
+            "DAG list API": "/api/dags",
+            "DAG list ?status=failed": "/dags?status=failed",
+            "DAG page": f"/dags/{dag_id}",
+            "task page": f"/tasks/{big}",
+            "task API": f"/api/tasks/{big}",
+            "metrics 100k batch": f"/api/tasks/{big}/metrics?name=loss&kind=batch",
+            "metrics all + figures": f"/api/tasks/{big}/metrics?figures=1",
+            "logs after cursor": f"/api/tasks/{big}/logs?after={LOG_LINES // 2}",
+        }
+        times: dict[str, list[float]] = {name: [] for name in urls}
+        cpu: dict[str, list[float]] = {name: [] for name in urls}
+        for round_ in range(args.rounds + 3):
+            for name, url in urls.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                response = client.get(url)
+                elapsed, used = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+                assert response.status_code == 200, (url, response.status_code)
+                if round_ >= 3:  # warm-up rounds are not counted
+                    times[name].append(elapsed)
+                    cpu[name].append(used)
+        base = statistics.median(times["baseline /api/"])
+        # CPU time shows what a request costs when other processes share the cores
+        print(f"{'endpoint':28} {'p50 ms':>8} {'p95 ms':>8} {'cpu p50':>8} {'p50/baseline':>13}")
+        for name, values in times.items():
+            p50, p95 = statistics.median(values), percentile(values, 0.95)
+            print(f"{name:28} {p50:8.1f} {p95:8.1f} {statistics.median(cpu[name]):8.1f} {p50 / base:12.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

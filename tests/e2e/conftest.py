@@ -1,0 +1,108 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, and the UI served by a real waitress
+server on 127.0.0.1 (a free port) over a test store.
+
+No browser is ever downloaded: when ``/usr/bin/chromium`` is missing the session installs Debian's
+``chromium`` package with apt-get; if that is impossible the browser tests are skipped (failed
+under ``CI=true``). Screenshots go to ``$MLCOMP_SCREENSHOTS`` when set (``make screenshots`` sets
+``docs/screenshots``), else to the test's temporary folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _unavailable(message: str):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (CI=true: the browser tests must run)")
+    pytest.skip(message)
+
+
+def _install_chromium() -> None:
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-qq", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run([apt, "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(install, env=env, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """The path of Debian's Chromium, installed with apt-get when missing."""
+    if not os.path.exists(CHROMIUM):
+        _install_chromium()
+    if not os.path.exists(CHROMIUM):
+        _unavailable(f"{CHROMIUM} is missing and could not be installed with apt-get install chromium")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    """One headless Chromium for the session."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page (its own cookies); JavaScript errors and console errors (such as a
+    Content-Security-Policy refusal) fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def live_server(settings):
+    """``live_server(app_settings=settings) -> base URL``: serves ``ui.create_app`` with waitress on
+    127.0.0.1 and a free port, in a thread, until the test ends."""
+    from waitress import create_server
+
+    from ui import create_app
+
+    servers = []
+
+    def start(app_settings=settings, **config) -> str:
+        server = create_server(create_app(app_settings, config or None), host="127.0.0.1", port=0, threads=4)
+        threading.Thread(target=server.run, name="ui-test-server", daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.effective_port}"
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def screenshot(tmp_path):
+    """``screenshot(page, name)``: saves a full-page PNG as ``<name>.png``; returns its path."""
+    folder = Path(os.environ.get("MLCOMP_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take

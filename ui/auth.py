@@ -1,0 +1,45 @@
+"""Login and logout for browsers when the UI has a token (``settings.token``).
+
+The login form takes the token once; the signed session cookie then carries ``auth``. API
+clients skip this and send ``Authorization: Bearer <token>``.
+"""
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+
+__all__ = ["bp", "safe_next"]
+
+bp = Blueprint("auth", __name__)
+
+
+def safe_next(target: str | None) -> str:
+    """A redirect target inside this site: a path starting with one ``/`` (no scheme, no host),
+    else the DAG list."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("dags.dags")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Shows the login form; a right token logs the browser in and returns to ``next``."""
+    token = current_app.config["MLCOMP_SETTINGS"].token
+    error = None
+    if request.method == "POST":
+        given = request.form.get("token", "")
+        if token and hmac.compare_digest(given.encode(), token.encode()):
+            session.clear()  # a fresh session, and so a fresh CSRF token, on login
+            session["auth"] = True
+            return redirect(safe_next(request.args.get("next")))
+        error = "wrong token" if token else "this server has no token: nothing to log in to"
+    return render_template("auth/login.html", error=error, next=request.args.get("next", "")), (
+        401 if error else 200)
+
+
+@bp.post("/logout")
+def logout():
+    """Forgets the browser's login."""
+    session.clear()
+    return redirect(url_for("auth.login"))

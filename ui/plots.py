@@ -1,0 +1,176 @@
+"""Plotly figures as JSON-able dicts (the figure schema of plotly.js), built without plotly's
+Python validation so that large figures cost nothing extra; the tests check each against
+``plotly.graph_objects.Figure``.
+
+- :func:`dag_graph`: tasks laid out by topological generation (``networkx.topological_generations``),
+  left to right, coloured by status; a grid search is one node labelled with its cell count.
+- :func:`metric_figures`: one figure per metric (and kind), one line per loader (per task and loader
+  when comparing).
+- :func:`parallel_coordinates`: a grid search's parameters against its metric.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+import networkx as nx
+
+__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "parallel_coordinates"]
+
+STATUS_COLORS = {
+    "not_ran": "#9e9e9e", "queued": "#8e7cc3", "in_progress": "#1e88e5", "stopping": "#fb8c00",
+    "success": "#43a047", "failed": "#e53935", "stopped": "#6d4c41", "skipped": "#cfd8dc",
+}
+_LAYOUT = {"margin": {"l": 40, "r": 20, "t": 30, "b": 40},
+           "paper_bgcolor": "white", "plot_bgcolor": "white"}
+
+
+def _graph(tasks: list[dict]) -> tuple[nx.DiGraph, dict[int, int]]:
+    """The DAG's graph with each grid cell folded into its parent; also the cell counts."""
+    cells = Counter(t["parent_id"] for t in tasks if t["parent_id"] is not None)
+    ids = {t["id"] for t in tasks}
+    owner = {t["id"]: (t["parent_id"] if t["parent_id"] in ids else t["id"]) for t in tasks}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(t["id"] for t in tasks if owner[t["id"]] == t["id"])
+    for t in tasks:
+        for dep in t["depends"]:
+            if dep in owner and owner[dep] != owner[t["id"]]:
+                graph.add_edge(owner[dep], owner[t["id"]])
+    return graph, dict(cells)
+
+
+def dag_graph(tasks: list[dict]) -> dict[str, Any]:
+    """The DAG drawn as a plotly figure.
+
+    Args:
+        tasks: :func:`ui.queries.dag_tasks` rows (``id``, ``name``, ``type``, ``status``,
+            ``parent_id``, ``depends``).
+
+    Returns:
+        a figure dict: one line trace for the edges, one marker trace per status (its legend entry);
+        each node's ``customdata`` is its task id (the page opens the task on click).
+    """
+    graph, cells = _graph(tasks)
+    by_id = {t["id"]: t for t in tasks}
+    position: dict[int, tuple[float, float]] = {}
+    for x, generation in enumerate(nx.topological_generations(graph)):
+        for y, node in enumerate(sorted(generation)):
+            position[node] = (x, -(y - (len(generation) - 1) / 2))
+    edge_x: list = []
+    edge_y: list = []
+    for a, b in graph.edges:
+        edge_x += [position[a][0], position[b][0], None]
+        edge_y += [position[a][1], position[b][1], None]
+    data: list[dict] = [{"type": "scatter", "mode": "lines", "x": edge_x, "y": edge_y, "hoverinfo": "skip",
+                         "line": {"color": "#b0bec5", "width": 2}, "showlegend": False}]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for node in sorted(graph.nodes):
+        groups[by_id[node]["status"]].append(node)
+    for status, nodes in groups.items():
+        labels = [by_id[n]["name"] + (f" ({cells[n]} cells)" if n in cells else "") for n in nodes]
+        data.append({
+            "type": "scatter", "mode": "markers+text", "name": status,
+            "x": [position[n][0] for n in nodes], "y": [position[n][1] for n in nodes],
+            "text": labels, "textposition": "top center", "customdata": nodes,
+            "hovertext": [f"#{n} {by_id[n]['type']}: {label}" for n, label in zip(nodes, labels)],
+            "hoverinfo": "text",
+            "marker": {"size": [26 if n in cells else 18 for n in nodes], "color": STATUS_COLORS.get(status),
+                       "symbol": ["square" if n in cells else "circle" for n in nodes],
+                       "line": {"color": "#37474f", "width": 1}},
+        })
+    hidden = {"visible": False, "zeroline": False, "showgrid": False}
+    layout = {**_LAYOUT, "margin": {"l": 20, "r": 20, "t": 50, "b": 20}, "xaxis": {**hidden, "range": _padded([p[0] for p in position.values()])},
+              "yaxis": hidden, "height": 160 + 60 * max((len(g) for g in _generations(graph)), default=1),
+              "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"}, "clickmode": "event"}
+    return {"data": data, "layout": layout}
+
+
+def _generations(graph: nx.DiGraph) -> list[list]:
+    return [list(g) for g in nx.topological_generations(graph)]
+
+
+def _padded(values: list[float]) -> list[float]:
+    if not values:
+        return [-1, 1]
+    return [min(values) - 0.5, max(values) + 0.5]
+
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _traces(s: dict, label: str, colour: str) -> list[dict]:
+    """The line of one series; a bucketed series (:mod:`ui.series`) also gets its min–max band."""
+    line = {
+        "type": "scattergl" if len(s["x"]) > 500 else "scatter",
+        "mode": "lines" if s["kind"] == "batch" else "lines+markers",
+        "name": label, "legendgroup": label, "x": s["x"], "y": s["y"], "line": {"color": colour},
+        "hovertemplate": f"{label} step %{{x}}: %{{y:.5g}}<extra></extra>",
+    }
+    if "y_min" not in s:
+        return [line]
+    band = {"type": "scatter", "mode": "lines", "x": s["x"], "line": {"width": 0}, "legendgroup": label,
+            "showlegend": False, "hoverinfo": "skip"}
+    return [{**band, "y": s["y_min"]},
+            {**band, "y": s["y_max"], "fill": "tonexty", "fillcolor": _rgba(colour, 0.2)}, line]
+
+
+def metric_figures(series: list[dict], *, label_task: bool = False) -> list[dict]:
+    """One figure per (metric name, kind), one line per loader (bucketed series with their
+    min–max band).
+
+    Args:
+        series: :func:`ui.series.metric_series` rows.
+        label_task: name lines ``#<task_id> <loader>`` (comparing several tasks).
+
+    Returns:
+        ``[{"name", "kind", "figure"}]`` in the order of the series.
+    """
+    figures: dict[tuple[str, str], list[dict]] = {}
+    for s in series:
+        loader = s["loader"] or "all"
+        traces = figures.setdefault((s["name"], s["kind"]), [])
+        colour = PALETTE[sum(1 for t in traces if "hovertemplate" in t) % len(PALETTE)]
+        traces.extend(_traces(s, f"#{s['task_id']} {loader}" if label_task else loader, colour))
+    return [{"name": name, "kind": kind, "figure": {"data": traces, "layout": {
+        **_LAYOUT, "title": {"text": f"{name} ({kind})"}, "height": 320, "xaxis": _step_axis(kind, traces),
+        "yaxis": {"title": {"text": name}}}}} for (name, kind), traces in figures.items()]
+
+
+def _step_axis(kind: str, traces: list[dict]) -> dict:
+    """The x axis: steps, or epochs with whole-number ticks (at most about 10)."""
+    if kind != "epoch":
+        return {"title": {"text": "step"}}
+    last = max((x for t in traces for x in t["x"]), default=1)
+    return {"title": {"text": "epoch"}, "tick0": 0, "dtick": max(1, math.ceil(last / 10))}
+
+
+def _dimension(label: str, values: list) -> dict:
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None)
+    if numeric:
+        return {"label": label, "values": [v for v in values]}
+    levels = sorted({str(v) for v in values})
+    index = {v: i for i, v in enumerate(levels)}
+    return {"label": label, "values": [index[str(v)] for v in values],
+            "tickvals": list(range(len(levels))), "ticktext": levels}
+
+
+def parallel_coordinates(board: dict) -> dict[str, Any]:
+    """A grid search's parameters (one axis each; strings become categorical axes) and its metric
+    (the last axis, also the line colour), from :func:`ui.queries.grid_leaderboard`. Cells without a
+    value are left out."""
+    cells = [c for c in board["cells"] if c["value"] is not None]
+    dims = [_dimension(p, [c["params"].get(p) for c in cells]) for p in board["params"]]
+    values = [c["value"] for c in cells]
+    metric = board["metric"] or "metric"
+    dims.append({"label": metric, "values": values})
+    line = {"color": values, "colorscale": "Viridis", "showscale": True,
+            "reversescale": bool(board["minimize"])}
+    return {"data": [{"type": "parcoords", "dimensions": dims, "line": line}],
+            "layout": {**_LAYOUT, "height": 420, "margin": {"l": 60, "r": 60, "t": 50, "b": 30}}}

@@ -1,0 +1,446 @@
+"""Read-only queries behind the pages and the API. Each takes the session first, never commits,
+and returns plain JSON-able dicts (times as ISO-8601 UTC strings, durations in seconds).
+
+Built for the scale budget (10,000 tasks, 100,000 points per metric series): DAG lists are paged
+in SQL with status counts aggregated by ``GROUP BY``; logs are read after an id cursor; metric
+series are read by :mod:`ui.series`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.orm import Session
+
+from mlcomp.db import (
+    Attempt,
+    Checkpoint,
+    Computer,
+    Dag,
+    LogLine,
+    Metric,
+    Project,
+    SnapshotBlob,
+    SnapshotFile,
+    Task,
+    TaskDependency,
+    TaskStatus,
+    utcnow,
+)
+from mlcomp.errors import NotFoundError
+from mlcomp.supervisor.status import ACTIVE, rollup_status
+
+__all__ = [
+    "STATUSES",
+    "iso",
+    "derived_dag_status",
+    "list_dags",
+    "get_dag_or_404",
+    "get_task_or_404",
+    "dag_detail",
+    "dag_tasks",
+    "snapshot_file",
+    "task_detail",
+    "task_logs",
+    "grid_leaderboard",
+    "list_computers",
+]
+
+STATUSES = [s.value for s in TaskStatus]
+TASK_COLUMNS = (Task.id, Task.name, Task.type, Task.status, Task.attempt, Task.parent_id, Task.computer,
+                Task.gpus, Task.started, Task.finished, Task.grid_cell)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite gives naive datetimes back
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time as ISO-8601 UTC (naive values from SQLite are UTC)."""
+    value = _utc(value)
+    return value.isoformat() if value is not None else None
+
+
+def _span(started, finished, running: bool, now: dt.datetime) -> float | None:
+    started, finished = _utc(started), _utc(finished)
+    if started is None:
+        return None
+    end = now if running or finished is None else finished
+    return (end - started).total_seconds()
+
+
+def get_dag_or_404(session: Session, dag_id: int) -> Dag:
+    """The DAG ``dag_id``. Raises NotFoundError naming the id."""
+    dag = session.get(Dag, dag_id)
+    if dag is None:
+        raise NotFoundError(f"DAG {dag_id} does not exist")
+    return dag
+
+
+def get_task_or_404(session: Session, task_id: int) -> Task:
+    """The task ``task_id``. Raises NotFoundError naming the id."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFoundError(f"task {task_id} does not exist")
+    return task
+
+
+# -- DAGs --------------------------------------------------------------------------------------
+def _status_counts(session: Session, dag_ids: list[int]) -> dict[int, dict[str, int]]:
+    rows = session.execute(
+        select(Task.dag_id, Task.status, func.count()).where(Task.dag_id.in_(dag_ids))
+        .group_by(Task.dag_id, Task.status)
+    )
+    found: dict[int, dict[str, int]] = defaultdict(dict)
+    for dag_id, status, n in rows:
+        found[dag_id][TaskStatus(status).value] = n
+    return {dag_id: _in_status_order(c) for dag_id, c in found.items()}
+
+
+def _in_status_order(counts: dict[str, int]) -> dict[str, int]:
+    return {s: counts[s] for s in STATUSES if s in counts}
+
+
+def _dag_status(counts: dict[str, int]) -> str:
+    return rollup_status(TaskStatus(s) for s, n in counts.items() if n).value
+
+
+def derived_dag_status() -> ColumnElement[str]:
+    """:func:`mlcomp.supervisor.status.rollup_status` as a SQL aggregate over the ``task`` rows of
+    a ``GROUP BY`` on DAGs (outer-joined: a DAG without tasks is ``not_ran``), so that the DAG list
+    filters and pages by status in the database. ``tests/test_ui_dags.py`` checks it against
+    ``rollup_status`` for every combination of statuses."""
+    def count(*statuses: TaskStatus):
+        return func.sum(case((Task.status.in_(statuses), 1), else_=0))
+
+    s = TaskStatus
+    return case(
+        (func.count(Task.id) == count(s.not_ran), s.not_ran.value),
+        (count(*ACTIVE, s.not_ran) > 0, s.in_progress.value),
+        (count(s.failed) > 0, s.failed.value),
+        (count(s.stopped) > 0, s.stopped.value),
+        (count(s.skipped) > 0, s.skipped.value),
+        else_=s.success.value,
+    )
+
+
+def list_dags(session: Session, *, project: str | None = None, status: str | None = None,
+              name: str | None = None, page: int = 1, per_page: int = 50,
+              now: dt.datetime | None = None) -> dict[str, Any]:
+    """One page of DAGs, newest first, filtered by project name, derived status (the supervisor's
+    :func:`rollup_status` of the tasks, computed in SQL by :func:`derived_dag_status`) and a name
+    substring.
+
+    Returns:
+        ``{"dags": [{id, name, project, created, status, counts: {status: n}, tasks, started,
+        finished, duration}], "page", "per_page", "pages", "total", "projects", "statuses",
+        "filters"}``.
+    """
+    now = now or utcnow()
+    ids = select(Dag.id).join(Project)
+    if project:
+        ids = ids.where(Project.name == project)
+    if name:
+        ids = ids.where(Dag.name.contains(name, autoescape=True))
+    if status:
+        ids = (ids.outerjoin(Task, Task.dag_id == Dag.id).group_by(Dag.id)
+               .having(derived_dag_status() == status))
+    total = session.scalar(select(func.count()).select_from(ids.subquery()))
+    page_ids = list(session.scalars(ids.order_by(Dag.id.desc()).offset((page - 1) * per_page).limit(per_page)))
+    return {
+        "dags": _dag_rows(session, page_ids, now),
+        "page": page, "per_page": per_page, "total": total, "pages": max(1, -(-total // per_page)),
+        "projects": list(session.scalars(select(Project.name).order_by(Project.name))),
+        "statuses": STATUSES,
+        "filters": {"project": project or "", "status": status or "", "name": name or ""},
+    }
+
+
+def _dag_rows(session: Session, dag_ids: list[int], now: dt.datetime) -> list[dict]:
+    if not dag_ids:
+        return []
+    counts = _status_counts(session, dag_ids)
+    times = {row[0]: row[1:] for row in session.execute(
+        select(Task.dag_id, func.min(Task.started), func.max(Task.finished))
+        .where(Task.dag_id.in_(dag_ids)).group_by(Task.dag_id))}
+    rows = session.execute(select(Dag.id, Dag.name, Dag.created, Project.name).join(Project)
+                           .where(Dag.id.in_(dag_ids)).order_by(Dag.id.desc()))
+    dags = []
+    for dag_id, name, created, project in rows:
+        dag_counts = counts.get(dag_id, {})
+        status = _dag_status(dag_counts)
+        started, finished = times.get(dag_id, (None, None))
+        dags.append({
+            "id": dag_id, "name": name, "project": project, "created": iso(created), "status": status,
+            "counts": dag_counts, "task_count": sum(dag_counts.values()), "started": iso(started),
+            "finished": iso(finished),
+            "duration": _span(started, finished, status == TaskStatus.in_progress.value, now),
+        })
+    return dags
+
+
+def dag_tasks(session: Session, dag_id: int, now: dt.datetime | None = None) -> list[dict]:
+    """Every task of a DAG (id order) with the ids it depends on.
+
+    Returns:
+        ``[{id, name, type, status, attempt, parent_id, computer, gpus, started, finished,
+        duration, grid_cell, depends: [task ids]}]``.
+    """
+    now = now or utcnow()
+    depends: dict[int, list[int]] = defaultdict(list)
+    for task_id, depend_id in session.execute(
+            select(TaskDependency.task_id, TaskDependency.depend_id).join(Task, Task.id == TaskDependency.task_id)
+            .where(Task.dag_id == dag_id)):
+        depends[task_id].append(depend_id)
+    tasks = []
+    for row in session.execute(select(*TASK_COLUMNS).where(Task.dag_id == dag_id).order_by(Task.id)):
+        task = dict(row._mapping)
+        status = TaskStatus(task["status"])
+        task.update(status=status.value, gpus=list(task["gpus"] or []), started=iso(task["started"]),
+                    finished=iso(task["finished"]), depends=sorted(depends.get(task["id"], [])),
+                    duration=_span(row.started, row.finished, status in ACTIVE, now))
+        tasks.append(task)
+    return tasks
+
+
+def dag_detail(session: Session, dag_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    """A DAG with its tasks, status counts, submitted YAML and snapshot file list.
+
+    Raises:
+        NotFoundError: no DAG ``dag_id``.
+    """
+    now = now or utcnow()
+    dag = get_dag_or_404(session, dag_id)
+    row = _dag_rows(session, [dag_id], now)[0]
+    files = session.execute(select(SnapshotFile.path, SnapshotBlob.size)
+                            .join(SnapshotBlob, SnapshotBlob.sha256 == SnapshotFile.sha256)
+                            .where(SnapshotFile.dag_id == dag_id).order_by(SnapshotFile.path))
+    return {**row, "config": dag.config, "source": dag.source, "grid_cell": dag.grid_cell,
+            "tasks": dag_tasks(session, dag_id, now),
+            "files": [{"path": path, "size": size} for path, size in files]}
+
+
+def snapshot_file(session: Session, dag_id: int, path: str) -> dict[str, Any]:
+    """One file of a DAG's code snapshot: ``{dag_id, path, size, text, binary}`` (``text`` is
+    ``None`` for a file that is not UTF-8).
+
+    Raises:
+        NotFoundError: no DAG ``dag_id`` or no such path in its snapshot.
+    """
+    get_dag_or_404(session, dag_id)
+    content = session.scalar(select(SnapshotBlob.content)
+                             .join(SnapshotFile, SnapshotBlob.sha256 == SnapshotFile.sha256)
+                             .where(SnapshotFile.dag_id == dag_id, SnapshotFile.path == path))
+    if content is None:
+        raise NotFoundError(f"DAG {dag_id} has no file {path!r} in its snapshot")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"dag_id": dag_id, "path": path, "size": len(content), "text": text, "binary": text is None}
+
+
+# -- tasks -------------------------------------------------------------------------------------
+def _task_ref(task: Task) -> dict[str, Any]:
+    return {"id": task.id, "name": task.name, "status": task.status.value}
+
+
+def _progress(progress: dict | None) -> dict | None:
+    if not progress:
+        return None
+    progress = dict(progress)
+    for done, total in (("epoch", "epochs"), ("batch", "batches")):
+        if progress.get(done) is not None and progress.get(total):
+            progress[f"{done}_percent"] = round(100.0 * float(progress[done]) / float(progress[total]), 1)
+    return progress
+
+
+def task_detail(session: Session, task_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the task page shows except the logs and metric values (fetched lazily):
+    status, reason, why it waits, attempts, placement, timings, progress with ETA, dependencies,
+    grid cells, checkpoints, metric series names and the result.
+
+    Raises:
+        NotFoundError: no task ``task_id``.
+    """
+    now = now or utcnow()
+    task = get_task_or_404(session, task_id)
+    deps = session.scalars(select(Task).join(TaskDependency, TaskDependency.depend_id == Task.id)
+                           .where(TaskDependency.task_id == task_id).order_by(Task.id))
+    dependents = session.scalars(select(Task).join(TaskDependency, TaskDependency.task_id == Task.id)
+                                 .where(TaskDependency.depend_id == task_id).order_by(Task.id))
+    children = _status_counts_children(session, task_id)
+    return {
+        "id": task.id, "name": task.name, "type": task.type, "status": task.status.value,
+        "dag": {"id": task.dag_id, "name": task.dag.name},
+        "parent": _task_ref(task.parent) if task.parent else None,
+        "children": children, "attempt": task.attempt, "computer": task.computer,
+        "gpus": list(task.gpus or []), "gpu_request": [task.gpu_min, task.gpu_max], "cpu": task.cpu,
+        "memory": task.memory, "pid": task.pid, "priority": task.priority, "retries": task.retries,
+        "created": iso(task.created), "queued": iso(task.queued), "started": iso(task.started),
+        "finished": iso(task.finished), "updated": iso(task.updated),
+        "duration": _span(task.started, task.finished, task.status in ACTIVE, now),
+        "reason": task.reason, "waiting_reason": task.waiting_reason, "progress": _progress(task.progress),
+        "result": task.result, "resume_from": task.resume_from, "grid_cell": task.grid_cell,
+        "executor_config": task.executor_config,
+        "depends": [_task_ref(t) for t in deps], "dependents": [_task_ref(t) for t in dependents],
+        "attempts": [_attempt(a, now) for a in task.attempts],
+        "checkpoints": _checkpoints(session, task_id),
+        "metrics": _metric_names(session, task_id),
+        "finished_status": task.status.finished,
+    }
+
+
+def _status_counts_children(session: Session, task_id: int) -> dict[str, int]:
+    rows = session.execute(select(Task.status, func.count()).where(Task.parent_id == task_id)
+                           .group_by(Task.status))
+    return _in_status_order({TaskStatus(status).value: n for status, n in rows})
+
+
+def _attempt(attempt: Attempt, now: dt.datetime) -> dict[str, Any]:
+    return {"number": attempt.number, "status": attempt.status.value, "computer": attempt.computer,
+            "gpus": list(attempt.gpus or []), "started": iso(attempt.started),
+            "finished": iso(attempt.finished), "reason": attempt.reason,
+            "resume_from": attempt.resume_from,
+            "duration": _span(attempt.started, attempt.finished, attempt.status in ACTIVE, now)}
+
+
+def _checkpoints(session: Session, task_id: int) -> list[dict]:
+    """The task's checkpoint files, each with its latest record (a file such as ``best.pth`` is
+    rewritten, and recorded, many times), in the order they were last written."""
+    latest = (select(func.max(Checkpoint.id)).where(Checkpoint.task_id == task_id)
+              .group_by(Checkpoint.path).scalar_subquery())
+    rows = session.scalars(select(Checkpoint).where(Checkpoint.id.in_(latest)).order_by(Checkpoint.id))
+    return [{"id": c.id, "attempt": c.attempt, "path": c.path, "stage": c.stage, "epoch": c.epoch,
+             "metric": c.metric, "size": c.size, "created": iso(c.created)} for c in rows]
+
+
+def _metric_names(session: Session, task_id: int) -> list[dict]:
+    rows = session.execute(select(Metric.name, Metric.kind, func.count()).where(Metric.task_id == task_id)
+                           .group_by(Metric.name, Metric.kind).order_by(Metric.name, Metric.kind))
+    return [{"name": name, "kind": kind, "points": n} for name, kind, n in rows]
+
+
+def task_logs(session: Session, task_id: int, *, after: int | None = None, limit: int = 500) -> dict:
+    """Log lines of a task, oldest first: those with an id above ``after``, or the last ``limit``
+    lines when ``after`` is None (the tail).
+
+    Returns:
+        ``{"task_id", "lines": [{id, attempt, time, level, stream, text}], "last": the id to pass
+        as ``after`` next time, "more": True when more lines wait after ``last``}``.
+
+    Raises:
+        NotFoundError: no task ``task_id``.
+    """
+    get_task_or_404(session, task_id)
+    columns = (LogLine.id, LogLine.attempt, LogLine.time, LogLine.level, LogLine.stream, LogLine.text)
+    query = select(*columns).where(LogLine.task_id == task_id)
+    if after is None:
+        rows = list(session.execute(query.order_by(LogLine.id.desc()).limit(limit)))[::-1]
+        more = False
+    else:
+        rows = list(session.execute(query.where(LogLine.id > after).order_by(LogLine.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+    lines = [{"id": r.id, "attempt": r.attempt, "time": iso(r.time), "level": r.level, "stream": r.stream,
+              "text": r.text} for r in rows]
+    last = lines[-1]["id"] if lines else (after or 0)
+    return {"task_id": task_id, "lines": lines, "last": last, "more": more}
+
+
+# -- grid search -------------------------------------------------------------------------------
+def grid_leaderboard(session: Session, task_id: int, *, metric: str | None = None,
+                     minimize: bool | None = None, loader: str | None = None,
+                     descending: bool | None = None) -> dict[str, Any]:
+    """A grid search's cells ranked by a metric: per cell its parameters, status and the best
+    epoch-level value of ``metric`` (on ``loader`` when given).
+
+    The metric defaults to the template's ``main_metric`` (found in the parent's
+    ``executor_config``, else in the first cell's, at any depth: e.g. a runner config's
+    ``stage_params``), else the first epoch metric the cells report. For the main metric, ``loader``
+    defaults to the template's ``valid_loader`` and ``minimize`` to its ``minimize_metric``;
+    otherwise ``minimize`` is True for names containing ``loss`` or ``error``.
+
+    Raises:
+        NotFoundError: no task ``task_id``, or it has no grid cells.
+    """
+    parent = get_task_or_404(session, task_id)
+    cells = list(session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.id)))
+    if not cells:
+        raise NotFoundError(f"task {task_id} ({parent.name!r}) is not a grid search: it has no cells")
+    cell_ids = [c.id for c in cells]
+    names = list(session.scalars(select(Metric.name).where(Metric.task_id.in_(cell_ids), Metric.kind == "epoch")
+                                 .group_by(Metric.name).order_by(Metric.name)))
+    hint = _main_metric_hint(parent.executor_config or {}) or _main_metric_hint(cells[0].executor_config or {})
+    metric = metric or hint.get("main_metric") or (names[0] if names else None)
+    if metric == hint.get("main_metric"):
+        loader = loader or hint.get("valid_loader")
+        minimize = hint.get("minimize_metric") if minimize is None else minimize
+    if minimize is None:
+        minimize = bool(metric) and any(w in metric for w in ("loss", "error"))
+    best = _best_values(session, cell_ids, metric, loader, minimize) if metric else {}
+    params = sorted({key for c in cells for key in (c.grid_cell or {})})
+    rows = [{"id": c.id, "name": c.name, "status": c.status.value, "params": c.grid_cell or {},
+             "value": best.get(c.id)} for c in cells]
+    descending = (not minimize) if descending is None else descending
+    rows.sort(key=lambda r: (r["value"] is None, -(r["value"] or 0) if descending else (r["value"] or 0)))
+    return {"task": _task_ref(parent), "dag": {"id": parent.dag_id, "name": parent.dag.name},
+            "metric": metric, "metrics": names, "minimize": minimize, "loader": loader,
+            "descending": descending, "params": params, "cells": rows}
+
+
+def _main_metric_hint(config: dict) -> dict:
+    found: dict = {}
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in ("main_metric", "minimize_metric", "valid_loader"):
+                if key in node and key not in found:
+                    found[key] = node[key]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _best_values(session, cell_ids, metric, loader, minimize) -> dict[int, float]:
+    agg = func.min(Metric.value) if minimize else func.max(Metric.value)
+    query = (select(Metric.task_id, agg)
+             .where(Metric.task_id.in_(cell_ids), Metric.name == metric, Metric.kind == "epoch")
+             .group_by(Metric.task_id))
+    if loader:
+        query = query.where(Metric.loader == loader)
+    return dict(session.execute(query).all())
+
+
+# -- computers ---------------------------------------------------------------------------------
+def list_computers(session: Session, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Computers with their GPUs (memory and utilisation when the worker reported
+    ``Computer.usage``), CPU and RAM use, heartbeat age in seconds, and running tasks."""
+    now = now or utcnow()
+    running: dict[str, list[dict]] = defaultdict(list)
+    for task in session.scalars(select(Task).where(Task.status.in_(list(ACTIVE)), Task.computer.is_not(None))
+                                .order_by(Task.id)):
+        running[task.computer].append({**_task_ref(task), "gpus": list(task.gpus or []),
+                                       "dag_id": task.dag_id, "cpu": task.cpu, "memory": task.memory})
+    computers = []
+    for c in session.scalars(select(Computer).order_by(Computer.name)):
+        usage = c.usage or {}
+        gpu_usage = {g.get("index"): g for g in usage.get("gpus") or []}
+        busy = {i: t["id"] for t in running[c.name] for i in t["gpus"]}
+        gpus = [{**g, **gpu_usage.get(g.get("index"), {}), "task_id": busy.get(g.get("index"))}
+                for g in c.gpus or []]
+        heartbeat = _utc(c.heartbeat)
+        computers.append({
+            "name": c.name, "address": c.address, "cpu": c.cpu, "memory": c.memory, "gpus": gpus,
+            "usage": {k: v for k, v in usage.items() if k != "gpus"},
+            "heartbeat": iso(heartbeat),
+            "heartbeat_age": (now - heartbeat).total_seconds() if heartbeat else None,
+            "tasks": running[c.name],
+        })
+    return {"computers": computers}

@@ -67,8 +67,28 @@ def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | 
         with run_local(app.settings, gpus, sessionmaker=app.store, on_change=changed.set, listen=False,
                        dag_ids=ids):
             ok = follow_dags(app.store, ids, click.echo, changed)
+    _print_results(app, ids)
     if not ok:
         raise click.exceptions.Exit(1)
+
+
+def _print_results(app: Services, ids: list[int]) -> None:
+    """After ``--wait``: each grid search's best cell, the ``metrics`` of each task's result
+    (an infer task's test accuracy) and the files it names (``result["paths"]``: data files,
+    best checkpoints, predictions, traced models)."""
+    with app.store.begin() as session:
+        for t in session.scalars(select(Task).where(Task.dag_id.in_(ids)).order_by(Task.id)):
+            result = t.result if isinstance(t.result, dict) else {}
+            if result.get("best_task_id") is not None:
+                click.echo(f"task {t.id} {t.name!r}: best cell is task {result['best_task_id']} "
+                           f"{result.get('best_params')} with {result.get('metric')}={result.get('best_value')}")
+            metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+            if metrics:
+                click.echo(f"task {t.id} {t.name!r}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else
+                                                                   f"{k}={v}" for k, v in metrics.items()))
+            paths = result.get("paths") if isinstance(result.get("paths"), dict) else {}
+            for label, path in paths.items():
+                click.echo(f"task {t.id} {t.name!r}: {label}: {path}")
 
 
 @dag.command("list")

@@ -1,0 +1,190 @@
+"""Finding what a task builds on: the train run it depends on, its logdir and checkpoints, the
+best cell of a grid search, the project's data folder.
+
+A task's folder is ``settings.tasks_dir / <task id>``; a train task's logdir is ``<folder>/logdir``
+(:data:`LOGDIR`). ``infer`` and ``trace`` take the model of the train run they depend on: each
+dependency that is a ``train`` task counts as itself, a grid search as its best cell
+(:func:`executors.grid_search.best_cell`); other dependencies are searched through in turn
+(``trace`` may depend on ``infer``). Among several candidates the best by the main metric wins,
+when they share one; else the first in dependency order.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from executors.base import TaskContext
+from executors.grid_search import best_cell, main_metric_of
+from mlcomp.db import Dag, Project, Task, TaskDependency, TaskStatus
+from mlcomp.errors import ExecutorError
+
+__all__ = ["LOGDIR", "DATA_ENV", "task_folder", "task_logdir", "open_session", "dependencies",
+           "train_source", "checkpoint_path", "data_dir", "export_data_dir", "ModelSource", "model_source"]
+
+LOGDIR = "logdir"
+"""A train task's logdir, relative to its folder."""
+DATA_ENV = "MLCOMP_DATA_DIR"
+"""The environment variable holding the project's data folder (``settings.data_dir / project``)."""
+TRAIN_TYPE = "train"
+GRID_TYPE = "grid_search"
+
+
+def task_folder(settings, task_id: int) -> Path:
+    """``settings.tasks_dir / str(task_id)``."""
+    return Path(settings.tasks_dir) / str(task_id)
+
+
+def task_logdir(settings, task_id: int) -> Path:
+    """The logdir of train task ``task_id``."""
+    return task_folder(settings, task_id) / LOGDIR
+
+
+@contextlib.contextmanager
+def open_session(task: TaskContext) -> Iterator[Session]:
+    """A read transaction on the store of ``task``: its reporter's sessionmaker when it has one,
+    else a new engine on ``task.settings.db_url`` (disposed afterwards)."""
+    maker = getattr(task.reporter, "sessionmaker", None)
+    engine = None
+    if maker is None:
+        from mlcomp.db import make_engine, make_sessionmaker
+
+        engine = make_engine(task.settings.db_url)
+        maker = make_sessionmaker(engine)
+    try:
+        with maker.begin() as session:
+            yield session
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def dependencies(session: Session, task_id: int) -> list[Task]:
+    """The tasks ``task_id`` depends on, by id."""
+    return list(session.scalars(select(Task).join(TaskDependency, TaskDependency.depend_id == Task.id)
+                                .where(TaskDependency.task_id == task_id).order_by(Task.id)))
+
+
+def _is_train(task: Task) -> bool:
+    template = (task.executor_config or {}).get("template") or {}
+    return task.type == TRAIN_TYPE or (task.type == GRID_TYPE and template.get("type") == TRAIN_TYPE)
+
+
+def _as_run(session: Session, task: Task) -> Task:
+    """A train task itself, or a grid search's best cell."""
+    if task.type != GRID_TYPE:
+        return task
+    cell = best_cell(session, task)
+    if cell is None:
+        raise ExecutorError(f"grid search {task.name!r} (task {task.id}) has no succeeded cell to take a model from")
+    return cell
+
+
+def _better(a: Task, b: Task) -> Task:
+    """The better of two finished train runs by their shared main metric; ``a`` on a tie or when
+    they cannot be compared."""
+    main_a, main_b = main_metric_of(a), main_metric_of(b)
+    value_a, value_b = (a.result or {}).get("best"), (b.result or {}).get("best")
+    if not main_a or main_a != main_b or value_a is None or value_b is None:
+        return a
+    better = value_b < value_a if main_a["minimize"] else value_b > value_a
+    return b if better else a
+
+
+def train_source(session: Session, task_id: int) -> Task:
+    """The train run task ``task_id`` takes its model from (see the module docstring).
+
+    Raises:
+        ExecutorError: no dependency leads to a train task, a grid search has no succeeded
+            cell, or the chosen run has not succeeded.
+    """
+    seen: set[int] = set()
+    level = dependencies(session, task_id)
+    while level:
+        runs = [_as_run(session, t) for t in level if _is_train(t)]
+        if runs:
+            best = runs[0]
+            for run in runs[1:]:
+                best = _better(best, run)
+            if best.status is not TaskStatus.success:
+                raise ExecutorError(f"train task {best.name!r} (task {best.id}) is {best.status.value}, "
+                                    f"not success: no model to use")
+            return best
+        seen.update(t.id for t in level)
+        level = [d for t in level for d in dependencies(session, t.id) if d.id not in seen]
+    task = session.get(Task, task_id)
+    name = task.name if task is not None else "?"
+    raise ExecutorError(f"task {name!r} (task {task_id}) depends on no train task or grid search of train "
+                        f"tasks: add one to its 'depends'")
+
+
+def checkpoint_path(settings, source: Task, which: str = "best") -> Path:
+    """The checkpoint file ``which`` (``best``, ``last``, ``best_full``, ``last_full``, a file name
+    in the checkpoints folder, or a path) of train task ``source``.
+
+    Raises:
+        ConfigError: no such file (the message lists the checkpoints present).
+    """
+    from mlcomp.runner.trace import resolve_checkpoint
+
+    return resolve_checkpoint(task_logdir(settings, source.id), which)
+
+
+def data_dir(session: Session, settings, task_id: int) -> Path:
+    """The data folder of the project of task ``task_id``: ``settings.data_dir / project``.
+
+    Raises:
+        ExecutorError: no such task.
+    """
+    name = session.scalar(select(Project.name).join(Dag, Dag.project_id == Project.id)
+                          .join(Task, Task.dag_id == Dag.id).where(Task.id == task_id))
+    if name is None:
+        raise ExecutorError(f"task {task_id} does not exist")
+    return Path(settings.data_dir) / name
+
+
+def export_data_dir(task: TaskContext) -> Path:
+    """Sets ``MLCOMP_DATA_DIR`` in this process's environment (unless the worker did) to the
+    task's project data folder, creates the folder, and returns it."""
+    value = os.environ.get(DATA_ENV)
+    if not value:
+        with open_session(task) as session:
+            value = str(data_dir(session, task.settings, task.task_id))
+        os.environ[DATA_ENV] = value
+    path = Path(value)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """The train run a task takes its model from: its task id and name, logdir and the chosen
+    checkpoint file."""
+
+    task_id: int
+    name: str
+    logdir: Path
+    checkpoint: Path
+
+    def describe(self) -> dict:
+        """JSON-able summary for a task's result."""
+        return {"source_task": self.task_id, "source_name": self.name, "checkpoint": str(self.checkpoint)}
+
+
+def model_source(task: TaskContext, which: str = "best") -> ModelSource:
+    """The :class:`ModelSource` of ``task`` (:func:`train_source`, :func:`checkpoint_path`).
+
+    Raises:
+        ExecutorError: no train run to take the model from (see :func:`train_source`).
+        ConfigError: the checkpoint ``which`` does not exist.
+    """
+    with open_session(task) as session:
+        source = train_source(session, task.task_id)
+        found = ModelSource(source.id, source.name, task_logdir(task.settings, source.id),
+                            checkpoint_path(task.settings, source, which))
+    return found

@@ -1,0 +1,316 @@
+"""The ``train`` task type: runs the stage-based runner on a config from the DAG's code.
+
+```yaml
+executors:
+  train:
+    type: train
+    config: [configs/train.yml, configs/pipeline.yml]   # relative to the expdir, merged in order
+    params:                                             # optional overrides (nested or dotted keys)
+      stages.main.stage_params.num_epochs: 4
+    processes: 2            # optional: CPU processes (gloo) for `distr: true` without GPUs
+    max_batch_points: 200   # optional: batch-metric points per loader and epoch (0: none)
+    grid:
+      - lr: [0.003, 0.01]   # a unique key suffix of the config, or a dotted path
+```
+
+At submission the configs are merged, ``params`` and the grid cell applied (a cell key is a
+dotted path from the top, or a suffix matching exactly one path: ``lr``; an unknown or ambiguous
+key is rejected with the file and line; a cell key naming one of this task's own keys, such as
+``config`` or ``params.x``, sets that key instead, so a grid may also choose config files), the result is checked by building its experiment, and
+the resolved config is stored in the task's ``executor_config`` with its main metric.
+
+On the worker the config's strings have ``${VAR}`` environment references expanded
+(``${MLCOMP_DATA_DIR}`` is the project's data folder), the logdir is ``<task folder>/logdir``,
+and the run reports to the store through :class:`executors.reporting.ReportingCallback`. A new
+attempt of a stopped or failed task continues from ``logdir/checkpoints/last_full.pth`` (or
+``best_full.pth``, or a given file: ``Task.resume_from``). A stop request (SIGTERM) makes the
+runner finish its batch, write ``last_full.pth`` and the child exit 75 (``stopped``). A
+model-only checkpoint (``best.pth``, ``main.3.pth``) given to resume starts a fresh run from its
+weights instead. With
+``distr: true`` the task runs one process per allocated GPU (NCCL), or ``processes`` CPU
+processes on gloo when it has no GPU, through :func:`mlcomp.runner.distributed.launch`; rank 0
+reports.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from executors.base import Executor, SubmitContext, TaskContext
+from executors.lookup import LOGDIR, export_data_dir, open_session
+from executors.registry import register
+from executors.reporting import MAX_BATCH_POINTS, ReportingCallback
+from mlcomp.db import Task
+from mlcomp.errors import ConfigError, ExecutorError
+
+__all__ = ["TrainExecutor", "expand_env", "resolve_resume", "train_result", "KEYS"]
+
+log = logging.getLogger(__name__)
+
+KEYS = ("config", "params", "processes", "max_batch_points")
+NAMED_RESUME = {"last": "last_full.pth", "best": "best_full.pth"}
+
+
+def expand_env(node: Any) -> Any:
+    """``node`` with ``$VAR``/``${VAR}`` expanded in every string (``os.path.expandvars``;
+    unknown variables stay as written). Mappings and lists are copied."""
+    if isinstance(node, str):
+        return os.path.expandvars(node)
+    if isinstance(node, Mapping):
+        return {key: expand_env(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [expand_env(value) for value in node]
+    return node
+
+
+def _config_files(spec: dict, ctx: SubmitContext) -> list[str]:
+    files = spec.get("config")
+    files = [files] if isinstance(files, str) else files
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f.strip() for f in files):
+        raise ctx.error("config", f"got {spec.get('config')!r}; allowed: a config file relative to the expdir "
+                                  f"or a list of them (merged in order)")
+    for name in files:
+        if not (ctx.expdir / name).is_file():
+            raise ctx.error("config", f"config file {name!r} does not exist under the expdir {ctx.expdir}")
+    return files
+
+
+def _apply(config: dict, key: str, value: Any) -> None:
+    """Sets ``value`` at ``key`` (:func:`mlcomp.runner.config.set_by_path`); a mapping given for
+    a top-level key is deep-merged instead of replacing the section."""
+    from mlcomp.runner.config import TOP_LEVEL_KEYS, deep_merge, set_by_path
+
+    if isinstance(value, Mapping) and key in TOP_LEVEL_KEYS:
+        config[key] = deep_merge(config.get(key) or {}, value)
+    else:
+        set_by_path(config, key, copy.deepcopy(value))
+
+
+def _int_key(spec: dict, key: str, minimum: int, default: int | None, ctx: SubmitContext) -> int | None:
+    value = spec.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ctx.error(key, f"got {value!r}; allowed: an int >= {minimum}")
+    return value
+
+
+def _main_metric(experiment) -> dict:
+    stages = [s for s in experiment.stages if not s.startswith("infer")] or list(experiment.stages)
+    params = experiment.get_stage_params(stages[-1])
+    return {"metric": params["main_metric"], "minimize": bool(params["minimize_metric"]),
+            "loader": params["valid_loader"]}
+
+
+def _relative_expdir(config: dict, expdir: Path) -> str | None:
+    """Rewrites an ``args.expdir`` inside the DAG's expdir as a path relative to it (the task
+    runs on the snapshot copy); returns that relative path, or None."""
+    args = config.get("args") or {}
+    value = args.get("expdir")
+    if not value:
+        return None
+    try:
+        relative = Path(value).resolve().relative_to(expdir.resolve())
+    except ValueError:
+        return None  # outside the snapshot: used as it is
+    args["expdir"] = relative.as_posix()
+    return args["expdir"]
+
+
+def resolve_resume(task: TaskContext, logdir: Path) -> Path | None:
+    """The full checkpoint a run of ``task`` continues from, or None for a fresh start.
+
+    ``task.resume_from`` ``"last"`` (the default from the second attempt on) or ``"best"`` take
+    ``logdir/checkpoints/{last,best}_full.pth``; any other value is a file, relative to the task
+    folder unless absolute. A missing ``last_full.pth`` starts afresh (the run stopped before
+    its first checkpoint).
+
+    Raises:
+        ExecutorError: ``best_full.pth`` or the given file does not exist.
+    """
+    choice = task.resume_from or ("last" if task.attempt > 1 else None)
+    if choice is None:
+        return None
+    if choice in NAMED_RESUME:
+        path = logdir / "checkpoints" / NAMED_RESUME[choice]
+        if path.is_file():
+            return path
+        if choice == "last":
+            log.warning("task %s: no %s yet; attempt %s starts afresh", task.task_id, path, task.attempt)
+            return None
+        raise ExecutorError(f"task {task.task_id}: resume from 'best': {path} does not exist")
+    path = Path(choice) if Path(choice).is_absolute() else task.folder / choice
+    if not path.is_file():
+        raise ExecutorError(f"task {task.task_id}: resume from {choice!r}: {path} does not exist")
+    return path
+
+
+def _is_full(path: Path) -> bool:
+    """Whether ``path`` is a full (resumable) checkpoint rather than a model-only one."""
+    from mlcomp.runner.checkpoint import FULL_KEYS, load_checkpoint
+
+    return all(key in load_checkpoint(path) for key in FULL_KEYS)
+
+
+def _warm_start(config: dict, path: Path) -> None:
+    """Makes ``config``'s first stage load the model-only checkpoint ``path`` at its start (a
+    ``CheckpointCallback`` with ``resume``; the stages after it keep the default one)."""
+    from mlcomp.runner.config import stages_config
+
+    first = next(iter(stages_config(config)))
+    stage = config["stages"][first]
+    stage["callbacks_params"] = {**(stage.get("callbacks_params") or {}),
+                                 "_saver": {"callback": "CheckpointCallback", "resume": str(path)}}
+
+
+def train_result(runner, folder: Path) -> dict[str, Any]:
+    """A finished run's result: main metric (name, direction, best value), the best and last
+    metrics, and the checkpoint files relative to the task folder (plus absolute ``paths``)."""
+    logdir = Path(runner.logdir) if runner.logdir is not None else folder / LOGDIR
+    checkpoints = {name: f"{LOGDIR}/checkpoints/{name}.pth" for name in ("best", "last", "best_full", "last_full")
+                   if (logdir / "checkpoints" / f"{name}.pth").is_file()}
+    best = runner.best_valid_metrics.get(runner.main_metric)
+    return {
+        "main_metric": runner.main_metric, "minimize": bool(runner.minimize_metric),
+        "valid_loader": runner.valid_loader, "best": None if best is None else float(best),
+        "best_metrics": {k: float(v) for k, v in runner.best_valid_metrics.items()},
+        "last_metrics": {k: float(v) for k, v in runner.epoch_metrics.items()},
+        "epochs": int(runner.global_epoch), "logdir": LOGDIR, "checkpoints": checkpoints,
+        "paths": {"best checkpoint": str(folder / checkpoints["best"])} if "best" in checkpoints else {},
+    }
+
+
+def _train(payload: dict, reporter) -> dict[str, Any]:
+    """Runs the config of ``payload`` in this process; the result, or ``{"stopped": message}``."""
+    import torch
+
+    from mlcomp.runner import RunStopped
+    from mlcomp.runner.config import run_config
+
+    torch.set_num_threads(payload["threads"])
+    callbacks = {}
+    if reporter is not None:
+        callbacks["_mlcomp_report"] = ReportingCallback(reporter, payload["folder"], payload["max_batch_points"])
+    try:
+        runner = run_config(payload["config"], logdir=payload["logdir"], resume=payload["resume"],
+                            extra_callbacks=callbacks)
+    except RunStopped as e:
+        return {"stopped": str(e)}
+    return train_result(runner, Path(payload["folder"]))
+
+
+def _train_rank(payload: dict) -> dict[str, Any]:
+    """One process of a distributed run (started by ``launch``); rank 0 reports to the store."""
+    from mlcomp.runner import distributed
+
+    if not distributed.is_master():
+        return _train(payload, None)
+    from mlcomp.db import make_engine, make_sessionmaker
+    from mlcomp.worker.report import Reporter
+
+    engine = make_engine(payload["db_url"])
+    reporter = Reporter.from_env(make_sessionmaker(engine)).start()
+    try:
+        return _train(payload, reporter)
+    finally:
+        reporter.close()
+        engine.dispose()
+
+
+@register
+class TrainExecutor(Executor):
+    """Trains a model with the runner (``mlcomp run`` inside the orchestrator). Config keys:
+    :data:`KEYS` (see the module docstring)."""
+
+    type_name = "train"
+
+    @classmethod
+    def validate(cls, spec: dict, ctx: SubmitContext) -> dict:
+        """Merges the configs, applies ``params`` and the grid cell, checks the experiment.
+
+        Raises:
+            DagError: an unknown key; a missing or malformed config file; a ``params`` or grid key
+                that matches no path of the config or several; a config the runner rejects.
+        """
+        from mlcomp.runner.config import load_config, make_experiment
+
+        unknown = sorted(set(spec) - set(KEYS))
+        if unknown:
+            raise ctx.error(unknown[0], f"unknown key for a train task; allowed: {', '.join(KEYS)}")
+        files = _config_files(spec, ctx)
+        try:
+            config = load_config(*(ctx.expdir / name for name in files))
+        except ConfigError as e:
+            raise ctx.error("config", str(e)) from None
+        params = spec.get("params") or {}
+        if not isinstance(params, dict):
+            raise ctx.error("params", f"got {params!r}; allowed: a mapping of config keys (dotted or nested) to values")
+        cell = {k: v for k, v in (ctx.grid_cell or {}).items() if str(k).split(".")[0] not in KEYS}
+        for source, values in (("params", params), ("grid", cell)):
+            for key, value in values.items():
+                try:
+                    _apply(config, str(key), value)
+                except ConfigError as e:
+                    raise ctx.error(source, f"{source} key {key!r}: {e}") from None
+        relative = _relative_expdir(config, ctx.expdir)
+        try:
+            experiment = make_experiment(config if relative is None else
+                                         {**config, "args": {**config["args"], "expdir": str(ctx.expdir / relative)}})
+        except ConfigError as e:
+            raise ctx.error("config", f"{', '.join(files)}: {e}") from None
+        return {"config": config, "files": files, "expdir": relative, "main": _main_metric(experiment),
+                "processes": _int_key(spec, "processes", 1, None, ctx),
+                "max_batch_points": _int_key(spec, "max_batch_points", 0, MAX_BATCH_POINTS, ctx)}
+
+    def run(self, task: TaskContext) -> dict | None:
+        """Trains; returns :func:`train_result` (rank 0's in a distributed run).
+
+        Raises:
+            SystemExit: code 75 when the run was stopped (its ``last_full.pth`` is written).
+            ExecutorError: a resume checkpoint is missing.
+        """
+        from mlcomp.runner.distributed import launch
+        from mlcomp.worker.launch import STOPPED_EXIT_CODE
+
+        payload, nprocs = self._payload(task)
+        if nprocs > 1:
+            result = launch(_train_rank, nprocs, payload, backend="nccl" if task.gpus else "gloo")
+        else:
+            result = _train(payload, task.reporter)
+        if "stopped" in result:
+            print(f"mlcomp: {result['stopped']}", flush=True)
+            raise SystemExit(STOPPED_EXIT_CODE)
+        return result
+
+    def _payload(self, task: TaskContext) -> tuple[dict, int]:
+        """What each process of the run needs (config, logdir, resume file, threads…) and the
+        number of processes: one per GPU, or ``processes`` on the CPU, with ``distr``."""
+        export_data_dir(task)
+        with open_session(task) as session:
+            row = session.get(Task, task.task_id)
+            distr, cpu = bool(row.distr), max(1, int(row.cpu or 1))
+        logdir = task.folder / LOGDIR
+        nprocs = (len(task.gpus) or int(task.config.get("processes") or 1)) if distr else 1
+        payload = {"config": self._config(task), "logdir": str(logdir), "resume": resolve_resume(task, logdir),
+                   "folder": str(task.folder), "max_batch_points": task.config.get("max_batch_points", MAX_BATCH_POINTS),
+                   "threads": max(1, cpu // nprocs), "db_url": task.settings.db_url}
+        if payload["resume"] is not None and not _is_full(payload["resume"]):
+            _warm_start(payload["config"], payload["resume"])
+            print(f"mlcomp: attempt {task.attempt} starts afresh from the weights of {payload['resume']}", flush=True)
+            payload["resume"] = None
+        elif payload["resume"] is not None:
+            print(f"mlcomp: attempt {task.attempt} resumes from {payload['resume']}", flush=True)
+        return payload, nprocs
+
+    @staticmethod
+    def _config(task: TaskContext) -> dict:
+        """The stored config with environment references expanded and ``args.expdir`` on the
+        task's code copy."""
+        config = expand_env(copy.deepcopy(task.config["config"]))
+        relative = task.config.get("expdir")
+        if relative is not None:
+            config.setdefault("args", {})["expdir"] = str(task.code_dir / relative)
+        return config

@@ -1,0 +1,300 @@
+"""The ML executors without the orchestrator: train submission (configs, params, grid keys),
+the reporting callback, resume checkpoint choice, grid leaderboard and best cell, model lookup."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from executors.base import SubmitContext, TaskContext
+from executors.grid_search import best_cell, grid_result, leaderboard
+from executors.infer import classification_metrics
+from executors.lookup import train_source
+from executors.reporting import ReportingCallback
+from executors.train import TrainExecutor, expand_env, resolve_resume
+from mlcomp.db import Metric, Task, TaskStatus
+from mlcomp.errors import DagError, ExecutorError
+from ml_helpers import TINY_CONFIG
+from supervisor_helpers import add_task, make_dag
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+@pytest.fixture
+def expdir(tmp_path) -> Path:
+    folder = tmp_path / "exp"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "configs" / "train.yml").write_text(TINY_CONFIG)
+    (folder / "dag.yml").write_text("executors:\n  train:\n    type: train\n    grid:\n      - lr: [0.1]\n")
+    return folder
+
+
+def context(expdir: Path, cell=None) -> SubmitContext:
+    return SubmitContext(file=expdir / "dag.yml", expdir=expdir, dag="d", task="train", path=("executors", "train"),
+                         line_of=lambda path: 4 if "grid" in path else 2, grid_cell=cell)
+
+
+def test_train_validate_applies_params_and_grid_keys_by_suffix_and_path(expdir):
+    spec = {"config": "configs/train.yml", "params": {"stages.two.stage_params.num_epochs": 3,
+                                                      "model_params": {"hidden": 4}}}
+    config = TrainExecutor.validate(spec, context(expdir, {"lr": 0.5, "stages.one.stage_params.num_epochs": 1}))
+    stored = config["config"]
+    assert stored["stages"]["optimizer_params"]["lr"] == 0.5
+    assert stored["stages"]["one"]["stage_params"]["num_epochs"] == 1
+    assert stored["stages"]["two"]["stage_params"]["num_epochs"] == 3
+    assert stored["model_params"] == {"model": "SimpleNet", "in_features": 8, "hidden": 4, "num_classes": 3}
+    assert config["main"] == {"metric": "accuracy01", "minimize": False, "loader": "valid"}
+    assert config["max_batch_points"] == 200 and config["processes"] is None
+
+
+@pytest.mark.parametrize("cell, message", [
+    ({"weight_decay": 0.1}, "grid key 'weight_decay': override 'weight_decay' matches no key"),
+    ({"num_epochs": 2}, "is ambiguous: it matches stages.one.stage_params.num_epochs"),
+])
+def test_unknown_or_ambiguous_grid_key_is_a_submission_error_with_file_and_line(expdir, cell, message):
+    with pytest.raises(DagError) as error:
+        TrainExecutor.validate({"config": "configs/train.yml"}, context(expdir, cell))
+    assert f"{expdir / 'dag.yml'}:4: task 'train', key 'grid'" in str(error.value)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("spec, key", [
+    ({"config": "configs/missing.yml"}, "config"),
+    ({"config": []}, "config"),
+    ({"config": "configs/train.yml", "epochs": 3}, "epochs"),
+    ({"config": "configs/train.yml", "processes": 0}, "processes"),
+    ({"config": "configs/train.yml", "params": {"model_params.model": "NoSuchNet"}}, "config"),
+])
+def test_bad_train_specs_name_the_key(expdir, spec, key):
+    with pytest.raises(DagError, match=f"key '{key}'"):
+        TrainExecutor.validate(spec, context(expdir))
+
+
+def test_expand_env_replaces_variables_in_nested_strings(monkeypatch):
+    monkeypatch.setenv("MLCOMP_DATA_DIR", "/data/p")
+    node = {"a": ["${MLCOMP_DATA_DIR}/x.npz", 3], "b": {"c": "$MLCOMP_DATA_DIR", "d": "${NOT_SET_ANYWHERE_X}"}}
+    assert expand_env(node) == {"a": ["/data/p/x.npz", 3], "b": {"c": "/data/p", "d": "${NOT_SET_ANYWHERE_X}"}}
+
+
+class FakeReporter:
+    """Records what a ReportingCallback sends."""
+
+    def __init__(self):
+        self.metrics, self.progress_calls, self.checkpoints = [], [], []
+
+    def metric(self, name, value, **kw):
+        self.metrics.append(dict(name=name, value=value, **kw))
+
+    def progress(self, value):
+        self.progress_calls.append(value)
+
+    def checkpoint(self, path, stage=None, epoch=None, metric=None, size=0):
+        self.checkpoints.append(dict(path=path, stage=stage, epoch=epoch, metric=metric, size=size))
+
+
+def test_reporting_callback_sends_epoch_and_sampled_batch_metrics_progress_and_checkpoints(expdir, tmp_path):
+    from mlcomp.runner.config import load_config, run_config
+
+    reporter, ticks = FakeReporter(), iter(range(10_000))
+    callback = ReportingCallback(reporter, tmp_path, max_batch_points=2, progress_every=5, clock=lambda: next(ticks))
+    runner = run_config(load_config(expdir / "configs" / "train.yml"), logdir=tmp_path / "logdir",
+                        extra_callbacks={"report": callback})
+    epoch = [m for m in reporter.metrics if m["kind"] == "epoch"]
+    assert sorted({m["step"] for m in epoch}) == [1, 2, 3, 4]
+    assert {(m["loader"], m["name"]) for m in epoch} >= {("valid", "accuracy01"), ("train", "loss")}
+    last = {m["name"]: m["value"] for m in epoch if m["step"] == 4 and m["loader"] == "valid"}
+    assert last["accuracy01"] == pytest.approx(runner.epoch_metrics["valid_accuracy01"])
+    batch = [m for m in reporter.metrics if m["kind"] == "batch"]
+    per_loader_epoch = {}
+    for m in batch:
+        per_loader_epoch.setdefault((m["loader"], m["epoch"]), set()).add(m["step"])
+    assert max(len(steps) for steps in per_loader_epoch.values()) <= 2  # 10 train batches → every 5th
+    assert all(isinstance(m["value"], float) for m in batch)
+    assert 0 < len(reporter.progress_calls) < 4 * 13 / 2  # throttled: far fewer than the 52 batches
+    assert reporter.progress_calls[-1]["eta"] == 0.0 and reporter.progress_calls[-1]["stage"] == "two"
+    paths = {c["path"] for c in reporter.checkpoints}
+    assert {"logdir/checkpoints/best.pth", "logdir/checkpoints/last_full.pth"} <= paths
+    assert all(c["size"] > 0 for c in reporter.checkpoints)
+
+
+def task_context(tmp_path, attempt=1, resume_from=None) -> TaskContext:
+    return TaskContext(task_id=1, attempt=attempt, dag_id=1, name="t", folder=tmp_path, code_dir=tmp_path / "code",
+                       resume_from=resume_from)
+
+
+def test_resume_choice_defaults_to_last_full_from_the_second_attempt(tmp_path):
+    logdir = tmp_path / "logdir"
+    (logdir / "checkpoints").mkdir(parents=True)
+    assert resolve_resume(task_context(tmp_path, attempt=2), logdir) is None  # nothing saved yet: afresh
+    for name in ("last_full.pth", "best_full.pth", "other.pth"):
+        (logdir / "checkpoints" / name).write_bytes(b"x")
+    assert resolve_resume(task_context(tmp_path), logdir) is None
+    assert resolve_resume(task_context(tmp_path, attempt=2), logdir) == logdir / "checkpoints" / "last_full.pth"
+    assert resolve_resume(task_context(tmp_path, 2, "best"), logdir) == logdir / "checkpoints" / "best_full.pth"
+    assert resolve_resume(task_context(tmp_path, 2, "logdir/checkpoints/other.pth"), logdir) == \
+        tmp_path / "logdir/checkpoints/other.pth"
+    with pytest.raises(ExecutorError, match="missing.pth"):
+        resolve_resume(task_context(tmp_path, 2, "missing.pth"), logdir)
+
+
+def add_grid(session, values, minimize, statuses=None):
+    """A grid parent with one train cell per value (a finished result each, None = running)."""
+    dag = make_dag(session)
+    parent = add_task(session, dag, "search", type="grid_search",
+                      executor_config={"template": {"type": "train"}, "parallel": None, "cells": len(values)})
+    cells = []
+    for i, value in enumerate(values):
+        status = (statuses or {}).get(i, TaskStatus.success if value is not None else TaskStatus.in_progress)
+        result = None if value is None else {"main_metric": "loss", "minimize": minimize, "best": value,
+                                              "valid_loader": "valid"}
+        cells.append(add_task(session, dag, f"search x={i}", type="train", parent_id=parent.id, grid_cell={"x": i},
+                              status=status, result=result,
+                              executor_config={"main": {"metric": "loss", "minimize": minimize, "loader": "valid"}}))
+    return dag, parent, cells
+
+
+@pytest.mark.parametrize("minimize, best", [(True, 1), (False, 2)])
+def test_best_cell_follows_the_direction_of_the_main_metric(store, minimize, best):
+    with store.begin() as session:
+        _, parent, cells = add_grid(session, [0.5, 0.2, 0.9], minimize)
+        assert best_cell(session, parent).id == cells[best].id
+        values = [row["value"] for row in leaderboard(session, parent)]
+        assert values == sorted(values, reverse=not minimize)
+
+
+def test_leaderboard_ranks_failed_and_running_cells_but_best_cell_needs_success(store):
+    with store.begin() as session:
+        _, parent, cells = add_grid(session, [0.5, 0.1, None], True, statuses={1: TaskStatus.failed})
+        session.add(Metric(task_id=cells[2].id, name="loss", loader="valid", step=1, kind="epoch", value=0.05))
+        session.add(Metric(task_id=cells[2].id, name="loss", loader="train", step=1, kind="epoch", value=0.01))
+        session.flush()
+        rows = leaderboard(session, parent)
+        assert [(r["task_id"], r["value"], r["final"]) for r in rows] == [
+            (cells[2].id, 0.05, False), (cells[1].id, 0.1, True), (cells[0].id, 0.5, True)]
+        assert rows[0]["params"] == {"x": 2} and rows[1]["status"] == "failed"
+        assert best_cell(session, parent).id == cells[0].id
+        result = grid_result(session, parent)
+        assert (result["best_task_id"], result["best_value"], result["metric"]) == (cells[0].id, 0.5, "loss")
+
+
+def test_train_source_takes_the_best_of_a_train_task_and_a_grid_search(store):
+    with store.begin() as session:
+        dag, parent, cells = add_grid(session, [0.5, 0.2], True)
+        train = add_task(session, dag, "train", type="train", status=TaskStatus.success,
+                         result={"main_metric": "loss", "minimize": True, "best": 0.3, "valid_loader": "valid"})
+        infer = add_task(session, dag, "infer", type="infer", depends=[train, parent])
+        trace = add_task(session, dag, "trace", type="trace", depends=[infer])
+        assert train_source(session, infer.id).id == cells[1].id
+        assert train_source(session, trace.id).id == cells[1].id  # found through infer
+        lonely = add_task(session, dag, "lonely", type="infer")
+        with pytest.raises(ExecutorError, match="depends on no train task"):
+            train_source(session, lonely.id)
+
+
+def test_classification_metrics_from_scores_and_labels():
+    import torch
+
+    outputs = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    metrics = classification_metrics(outputs, torch.tensor([0, 1, 1]))
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(outputs, torch.tensor([0, 1, 1]))))
+
+
+def test_dag_file_with_a_train_grid_is_expanded_and_validated(store, settings, tmp_path, expdir):
+    from mlcomp.dag import submit
+
+    (expdir / "dag.yml").write_text(textwrap.dedent("""\
+        info: {name: g, project: p, expdir: .}
+        executors:
+          search:
+            type: train
+            config: configs/train.yml
+            grid:
+              - lr: [0.1, 0.01]
+              - stages.one.stage_params.num_epochs: [1, 2]
+            parallel: 2
+        """))
+    with store.begin() as session:
+        dag = submit(session, settings, expdir / "dag.yml")[0]
+        cells = [t for t in dag.tasks if t.parent_id is not None]
+        assert len(cells) == 4 and all(isinstance(t, Task) for t in cells)
+        assert sorted((c.executor_config["config"]["stages"]["optimizer_params"]["lr"],
+                       c.executor_config["config"]["stages"]["one"]["stage_params"]["num_epochs"]) for c in cells) == \
+            [(0.01, 1), (0.01, 2), (0.1, 1), (0.1, 2)]
+
+
+def test_a_grid_over_config_files_sets_the_task_key(expdir):
+    (expdir / "configs" / "wide.yml").write_text("model_params: {hidden: 32}\n")
+    cell = {"config": ["configs/train.yml", "configs/wide.yml"]}
+    spec = TrainExecutor.apply_cell({"config": "configs/train.yml"}, cell, context(expdir, cell))
+    config = TrainExecutor.validate(spec, context(expdir, cell))
+    assert config["files"] == cell["config"] and config["config"]["model_params"]["hidden"] == 32
+
+
+def test_a_model_only_checkpoint_warm_starts_the_first_stage(expdir, tmp_path):
+    import torch
+
+    from executors.train import _is_full, _warm_start
+    from mlcomp.runner import Callback, CallbackOrder
+    from mlcomp.runner.config import load_config, run_config
+
+    config = load_config(expdir / "configs" / "train.yml")
+    run_config(config, logdir=tmp_path / "first")
+    best = tmp_path / "first" / "checkpoints" / "best.pth"
+    assert not _is_full(best) and _is_full(tmp_path / "first" / "checkpoints" / "best_full.pth")
+    expected = torch.load(best, weights_only=False)["model_state_dict"]
+    seen = {}
+
+    class Record(Callback):
+        def on_batch_start(self, runner):
+            seen.setdefault(runner.stage_name, {k: v.clone() for k, v in runner.model.state_dict().items()})
+
+    _warm_start(config, best)
+    run_config(config, logdir=tmp_path / "second", extra_callbacks={"record": Record(CallbackOrder.Internal)})
+    assert all(torch.equal(seen["one"][k], v) for k, v in expected.items())
+    assert not all(torch.equal(seen["two"][k], v) for k, v in expected.items())  # stage two goes on training
+
+
+def test_infer_takes_the_infer_loaders_of_the_config_or_the_given_dataset(expdir, tmp_path):
+    from executors.infer import InferExecutor
+    from mlcomp.runner.config import load_config, make_experiment
+
+    config = load_config(expdir / "configs" / "train.yml")
+    config["stages"]["two"]["data_params"] = {"loaders": {"infer_a": {"num_samples": 20}}}
+    experiment = make_experiment(config)
+    task = task_context(tmp_path)
+    task.config = {"dataset": None, "loaders": None, "batch_size": 8}
+    assert list(InferExecutor._loaders(task, experiment)) == ["infer_a"]
+    task.config = {"dataset": {"dataset": "SyntheticDataset", "num_samples": 12, "num_features": 8},
+                   "batch_size": 5}
+    loaders = InferExecutor._loaders(task, experiment)
+    assert list(loaders) == ["infer"] and [len(b["features"]) for b in loaders["infer"]] == [5, 5, 2]
+    task.config = {"dataset": None, "loaders": ["infer_b"], "batch_size": 8}
+    with pytest.raises(ExecutorError, match="nothing to predict"):
+        InferExecutor._loaders(task, experiment)
+
+
+@pytest.mark.parametrize("kind, spec, key", [
+    ("infer", {"dataset": {"dataset": "NoSuchData"}}, "dataset"),
+    ("infer", {"formats": ["parquet"]}, "formats"),
+    ("infer", {"batch_size": 0}, "batch_size"),
+    ("trace", {"mode": "fast"}, "mode"),
+    ("trace", {"script": "yes"}, "script"),
+    ("trace", {"checkpoints": "best"}, "checkpoints"),
+])
+def test_bad_infer_and_trace_specs_name_the_key(expdir, kind, spec, key):
+    from executors.registry import get_executor
+
+    with pytest.raises(DagError, match=f"key '{key}'"):
+        get_executor(kind).validate(spec, context(expdir))
+
+
+def test_infer_and_trace_defaults():
+    from executors.infer import InferExecutor
+    from executors.trace import TraceExecutor
+
+    ctx = context(Path("."))
+    assert InferExecutor.validate({}, ctx) == {"checkpoint": "best", "dataset": None, "loaders": None,
+                                               "batch_size": 256, "formats": ["npy", "csv"]}
+    assert TraceExecutor.validate({}, ctx) == {"checkpoint": "best", "mode": "eval", "method_name": "forward",
+                                               "requires_grad": False, "script": False}

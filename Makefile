@@ -14,7 +14,7 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/mlcomp run --config dags/digits/configs/train.yml --logdir runs/digits
+	MLCOMP_ROOT=$(CURDIR)/runs/demo $(BIN)/mlcomp dag submit dags/digits.yml --wait
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -69,7 +69,7 @@ class Settings:
                 the wrong type.
         """
         env = os.environ if env is None else env
-        root = Path(overrides.pop("root", None) or env.get("MLCOMP_ROOT") or "~/mlcomp").expanduser()
+        root = Path(overrides.pop("root", None) or env.get("MLCOMP_ROOT") or "~/mlcomp").expanduser().absolute()
         values: dict = _read_file(root / "config.yml")
         for field in dataclasses.fields(cls):
             var = f"MLCOMP_{field.name.upper()}"
@@ -77,14 +77,18 @@ class Settings:
                 values[field.name] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("db_url", f"sqlite:///{root / 'mlcomp.db'}")
-        try:
-            for name, typ in (("port", int), ("heartbeat_ttl", float), ("stop_grace", float),
-                              ("snapshot_max_mb", float)):
-                if name in values:
+        for name, typ in NUMBERS.items():
+            if name in values:
+                try:
                     values[name] = typ(values[name])
-        except ValueError as e:
-            raise ConfigError(f"settings: {e}") from None
+                except (TypeError, ValueError):
+                    kind = "an integer" if typ is int else "a number"
+                    raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): "
+                                      f"{values[name]!r} is not {kind}") from None
         return cls(root=root, **values)
+
+
+NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float}
 
 
 def _read_file(path: Path) -> dict:

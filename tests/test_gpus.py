@@ -33,3 +33,28 @@ def test_detected_gpus_have_the_computer_format():
     assert [g["index"] for g in gpus] == list(range(len(gpus)))
     assert all(isinstance(g["memory"], int) and g["memory"] > 0 and g["name"] for g in gpus)
     assert len(gpu_usage(gpus)) in (0, len(gpus))
+
+
+def test_without_a_driver_torch_is_not_imported(tmp_path, monkeypatch):
+    import mlcomp.worker.gpus as gpus_module
+
+    monkeypatch.setattr(gpus_module, "PROC_GPUS", str(tmp_path / "missing"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.setattr(gpus_module, "_nvml_gpus", lambda: None)  # NVML installed but no driver
+    monkeypatch.setattr(gpus_module, "_torch_gpus", lambda: pytest.fail("torch must not be asked"))
+    assert gpus_module.detect_gpus() == []
+
+
+def test_a_driver_is_found_in_proc_or_on_the_path(tmp_path, monkeypatch):
+    from mlcomp.worker.gpus import nvidia_driver_present
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    proc = tmp_path / "gpus"
+    proc.mkdir()
+    assert not nvidia_driver_present(str(proc))  # the folder without a GPU in it
+    (proc / "0000:01:00.0").mkdir()
+    assert nvidia_driver_present(str(proc))
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n")
+    smi.chmod(0o755)
+    assert nvidia_driver_present(str(tmp_path / "missing"))

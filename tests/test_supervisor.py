@@ -6,7 +6,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.db import Computer, Task, TaskDependency, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import RecordingDispatcher, Supervisor, set_task_status
 from mlcomp.supervisor import wake
 from mlcomp.supervisor.wake import poke
@@ -236,3 +236,34 @@ def test_a_supervisor_on_another_machine_is_woken_through_redis(settings, store,
         assert wait_for(lambda: sup.dispatcher.calls) == [(task_id, "a")]
     finally:
         sup.shutdown()
+
+
+def test_a_tick_reads_light_rows_and_writes_in_bulk_with_ten_thousand_tasks(settings, store):
+    """A tick's work is a fixed number of statements whatever the number of waiting tasks:
+    waiting reasons go in one bulk UPDATE, written once, not again while they stay the same."""
+    from sqlalchemy import event, insert
+
+    with store.begin() as session:
+        add_computer(session, "a", cpu=2)
+        dag = make_dag(session)
+        root = add_task(session, dag, "root")
+        set_task_status(session, root, S.queued)
+        set_task_status(session, root, S.in_progress)
+        set_task_status(session, root, S.success)
+        dag_id, root_id = dag.id, root.id
+    with store.begin() as session:
+        session.execute(insert(Task), [dict(dag_id=dag_id, name=f"t{i}", type="bash") for i in range(10_000)])
+        ids = session.scalars(select(Task.id).where(Task.dag_id == dag_id, Task.id != root_id)).all()
+        session.execute(insert(TaskDependency), [dict(task_id=i, depend_id=root_id) for i in ids])
+    statements = []
+    event.listen(store.kw["bind"], "before_cursor_execute", lambda *args: statements.append(args[2]))
+    sup = supervisor(settings, store)
+    assert len(sup.tick()) == 2  # two CPUs
+    assert len(statements) < 30
+    with store.begin() as session:
+        reasons = session.scalars(select(Task.waiting_reason).where(Task.status == S.not_ran)).all()
+    assert len(reasons) == 9_998 and set(reasons) == {"no computer has room for 0 GPUs, 1 CPU, 0 GB "
+                                                       "(a: 0 GPUs, 0 CPUs, 16 GB free)"}
+    statements.clear()
+    assert sup.tick() == []
+    assert not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]  # reasons unchanged

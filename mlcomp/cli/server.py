@@ -31,9 +31,9 @@ def server(host, port, name, gpus):
     settings = Settings.from_env(host=host, port=port)
     if poke(settings.root):
         raise StateError(f"a server already serves {settings.root}; stop it first")
-    with interruptible(), run_local(settings, gpus=gpus, name=name) as local:
-        remote = CeleryDispatcher(make_celery(settings)) if settings.broker_url else None
-        local.supervisor.dispatcher = ServerDispatcher([local.worker], remote)
+    remote = CeleryDispatcher(make_celery(settings)) if settings.broker_url else None
+    with interruptible(), run_local(settings, gpus=gpus, name=name,
+                                    dispatcher=lambda worker: ServerDispatcher([worker], remote)) as local:
         app = _web_app(settings)
         where = f"http://{settings.host}:{settings.port}" if app is not None else "no web UI (ui is not installed)"
         click.echo(f"mlcomp server: {where}; root {settings.root}; worker {local.worker.name} "

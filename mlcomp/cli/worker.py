@@ -58,10 +58,12 @@ def worker(name, gpus):
     worker takes the tasks placed on it from the shared database. Stops on SIGINT/SIGTERM after
     stopping its running tasks.
     """
+    from mlcomp.control import wake
     from mlcomp.worker import Worker, consume, make_celery
 
     settings = Settings.from_env()
-    the_worker = Worker(settings, open_store(settings), name=name, gpus=gpus)
+    # a task's end wakes the server's supervisor (socket on this machine, Redis across machines)
+    the_worker = Worker(settings, open_store(settings), name=name, gpus=gpus, on_end=lambda: wake(settings))
     with interruptible():
         try:
             the_worker.start()

@@ -6,6 +6,7 @@ session first and never commit; a request, CLI command, supervisor tick or worke
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +18,9 @@ __all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immedia
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _IMMEDIATE = "mlcomp_immediate"
+BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for the database lock before giving up."""
+_WRITER = "mlcomp_writer"  # session.info key: (the writer lock held, the transaction holding it)
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -28,7 +32,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
-        kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        kwargs.setdefault("connect_args", {"timeout": BUSY_TIMEOUT, "check_same_thread": False})
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -56,12 +60,54 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN")
 
 
+_WRITERS: dict = {}  # database URL → the lock of this process's writers
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(url) -> threading.RLock:
+    lock = _WRITERS.get(url)
+    if lock is None:
+        with _WRITERS_LOCK:
+            lock = _WRITERS.setdefault(url, threading.RLock())
+    return lock
+
+
 def immediate(session: Session) -> Session:
     """Makes ``session``'s transaction a writer from its first statement: ``BEGIN IMMEDIATE`` on
     SQLite (one writer at a time); on PostgreSQL nothing changes and callers lock rows with
-    ``with_for_update``. Call it before the transaction's first statement."""
-    session.connection(execution_options={_IMMEDIATE: True})
+    ``with_for_update``. Call it before the transaction's first statement.
+
+    On SQLite the writers of one process also take a lock per database (held until the
+    transaction ends), so a thread waiting to write wakes as soon as the previous writer
+    commits instead of sleeping in SQLite's busy handler, whose retries back off to tens of
+    milliseconds (writers in other processes still meet the busy handler).
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "sqlite":
+        session.connection(execution_options={_IMMEDIATE: True})
+        return session
+    lock = _writer_lock(bind.url)
+    if not lock.acquire(timeout=BUSY_TIMEOUT):  # held too long: SQLite's busy timeout decides
+        session.connection(execution_options={_IMMEDIATE: True})
+        return session
+    try:
+        session.connection(execution_options={_IMMEDIATE: True})
+    except BaseException:
+        lock.release()
+        raise
+    session.info[_WRITER] = (lock, session.get_transaction())
+    if not event.contains(session, "after_transaction_end", _release_writer):
+        event.listen(session, "after_transaction_end", _release_writer)
     return session
+
+
+def _release_writer(session: Session, ended) -> None:
+    """Releases the writer lock taken by :func:`immediate` when the root transaction that took
+    it ends (commit, rollback or close)."""
+    held = session.info.get(_WRITER)
+    if held is not None and held[1] is ended:
+        del session.info[_WRITER]
+        held[0].release()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import sessionmaker as SessionMaker
 
 from mlcomp.db import open_store
 from mlcomp.settings import Settings
-from mlcomp.supervisor.dispatch import LocalDispatcher
+from mlcomp.supervisor.dispatch import Dispatcher, LocalDispatcher
 from mlcomp.supervisor.supervisor import Supervisor
 
 __all__ = ["LocalRun", "run_local"]
@@ -28,8 +28,8 @@ class LocalRun:
 @contextlib.contextmanager
 def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | None = None,
               sessionmaker: SessionMaker | None = None, on_change: Callable[[], None] | None = None,
-              interval: float = 1.0, listen: bool = True,
-              dag_ids: Collection[int] | None = None) -> Iterator[LocalRun]:
+              interval: float = 1.0, listen: bool = True, dag_ids: Collection[int] | None = None,
+              dispatcher: Callable[[object], Dispatcher] | None = None) -> Iterator[LocalRun]:
     """Runs a supervisor and a registered local worker until the block ends, then shuts both down
     (the worker first, so its tasks end as the worker decides on shutdown).
 
@@ -37,27 +37,32 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
         settings: mlcomp settings; the store is ``settings.db_url`` unless ``sessionmaker`` is given.
         gpus: GPU indices the worker declares (default: the ones it detects).
         name: the computer's name (default: the worker's, the host name).
-        on_change: called after each task status change the worker makes, besides waking the
-            supervisor (``submit --wait`` uses it to print changes as they happen).
+        on_change: called after each task status change the worker makes (``submit --wait``
+            uses it to print changes as they happen). When a task ends, the supervisor ticks at
+            once in the worker's thread that recorded the end, so its dependents start without
+            waiting for another thread or an interval.
         interval: the supervisor's fallback tick interval in seconds.
         listen: listen on the root's wake socket so other processes (the CLI) can wake it and
             know that a server runs (``mlcomp server``); ``dag submit --wait`` does not listen.
         dag_ids: run only these DAGs' tasks (``dag submit --wait``), so two waits side by side,
             or a wait beside a server, never run or stop each other's tasks.
+        dispatcher: builds the supervisor's dispatcher from the local worker (default
+            ``LocalDispatcher(worker)``); ``mlcomp server`` routes other computers' tasks with
+            ``lambda worker: ServerDispatcher([worker], remote)``. It is in place before the first
+            tick, so no placement is made for a dispatcher that is then replaced.
     """
     from mlcomp.worker import Worker  # the worker imports the executors: only when running
 
     store = sessionmaker or open_store(settings)
     supervisor: Supervisor | None = None
 
-    def changed():
+    def ended():
         if supervisor is not None:
-            supervisor.wake()
-        if on_change is not None:
-            on_change()
+            supervisor.wake(inline=True)
 
-    worker = Worker(settings, store, name=name, gpus=gpus, on_change=changed)
-    supervisor = Supervisor(settings, store, LocalDispatcher(worker), interval=interval, dag_ids=dag_ids)
+    worker = Worker(settings, store, name=name, gpus=gpus, on_change=on_change, on_end=ended)
+    route = dispatcher(worker) if dispatcher is not None else LocalDispatcher(worker)
+    supervisor = Supervisor(settings, store, route, interval=interval, dag_ids=dag_ids)
     worker.start()  # registers the computer first, so the supervisor's first tick sees it
     try:
         supervisor.start(listen=listen)

@@ -15,13 +15,14 @@ import datetime as dt
 from collections import defaultdict
 from typing import Collection
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from mlcomp.db import Task, TaskDependency, TaskStatus
 from mlcomp.supervisor.status import ACTIVE, grid_parent_status, set_task_status
 
-__all__ = ["GRID_TYPE", "is_grid_parent", "rollup_grid_parents", "find_ready"]
+__all__ = ["GRID_TYPE", "WAITING_COLUMNS", "is_grid_parent", "rollup_grid_parents", "find_ready",
+           "set_waiting_reasons"]
 
 GRID_TYPE = "grid_search"
 S = TaskStatus
@@ -33,20 +34,30 @@ def is_grid_parent(task: Task) -> bool:
     return task.type == GRID_TYPE
 
 
-def _children_by_parent(session: Session, parent_ids) -> dict[int, list[Task]]:
-    children: dict[int, list[Task]] = defaultdict(list)
+def _cells(session: Session, parent_ids) -> dict[int, list]:
+    """The cells of each grid parent in ``parent_ids`` as light rows (``id``, ``status``)."""
+    cells: dict[int, list] = defaultdict(list)
     if parent_ids:
-        for child in session.scalars(select(Task).where(Task.parent_id.in_(parent_ids)).order_by(Task.id)):
-            children[child.parent_id].append(child)
-    return children
+        for row in session.execute(select(Task.parent_id, Task.id, Task.status)
+                                   .where(Task.parent_id.in_(list(parent_ids))).order_by(Task.id)):
+            cells[row.parent_id].append(row)
+    return cells
 
 
-def rollup_grid_parents(session: Session, now: dt.datetime) -> int:
-    """Ends the running grid parents whose cells have all ended. Returns how many changed."""
-    parents = session.scalars(
-        select(Task).where(Task.type == GRID_TYPE, Task.status.in_([S.in_progress, S.stopping]))
-    ).all()
-    children = _children_by_parent(session, [p.id for p in parents])
+def rollup_grid_parents(session: Session, now: dt.datetime, parent_ids: Collection[int] | None = None) -> int:
+    """Ends the running grid parents whose cells have all ended. Returns how many changed.
+
+    Args:
+        parent_ids: the active grid parents when the caller has read them (a tick, from its
+            active tasks); None reads them here.
+    """
+    if parent_ids is not None and not parent_ids:
+        return 0
+    stmt = select(Task).where(Task.type == GRID_TYPE, Task.status.in_([S.in_progress, S.stopping]))
+    if parent_ids is not None:
+        stmt = stmt.where(Task.id.in_(list(parent_ids)))
+    parents = session.scalars(stmt).all()
+    children = _cells(session, [p.id for p in parents])
     changed = 0
     for parent in parents:
         cells = children[parent.id]
@@ -71,28 +82,29 @@ _DEPEND = aliased(Task, name="depend")
 _WAITING = aliased(Task, name="waiting")
 
 
-def _dependencies(session: Session) -> dict[int, list[tuple[int, str, TaskStatus]]]:
+def _dependencies(session: Session,
+                  dag_ids: Collection[int] | None) -> dict[int, list[tuple[int, str, TaskStatus]]]:
     depend, waiting = _DEPEND, _WAITING
-    rows = session.execute(
-        select(TaskDependency.task_id, depend.id, depend.name, depend.status)
-        .join(depend, depend.id == TaskDependency.depend_id)
-        .join(waiting, waiting.id == TaskDependency.task_id)
-        .where(waiting.status == S.not_ran)
-    )
+    stmt = (select(TaskDependency.task_id, depend.id, depend.name, depend.status)
+            .join(depend, depend.id == TaskDependency.depend_id)
+            .join(waiting, waiting.id == TaskDependency.task_id)
+            .where(waiting.status == S.not_ran))
+    if dag_ids is not None:
+        stmt = stmt.where(waiting.dag_id.in_(list(dag_ids)))
     deps: dict[int, list[tuple[int, str, TaskStatus]]] = defaultdict(list)
-    for task_id, dep_id, dep_name, dep_status in rows:
+    for task_id, dep_id, dep_name, dep_status in session.execute(stmt):
         deps[task_id].append((dep_id, dep_name, dep_status))
     return deps
 
 
-def _parent_status(session: Session, tasks: list[Task]) -> dict[int, Task]:
+def _parent_status(session: Session, tasks) -> dict[int, Task]:
     ids = {t.parent_id for t in tasks if t.parent_id is not None}
     if not ids:
         return {}
     return {p.id: p for p in session.scalars(select(Task).where(Task.id.in_(ids)))}
 
 
-def _blocked_reason(task: Task, deps, parent: Task | None) -> str | None:
+def _blocked_reason(deps, parent: Task | None) -> str | None:
     for dep_id, dep_name, dep_status in deps:
         if dep_status in _BLOCKING:
             return f"dependency {dep_name!r} (task {dep_id}) {dep_status.value}"
@@ -105,48 +117,66 @@ def _slots(session: Session, parents: dict[int, Task]) -> dict[int, int]:
     """Free cell slots of running grid parents with a ``parallel`` limit."""
     limited = {pid: int(p.executor_config.get("parallel") or 0) for pid, p in parents.items()
                if p.status is S.in_progress and (p.executor_config or {}).get("parallel")}
-    children = _children_by_parent(session, list(limited))
-    return {pid: limit - sum(c.status in ACTIVE for c in children[pid]) for pid, limit in limited.items()}
+    cells = _cells(session, list(limited))
+    return {pid: limit - sum(c.status in ACTIVE for c in cells[pid]) for pid, limit in limited.items()}
+
+
+WAITING_COLUMNS = (Task.id, Task.name, Task.type, Task.parent_id, Task.waiting_reason, Task.gpu_min,
+                   Task.gpu_max, Task.cpu, Task.memory, Task.computer_pin)
+"""The columns :func:`find_ready` reads of each waiting task: what placement and its reasons need."""
+
+
+def set_waiting_reasons(session: Session, reasons: dict[int, str]) -> None:
+    """Writes ``Task.waiting_reason`` for the task ids in ``reasons`` (one bulk UPDATE by
+    primary key; tasks loaded in the session are not refreshed)."""
+    if reasons:
+        session.execute(update(Task).execution_options(synchronize_session=False),
+                        [{"id": task_id, "waiting_reason": reason} for task_id, reason in reasons.items()])
 
 
 def find_ready(session: Session, now: dt.datetime,
-               dag_ids: Collection[int] | None = None) -> tuple[list[Task], list[Task]]:
+               dag_ids: Collection[int] | None = None) -> tuple[list[Task], list]:
     """Skips the blocked waiting tasks and returns the ready ones, highest priority first, then
-    oldest; with ``dag_ids``, only tasks of those DAGs.
+    oldest; with ``dag_ids``, only tasks of those DAGs. Waiting tasks are read as light rows
+    (:data:`WAITING_COLUMNS`), so a tick stays cheap with many thousands of them; only the tasks
+    whose status changes are loaded as Task objects.
 
     Returns:
-        ``(parents, tasks)``: ready grid parents (the caller starts them without a process) and
-        ready tasks that need a computer.
+        ``(parents, tasks)``: ready grid parents as Task objects (the caller starts them without a
+        process) and ready tasks that need a computer, as light rows with the fields of
+        :data:`WAITING_COLUMNS` (``session.get(Task, row.id)`` loads one).
     """
-    stmt = select(Task).where(Task.status == S.not_ran)
+    stmt = select(*WAITING_COLUMNS).where(Task.status == S.not_ran)
     if dag_ids is not None:
         stmt = stmt.where(Task.dag_id.in_(list(dag_ids)))
-    waiting = session.scalars(stmt.order_by(Task.priority.desc(), Task.created, Task.id)).all()
+    waiting = session.execute(stmt.order_by(Task.priority.desc(), Task.created, Task.id)).all()
     if not waiting:
         return [], []
-    deps = _dependencies(session)
+    deps = _dependencies(session, dag_ids)
     parents = _parent_status(session, waiting)
     slots = _slots(session, parents)
-    ready_parents, ready = [], []
+    ready_parents, ready, reasons = [], [], {}
     for task in waiting:
         parent = parents.get(task.parent_id)
-        reason = _blocked_reason(task, deps[task.id], parent)
+        task_deps = deps.get(task.id, ())
+        reason = _blocked_reason(task_deps, parent)
         if reason is not None:
-            set_task_status(session, task, S.skipped, reason, now)
-        elif any(status is not S.success for _, _, status in deps[task.id]):
+            set_task_status(session, session.get(Task, task.id), S.skipped, reason, now)
+        elif any(status is not S.success for _, _, status in task_deps):
             continue
         elif parent is not None and parent.status is not S.in_progress:
             continue
         elif is_grid_parent(task):
-            ready_parents.append(task)
+            ready_parents.append(session.get(Task, task.id))
         elif task.parent_id in slots and slots[task.parent_id] <= 0:
             limit = parent.executor_config["parallel"]
             reason = f"grid search {parent.name!r} (task {parent.id}) runs at most {limit} cells at once"
             if task.waiting_reason != reason:
-                task.waiting_reason = reason
+                reasons[task.id] = reason
         elif task.parent_id in slots:
             slots[task.parent_id] -= 1
             ready.append(task)
         else:
             ready.append(task)
+    set_waiting_reasons(session, reasons)
     return ready_parents, ready

@@ -19,10 +19,12 @@ GPUs, start, end, reason).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import Iterable
 
-from sqlalchemy import update
+from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mlcomp.db import Attempt, Task, TaskStatus, utcnow
@@ -54,6 +56,9 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 
 ACTIVE = frozenset({S.queued, S.in_progress, S.stopping})
 """Statuses that hold resources on a computer (luigi's RUNNING, for ``_used_resources``)."""
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}  # with ON CONFLICT … DO UPDATE
+_PENDING_ATTEMPTS = "mlcomp_pending_attempts"  # session.info key: {(task_id, number): Attempt added}
 
 
 def set_task_status(
@@ -135,23 +140,53 @@ def _new_attempt(session: Session, task: Task, keep_placement: bool = False) -> 
         task.computer = None
         task.gpus = []
         task.queued = None
-    session.add(Attempt(task=task, number=task.attempt, status=S.not_ran, resume_from=task.resume_from))
+    _add_attempt(session, Attempt(task=task, number=task.attempt, status=S.not_ran, resume_from=task.resume_from),
+                 task.id)
+
+
+def _add_attempt(session: Session, attempt: Attempt, task_id: int) -> None:
+    """Adds a new Attempt row and remembers it in ``session.info`` until it is flushed, so a
+    second change in the same transaction updates the object instead of the table."""
+    session.add(attempt)
+    session.info.setdefault(_PENDING_ATTEMPTS, {})[(task_id, attempt.number)] = attempt
 
 
 def _sync_attempt(session: Session, task: Task, now: dt.datetime) -> None:
-    """Copies the task's state onto its current Attempt row: one UPDATE, or an INSERT when the
-    attempt has no row yet (no read: this runs on every status change)."""
+    """Copies the task's state onto its current Attempt row: the pending object when this
+    transaction added it, else one ``INSERT … ON CONFLICT DO UPDATE`` on the session's connection
+    (no read, no flush of the session: this runs on every status change). Attempt objects loaded
+    in the same session earlier are not refreshed."""
     values = dict(status=task.status, computer=task.computer, gpus=list(task.gpus or []), reason=task.reason)
     if task.status is S.in_progress:
         values["started"] = now
     elif task.status.finished:
         values["finished"] = now
-    session.flush()
-    updated = session.execute(
-        update(Attempt).where(Attempt.task_id == task.id, Attempt.number == task.attempt).values(**values)
-    ).rowcount
-    if not updated:
-        session.add(Attempt(task_id=task.id, number=task.attempt, resume_from=task.resume_from, **values))
+    pending = session.info.get(_PENDING_ATTEMPTS, {}).get((task.id, task.attempt))
+    if pending is not None and pending in session:
+        for key, value in values.items():
+            setattr(pending, key, value)
+        return
+    values.setdefault("started", None)
+    values.setdefault("finished", None)
+    connection = session.connection()
+    connection.execute(_upsert(connection.dialect.name),
+                       dict(values, task_id=task.id, number=task.attempt, resume_from=task.resume_from))
+
+
+@functools.cache
+def _upsert(dialect: str):
+    """``INSERT INTO attempt … ON CONFLICT (task_id, number) DO UPDATE`` for ``dialect``, built
+    once: the status, placement and reason are replaced; ``started``/``finished`` only when given."""
+    if dialect not in _INSERTS:
+        raise NotImplementedError(f"attempt rows support {', '.join(_INSERTS)}, not {dialect}")
+    table = Attempt.__table__
+    statement = _INSERTS[dialect](table)
+    new = statement.excluded
+    return statement.on_conflict_do_update(index_elements=["task_id", "number"], set_={
+        "status": new.status, "computer": new.computer, "gpus": new.gpus, "reason": new.reason,
+        "started": func.coalesce(new.started, table.c.started),
+        "finished": func.coalesce(new.finished, table.c.finished),
+    })
 
 
 def rollup_status(statuses: Iterable[TaskStatus]) -> TaskStatus:
@@ -172,12 +207,12 @@ def rollup_status(statuses: Iterable[TaskStatus]) -> TaskStatus:
     return S.success
 
 
-def grid_parent_status(parent: Task, children: list[Task]) -> TaskStatus | None:
+def grid_parent_status(parent: Task, children: list) -> TaskStatus | None:
     """The status a running grid parent (``type: grid_search``) should move to, or None to stay.
 
     A parent needs no process: it is ``in_progress`` while its cells run and ends when all have
     ended (success only if every cell succeeded); a ``stopping`` parent ends as ``stopped`` once no
-    cell is active.
+    cell is active. ``children`` are the cells: Task rows, or light rows with a ``status``.
     """
     statuses = [c.status for c in children]
     if any(s in ACTIVE for s in statuses):

@@ -1,11 +1,15 @@
 """The supervisor: one tick places ready tasks on computers; an APScheduler job runs the tick on an
-interval and at once when woken.
+interval and at once when woken, and the embedded worker runs it in its own thread right after a
+task's end (``wake(inline=True)``), so a dependent starts without a thread hand-off.
 
 A tick is one short transaction: lock the computer rows (``SELECT … FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) so two supervisors never hand out the same GPU, sweep the tasks of
 silent computers, end finished grid searches, skip tasks whose dependencies failed, start ready
 grid searches, then place ready tasks (:func:`mlcomp.supervisor.allocate.place`) and mark them
-queued. After the commit each placement is dispatched to its computer's worker.
+queued. After the commit each placement is dispatched to its computer's worker. Waiting and
+active tasks are read as light rows (a few columns), only the tasks whose status changes are
+loaded as objects, and waiting reasons are written in one bulk UPDATE, so a tick stays cheap
+with thousands of tasks in the store; resources in use are always computed from the tasks.
 """
 from __future__ import annotations
 
@@ -23,10 +27,10 @@ from mlcomp.settings import Settings
 from mlcomp.supervisor import wake as wakeup
 from mlcomp.supervisor.allocate import free_resources, place
 from mlcomp.supervisor.dispatch import Dispatcher
-from mlcomp.supervisor.ready import find_ready, rollup_grid_parents
+from mlcomp.supervisor.ready import find_ready, is_grid_parent, rollup_grid_parents, set_waiting_reasons
 from mlcomp.supervisor.status import ACTIVE, retry_or_fail, set_task_status
 
-__all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks"]
+__all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "ACTIVE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 S = TaskStatus
@@ -51,21 +55,29 @@ def _when(value: dt.datetime) -> str:
     return _aware(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def active_tasks(session: Session) -> list[Task]:
-    """The tasks holding resources on a computer (queued, in_progress or stopping), by id."""
-    return list(session.scalars(
-        select(Task).where(Task.status.in_(ACTIVE), Task.computer.is_not(None)).order_by(Task.id)))
+ACTIVE_COLUMNS = (Task.id, Task.type, Task.status, Task.computer, Task.gpus, Task.cpu, Task.memory, Task.queued)
+"""The columns :func:`active_tasks` reads: what free resources, stale hand-overs and the grid
+roll-up need."""
 
 
-def sweep_dead_computers(session: Session, settings: Settings, alive: list[Computer], active: list[Task],
+def active_tasks(session: Session) -> list:
+    """The active tasks (queued, in_progress or stopping), by id, as light rows with the fields of
+    :data:`ACTIVE_COLUMNS`: those with a ``computer`` hold its resources; running grid searches
+    have none."""
+    return session.execute(select(*ACTIVE_COLUMNS).where(Task.status.in_(ACTIVE)).order_by(Task.id)).all()
+
+
+def sweep_dead_computers(session: Session, settings: Settings, alive: list[Computer], active: list,
                          now: dt.datetime) -> int:
-    """Fails (or re-queues, per ``retries``) the ``active`` tasks of computers not in ``alive``,
-    which frees their GPUs; a task being stopped ends as stopped. Returns how many tasks changed."""
+    """Fails (or re-queues, per ``retries``) the ``active`` tasks (rows with ``id`` and
+    ``computer``) of computers not in ``alive``, which frees their GPUs; a task being stopped ends
+    as stopped. Returns how many tasks changed."""
     names = {c.name for c in alive}
     changed = 0
-    for task in active:
-        if task.computer in names:
+    for row in active:
+        if row.computer in names:
             continue
+        task = session.get(Task, row.id)
         computer = session.get(Computer, task.computer)
         beat = _when(computer.heartbeat) if computer and computer.heartbeat else "never"
         reason = (f"computer {task.computer!r} silent since {beat} (heartbeat_ttl "
@@ -104,6 +116,7 @@ class Supervisor:
         self._scheduler: BackgroundScheduler | None = None
         self._pending = threading.Event()
         self._lock = threading.Lock()
+        self._closed = False
         self._listener: wakeup.WakeListener | None = None
         self._redis: wakeup.RedisWakeListener | None = None
 
@@ -114,19 +127,21 @@ class Supervisor:
             immediate(session)
             alive = alive_computers(session, self.settings, now, lock=True)
             active = active_tasks(session)
-            sweep_dead_computers(session, self.settings, alive, active, now)
-            ended = rollup_grid_parents(session, now)
+            holding = [t for t in active if t.computer is not None]
+            sweep_dead_computers(session, self.settings, alive, holding, now)
+            names = {c.name for c in alive}
+            holding = [t for t in holding if t.computer in names]  # the others were just swept
+            ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
             parents, ready = find_ready(session, now, self.dag_ids)
             for parent in parents:
                 set_task_status(session, parent, S.queued, "grid search ready", now)
                 set_task_status(session, parent, S.in_progress, "grid search: its cells run as tasks", now)
-            active = [t for t in active if t.status in ACTIVE]
-            placed = self._stale(active, now) + self._place(session, ready, alive, active, now)
+            placed = self._stale(holding, now) + self._place(session, ready, alive, holding, now)
         if ended or parents:
             self._pending.set()  # ended/started grid searches make more tasks ready: tick again
         return self._dispatch(placed)
 
-    def _stale(self, active: list[Task], now: dt.datetime) -> list[tuple[int, str]]:
+    def _stale(self, active: list, now: dt.datetime) -> list[tuple[int, str]]:
         """Queued tasks not started within ``heartbeat_ttl`` on a live computer: a hand-over lost
         to a restart or a dropped message. Dispatching again is safe: a worker starts a task only
         while it is queued and not already running there."""
@@ -139,24 +154,30 @@ class Supervisor:
                         task_id, computer, self.settings.heartbeat_ttl)
         return stale
 
-    def _place(self, session: Session, ready: list[Task], alive: list[Computer], active: list[Task],
+    def _place(self, session: Session, ready: list, alive: list[Computer], active: list,
                now: dt.datetime) -> list[tuple[int, str]]:
+        """Places the ``ready`` rows (from :func:`find_ready`); only the placed ones are loaded."""
         if not ready:
             return []
         reach = getattr(self.dispatcher, "computers", None)
         if reach is not None:
             alive = [c for c in alive if c.name in reach]
         free = free_resources(alive, active)
-        placed = []
-        for task in ready:
-            where = place(task, free)
+        placed, reasons = [], {}
+        waits: dict[tuple, str] = {}  # request → why it waits; free only shrinks within a tick
+        for row in ready:
+            request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin)
+            where = waits.get(request) or place(row, free)
             if isinstance(where, str):
-                if task.waiting_reason != where:
-                    task.waiting_reason = where
+                waits[request] = where
+                if row.waiting_reason != where:
+                    reasons[row.id] = where
                 continue
+            task = session.get(Task, row.id)
             task.computer, task.gpus = where.computer, where.gpus
             set_task_status(session, task, S.queued, f"placed on {where.computer}", now)
             placed.append((task.id, where.computer))
+        set_waiting_reasons(session, reasons)
         return placed
 
     def _dispatch(self, placed: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -180,11 +201,11 @@ class Supervisor:
         """Ticks until no wake-up is pending. Concurrent calls collapse into the running one, and
         a wake-up that arrives while a tick runs is never lost."""
         self._pending.set()
-        while self._pending.is_set():
+        while self._pending.is_set() and not self._closed:
             if not self._lock.acquire(blocking=False):
                 return  # the running call sees _pending after its tick or after releasing
             try:
-                while self._pending.is_set():
+                while self._pending.is_set() and not self._closed:
                     self._pending.clear()
                     try:
                         self.tick()
@@ -193,9 +214,18 @@ class Supervisor:
             finally:
                 self._lock.release()
 
-    def wake(self) -> None:
-        """Asks for a tick now (from any thread)."""
+    def wake(self, inline: bool = False) -> None:
+        """Asks for a tick now (from any thread).
+
+        Args:
+            inline: tick in the calling thread when no tick runs (a running one ticks again), if
+                the supervisor is started. The embedded worker's exit thread does this after a
+                task ends, so the next task is placed and launched without a thread hand-off.
+        """
         self._pending.set()
+        if inline and self._scheduler is not None:
+            self.run_pending()
+            return
         if self._lock.locked():
             return  # the running tick sees _pending before it releases, or just after
         scheduler = self._scheduler
@@ -209,6 +239,7 @@ class Supervisor:
         """Starts the APScheduler job (first tick at once), registers for in-process wake-ups,
         with ``listen`` listens on the root's wake socket, and with ``settings.broker_url``
         subscribes to the database's Redis wake channel (:mod:`mlcomp.supervisor.wake`)."""
+        self._closed = False
         self._scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
         self._scheduler.add_job(
             self.run_pending, "interval", seconds=self.interval, id=JOB_ID, max_instances=2,
@@ -233,7 +264,9 @@ class Supervisor:
         return self._listener is not None
 
     def shutdown(self) -> None:
-        """Stops the job (waiting for a running tick) and the wake listener."""
+        """Stops the job and the wake listener, and waits for a running tick (an inline one
+        included); no tick starts afterwards."""
+        self._closed = True
         wakeup.remove_listener(self)
         for listener in (self._listener, self._redis):
             if listener is not None:
@@ -242,4 +275,6 @@ class Supervisor:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        with self._lock:  # an inline tick in a worker's thread ends before the worker shuts down
+            pass
         log.info("Supervisor: stopped")

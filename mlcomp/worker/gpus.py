@@ -1,6 +1,9 @@
 """The GPUs of this computer: declared (``--gpus 0,1,2,3``, for tests and for machines where
 detection is not wanted), or detected through NVML (the ``nvidia-ml-py`` package, imported as
-``pynvml``) when it is importable, else through ``torch.cuda``.
+``pynvml``) when it is importable, else through ``torch.cuda`` — but only when an NVIDIA driver is
+present (``/proc/driver/nvidia/gpus`` lists a GPU, or ``nvidia-smi`` is on the PATH): importing
+torch takes seconds, which a worker on a machine without GPUs (and every ``dag submit --wait``)
+would pay at start for nothing.
 
 A GPU is described as ``{"index": int, "memory": bytes, "name": str}`` (the ``Computer.gpus``
 format); usage as ``{"index", "utilization" (percent), "memory_used" (bytes)}``.
@@ -8,10 +11,15 @@ format); usage as ``{"index", "utilization" (percent), "memory_used" (bytes)}``.
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 
 from mlcomp.errors import ConfigError
 
-__all__ = ["parse_gpus", "detect_gpus", "gpu_usage"]
+__all__ = ["parse_gpus", "detect_gpus", "gpu_usage", "nvidia_driver_present"]
+
+PROC_GPUS = "/proc/driver/nvidia/gpus"
+"""Where the NVIDIA kernel driver lists the GPUs it drives (one folder per GPU, on Linux)."""
 
 
 def parse_gpus(text: str | None) -> list[int] | None:
@@ -34,14 +42,28 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 def detect_gpus(declared: list[int] | None = None) -> list[dict]:
     """The GPUs this worker offers: the ``declared`` indices as they are (memory 0, name
-    ``"declared"``), else NVML's, else torch's, else none."""
+    ``"declared"``), else NVML's, else torch's when an NVIDIA driver is present
+    (:func:`nvidia_driver_present`), else none."""
     if declared is not None:
         return [{"index": int(i), "memory": 0, "name": "declared"} for i in declared]
     if importlib.util.find_spec("pynvml") is not None:
         gpus = _nvml_gpus()
         if gpus is not None:
             return gpus
+    if not nvidia_driver_present():
+        return []
     return _torch_gpus()
+
+
+def nvidia_driver_present(proc_gpus: str = PROC_GPUS) -> bool:
+    """Whether an NVIDIA driver runs here: ``proc_gpus`` lists at least one GPU, or
+    ``nvidia-smi`` is on the PATH (the driver installs it; this covers systems without procfs)."""
+    try:
+        if os.listdir(proc_gpus):
+            return True
+    except OSError:
+        pass
+    return shutil.which("nvidia-smi") is not None
 
 
 def _nvml_gpus() -> list[dict] | None:

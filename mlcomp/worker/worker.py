@@ -2,14 +2,16 @@
 
 In the style of rq's ``Worker`` and luigi's worker: it registers its computer (name, address,
 GPUs, CPUs, RAM), writes heartbeats on a thread, starts each assigned task's child in its own
-session (cwd = the task's code copy, ``CUDA_VISIBLE_DEVICES`` = its GPUs), pumps its output into
-``LogLine`` rows, and a monitor loop (every ``poll`` seconds, or when woken) carries out stop
+session (cwd = the task's code copy, ``CUDA_VISIBLE_DEVICES`` = its GPUs), has its output pumped
+into ``LogLine`` rows (one selector thread for all tasks, :class:`mlcomp.worker.process.Pump`,
+which also handles each exit), and a monitor loop (every ``poll`` seconds, or when woken) carries out stop
 requests (SIGTERM to the group, SIGKILL after ``settings.stop_grace``), enforces timeouts, picks up
 queued tasks it was not handed (a lost dispatch, or a worker fed only through the store) and fails
 the tasks the store says run here but whose process vanished.
 
 Every status change goes through :func:`mlcomp.supervisor.status.set_task_status` (or
-``retry_or_fail``) and is followed by ``on_change()`` so a supervisor reacts at once.
+``retry_or_fail``) and is followed by ``on_change()``; a task's end is also followed by
+``on_end()``, which makes a supervisor place the next tasks at once.
 """
 from __future__ import annotations
 
@@ -26,11 +28,11 @@ from typing import Callable
 
 import psutil
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from executors import TaskContext, get_executor
 from mlcomp.dag import materialize
-from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.db import Computer, Dag, Task, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.supervisor.wake import add_listener, remove_listener
 from mlcomp.worker.gpus import detect_gpus, gpu_usage
@@ -41,6 +43,9 @@ from mlcomp.worker.report import Reporter
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
+
+# A launch reads the task with its DAG and project (the child's MLCOMP_DATA_DIR) in one query.
+_WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, innerjoin=True)]
 
 
 @dataclasses.dataclass
@@ -62,18 +67,23 @@ class Worker:
         name: the computer's name (default: the host name).
         gpus: declared GPU indices (``--gpus 0,1``) or None to detect them.
         on_change: called (without arguments) after every status change this worker makes.
+        on_end: called (without arguments) after a task ended here (its exit, a vanished process,
+            a failed start), before ``on_change``, in the thread that recorded the end: the
+            embedded supervisor places the next tasks there (:func:`mlcomp.supervisor.run_local`).
         poll: seconds between monitor passes when nothing wakes the loop.
         clock: monotonic seconds, for timeouts and the stop grace period.
     """
 
     def __init__(self, settings, sessionmaker: sessionmaker[Session], name: str | None = None,
                  gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
-                 poll: float = 0.2, clock: Callable[[], float] = time.monotonic):
+                 on_end: Callable[[], None] | None = None, poll: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.name = name or socket.gethostname()
         self.declared_gpus = gpus
         self.on_change = on_change or (lambda: None)
+        self.on_end = on_end or (lambda: None)
         self.poll = poll
         self.clock = clock
         self.gpus: list[dict] = []
@@ -202,19 +212,21 @@ class Worker:
         try:
             with self.sessionmaker.begin() as session:
                 immediate(session)
-                task = session.get(Task, task_id, with_for_update=True)
+                task = session.get(Task, task_id, with_for_update={"of": Task}, options=_WITH_PROJECT)
                 if task is None or task.status is not TaskStatus.queued or task.computer != self.name:
                     return False
                 process = self._spawn(session, task)
                 if process is not None:
+                    task.pid = process.pid
                     set_task_status(session, task, TaskStatus.in_progress,
                                     f"running on {self.name} as pid {process.pid}")
-                    task.pid = process.pid
         except BaseException:
             self._abandon(task_id)
             raise
         if process is not None:
             process.start()
+        else:
+            self.on_end()
         self.on_change()
         return process is not None
 
@@ -262,6 +274,7 @@ class Worker:
         finally:
             with self._lock:
                 self._runs.pop(task_id, None)
+        self.on_end()
         self.on_change()
 
     def _finish(self, session: Session, task: Task, run: _Run | None, returncode: int) -> None:
@@ -326,6 +339,7 @@ class Worker:
                     return
             log.warning("worker %s: task %s: %s", self.name, task_id, reason)
             retry_or_fail(session, task, reason)
+        self.on_end()
         self.on_change()
 
 

@@ -1,0 +1,145 @@
+"""The dispatch hot path: ticks woken by task ends (no interval), one pump thread for every task's
+pipes, the in-process SQLite writer lock, attempt rows kept by upsert, and the embedded
+supervisor's dispatcher chosen before its first tick."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from mlcomp import control
+from mlcomp.db import Attempt, Computer, Dag, LogLine, Task, TaskStatus, immediate, utcnow
+from mlcomp.supervisor import RecordingDispatcher, run_local, set_task_status
+from supervisor_helpers import add_computer, add_task, make_dag, wait_for
+
+S = TaskStatus
+
+
+def dag_done(store, dag_id):
+    with store.begin() as session:
+        return control.dag_status(session, dag_id).finished
+
+
+def test_a_chain_runs_on_task_ends_alone(settings, store, tmp_path):
+    """With an hour between fallback ticks, each task of a chain starts because its predecessor's
+    end ticked the supervisor in the worker's thread."""
+    (tmp_path / "chain.yml").write_text("info: {name: chain, project: tests}\nexecutors:\n"
+                                        + "".join(f"  t{i}: {{type: bash, command: 'echo {i}'"
+                                                  f"{f', depends: t{i - 1}' if i else ''}}}\n" for i in range(4)))
+    with run_local(settings, [], sessionmaker=store, listen=False, interval=3600) as local:
+        with store.begin() as session:
+            (dag,) = control.submit_dag(session, settings, tmp_path / "chain.yml")
+            dag_id = dag.id
+        wait_for(lambda: dag_done(store, dag_id))
+        pumps = [t for t in threading.enumerate() if t.name == "mlcomp-task-pump"]
+        assert local.supervisor.listening is False
+    assert len(pumps) <= 1
+    with store.begin() as session:
+        tasks = session.scalars(select(Task).where(Task.dag_id == dag_id).order_by(Task.id)).all()
+        assert [t.status for t in tasks] == [S.success] * 4
+        assert all(a.finished <= b.started for a, b in zip(tasks, tasks[1:]))  # one after the other
+        assert [session.scalar(select(LogLine.text).where(LogLine.task_id == t.id)) for t in tasks] == \
+            ["0", "1", "2", "3"]
+
+
+def test_parallel_tasks_share_one_pump_thread(settings, store, tmp_path):
+    lines = 300
+    (tmp_path / "wide.yml").write_text(
+        "info: {name: wide, project: tests}\nexecutors:\n"
+        + "".join(f"  w{i}: {{type: bash, command: 'for j in $(seq {lines}); do echo {i}-$j; done; sleep 0.3'}}\n"
+                  for i in range(2)))
+    with run_local(settings, [], name="pc", sessionmaker=store, listen=False) as local:
+        with store.begin() as session:
+            immediate(session)  # a read-then-write transaction beside a running supervisor
+            session.get(Computer, "pc").cpu = 2  # two slots: a task asks for 1 CPU
+            (dag,) = control.submit_dag(session, settings, tmp_path / "wide.yml")
+            dag_id = dag.id
+        wait_for(lambda: len(local.worker.running()) == 2)
+        assert [t.name for t in threading.enumerate()].count("mlcomp-task-pump") == 1
+        wait_for(lambda: dag_done(store, dag_id))
+    with store.begin() as session:
+        for task in session.scalars(select(Task).where(Task.dag_id == dag_id)):
+            assert task.status is S.success
+            texts = session.scalars(select(LogLine.text).where(LogLine.task_id == task.id).order_by(LogLine.id)).all()
+            assert texts == [f"{task.name[1:]}-{j}" for j in range(1, lines + 1)]
+
+
+def test_a_failed_writer_transaction_lets_the_next_writer_in(store):
+    with pytest.raises(RuntimeError):
+        with store.begin() as session:
+            immediate(session)
+            raise RuntimeError("rolled back")
+    done = threading.Event()
+
+    def write():
+        with store.begin() as session:
+            immediate(session)
+            make_dag(session, "after")
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(10)
+    assert done.is_set()
+
+
+def test_writers_of_one_process_take_turns(store):
+    with store.begin() as session:
+        dag_id = make_dag(session).id
+    errors = []
+
+    def write(i):
+        try:
+            for j in range(10):
+                with store.begin() as session:
+                    immediate(session)
+                    add_task(session, session.get(Dag, dag_id), f"t{i}-{j}")
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    with store.begin() as session:
+        assert len(session.scalars(select(Task.id).where(Task.dag_id == dag_id)).all()) == 40
+
+
+def test_attempt_rows_follow_the_task_through_a_retry(store):
+    with store.begin() as session:
+        add_computer(session, "a")
+        task = add_task(session, make_dag(session), "t", retries=1)
+        set_task_status(session, task, S.queued)
+        task_id = task.id
+    with store.begin() as session:
+        task = session.get(Task, task_id)
+        set_task_status(session, task, S.in_progress, "running")
+        set_task_status(session, task, S.failed, "boom")  # retry_or_fail's first half
+        set_task_status(session, task, S.not_ran, "retry 1/1")  # a new attempt, in the same transaction
+        set_task_status(session, task, S.queued, "again")
+    with store.begin() as session:
+        attempts = session.scalars(select(Attempt).where(Attempt.task_id == task_id).order_by(Attempt.number)).all()
+        assert [(a.number, a.status, a.reason) for a in attempts] == [(1, S.failed, "boom"), (2, S.queued, "again")]
+        assert attempts[0].started is not None and attempts[0].finished is not None
+        assert attempts[1].started is None and attempts[1].finished is None
+
+
+def test_run_local_uses_the_given_dispatcher_from_its_first_tick(settings, store, tmp_path):
+    (tmp_path / "pinned.yml").write_text("info: {name: pinned, project: tests}\nexecutors:\n"
+                                         "  far: {type: bash, command: 'true', computer: remote}\n")
+    with store.begin() as session:
+        add_computer(session, "remote", cpu=4, heartbeat=None)
+        (dag,) = control.submit_dag(session, settings, tmp_path / "pinned.yml")
+        task_id = dag.tasks[0].id
+    recording = RecordingDispatcher()
+    with store.begin() as session:
+        session.get(Computer, "remote").heartbeat = utcnow()
+    with run_local(settings, [], name="here", sessionmaker=store, listen=False, interval=3600,
+                   dispatcher=lambda worker: recording) as local:
+        wait_for(lambda: recording.calls)
+        assert local.supervisor.dispatcher is recording
+    assert recording.calls == [(task_id, "remote")]
+    with store.begin() as session:
+        task = session.get(Task, task_id)
+        assert task.status is S.queued and task.computer == "remote"  # not taken back

@@ -136,8 +136,13 @@ def setup(backend: str | None = None) -> bool:
 
 
 def cleanup() -> None:
-    """Leave and destroy the default process group; nothing when there is none."""
+    """Leave and destroy the default process group; nothing when there is none.
+
+    Ranks meet at a barrier first, so no rank tears down its connections while a peer still has
+    traffic in flight (gloo aborts the peer with "Connection closed by peer" otherwise).
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -90,3 +90,30 @@ def test_responses_match_the_documented_schemas(ro_client, ro_filled, path, url)
     schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     body = ro_client.get(url.format(dag=ro_filled.dag, train=ro_filled.train, grid=ro_filled.grid)).get_json()
     OAS31Validator({**schema, "components": doc["components"]}).validate(body)
+
+
+def _documented(with_ids_only: bool = False) -> list[tuple[str, str]]:
+    return sorted((path, method) for path, item in openapi()["paths"].items() for method in item
+                  if not with_ids_only or "_id}" in path)
+
+
+@pytest.mark.parametrize("path, method", _documented(with_ids_only=True))
+def test_every_endpoint_answers_an_unknown_id_with_a_404_naming_it(ro_client, path, method):
+    url = path.format(dag_id=987654, task_id=987654, path="train.py")
+    response = csrf_post(ro_client, url) if method == "post" else ro_client.get(url)
+    assert response.status_code == 404 and response.mimetype == "application/json", url
+    assert response.get_json()["error"]["status"] == 404 and "987654" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path, method", _documented())
+def test_every_endpoint_needs_the_token_when_one_is_set(ro_app, ro_filled, path, method):
+    import dataclasses
+
+    from ui import create_app
+
+    settings = dataclasses.replace(ro_app.config["MLCOMP_SETTINGS"], token="t0ken")
+    app = create_app(settings, {"TESTING": True})
+    url = path.format(dag_id=ro_filled.dag, task_id=ro_filled.train, path="train.py")
+    response = app.test_client().open(url, method=method.upper())
+    dispose(app)
+    assert response.status_code == 401 and response.get_json()["error"]["status"] == 401, url

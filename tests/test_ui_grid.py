@@ -2,7 +2,9 @@
 import plotly.graph_objects as go
 import pytest
 
-from ui_fill import ro_app, ro_client, ro_filled, ro_shared  # noqa: F401 (fixtures)
+from executors.grid_search import best_cell, leaderboard
+from mlcomp.db import Task
+from ui_fill import app, client, filled, ro_app, ro_client, ro_filled, ro_shared  # noqa: F401 (fixtures)
 
 
 def test_leaderboard_ranks_cells_by_the_templates_main_metric(ro_client, ro_filled):
@@ -50,3 +52,21 @@ def test_a_task_without_cells_is_not_a_grid(ro_client, ro_filled):
     response = ro_client.get(f"/api/grid/{ro_filled.train}")
     assert response.status_code == 404 and "not a grid search" in response.get_json()["error"]["message"]
     assert ro_client.get("/api/grid/999").status_code == 404
+
+
+def test_leaderboard_is_the_supervisors_ranking_final_results_first(client, filled, store):
+    """The UI ranks as :func:`executors.grid_search.leaderboard` (which picks the best cell): a
+    finished cell's final ``best`` beats the epochs it reported."""
+    with store.begin() as session:
+        first, failed, last = (session.get(Task, c) for c in filled.cells)
+        first.result, last.result = {"best": 0.5}, {"best": 0.9}
+    board = client.get(f"/api/grid/{filled.grid}").get_json()
+    assert [c["id"] for c in board["cells"]] == [filled.cells[2], filled.cells[1], filled.cells[0]]
+    assert [(c["value"], c["final"]) for c in board["cells"]] == [
+        (0.9, True), (pytest.approx(0.65), False), (0.5, True)]
+    with store() as session:
+        parent = session.get(Task, filled.grid)
+        assert [r["task_id"] for r in leaderboard(session, parent)] == [c["id"] for c in board["cells"]]
+        assert best_cell(session, parent).id == board["cells"][0]["id"]
+    other = client.get(f"/api/grid/{filled.grid}?metric=accuracy01&loader=train").get_json()
+    assert not any(c["final"] for c in other["cells"]) and other["cells"][0]["id"] == filled.cells[0]

@@ -108,8 +108,8 @@ def fill(session, settings) -> Filled:
     infer = _task(session, dag, "infer", S.not_ran, "infer", waiting_reason="waits for train")
     _depends(session, infer, train)
     grid = _task(session, dag, "search", S.in_progress, "grid_search",
-                 executor_config={"template": {"type": "train", "stage_params": {
-                     "main_metric": "accuracy01", "minimize_metric": False, "valid_loader": "valid"}}})
+                 executor_config={"template": {"type": "train", "main": {  # as the train executor stores it
+                     "metric": "accuracy01", "minimize": False, "loader": "valid"}}, "parallel": None, "cells": 3})
     _depends(session, grid, prepare)
     for i, (lr, status) in enumerate(((0.1, S.success), (0.01, S.failed), (0.001, S.success))):
         cell = _task(session, dag, f"search lr={lr} model=m{i}", status, "train", parent_id=grid.id,

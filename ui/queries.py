@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from executors.grid_search import leaderboard, main_metric_of
 from mlcomp.db import (
     Attempt,
     Checkpoint,
@@ -356,59 +357,55 @@ def task_logs(session: Session, task_id: int, *, after: int | None = None, limit
 def grid_leaderboard(session: Session, task_id: int, *, metric: str | None = None,
                      minimize: bool | None = None, loader: str | None = None,
                      descending: bool | None = None) -> dict[str, Any]:
-    """A grid search's cells ranked by a metric: per cell its parameters, status and the best
-    epoch-level value of ``metric`` (on ``loader`` when given).
+    """A grid search's cells ranked by a metric: per cell its parameters, status and value.
 
-    The metric defaults to the template's ``main_metric`` (found in the parent's
-    ``executor_config``, else in the first cell's, at any depth: e.g. a runner config's
-    ``stage_params``), else the first epoch metric the cells report. For the main metric, ``loader``
-    defaults to the template's ``valid_loader`` and ``minimize`` to its ``minimize_metric``;
-    otherwise ``minimize`` is True for names containing ``loss`` or ``error``.
+    By default this is :func:`executors.grid_search.leaderboard`, the ranking the supervisor uses
+    to pick the best cell: the template's main metric (``main`` of the train executor's config),
+    each cell's final ``best`` when it finished, else the best epoch value its valid loader
+    reported so far. Asking for another ``metric``, ``loader`` or ``minimize`` ranks the cells by
+    the best epoch-level value of that metric (any loader when ``loader`` is not given;
+    ``minimize`` defaults to True for names containing ``loss`` or ``error``). ``descending``
+    orders the rows (default: best first).
+
+    Returns:
+        ``{"task", "dag", "metric", "metrics" (the cells' epoch metric names), "minimize",
+        "loader", "descending", "params", "cells": [{id, name, status, attempt, params, value,
+        final}]}``.
 
     Raises:
         NotFoundError: no task ``task_id``, or it has no grid cells.
     """
     parent = get_task_or_404(session, task_id)
-    cells = list(session.scalars(select(Task).where(Task.parent_id == task_id).order_by(Task.id)))
-    if not cells:
+    board = leaderboard(session, parent)
+    if not board:
         raise NotFoundError(f"task {task_id} ({parent.name!r}) is not a grid search: it has no cells")
-    cell_ids = [c.id for c in cells]
-    names = list(session.scalars(select(Metric.name).where(Metric.task_id.in_(cell_ids), Metric.kind == "epoch")
+    cells = [session.get(Task, row["task_id"]) for row in board]
+    main = next(filter(None, (main_metric_of(t) for t in [*cells, parent])), None) or {}
+    names = list(session.scalars(select(Metric.name).where(Metric.task_id.in_([c.id for c in cells]),
+                                                           Metric.kind == "epoch")
                                  .group_by(Metric.name).order_by(Metric.name)))
-    hint = _main_metric_hint(parent.executor_config or {}) or _main_metric_hint(cells[0].executor_config or {})
-    metric = metric or hint.get("main_metric") or (names[0] if names else None)
-    if metric == hint.get("main_metric"):
-        loader = loader or hint.get("valid_loader")
-        minimize = hint.get("minimize_metric") if minimize is None else minimize
-    if minimize is None:
+    metric = metric or main.get("metric") or (names[0] if names else None)
+    if metric == main.get("metric"):
+        loader = loader or main.get("loader")
+        minimize = main["minimize"] if minimize is None else minimize
+    elif minimize is None:
         minimize = bool(metric) and any(w in metric for w in ("loss", "error"))
-    best = _best_values(session, cell_ids, metric, loader, minimize) if metric else {}
-    params = sorted({key for c in cells for key in (c.grid_cell or {})})
-    rows = [{"id": c.id, "name": c.name, "status": c.status.value, "params": c.grid_cell or {},
-             "value": best.get(c.id)} for c in cells]
+    rows = [{"id": row["task_id"], **{k: row[k] for k in ("name", "status", "attempt", "params", "value", "final")}}
+            for row in board]
+    if (metric, loader, minimize) != (main.get("metric"), main.get("loader"), main.get("minimize")):
+        best = _best_values(session, [c.id for c in cells], metric, loader, minimize) if metric else {}
+        for row in rows:
+            row.update(value=best.get(row["id"]), final=False)
     descending = (not minimize) if descending is None else descending
     rows.sort(key=lambda r: (r["value"] is None, -(r["value"] or 0) if descending else (r["value"] or 0)))
     return {"task": _task_ref(parent), "dag": {"id": parent.dag_id, "name": parent.dag.name},
             "metric": metric, "metrics": names, "minimize": minimize, "loader": loader,
-            "descending": descending, "params": params, "cells": rows}
-
-
-def _main_metric_hint(config: dict) -> dict:
-    found: dict = {}
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for key in ("main_metric", "minimize_metric", "valid_loader"):
-                if key in node and key not in found:
-                    found[key] = node[key]
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
+            "descending": descending, "params": sorted({key for row in rows for key in row["params"]}),
+            "cells": rows}
 
 
 def _best_values(session, cell_ids, metric, loader, minimize) -> dict[int, float]:
+    """Best epoch-level value of ``metric`` per cell (on ``loader``, or any loader when None)."""
     agg = func.min(Metric.value) if minimize else func.max(Metric.value)
     query = (select(Metric.task_id, agg)
              .where(Metric.task_id.in_(cell_ids), Metric.name == metric, Metric.kind == "epoch")

@@ -1,73 +1,93 @@
 """Metric series for the curves, at most ``max_points`` points each whatever their length.
 
-The policy, by the number of stored points ``n`` of a series:
+The policy, per (task, name, kind), from its step span ``hi - lo + 1`` and its stored points:
 
-- ``n <= max_points``: every point;
-- ``n <= EXACT_FACTOR * max_points``: every point is read and LTTB (:mod:`ui.downsample`) keeps
-  ``max_points`` of them, so the curve is drawn through real points, spikes included;
-- longer: the database aggregates the series into ``max_points`` step buckets (``GROUP BY``
-  loader and bucket number, in SQLite and PostgreSQL alike) and returns each bucket's first step,
-  mean, minimum and maximum: the curve is the bucket means with a min–max envelope, so a
-  100,000-point series costs one aggregate query instead of 100,000 rows crossing into Python
-  (the min/max decimation of e.g. plotly-resampler, with the mean as the line).
+- span and points within ``EXACT_FACTOR * max_points``: every point is read (one query, in index
+  order), and LTTB (:mod:`ui.downsample`) keeps ``max_points`` of a loader's points when it has
+  more, so the curve is drawn through real points, spikes included;
+- longer: the database aggregates each loader's points into ``max_points`` equal step buckets
+  (integer division of the step; PostgreSQL by a ``GROUP BY``, SQLite, which would sort every
+  point for it, by one index range per bucket) and returns
+  each bucket's first step, mean, minimum and maximum: the curve is the bucket means with a
+  min–max envelope, so a 100,000-point series costs one aggregate query instead of 100,000 rows
+  crossing into Python (the min/max decimation of e.g. plotly-resampler, with the mean as the
+  line). Buckets holding one point each are every point, and are returned as such.
 
-``n`` counts the points of a (task, name, kind) over all its loaders, so that it comes from the
-``(task_id, name, kind, step)`` index without reading the rows.
+Nothing counts the points beforehand: the (name, kind) pairs of a task are found by a loose index
+scan (one index seek per pair, :func:`series_keys`) and a series' step span by two seeks, on the
+``(task_id, name, kind, step)`` index; the exact read stops after ``EXACT_FACTOR * max_points + 1``
+rows. The values are read from the covering index ``(task_id, name, kind, loader, step, value)``
+(``ix_metric_series``), so SQLite never visits the table rows. The cost of a request thus grows
+with the points it draws, not with everything the task ever reported.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
 import numpy as np
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import BigInteger, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from mlcomp.db import Metric
 from ui.downsample import lttb
 
-__all__ = ["EXACT_FACTOR", "metric_series"]
+__all__ = ["EXACT_FACTOR", "metric_series", "series_keys"]
 
 EXACT_FACTOR = 8
+
+
+def series_keys(session: Session, task_id: int, *, name: str | None = None,
+                kind: str | None = None) -> list[tuple[str, str]]:
+    """The distinct ``(name, kind)`` of a task's metrics (optionally of one name or kind), sorted,
+    found by loose index scans (a seek per name and per pair, whatever the number of points)."""
+    where = [Metric.task_id == task_id]
+    if name:
+        where.append(Metric.name == name)
+    if kind:
+        where.append(Metric.kind == kind)
+    return [(name_, kind_) for name_ in _loose_scan(session, Metric.name, where)
+            for kind_ in _loose_scan(session, Metric.kind, [*where, Metric.name == name_])]
 
 
 def metric_series(session: Session, task_ids: Iterable[int], *, name: str | None = None,
                   kind: str | None = None, max_points: int = 2000) -> list[dict]:
     """Metric series of tasks, one per (task, name, kind, loader), each at most ``max_points``
-    points (see the module docstring; the policy is chosen per (task, name, kind) from its number
-    of stored points, counted on the ``(task_id, name, kind, step)`` index alone).
+    points (see the module docstring for the policy, chosen per (task, name, kind)).
 
     Returns:
         ``[{"task_id", "name", "kind", "loader", "points" (stored), "downsampled" (None, "lttb"
         or "buckets"), "x": [step], "y": [value], and for "buckets" "y_min", "y_max"}]`` ordered by
         task, name, kind, loader (no loader first); non-finite values are ``None``.
     """
-    where = [Metric.task_id.in_(list(task_ids))]
-    if name:
-        where.append(Metric.name == name)
-    if kind:
-        where.append(Metric.kind == kind)
-    group = (Metric.task_id, Metric.name, Metric.kind)
-    keys = session.execute(select(*group, func.count(), func.min(Metric.step), func.max(Metric.step))
-                           .where(*where).group_by(*group).order_by(*group)).all()
     series = []
-    for task_id, name_, kind_, points, lo, hi in keys:
-        where_one = (Metric.task_id == task_id, Metric.name == name_, Metric.kind == kind_)
-        if points > EXACT_FACTOR * max_points:
-            found = _buckets(session, where_one, lo, hi, max_points)
-        else:
-            found = _exact(session, where_one, max_points)
-        for loader in sorted(found, key=lambda loader: (loader is not None, loader or "")):
-            series.append({"task_id": task_id, "name": name_, "kind": kind_, "loader": loader, **found[loader]})
+    for task_id in sorted(set(task_ids)):
+        for name_, kind_ in series_keys(session, task_id, name=name, kind=kind):
+            found = _series(session, (Metric.task_id == task_id, Metric.name == name_, Metric.kind == kind_),
+                            max_points)
+            for loader in sorted(found, key=lambda loader: (loader is not None, loader or "")):
+                series.append({"task_id": task_id, "name": name_, "kind": kind_, "loader": loader,
+                               **found[loader]})
     return series
+
+
+def _series(session: Session, where, max_points: int) -> dict[str | None, dict]:
+    """One (task, name, kind)'s series by loader: exact (LTTB past ``max_points``) or buckets."""
+    limit = EXACT_FACTOR * max_points
+    lo = session.scalar(select(func.min(Metric.step)).where(*where))
+    hi = session.scalar(select(func.max(Metric.step)).where(*where))
+    if hi - lo + 1 <= limit:
+        rows = session.execute(select(Metric.loader, Metric.step, Metric.value).where(*where)
+                               .order_by(Metric.loader, Metric.step, Metric.id).limit(limit + 1)).all()
+        if len(rows) <= limit:
+            return _exact(rows, max_points)
+    return _buckets(session, where, lo, hi, max_points)
 
 
 def _values(values) -> list[float | None]:
     return [v if np.isfinite(v) else None for v in np.asarray(values, np.float64).tolist()]
 
 
-def _exact(session: Session, where, max_points: int) -> dict[str | None, dict]:
-    rows = session.execute(select(Metric.loader, Metric.step, Metric.value).where(*where)
-                           .order_by(Metric.step, Metric.id)).all()
+def _exact(rows, max_points: int) -> dict[str | None, dict]:
     by_loader: dict[str | None, list] = {}
     for loader, step, value in rows:
         by_loader.setdefault(loader, []).append((step, value))
@@ -84,17 +104,73 @@ def _exact(session: Session, where, max_points: int) -> dict[str | None, dict]:
 
 
 def _buckets(session: Session, where, lo: int, hi: int, buckets: int) -> dict[str | None, dict]:
-    span = hi - lo + 1
-    bucket = ((cast(Metric.step, BigInteger) - lo) * buckets // span).label("bucket")
-    rows = session.execute(select(Metric.loader, bucket, func.count(), func.min(Metric.step), func.avg(Metric.value),
-                                  func.min(Metric.value), func.max(Metric.value))
-                           .where(*where).group_by(Metric.loader, bucket).order_by(Metric.loader, bucket)).all()
+    """Each loader's points in ``buckets`` equal step ranges of ``[lo, hi]``: bucket ``i`` holds
+    the steps ``s`` with ``(s - lo) * buckets // (hi - lo + 1) == i``."""
+    rows = (_ranged_rows if session.get_bind().dialect.name == "sqlite" else _grouped_rows)(
+        session, where, lo, hi, buckets)
     by_loader: dict[str | None, list] = {}
     for loader, *values in rows:
         by_loader.setdefault(loader, []).append(values)
     found = {}
     for loader, values in by_loader.items():
-        _, counts, steps, means, lows, highs = zip(*values)
+        counts, steps, means, lows, highs = zip(*values)
         found[loader] = {"points": sum(counts), "downsampled": "buckets", "x": [int(s) for s in steps],
                          "y": _values(means), "y_min": _values(lows), "y_max": _values(highs)}
+        if max(counts) == 1:  # a sparse series: every bucket is one real point
+            found[loader] = {"points": len(counts), "downsampled": None, "x": found[loader]["x"],
+                             "y": found[loader]["y"]}
+    return found
+
+
+def _grouped_rows(session: Session, where, lo: int, hi: int, buckets: int) -> list[tuple]:
+    """``[(loader, count, first step, mean, min, max)]`` of the non-empty buckets, ordered by
+    loader and bucket, by one ``GROUP BY`` (PostgreSQL hashes it)."""
+    bucket = ((cast(Metric.step, BigInteger) - lo) * buckets // (hi - lo + 1)).label("bucket")
+    rows = session.execute(select(Metric.loader, bucket, func.count(), func.min(Metric.step), func.avg(Metric.value),
+                                  func.min(Metric.value), func.max(Metric.value))
+                           .where(*where).group_by(Metric.loader, bucket).order_by(Metric.loader, bucket))
+    return [(loader, *values) for loader, _, *values in rows]
+
+
+def _ranged_rows(session: Session, where, lo: int, hi: int, buckets: int) -> list[tuple]:
+    """:func:`_grouped_rows` for SQLite, which would sort every point for the ``GROUP BY``: per
+    loader, a recursive CTE counts the buckets and a correlated subquery aggregates each one's
+    step range from the covering index (a seek and a short scan in step order, no sort), handing
+    its five aggregates back as one string (17 significant digits: floats survive exactly)."""
+    span = hi - lo + 1
+    number = select(literal(0).label("i")).cte("bucket", recursive=True)
+    number = number.union_all(select(number.c.i + 1).where(number.c.i < buckets - 1))
+
+    def start(i):  # the first step of bucket i: lo + ceil(i * span / buckets)
+        return lo + (i * span + buckets - 1) // buckets
+
+    rows = []
+    for loader in _loaders(session, where):
+        same = Metric.loader.is_(None) if loader is None else Metric.loader == loader
+        aggregates = (select(func.printf("%d %d %!.17g %!.17g %!.17g", func.count(), func.min(Metric.step),
+                                         func.avg(Metric.value), func.min(Metric.value), func.max(Metric.value)))
+                      .where(*where, same, Metric.step >= start(number.c.i), Metric.step < start(number.c.i + 1))
+                      .scalar_subquery())
+        texts = session.scalars(select(aggregates).select_from(number).order_by(number.c.i)).all()
+        table = np.array(" ".join(texts).split(), np.float64).reshape(-1, 5)  # count step mean min max
+        rows.extend((loader, int(count), int(step), *values)
+                    for count, step, *values in table[table[:, 0] > 0].tolist())
+    return rows
+
+
+def _loaders(session: Session, where) -> list[str | None]:
+    """The loaders of a (task, name, kind), no loader first, by index seeks."""
+    unnamed = session.scalar(select(Metric.id).where(*where, Metric.loader.is_(None)).limit(1)) is not None
+    return [None] * unnamed + _loose_scan(session, Metric.loader, where)
+
+
+def _loose_scan(session: Session, column, where) -> list:
+    """The distinct non-NULL values of ``column`` among the rows ``where``, sorted, by a loose
+    index scan: one ``ORDER BY column LIMIT 1`` seek past the previous value per value, so the
+    cost grows with the number of values, not of rows (SQLite has no skip scan for ``DISTINCT``;
+    one column at a time, as SQLite seeks a row-value ``(a, b) > (x, y)`` on ``a`` alone)."""
+    found: list = []
+    query = select(column).where(*where, column.is_not(None)).order_by(column).limit(1)
+    while (value := session.scalar(query.where(column > found[-1]) if found else query)) is not None:
+        found.append(value)
     return found

@@ -256,7 +256,10 @@ class Metric(Base):
     value: Mapped[float] = mapped_column(Float)
     time: Mapped[timestamp]
 
-    __table_args__ = (Index("ix_metric_task_id_name_kind_step", "task_id", "name", "kind", "step"),)
+    # the second index covers the UI's series reads (ui.series): a loader's points in step order
+    # with their values, so SQLite answers from the index without visiting the table
+    __table_args__ = (Index("ix_metric_task_id_name_kind_step", "task_id", "name", "kind", "step"),
+                      Index("ix_metric_series", "task_id", "name", "kind", "loader", "step", "value"))
 
 
 class Checkpoint(Base):

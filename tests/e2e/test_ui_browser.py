@@ -14,12 +14,10 @@ def test_browse_to_a_running_task_and_stop_it(page, live_server, filled, store, 
     page.goto(base + "/dags")
     page.wait_for_selector(f'tr[data-dag="{filled.dag}"]')
     assert page.locator(f'tr[data-dag="{filled.failed_dag}"] td').nth(1).inner_text() == "bash " + EVIL
-    screenshot(page, "dags")
 
     page.click("text=digits")
     page.wait_for_selector("#graph .main-svg")
     assert page.locator("#graph .textpoint").count() >= 4  # node labels drawn by plotly
-    screenshot(page, "dag")
 
     page.click(f'tr[data-task="{filled.train}"] a:text-is("train")')
     page.wait_for_selector("#metrics .plot .main-svg")
@@ -28,9 +26,20 @@ def test_browse_to_a_running_task_and_stop_it(page, live_server, filled, store, 
     assert "ETA" in page.locator("#progress").inner_text()
     screenshot(page, "task")
 
-    with store.begin() as session:  # the task prints while the page is open
-        session.add(LogLine(task_id=filled.train, text="a line written later"))
+    dialogs = []
+
+    def on_dialog(dialog):  # an alert() run by a log line would land here
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    hostile = 'a line written later <script>alert(1)</script><img src=x onerror="alert(2)">'
+    with store.begin() as session:  # the task prints while the page is open: polled, no reload
+        session.add(LogLine(task_id=filled.train, text=hostile))
     page.wait_for_function("document.getElementById('log').innerText.includes('a line written later')")
+    assert hostile in page.locator("#log").inner_text()  # the appended line is text too
+    assert page.locator("#log script, #log img").count() == 0 and not dialogs
+    page.remove_listener("dialog", on_dialog)
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click(f'button[data-url="/api/tasks/{filled.train}/stop"]')

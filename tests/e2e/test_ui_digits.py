@@ -1,6 +1,7 @@
 """The digits pipeline in a browser: a real supervisor and worker in this process train the
 digits CNN; the page shows the run live, Stop stops it (the runner writes last_full.pth), Resume
 starts attempt 2 from that checkpoint, and the task finishes with its epoch axis continuing."""
+import shutil
 import time
 from pathlib import Path
 
@@ -18,9 +19,10 @@ EPOCHS = 2 + 20  # warm-up + main: long enough to press Stop while it trains
 
 
 def _submit(store, settings, tmp_path) -> tuple[int, int]:
-    dag_file = tmp_path / "digits-e2e.yml"
+    expdir = shutil.copytree(DIGITS, tmp_path / "digits")  # the expdir is the file's folder: no path in the YAML
+    dag_file = expdir / "digits-e2e.yml"
     dag_file.write_text(f"""
-info: {{name: digits-e2e, project: e2e, expdir: "{DIGITS}"}}
+info: {{name: digits-e2e, project: e2e}}
 executors:
   prepare: {{type: python, function: "prepare:prepare"}}
   train:
@@ -48,7 +50,13 @@ def _wait_until_training(store, task_id: int, timeout: float = 60.0) -> None:
 def test_stop_and_resume_a_training_task_from_the_browser(page, live_server, store, settings, tmp_path, screenshot):
     dag_id, train_id = _submit(store, settings, tmp_path)
     with run_local(settings, gpus=[], sessionmaker=store, interval=0.2, listen=False):
-        page.goto(f"{live_server()}/dags/{dag_id}")
+        page.goto(f"{live_server()}/dags")  # the DAG list, then the digits DAG and its graph
+        page.wait_for_selector(f'tr[data-dag="{dag_id}"]')
+        screenshot(page, "dags")
+        page.click(f'tr[data-dag="{dag_id}"] a:text-is("digits-e2e")')
+        page.wait_for_selector("#graph .main-svg")
+        assert page.locator("#graph .textpoint").count() >= 2  # prepare and train
+        screenshot(page, "dag")
         _wait_until_training(store, train_id)
         page.click(f'tr[data-task="{train_id}"] a:text-is("train")')
         page.wait_for_selector("#task-status .status-in_progress")

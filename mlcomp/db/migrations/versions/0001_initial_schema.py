@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 05:30:16.480014
+Create Date: 2026-11-21 06:31:01.401924
 """
 from alembic import op
 import sqlalchemy as sa
@@ -175,6 +175,7 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_metric'))
     )
     with op.batch_alter_table('metric', schema=None) as batch_op:
+        batch_op.create_index('ix_metric_series', ['task_id', 'name', 'kind', 'loader', 'step', 'value'], unique=False)
         batch_op.create_index('ix_metric_task_id_name_kind_step', ['task_id', 'name', 'kind', 'step'], unique=False)
 
     op.create_table('task_dependency',
@@ -198,6 +199,7 @@ def downgrade():
     op.drop_table('task_dependency')
     with op.batch_alter_table('metric', schema=None) as batch_op:
         batch_op.drop_index('ix_metric_task_id_name_kind_step')
+        batch_op.drop_index('ix_metric_series')
 
     op.drop_table('metric')
     with op.batch_alter_table('log_line', schema=None) as batch_op:

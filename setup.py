@@ -36,7 +36,8 @@ setup(
         "psycopg[binary]>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7"],
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7",
+                 "tensorboard>=2.10"],  # so the TensorBoard logger is tested
         "tensorboard": ["tensorboard"],
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
     },

@@ -5,8 +5,11 @@ compute loss and accuracy on both loaders every epoch without a device sync per 
 a checkpoint every epoch. The runner goes through ``SupervisedRunner.train`` with its default
 callbacks (criterion, optimizer, validation, checkpoints, console/log.txt/metrics-file loggers)
 plus ``AccuracyCallback``. Rounds are interleaved in one process; the medians and their ratio
-are printed (target: <= 1.05). Also prints the time ``import mlcomp.runner`` adds to
-``import torch`` (subprocesses, median).
+are printed (target: <= 1.05), for wall-clock time and for this process's CPU time (with one
+torch thread and ``num_workers=0`` all the work is in this process, so CPU time does not count
+the waits a loaded machine adds to wall time), with the median of the per-round ratios (each
+round's pair runs back to back, under the same load). Also prints the time ``import
+mlcomp.runner`` adds to ``import torch`` (subprocesses, median).
 
 Run: ``python bench/runner_overhead.py [--rounds 5] [--samples 24000]``.
 """
@@ -45,11 +48,20 @@ def make_setup(samples: int, seed: int = 0):
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), torch.nn.CrossEntropyLoss(), loaders
 
 
-def hand_loop(samples: int, logdir: Path) -> float:
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _elapsed(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, CPU) seconds since ``start``."""
+    return tuple(now - then for now, then in zip(_clocks(), start))
+
+
+def hand_loop(samples: int, logdir: Path) -> tuple[float, float]:
     """A careful hand-written loop (the same accuracy function as AccuracyCallback, sums on the
-    device, one ``.item()`` per loader); returns seconds."""
+    device, one ``.item()`` per loader); returns (wall, CPU) seconds."""
     model, optimizer, criterion, loaders = make_setup(samples)
-    start = time.perf_counter()
+    start = _clocks()
     for epoch in range(1, EPOCHS + 1):
         metrics = {}
         for name, loader in loaders.items():
@@ -71,17 +83,17 @@ def hand_loop(samples: int, logdir: Path) -> float:
             metrics[f"{name}_loss"], metrics[f"{name}_accuracy01"] = loss_sum.item() / seen, accuracy_sum.item() / seen
         torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
                     "epoch": epoch, "metrics": metrics}, logdir / "last.pth")
-    return time.perf_counter() - start
+    return _elapsed(start)
 
 
-def runner_loop(samples: int, logdir: Path) -> float:
-    """The same training through ``SupervisedRunner.train``; returns seconds."""
+def runner_loop(samples: int, logdir: Path) -> tuple[float, float]:
+    """The same training through ``SupervisedRunner.train``; returns (wall, CPU) seconds."""
     model, optimizer, criterion, loaders = make_setup(samples)
-    start = time.perf_counter()
+    start = _clocks()
     with contextlib.redirect_stdout(io.StringIO()):
         SupervisedRunner().train(model=model, criterion=criterion, optimizer=optimizer, loaders=loaders,
                                  logdir=logdir, num_epochs=EPOCHS, callbacks=[AccuracyCallback(topk_args=(1,))])
-    return time.perf_counter() - start
+    return _elapsed(start)
 
 
 def import_time(repeats: int = 5) -> float:
@@ -104,13 +116,17 @@ def main(argv=None) -> None:
                 logdir = Path(folder) / f"{name}{round_}"
                 logdir.mkdir()
                 times[name].append(fn(args.samples, logdir))
-    hand, runner = statistics.median(times["hand"]), statistics.median(times["runner"])
-    for name, values in times.items():
-        print(f"{name:>6} rounds: " + " ".join(f"{t:.3f}" for t in values))
     batches = EPOCHS * (args.samples * 4 // 5 // BATCH + args.samples // 5 // BATCH + 2)
-    print(f"hand-written loop: {hand:.3f} s (median of {args.rounds}, {hand / EPOCHS:.3f} s/epoch)")
-    print(f"runner:            {runner:.3f} s")
-    print(f"ratio runner/hand: {runner / hand:.3f}  (overhead {1e6 * (runner - hand) / batches:.1f} us/batch)")
+    for clock, index in (("wall", 0), ("CPU", 1)):
+        hand_times, runner_times = [t[index] for t in times["hand"]], [t[index] for t in times["runner"]]
+        hand, runner = statistics.median(hand_times), statistics.median(runner_times)
+        paired = statistics.median(r / h for r, h in zip(runner_times, hand_times))
+        print(f"[{clock}]   hand rounds: " + " ".join(f"{t:.3f}" for t in hand_times))
+        print(f"[{clock}] runner rounds: " + " ".join(f"{t:.3f}" for t in runner_times))
+        print(f"[{clock}] hand-written loop: {hand:.3f} s (median of {args.rounds}, {hand / EPOCHS:.3f} s/epoch); "
+              f"runner: {runner:.3f} s")
+        print(f"[{clock}] ratio runner/hand: {runner / hand:.3f} of the medians, {paired:.3f} median per round "
+              f"(overhead {1e6 * (runner - hand) / batches:.1f} us/batch)")
     print(f"import mlcomp.runner on top of torch: {import_time():.3f} s (median of 5)")
 
 

@@ -193,12 +193,31 @@ def test_loggers_write_log_and_metrics_files(tmp_path, capsys):
         MetricsFileLogger("metrics.txt")
 
 
+
+def test_console_logger_writes_a_failure_to_log_txt_but_leaves_showing_it_to_the_caller(tmp_path, capsys):
+    def fail(runner):
+        if runner.epoch == 2:
+            raise ConfigError("bad value at epoch 2")
+
+    with pytest.raises(ConfigError, match="bad value at epoch 2"):
+        train(logdir=tmp_path, num_epochs=3, callbacks=[callback(on_epoch_start=fail)])
+    out = capsys.readouterr().out
+    assert "train 1/3" in out and "bad value" not in out  # mlcomp run prints it once, as "Error: ..."
+    assert (tmp_path / "log.txt").read_text().splitlines()[-1] == "ConfigError: bad value at epoch 2"
+
 def test_tensorboard_logger_writes_events(tmp_path):
     pytest.importorskip("tensorboard")
     from mlcomp.runner import TensorboardLogger
 
-    train(logdir=tmp_path, callbacks=[TensorboardLogger()])
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runner = train(logdir=tmp_path, callbacks=[TensorboardLogger()], num_epochs=2)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"loss/train", "loss/valid"} <= set(events.Tags()["scalars"])
+    valid = events.Scalars("loss/valid")
+    assert [e.step for e in valid] == [1, 2]
+    assert valid[-1].value == pytest.approx(runner.epoch_metrics["valid_loss"], rel=1e-6)
 
 
 def test_checkpoint_resume_and_load_on_stage_start_load_weights(tmp_path):
@@ -216,3 +235,15 @@ def test_checkpoint_resume_and_load_on_stage_start_load_weights(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in best["model_state_dict"].items())
     with pytest.raises(ConfigError, match="nope.pth: no such file"):
         train(logdir=tmp_path / "c", callbacks={"_saver": CheckpointCallback(resume=str(tmp_path / "nope.pth"))})
+
+
+@pytest.mark.parametrize("flag", ["amp", "fp16"])
+def test_amp_falls_back_to_full_precision_off_cuda(flag):
+    """AMP needs CUDA; on the CPU ``amp``/``fp16`` runs exactly the float32 steps, without a scaler."""
+    plain = train(num_epochs=2)
+    mixed = train(num_epochs=2, **{flag: True})
+    optimizer = mixed.callbacks["_optimizer"]
+    assert optimizer.use_amp and optimizer._scaler is None and optimizer._autocast is None
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(),
+                                                 mixed.model.state_dict().values()))
+    assert mixed.epoch_metrics == plain.epoch_metrics

@@ -280,6 +280,21 @@ def test_batch_limit_wrapper():
     with pytest.raises(ConfigError, match="no length"):
         BatchLimitLoaderWrapper((batch for batch in loader), 0.5)
 
+    shuffled = DataLoader(TensorDataset(torch.arange(50.0)), batch_size=5, shuffle=True)
+    replayed = BatchLimitLoaderWrapper(shuffled, 2, replay=True)
+    first = [batch[0].tolist() for batch in replayed]
+    assert len(first) == 2 and all([batch[0].tolist() for batch in replayed] == first for _ in range(3))
+    assert "replay=True" in repr(replayed)
+
+
+def test_batch_overfit_keeps_the_check_mode_limit_on_every_epoch():
+    """The runner's own check-mode wrappers are not the callback's to unwrap."""
+    spy = Spy()
+    runner, _ = train(OrderedDict(overfit=BatchOverfitCallback(train=5, valid=5), spy=spy), num_epochs=3,
+                      check=True)
+    assert spy.batches == {"train": 2 * 3, "valid": 2 * 2}  # check mode: 2 epochs; train 3, valid its 2
+    assert all(isinstance(loader, BatchLimitLoaderWrapper) for loader in runner.loaders.values())
+
 
 def test_catalyst_style_config_with_the_extra_and_metric_callbacks(tmp_path):
     """A Catalyst 20.x ``callbacks_params`` section runs unchanged through the config API."""

@@ -246,3 +246,25 @@ def test_nproc_validates_the_config_before_starting_processes(tmp_path, capsys):
     code, _, err = mlcomp(capsys, "run", "--config", DIGITS, "--logdir", tmp_path / "x", "--nproc", 2,
                           "--model_params.model=Nope")
     assert_user_error(code, err, "model_params.model: unknown model 'Nope'")
+
+
+def test_pipeline_config_reads_the_data_folder_from_the_environment(tmp_path, capsys, monkeypatch):
+    """``${MLCOMP_DATA_DIR}`` in the digits pipeline config is expanded by ``mlcomp run`` itself."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_prepare", Path(DIGITS).parents[1] / "prepare.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    pipeline = str(Path(DIGITS).with_name("pipeline.yml"))
+    monkeypatch.delenv("MLCOMP_DATA_DIR", raising=False)
+    code, _, err = mlcomp(capsys, "run", "--config", DIGITS, "--config", pipeline, "--logdir", tmp_path / "a",
+                          "--check")
+    assert_user_error(code, err, "stages.data_params.loaders.train.path", "MLCOMP_DATA_DIR", "not set")
+    prepare.prepare(str(tmp_path / "data"))
+    capsys.readouterr()
+    monkeypatch.setenv("MLCOMP_DATA_DIR", str(tmp_path / "data"))
+    code, out, err = mlcomp(capsys, "run", "--config", DIGITS, "--config", pipeline, "--logdir", tmp_path / "b",
+                            "--check")
+    assert code == 0, err
+    saved = load_config(tmp_path / "b" / "config.yml")
+    assert saved["stages"]["data_params"]["loaders"]["train"]["path"] == str(tmp_path / "data" / "train.npz")

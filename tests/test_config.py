@@ -14,6 +14,7 @@ from mlcomp.runner import registry
 from mlcomp.runner.config import (
     ConfigExperiment,
     deep_merge,
+    expand_env,
     load_config,
     make_experiment,
     parse_overrides,
@@ -420,3 +421,18 @@ def test_config_is_deep_copied():
     snapshot = copy.deepcopy(config)
     ConfigExperiment(config).get_optimizer("train", torch.nn.Linear(4, 2))
     assert config == snapshot
+
+
+def test_expand_env_expands_strings_everywhere_and_names_unset_variables(monkeypatch):
+    monkeypatch.setenv("MLCOMP_TEST_DATA", "/data")
+    monkeypatch.delenv("MLCOMP_TEST_UNSET", raising=False)
+    config = {"stages": {"data_params": {"path": "${MLCOMP_TEST_DATA}/train.npz", "keys": ["$MLCOMP_TEST_DATA"],
+                                         "pattern": "^head$", "batch_size": 8}}}
+    expanded = expand_env(config)
+    assert expanded["stages"]["data_params"] == {"path": "/data/train.npz", "keys": ["/data"],
+                                                 "pattern": "^head$", "batch_size": 8}
+    assert config["stages"]["data_params"]["path"] == "${MLCOMP_TEST_DATA}/train.npz"  # not mutated
+    assert expand_env("$MLCOMP_TEST_UNSET/x") == "$MLCOMP_TEST_UNSET/x"
+    with pytest.raises(ConfigError, match=r"stages\.data_params\.loaders\.train\.path: .*MLCOMP_TEST_UNSET, "
+                                          r"which is not set"):
+        expand_env({"stages": {"data_params": {"loaders": {"train": {"path": "${MLCOMP_TEST_UNSET}/a"}}}}})

@@ -275,3 +275,21 @@ def test_spawn_processes_runs_mlcomp_run_as_two_ranks(tmp_path, capfd, tiny_conf
     assert capfd.readouterr().out.count(f"done in {logdir}") == 1  # rank 0 alone reports
     assert (logdir / "config.yml").is_file() and (logdir / "checkpoints" / "best.pth").is_file()
     assert len((logdir / "log.txt").read_text().splitlines()) >= 1
+
+
+@pytest.mark.parametrize("cuda, local_rank, backend", [(False, None, "gloo"), (True, 1, "nccl")])
+def test_setup_picks_nccl_on_gpus_and_gloo_on_the_cpu(alone, monkeypatch, cuda, local_rank, backend):
+    """The NCCL path cannot run here: the group creation and the CUDA calls are recorded instead."""
+    calls = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.setdefault("device", index))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: calls.setdefault("group", kwargs))
+    monkeypatch.setattr(distributed, "is_distributed", lambda: False)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    assert distributed.setup() is True
+    assert calls["group"] == {"backend": backend, "init_method": "env://", "rank": 1, "world_size": 2}
+    assert calls.get("device") == local_rank
+    calls.clear()
+    distributed.setup(backend="gloo")
+    assert calls["group"]["backend"] == "gloo"

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mlcomp.errors import ConfigError
 from mlcomp.runner import (Callback, CallbackNode, CallbackOrder, CheckpointCallback, ConsoleLogger, CriterionCallback,
                            OptimizerCallback, Runner, SimpleExperiment, SupervisedRunner, ValidationManagerCallback)
+from mlcomp.runner.callbacks import AccuracyCallback
 from mlcomp.runner.events import Event
 
 
@@ -203,9 +204,24 @@ def test_missing_valid_loader_is_a_config_error():
         train(loaders=OrderedDict(train=make_loaders()["train"]))
 
 
-def test_main_metric_nothing_produces_is_a_config_error():
+def test_main_metric_nothing_produces_is_a_config_error_before_the_first_batch():
+    """Every callback declares its metric names: the typo is caught at the stage start."""
+    batches = []
+    counter = callback(on_batch_end=lambda runner: batches.append(runner.loader_name))
+    counter.metric_names = ()
+    with pytest.raises(ConfigError, match=r"stage 'train': main_metric 'accuracy1' is not produced by any callback"
+                                          r".*they produce \['accuracy01', 'loss'\]"):
+        train(main_metric="accuracy1", callbacks=[counter, AccuracyCallback(topk_args=[1])])
+    assert batches == []
+
+
+def test_main_metric_nothing_produces_is_found_at_the_first_valid_loader_end():
+    """A callback that does not declare its metrics might write it: the check waits for the data."""
+    batches = []
+    counter = callback(on_batch_end=lambda runner: batches.append(runner.loader_name))
     with pytest.raises(ConfigError, match=r"main_metric 'accuracy01' is not produced.*metrics: \['loss'\]"):
-        train(main_metric="accuracy01")
+        train(main_metric="accuracy01", callbacks=[counter])
+    assert batches == ["train"] * 4 + ["valid"] * 2
 
 
 def test_callback_that_is_not_a_callback_is_rejected():
@@ -245,3 +261,44 @@ def test_default_callbacks_are_added_unless_given(tmp_path):
     assert isinstance(runner.callbacks["_validation"], ValidationManagerCallback)
     assert isinstance(runner.callbacks["_saver"], CheckpointCallback)
     assert isinstance(runner.callbacks["_console"], ConsoleLogger)
+
+
+def test_each_epoch_is_seeded_with_the_seed_plus_global_epoch_plus_one():
+    """Catalyst 20.x: an epoch's randomness depends on the seed and the epoch number only."""
+    import random
+
+    import numpy as np
+
+    draws = []
+    draw = callback(on_epoch_start=lambda runner: draws.append(
+        (runner.global_epoch, random.random(), float(np.random.rand()), torch.rand(1).item())))
+    SupervisedRunner().train(model=make_model(), criterion=torch.nn.CrossEntropyLoss(), loaders=make_loaders(),
+                             num_epochs=3, initial_seed=7, callbacks=[draw])
+    expected = []
+    for global_epoch in (1, 2, 3):
+        random.seed(7 + global_epoch + 1)
+        np.random.seed(7 + global_epoch + 1)
+        torch.manual_seed(7 + global_epoch + 1)
+        expected.append((global_epoch, random.random(), float(np.random.rand()), torch.rand(1).item()))
+    assert draws == expected
+
+
+@pytest.mark.parametrize("verbose, terminal, shown", [(True, True, True), (True, False, False),
+                                                      (False, True, False)])
+def test_progress_bar_needs_verbose_and_a_terminal(monkeypatch, capsys, verbose, terminal, shown):
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal, raising=False)
+    train(verbose=verbose, num_epochs=1)
+    err = capsys.readouterr().err
+    assert ("1/1 * train" in err and "1/1 * valid" in err) == shown, err
+
+
+def test_a_subclass_does_not_inherit_the_trust_in_declared_metric_names():
+    class LossAndMore(CriterionCallback):
+        def on_batch_end(self, runner):
+            super().on_batch_end(runner)
+            runner.batch_metrics["more"] = runner.batch_metrics["loss"] * 2
+
+    runner = train(main_metric="more", callbacks={"_criterion": LossAndMore()})
+    assert runner.best_valid_metrics["more"] == pytest.approx(2 * runner.best_valid_metrics["loss"])

@@ -26,6 +26,7 @@ class RunExit(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None):
+        """Print the message to stderr as it is (``file`` is ignored, as click passes None)."""
         click.echo(self.format_message(), err=True)
 
 

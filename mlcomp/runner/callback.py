@@ -51,7 +51,17 @@ class Callback:
 
     Raises:
         ValueError: ``order``, ``node`` or ``scope`` is not an int-valued member.
+
+    Attributes:
+        metric_names: the names of the metrics this callback may write into ``batch_metrics``
+            or ``loader_metrics`` (a superset is fine; ``()``: none), or ``None`` when it cannot
+            say (the default). Declare it on each class (a subclass does not inherit the trust:
+            it may write more). When every callback of a stage declares its names, a
+            ``main_metric`` none of them writes is reported at the stage start instead of at the
+            end of the first valid loader.
     """
+
+    metric_names: "tuple[str, ...] | None" = None
 
     def __init__(self, order: int, node: int = CallbackNode.All, scope: int = CallbackScope.Stage):
         for name, value, kind in (("order", order, None), ("node", node, CallbackNode),

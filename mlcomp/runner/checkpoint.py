@@ -99,12 +99,14 @@ def model_checkpoint(runner) -> dict[str, Any]:
             "valid_metrics": dict(runner.valid_metrics), "hparams": runner.hparams}
 
 
-def full_checkpoint(runner, epoch_done: bool = False) -> dict[str, Any]:
+def full_checkpoint(runner, epoch_done: bool = False, with_batch: bool = False) -> dict[str, Any]:
     """Everything needed to continue ``runner`` exactly where it is.
 
     Args:
         epoch_done: True at an epoch end (resume starts the next epoch); False after a batch
             (resume continues with the next batch of the current loader).
+        with_batch: taken inside ``on_batch_end``: the loader means include this batch's
+            metrics, as the runner will once the handlers are done (``Runner.state_dict``).
     """
     from mlcomp.runner.seed import get_rng_state
 
@@ -115,7 +117,7 @@ def full_checkpoint(runner, epoch_done: bool = False) -> dict[str, Any]:
         criterion_state_dict=_state(runner.criterion),
         callbacks={name: cb.state_dict() for name, cb in runner.callbacks.items() if hasattr(cb, "state_dict")},
         rng=get_rng_state(), loader_rng=runner.loader_rng_state,
-        position=runner.position(epoch_done), runner=runner.state_dict(),
+        position=runner.position(epoch_done), runner=runner.state_dict(with_batch=with_batch),
         checkpoint_data=dict(runner.checkpoint_data or {}))
     return checkpoint
 

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from mlcomp.errors import ConfigError
 from mlcomp.runner import registry
 from mlcomp.runner.experiment import Experiment
+from mlcomp.runner.simple import callbacks_by_name
 
 __all__ = [
     "TOP_LEVEL_KEYS",
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigExperiment",
     "stages_config",
     "deep_merge",
+    "expand_env",
     "load_config",
     "save_config",
     "parse_overrides",
@@ -87,6 +89,37 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+_UNSET_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+def expand_env(node: Any, where: str = "") -> Any:
+    """``node`` with ``$VAR`` and ``${VAR}`` environment references expanded in every string
+    (``os.path.expandvars``), e.g. ``path: ${MLCOMP_DATA_DIR}/train.npz``; mappings and lists are
+    copied, other values kept. A ``$VAR`` of an unset variable stays as written (a ``$`` may
+    mean something else, e.g. in a regular expression); a ``${VAR}`` of an unset one is an error.
+
+    Args:
+        node: a config or a part of it.
+        where: the dotted key path of ``node``, for messages.
+
+    Raises:
+        ConfigError: a string refers to ``${VAR}`` and ``VAR`` is not set (the message names the
+            key and the variable).
+    """
+    if isinstance(node, str):
+        expanded = os.path.expandvars(node)
+        unset = _UNSET_VAR.search(expanded)
+        if unset:
+            raise ConfigError(f"{where or 'config'}: {node!r} refers to the environment variable "
+                              f"{unset.group(1)}, which is not set; set it or write the value")
+        return expanded
+    if isinstance(node, Mapping):
+        return {key: expand_env(value, f"{where}.{key}" if where else str(key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [expand_env(value, f"{where}[{index}]") for index, value in enumerate(node)]
+    return node
 
 
 def _paths(node: Any, prefix: tuple = ()) -> Iterable[tuple]:
@@ -727,14 +760,6 @@ def resolve_resume(args: Mapping[str, Any], logdir: str | None) -> str | None:
     return None
 
 
-def _named_callbacks(callbacks) -> "OrderedDict[str, Any]":
-    if callbacks is None:
-        return OrderedDict()
-    if isinstance(callbacks, Mapping):
-        return OrderedDict(callbacks)
-    return OrderedDict((type(cb).__name__, cb) for cb in callbacks)
-
-
 def _make_runner(config: Mapping, runner_cls):
     params = dict(config.get("runner_params") or {})
     name = params.pop("runner", None)
@@ -751,7 +776,9 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     """Runs a config dict end to end and returns the runner (its metrics and model are set).
 
     The keyword arguments override ``args`` when given (``logdir``, ``resume``, ``check``,
-    ``overfit``, ``verbose``); ``logdir="none"`` runs without a logdir. The expdir is imported,
+    ``overfit``, ``verbose``); ``logdir="none"`` runs without a logdir. Environment references
+    (``${MLCOMP_DATA_DIR}``) in the config's strings are expanded first (:func:`expand_env`), so
+    the saved ``config.yml`` holds the values the run used. The expdir is imported,
     its ``Experiment``/``Runner`` used if it exports them (``runner_params.runner`` names a
     registered runner instead), the merged config is written to ``logdir/config.yml`` (rank 0),
     and the run resumes from ``args.resume`` or, with ``args.autoresume``, from
@@ -763,13 +790,14 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
             list (named by class).
 
     Raises:
-        ConfigError: any problem of the config, found before training starts where it can be;
+        ConfigError: any problem of the config, found before training starts where it can be
+            (e.g. a ``${VAR}`` of an unset variable);
             the runner raises it for a ``main_metric`` nothing produces or a resume file that
             does not fit.
         mlcomp.runner.RunStopped: the run was stopped (SIGTERM or ``request_stop``); it wrote
             ``logdir/checkpoints/last_full.pth``.
     """
-    config = copy.deepcopy(dict(config))
+    config = expand_env(copy.deepcopy(dict(config)))
     args = dict(config.get("args") or {})
     for key, value in (("logdir", logdir), ("resume", resume)):
         if value is not None:
@@ -780,7 +808,7 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     config["args"] = args
     experiment_cls, runner_cls = _expdir_classes(config)
     experiment = (experiment_cls or ConfigExperiment)(config)
-    experiment.extra_callbacks.update(_named_callbacks(extra_callbacks))
+    experiment.extra_callbacks.update(callbacks_by_name(extra_callbacks))
     if args.get("timeit") and "TimerCallback" in registry.Callback:
         experiment.extra_callbacks.setdefault("_timer", registry.Callback.create("TimerCallback"))
     resume_path = resolve_resume(args, experiment.logdir)

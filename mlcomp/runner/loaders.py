@@ -1,7 +1,8 @@
 """Loader wrappers (Catalyst 20.x ``BatchLimitLoaderWrapper``).
 
 :class:`BatchLimitLoaderWrapper` yields only the first batches of a loader each time it is
-iterated; ``BatchOverfitCallback`` and quick checks use it to run a few batches per epoch.
+iterated; ``BatchOverfitCallback`` and the runner's check and overfit modes use it to run a few
+batches per epoch (overfit mode with ``replay=True``: the very same batches every epoch).
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class BatchLimitLoaderWrapper:
     Args:
         loader: any iterable of batches (a ``DataLoader`` usually).
         num_batches: an int ≥ 1, or a float in (0, 1] for a fraction of ``len(loader)``.
+        replay: keep the batches of the first iteration and yield those same batches on every
+            later one (even from a shuffling loader); the default reads the loader anew.
 
     Raises:
         ConfigError: see :func:`resolve_num_batches`.
@@ -61,16 +64,23 @@ class BatchLimitLoaderWrapper:
         (3, [0, 1, 2])
     """
 
-    def __init__(self, loader: Iterable, num_batches: int | float):
+    def __init__(self, loader: Iterable, num_batches: int | float, replay: bool = False):
         length = len(loader) if hasattr(loader, "__len__") else None
         self.origin = loader
         self.num_batches = resolve_num_batches(num_batches, length, type(loader).__name__)
+        self.replay = replay
+        self._kept: list | None = None
 
     def __iter__(self) -> Iterator:
-        return itertools.islice(iter(self.origin), self.num_batches)
+        if not self.replay:
+            return itertools.islice(iter(self.origin), self.num_batches)
+        if self._kept is None:
+            self._kept = list(itertools.islice(iter(self.origin), self.num_batches))
+        return iter(self._kept)
 
     def __len__(self) -> int:
-        return self.num_batches
+        """``num_batches``, or fewer when a replaying wrapper's loader had fewer batches."""
+        return self.num_batches if self._kept is None else len(self._kept)
 
     def __getattr__(self, name: str) -> Any:
         if name == "origin":  # not set yet (e.g. while unpickling): no recursion
@@ -78,4 +88,5 @@ class BatchLimitLoaderWrapper:
         return getattr(self.origin, name)
 
     def __repr__(self) -> str:
-        return f"BatchLimitLoaderWrapper({self.origin!r}, num_batches={self.num_batches})"
+        replay = ", replay=True" if self.replay else ""
+        return f"BatchLimitLoaderWrapper({self.origin!r}, num_batches={self.num_batches}{replay})"

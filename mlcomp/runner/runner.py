@@ -27,6 +27,7 @@ from mlcomp.runner.accumulators import Mean
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackScope
 from mlcomp.runner.checkpoint import FULL_KEYS, full_checkpoint, load_checkpoint, save_checkpoint, unpack_checkpoint
 from mlcomp.runner.events import Event
+from mlcomp.runner.loaders import BatchLimitLoaderWrapper
 from mlcomp.runner.seed import get_rng_state, set_global_seed, set_rng_state
 
 __all__ = ["Runner", "RunStopped", "EXIT_STOPPED", "CHECK_BATCHES", "CHECK_EPOCHS", "to_device"]
@@ -70,6 +71,12 @@ def _batch_size(batch) -> int:
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             return value.shape[0]
     return 1
+
+
+def _copy_mean(mean: Mean) -> Mean:
+    copy = Mean()
+    copy.load_state_dict(mean.state_dict())
+    return copy
 
 
 def to_device(value, device: torch.device):
@@ -135,7 +142,7 @@ class Runner:
         self._accumulators: dict[str, Mean] = {}
         self._handlers: dict[Event, list] = {event: [] for event in Event}
         self._resume: tuple[dict, str] | None = None
-        self._batch_limit, self._overfit_cache, self._check = None, None, False
+        self._batch_limit, self._replay, self._check = None, False, False
 
     # ------------------------------------------------------------------ what subclasses define
     def handle_batch(self, batch: Mapping[str, Any]) -> None:
@@ -174,7 +181,7 @@ class Runner:
         self._reset()
         self.experiment = experiment
         self._batch_limit = CHECK_BATCHES if check else (int(overfit) if overfit else None)
-        self._overfit_cache = {} if overfit else None
+        self._replay = bool(overfit) and not check
         self._check = check
         first_stage = self._load_resume(resume) if resume is not None else 0
         owns_group = not distributed.is_distributed()  # a group made by a launcher outlives the run
@@ -236,7 +243,7 @@ class Runner:
         if self._resume is not None:
             set_rng_state(self._resume[0]["loader_rng"])
         self.loader_rng_state = get_rng_state()  # before the iterator draws its permutation
-        batches = self._iterate(name, loader)
+        batches = iter(loader)
         if self._resume is not None:
             self._resume_loader(batches)
         on_batch_start, on_batch_end = self._handlers[Event.BATCH_START], self._handlers[Event.BATCH_END]
@@ -258,12 +265,14 @@ class Runner:
                     self._stop()
         self._end_loader()
 
-    def _accumulate(self) -> None:
-        """Fold ``batch_metrics`` into the loader's means, weighted by the batch size."""
+    def _accumulate(self, accumulators: dict[str, Mean] | None = None) -> None:
+        """Fold ``batch_metrics`` into ``accumulators`` (default: the loader's means), weighted by
+        the batch size."""
+        accumulators = self._accumulators if accumulators is None else accumulators
         for key, value in self.batch_metrics.items():
-            accumulator = self._accumulators.get(key)
+            accumulator = accumulators.get(key)
             if accumulator is None:
-                accumulator = self._accumulators[key] = Mean()
+                accumulator = accumulators[key] = Mean()
             accumulator.update(value, self.batch_size)
 
     def _end_loader(self) -> None:
@@ -316,9 +325,9 @@ class Runner:
         model = distributed.unwrap_model(model).to(self.device)
         self.criterion, self.optimizer, self.scheduler = experiment.get_experiment_components(model, stage)
         self.model = distributed.wrap_model(model, self.device)
-        self.loaders = OrderedDict((name, distributed.shard_loader(loader, shuffle=name.startswith("train"),
-                                                                  seed=experiment.initial_seed))
-                                   for name, loader in experiment.get_loaders(stage).items())
+        self.loaders = OrderedDict((name, self._limit(distributed.shard_loader(
+            loader, shuffle=name.startswith("train"), seed=experiment.initial_seed)))
+            for name, loader in experiment.get_loaders(stage).items())
         if not self.loaders:
             raise ConfigError(f"stage {stage!r}: no loaders")
         if not self.is_infer_stage and self.valid_loader not in self.loaders:
@@ -353,20 +362,17 @@ class Runner:
         self.is_valid_loader = name.startswith("valid")
         self.is_infer_loader = name.startswith("infer")
         self.need_backward_pass = self.is_train_loader and not self.is_infer_stage
-        size = len(loader) if hasattr(loader, "__len__") else 0
-        self.loader_len = min(size, self._batch_limit) if self._batch_limit else size
+        self.loader_len = len(loader) if hasattr(loader, "__len__") else 0
         self.loader_batch_step = 0
         self.loader_metrics, self._accumulators = {}, {}
         distributed.set_epoch(loader, self.epoch)
 
-    def _iterate(self, name: str, loader: Iterable):
-        """An iterator over ``loader``'s batches, limited in check mode, replayed in overfit mode."""
-        if self._overfit_cache is not None:
-            if name not in self._overfit_cache:
-                self._overfit_cache[name] = list(itertools.islice(loader, self._batch_limit))
-            return iter(self._overfit_cache[name])
-        batches = iter(loader)
-        return itertools.islice(batches, self._batch_limit) if self._batch_limit else batches
+    def _limit(self, loader: Iterable) -> Iterable:
+        """``loader`` in check mode limited to its first batches, in overfit mode replaying its
+        first batches every epoch (:class:`BatchLimitLoaderWrapper`); else as it is."""
+        if not self._batch_limit:
+            return loader
+        return BatchLimitLoaderWrapper(loader, self._batch_limit, replay=self._replay)
 
     # ------------------------------------------------------------------ exact resume
     def position(self, epoch_done: bool = False) -> dict[str, Any]:
@@ -377,12 +383,22 @@ class Runner:
                 "global_sample_step": self.global_sample_step, "epoch_done": epoch_done,
                 "need_early_stop": self.need_early_stop}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The runner's metric state: epoch/loader/valid/best metrics and the loader accumulators."""
+    def state_dict(self, with_batch: bool = False) -> dict[str, Any]:
+        """The runner's metric state: epoch/loader/valid/best metrics and the loader accumulators.
+
+        Args:
+            with_batch: the accumulators as they will be once the current ``batch_metrics`` are
+                folded in, which the loop does after the last ``on_batch_end`` handler: for a
+                resumable checkpoint written *during* ``on_batch_end`` (IterationCheckpointCallback).
+        """
+        accumulators = self._accumulators
+        if with_batch:
+            accumulators = {key: _copy_mean(acc) for key, acc in accumulators.items()}
+            self._accumulate(accumulators)
         return {"epoch_metrics": dict(self.epoch_metrics), "loader_metrics": dict(self.loader_metrics),
                 "valid_metrics": dict(self.valid_metrics), "best_valid_metrics": dict(self.best_valid_metrics),
                 "is_best_valid": self.is_best_valid,
-                "accumulators": {key: acc.state_dict() for key, acc in self._accumulators.items()}}
+                "accumulators": {key: acc.state_dict() for key, acc in accumulators.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""

@@ -52,6 +52,11 @@ class CriterionAggregatorCallback(Callback):
                  loss_keys: {loss_ce: 1.0, loss_dice: 0.5}, loss_aggregate_fn: weighted_sum}
     """
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The loss it writes: ``(prefix,)``."""
+        return (self.prefix,)
+
     def __init__(self, prefix: str = "loss", loss_keys: str | Sequence[str] | Mapping[str, float] | None = None,
                  loss_aggregate_fn: str = "sum", multiplier: float = 1.0):
         super().__init__(order=CallbackOrder.MetricAggregation, node=CallbackNode.All)

@@ -28,11 +28,14 @@ class BatchOverfitCallback(Callback):
             loader of the stage (at stage start, listing the loaders).
     """
 
+    metric_names = ()  # writes no metric
+
     def __init__(self, **loader_batches: int | float):
         super().__init__(order=CallbackOrder.Internal, node=CallbackNode.All)
         for name, value in loader_batches.items():
             resolve_num_batches(value, None if isinstance(value, int) else 1, f"BatchOverfitCallback({name}=...)")
         self.loader_batches = dict(loader_batches)
+        self._wrapped: dict[str, BatchLimitLoaderWrapper] = {}
 
     def on_stage_start(self, runner) -> None:
         """Check that every named loader exists."""
@@ -42,13 +45,17 @@ class BatchOverfitCallback(Callback):
                               f"(loaders: {list(runner.loaders)})")
 
     def on_epoch_start(self, runner) -> None:
-        """Wrap the loaders for this epoch."""
+        """Wrap the loaders for this epoch (a loader the runner already limits, in check or
+        overfit mode, is left as it is)."""
+        self._wrapped = {}
         for name, loader in runner.loaders.items():
             if not isinstance(loader, BatchLimitLoaderWrapper):
-                runner.loaders[name] = BatchLimitLoaderWrapper(loader, self.loader_batches.get(name, 1))
+                wrapper = BatchLimitLoaderWrapper(loader, self.loader_batches.get(name, 1))
+                runner.loaders[name] = self._wrapped[name] = wrapper
 
     def on_epoch_end(self, runner) -> None:
-        """Give the runner its own loaders back."""
-        for name, loader in runner.loaders.items():
-            if isinstance(loader, BatchLimitLoaderWrapper):
-                runner.loaders[name] = loader.origin
+        """Give the runner back the loaders this callback wrapped."""
+        for name, wrapper in self._wrapped.items():
+            if runner.loaders.get(name) is wrapper:
+                runner.loaders[name] = wrapper.origin
+        self._wrapped = {}

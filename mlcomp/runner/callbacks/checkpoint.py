@@ -37,6 +37,8 @@ class CheckpointCallback(Callback):
         ConfigError: at stage start, there is no logdir, or ``resume`` does not exist / fit.
     """
 
+    metric_names = ()  # writes no metric
+
     def __init__(self, save_n_best: int = 1, resume: str | None = None, resume_dir: str | None = None,
                  metrics_filename: str = "_metrics.json", load_on_stage_start: str | None = None,
                  load_on_stage_end: str | None = None):

@@ -34,6 +34,11 @@ class CriterionCallback(Callback):
             (the message lists the keys there are).
     """
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The loss it writes: ``(prefix,)``."""
+        return (self.prefix,)
+
     def __init__(self, input_key="targets", output_key="logits", prefix: str = "loss",
                  criterion_key=None, multiplier: float = 1.0):
         super().__init__(CallbackOrder.Metric)

@@ -26,6 +26,8 @@ class EarlyStoppingCallback(Callback):
         ConfigError: at epoch end, the metric is not among the valid metrics.
     """
 
+    metric_names = ()  # writes no metric
+
     def __init__(self, patience: int, metric: str | None = "loss", minimize: bool | None = True,
                  min_delta: float = 1e-6):
         super().__init__(CallbackOrder.External)

@@ -38,6 +38,8 @@ class InferCallback(Callback):
     the master writes the files.
     """
 
+    metric_names = ()  # writes no metric
+
     def __init__(self, out_dir: str | None = None, out_prefix: str | None = None,
                  output_keys: list[str] | None = None):
         super().__init__(order=CallbackOrder.Internal, node=CallbackNode.All)

@@ -11,25 +11,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlcomp.errors import ConfigError
-from mlcomp.runner.accumulators import Mean
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
 from mlcomp.runner.checkpoint import full_checkpoint, save_checkpoint
 
 __all__ = ["IterationCheckpointCallback"]
-
-
-def _after_batch_checkpoint(runner) -> dict[str, Any]:
-    """``full_checkpoint(runner)`` as it will be once the runner has folded this batch's metrics
-    into its loader means (which it does after the last ``on_batch_end`` handler)."""
-    checkpoint = full_checkpoint(runner)
-    accumulators = checkpoint["runner"]["accumulators"]
-    for key, value in runner.batch_metrics.items():
-        mean = Mean()
-        if key in accumulators:
-            mean.load_state_dict(accumulators[key])
-        mean.update(value, runner.batch_size)
-        accumulators[key] = mean.state_dict()
-    return checkpoint
 
 
 def _as_float(value) -> float:
@@ -53,6 +38,8 @@ class IterationCheckpointCallback(Callback):
     Raises:
         ConfigError: ``save_n_last`` or ``period`` below 1 (at construction), no logdir (at stage start).
     """
+
+    metric_names = ()  # writes no metric
 
     def __init__(self, save_n_last: int = 1, period: int = 100, stage_restart: bool = True,
                  metrics_filename: str = "_metrics_iter.json"):
@@ -86,7 +73,7 @@ class IterationCheckpointCallback(Callback):
                            "metrics": {key: _as_float(value) for key, value in runner.batch_metrics.items()}})
         dropped = self.saved[:-self.save_n_last]
         del self.saved[:-self.save_n_last]
-        save_checkpoint(_after_batch_checkpoint(runner), folder / name)
+        save_checkpoint(full_checkpoint(runner, with_batch=True), folder / name)
         for old in dropped:
             (folder / old["file"]).unlink(missing_ok=True)
         self._write_metrics(folder / self.metrics_filename)

@@ -21,7 +21,11 @@ def format_metrics(metrics: dict) -> str:
 
 class ConsoleLogger(Callback):
     """Prints one line per epoch (stage, epoch, every epoch metric, ``*`` on the best epoch) to
-    stdout and appends it to ``logdir/log.txt`` when there is a logdir. Master only."""
+    stdout and appends it to ``logdir/log.txt`` when there is a logdir. An error (or a stop)
+    ending the run is written to ``log.txt`` only: it propagates, and whoever catches it shows it
+    once (``mlcomp run`` as one ``Error:`` line). Master only."""
+
+    metric_names = ()  # writes no metric
 
     def __init__(self):
         super().__init__(CallbackOrder.Logging, node=CallbackNode.Master)
@@ -44,12 +48,13 @@ class ConsoleLogger(Callback):
         self._close()
 
     def on_exception(self, runner):
-        """Log the error (or the stop) and close ``log.txt``."""
-        self._write(f"{type(runner.exception).__name__}: {runner.exception}")
+        """Log the error (or the stop) to ``log.txt`` and close it."""
+        self._write(f"{type(runner.exception).__name__}: {runner.exception}", echo=False)
         self._close()
 
-    def _write(self, line: str) -> None:
-        print(line, flush=True)
+    def _write(self, line: str, echo: bool = True) -> None:
+        if echo:
+            print(line, flush=True)
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()
@@ -63,6 +68,8 @@ class ConsoleLogger(Callback):
 class ProgressBarLogger(Callback):
     """A tqdm bar per loader, only when ``runner.verbose`` and stdout is a terminal (so logs
     captured to files get no bar and the per-batch cost is one ``is None`` test)."""
+
+    metric_names = ()  # writes no metric
 
     def __init__(self):
         super().__init__(CallbackOrder.Logging, node=CallbackNode.Master)
@@ -107,6 +114,8 @@ class MetricsFileLogger(Callback):
         ValueError: the file name ends neither in ``.jsonl`` nor ``.csv``.
     """
 
+    metric_names = ()  # writes no metric
+
     def __init__(self, filename: str = "metrics.jsonl"):
         super().__init__(CallbackOrder.Logging, node=CallbackNode.Master)
         kind = filename.rsplit(".", 1)[-1]
@@ -142,6 +151,8 @@ class TensorboardLogger(Callback):
     Raises:
         ImportError: at stage start, when ``tensorboard`` is not installed.
     """
+
+    metric_names = ()  # writes no metric
 
     def __init__(self):
         super().__init__(CallbackOrder.Logging, node=CallbackNode.Master)

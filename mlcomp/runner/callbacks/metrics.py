@@ -91,6 +91,11 @@ class AccuracyCallback(BatchMetricCallback):
         ConfigError: bad ``topk_args`` or ``activation``.
     """
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """``{prefix}{k:02}`` for each ``k`` of ``topk_args``."""
+        return tuple(f"{self.prefix}{k:02}" for k in self.topk_args)
+
     def __init__(self, input_key: str = "targets", output_key: str = "logits", prefix: str = "accuracy",
                  multiplier: float = 1.0, topk_args: Sequence[int] | None = None, num_classes: int | None = None,
                  accuracy_args: Sequence[int] | None = None, activation: str | None = "Softmax"):

@@ -41,6 +41,11 @@ class MixupCallback(CriterionCallback):
         ConfigError: ``alpha`` < 0, no ``fields``, or a field missing from a batch.
     """
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The loss it writes: ``(prefix,)``."""
+        return (self.prefix,)
+
     def __init__(self, input_key: str = "targets", output_key: str = "logits", fields: Sequence[str] = ("features",),
                  alpha: float = 1.0, on_train_only: bool = True, seed: int | None = None, **kwargs):
         if not isinstance(input_key, str) or not isinstance(output_key, str):

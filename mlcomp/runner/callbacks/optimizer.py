@@ -34,6 +34,8 @@ class OptimizerCallback(Callback):
         ConfigError: at stage start, the stage has no optimizer; during a batch, the loss is missing.
     """
 
+    metric_names = ()  # writes no metric
+
     def __init__(self, loss_key: str = "loss", accumulation_steps: int = 1,
                  grad_clip_params: Mapping[str, Any] | None = None, optimizer_key=None,
                  use_amp: bool = False, metric_key: str | None = None, decouple_weight_decay: bool = False):

@@ -29,6 +29,8 @@ class SchedulerCallback(Callback):
             metric is not among the valid metrics.
     """
 
+    metric_names = ("lr",)  # a train loader's learning rate
+
     def __init__(self, scheduler_key=None, mode: str | None = None, reduced_metric: str | None = None):
         super().__init__(CallbackOrder.Scheduler)
         if mode is not None and mode not in MODES:

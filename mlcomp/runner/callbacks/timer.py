@@ -40,6 +40,8 @@ class TimerCallback(Callback):
         clock: a function returning seconds (``time.perf_counter``; tests pass a fake clock).
     """
 
+    metric_names = ("_timer/data_time", "_timer/model_time", "_timer/batch_time", "_timer/_fps")
+
     def __init__(self, synchronize: bool = False, clock: Callable[[], float] = time.perf_counter):
         super().__init__(order=CallbackOrder.Logging - 1, node=CallbackNode.All)
         self.synchronize, self.clock = synchronize, clock

@@ -30,6 +30,8 @@ from sqlalchemy import func, select, update
 from mlcomp.db import Computer, Task
 from timed_dag import timed_dag
 
+__all__ = ["grid_yaml", "orchestrated", "baseline", "main"]
+
 
 def grid_yaml(cells: int, seconds: float) -> str:
     """A DAG file: a grid search of ``cells`` bash sleeps, each asking for 1 GPU, all at once."""
@@ -48,10 +50,12 @@ def orchestrated(root: Path, cells: int, gpus: int, seconds: float) -> tuple[flo
     root.mkdir(parents=True, exist_ok=True)
     (root / "dag.yml").write_text(grid_yaml(cells, seconds))
 
-    def gpus_only(session):  # GPUs, not the host's CPU count, limit the grid
+    def gpus_only(session):
+        """Raises the computer's CPU count to its GPUs: GPUs, not the host's CPUs, limit the grid."""
         session.execute(update(Computer).where(Computer.name == "bench").values(cpu=gpus))
 
     def busy(session, ids):
+        """Seconds from the first cell's start to the last cell's end (store timestamps)."""
         first, last = session.execute(select(func.min(Task.started), func.max(Task.finished))
                                       .where(Task.dag_id.in_(ids), Task.parent_id.is_not(None))).one()
         return (last - first).total_seconds()
@@ -69,6 +73,7 @@ def baseline(cells: int, gpus: int, seconds: float) -> float:
 
 
 def main() -> None:
+    """Parses the options, runs the interleaved rounds and prints the medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cells", type=int, default=16)

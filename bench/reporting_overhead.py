@@ -35,6 +35,8 @@ from mlcomp.db import Metric, Task
 from mlcomp.settings import Settings
 from timed_dag import timed_dag
 
+__all__ = ["make_expdir", "baseline", "orchestrated", "main"]
+
 REPO = Path(__file__).resolve().parents[1]
 EXPDIR = REPO / "dags" / "digits"
 CONFIGS = ["configs/train.yml", "configs/pipeline.yml"]
@@ -59,15 +61,14 @@ def make_expdir(tmp: Path, epochs: int | None) -> Path:
 
 
 def baseline(expdir: Path, logdir: Path, data: Path) -> float:
-    """Seconds of ``mlcomp run`` of the train task's configs (``mlcomp run`` does not expand
-    ``${MLCOMP_DATA_DIR}``: the data paths are written into a copy of the pipeline config)."""
-    plain = logdir.with_name(logdir.name + "-pipeline.yml")
-    plain.write_text((expdir / CONFIGS[1]).read_text().replace("${MLCOMP_DATA_DIR}", str(data)))
+    """Seconds of ``mlcomp run`` of the train task's configs, with ``MLCOMP_DATA_DIR`` set to
+    ``data`` as the worker sets it (the runner expands ``${MLCOMP_DATA_DIR}`` in both)."""
     argv = [sys.executable, "-c", "from mlcomp.cli import main; main()", "run", "--logdir", str(logdir)]
-    for path in (expdir / CONFIGS[0], plain, expdir / "configs" / "epochs.yml"):
-        argv += ["--config", str(path)]
+    for name in (*CONFIGS, "configs/epochs.yml"):
+        argv += ["--config", str(expdir / name)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLCOMP_DATA_DIR": str(data)}
     start = time.perf_counter()  # one torch thread, as the task gets for its 1 CPU
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -75,6 +76,7 @@ def orchestrated(tmp: Path, root: Path) -> tuple[float, float, int]:
     """Seconds from submission to the train task's end, seconds its process ran (start to end
     as the store records them), and the metric rows it wrote."""
     def inspect(session, ids):
+        """(the task's start-to-end seconds, the metric rows in the store)."""
         started, finished = session.execute(select(Task.started, Task.finished).where(Task.dag_id.in_(ids))).one()
         return (finished - started).total_seconds(), session.scalar(select(func.count()).select_from(Metric))
 
@@ -83,6 +85,7 @@ def orchestrated(tmp: Path, root: Path) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    """Parses the options, runs the interleaved rounds and prints the medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="epochs in all (default: the config's 10)")

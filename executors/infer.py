@@ -33,7 +33,6 @@ from typing import Any
 from executors.base import Executor, SubmitContext, TaskContext
 from executors.lookup import export_data_dir, model_source
 from executors.registry import register
-from executors.train import expand_env
 from mlcomp.errors import ConfigError, ExecutorError
 
 __all__ = ["InferExecutor", "predict", "classification_metrics", "KEYS", "FORMATS"]
@@ -156,7 +155,8 @@ class InferExecutor(Executor):
 
         Raises:
             ExecutorError: no train run to take the model from, or no loader to predict.
-            ConfigError: the checkpoint is missing or does not fit the model.
+            ConfigError: the checkpoint is missing or does not fit the model; the dataset refers
+                to an unset ``${VAR}``.
         """
         import torch
 
@@ -184,20 +184,27 @@ class InferExecutor(Executor):
                 metrics[f"{name}_{key}"] = value
                 if task.reporter is not None:
                     task.reporter.metric(key, value, loader=name, stage="infer", epoch=1, step=1, kind="epoch")
-        print("mlcomp infer: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+        print(f"mlcomp infer: model of task {source.task_id} {source.name!r} ({source.checkpoint}); "
+              + (", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no targets: no metrics"), flush=True)
         return {"paths": paths, "metrics": metrics, **source.describe()}
 
     @staticmethod
     def _loaders(task: TaskContext, experiment) -> "OrderedDict[str, Any]":
-        """``infer`` over the configured ``dataset``, else the ``infer*`` loaders of the config's
-        stages (only those named in ``loaders`` when given)."""
+        """``infer`` over the configured ``dataset`` (its ``${VAR}`` references expanded), else the
+        ``infer*`` loaders of the config's stages (only those named in ``loaders`` when given).
+
+        Raises:
+            ExecutorError: no loader to predict.
+            ConfigError: the dataset refers to an unset ``${VAR}`` or cannot be built.
+        """
         from torch.utils.data import DataLoader
 
         from mlcomp.runner import registry
+        from mlcomp.runner.config import expand_env
 
         dataset = task.config.get("dataset")
         if dataset is not None:
-            kwargs = expand_env({k: v for k, v in dataset.items() if k != "dataset"})
+            kwargs = expand_env({k: v for k, v in dataset.items() if k != "dataset"}, "dataset")
             data = registry.Dataset.create(dataset["dataset"], "dataset.dataset", **kwargs)
             return OrderedDict(infer=DataLoader(data, batch_size=task.config["batch_size"], shuffle=False))
         wanted = task.config.get("loaders")

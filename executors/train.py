@@ -19,8 +19,9 @@ key is rejected with the file and line; a cell key naming one of this task's own
 ``config`` or ``params.x``, sets that key instead, so a grid may also choose config files), the result is checked by building its experiment, and
 the resolved config is stored in the task's ``executor_config`` with its main metric.
 
-On the worker the config's strings have ``${VAR}`` environment references expanded
-(``${MLCOMP_DATA_DIR}`` is the project's data folder), the logdir is ``<task folder>/logdir``,
+On the worker ``MLCOMP_DATA_DIR`` is set to the project's data folder (the runner expands
+``${VAR}`` references in the config's strings: :func:`mlcomp.runner.config.expand_env`), the
+logdir is ``<task folder>/logdir``,
 and the run reports to the store through :class:`executors.reporting.ReportingCallback`. A new
 attempt of a stopped or failed task continues from ``logdir/checkpoints/last_full.pth`` (or
 ``best_full.pth``, or a given file: ``Task.resume_from``). A stop request (SIGTERM) makes the
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,24 +46,12 @@ from executors.reporting import MAX_BATCH_POINTS, ReportingCallback
 from mlcomp.db import Task
 from mlcomp.errors import ConfigError, ExecutorError
 
-__all__ = ["TrainExecutor", "expand_env", "resolve_resume", "train_result", "KEYS"]
+__all__ = ["TrainExecutor", "resolve_resume", "train_result", "KEYS"]
 
 log = logging.getLogger(__name__)
 
 KEYS = ("config", "params", "processes", "max_batch_points")
 NAMED_RESUME = {"last": "last_full.pth", "best": "best_full.pth"}
-
-
-def expand_env(node: Any) -> Any:
-    """``node`` with ``$VAR``/``${VAR}`` expanded in every string (``os.path.expandvars``;
-    unknown variables stay as written). Mappings and lists are copied."""
-    if isinstance(node, str):
-        return os.path.expandvars(node)
-    if isinstance(node, Mapping):
-        return {key: expand_env(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [expand_env(value) for value in node]
-    return node
 
 
 def _config_files(spec: dict, ctx: SubmitContext) -> list[str]:
@@ -307,9 +295,9 @@ class TrainExecutor(Executor):
 
     @staticmethod
     def _config(task: TaskContext) -> dict:
-        """The stored config with environment references expanded and ``args.expdir`` on the
-        task's code copy."""
-        config = expand_env(copy.deepcopy(task.config["config"]))
+        """The stored config with ``args.expdir`` on the task's code copy (``${VAR}`` references
+        are left to the runner, which expands them when the run starts)."""
+        config = copy.deepcopy(task.config["config"])
         relative = task.config.get("expdir")
         if relative is not None:
             config.setdefault("args", {})["expdir"] = str(task.code_dir / relative)

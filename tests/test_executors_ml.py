@@ -12,7 +12,7 @@ from executors.grid_search import best_cell, grid_result, leaderboard
 from executors.infer import classification_metrics
 from executors.lookup import train_source
 from executors.reporting import ReportingCallback
-from executors.train import TrainExecutor, expand_env, resolve_resume
+from executors.train import TrainExecutor, resolve_resume
 from mlcomp.db import Metric, Task, TaskStatus
 from mlcomp.errors import DagError, ExecutorError
 from ml_helpers import TINY_CONFIG
@@ -70,10 +70,25 @@ def test_bad_train_specs_name_the_key(expdir, spec, key):
         TrainExecutor.validate(spec, context(expdir))
 
 
-def test_expand_env_replaces_variables_in_nested_strings(monkeypatch):
-    monkeypatch.setenv("MLCOMP_DATA_DIR", "/data/p")
-    node = {"a": ["${MLCOMP_DATA_DIR}/x.npz", 3], "b": {"c": "$MLCOMP_DATA_DIR", "d": "${NOT_SET_ANYWHERE_X}"}}
-    assert expand_env(node) == {"a": ["/data/p/x.npz", 3], "b": {"c": "/data/p", "d": "${NOT_SET_ANYWHERE_X}"}}
+def test_env_references_are_expanded_once_by_the_runner_and_in_the_infer_dataset(expdir, tmp_path, monkeypatch):
+    import numpy as np
+
+    from executors.infer import InferExecutor
+    from mlcomp.errors import ConfigError
+
+    spec = {"config": "configs/train.yml", "params": {"args.logdir": "${MLCOMP_DATA_DIR}/x"}}
+    task = task_context(tmp_path)
+    task.config = TrainExecutor.validate(spec, context(expdir))
+    assert TrainExecutor._config(task)["args"]["logdir"] == "${MLCOMP_DATA_DIR}/x"  # left to run_config
+    np.savez(tmp_path / "test.npz", x=np.zeros((3, 8), np.float32), y=np.zeros(3, np.int64))
+    monkeypatch.setenv("MLCOMP_DATA_DIR", str(tmp_path))
+    task.config = {"dataset": {"dataset": "NpzDataset", "path": "${MLCOMP_DATA_DIR}/test.npz",
+                               "keys": {"x": "features", "y": "targets"}}, "batch_size": 2}
+    loader = InferExecutor._loaders(task, None)["infer"]
+    assert [len(batch["features"]) for batch in loader] == [2, 1]
+    monkeypatch.delenv("MLCOMP_DATA_DIR")
+    with pytest.raises(ConfigError, match=r"dataset\.path: .*MLCOMP_DATA_DIR, which is not set"):
+        InferExecutor._loaders(task, None)
 
 
 class FakeReporter:
@@ -298,3 +313,24 @@ def test_infer_and_trace_defaults():
                                                "batch_size": 256, "formats": ["npy", "csv"]}
     assert TraceExecutor.validate({}, ctx) == {"checkpoint": "best", "mode": "eval", "method_name": "forward",
                                                "requires_grad": False, "script": False}
+
+
+def test_predictions_without_targets_have_no_target_column_and_no_metrics(tmp_path):
+    import numpy as np
+    import torch
+
+    from executors.infer import _write, predict
+    from mlcomp.errors import ConfigError
+
+    model = torch.nn.Linear(4, 3)
+    batches = [{"features": torch.randn(5, 4)}, {"features": torch.randn(2, 4)}]
+    outputs, targets = predict(model, batches, "features", "targets", torch.device("cpu"))
+    assert outputs.shape == (7, 3) and targets is None
+    paths = _write(tmp_path, "infer", outputs, targets, ["npy", "csv"])
+    assert np.load(paths["infer outputs"]).shape == (7, 3)
+    lines = Path(paths["infer predictions"]).read_text().splitlines()
+    assert lines[0] == "row,prediction" and len(lines) == 8
+    assert lines[1] == f"0,{int(outputs[0].argmax())}"
+    assert list(_write(tmp_path / "csv", "x", outputs, None, ["csv"])) == ["x predictions"]
+    with pytest.raises(ConfigError, match="'features'.*got \\['x'\\]"):
+        predict(model, [{"x": torch.randn(1, 4)}], "features", "targets", torch.device("cpu"))

@@ -1,7 +1,8 @@
 """The ML executors through the orchestrator (an embedded supervisor and a local worker on a
 temporary store, real child processes): stop and resume of a train task with exact final
-metrics, a worker killed during a task, grid resume, a distributed train task on gloo, and the
-digits pipeline end to end (prepare → train + grid search → infer → trace)."""
+metrics, a worker killed during a task, grid resume, a distributed train task on gloo stopped
+and resumed, the digits pipeline end to end (prepare → train + grid search → infer → trace), and
+the exit code and message of ``dag submit --wait`` when a task fails."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from mlcomp import control
-from mlcomp.db import Checkpoint, Metric, Task, TaskStatus, immediate
+from mlcomp.db import Checkpoint, LogLine, Metric, Task, TaskStatus, immediate
 from mlcomp.supervisor import RecordingDispatcher, Supervisor, run_local
 from ml_helpers import write_expdir
 from supervisor_helpers import wait_for
@@ -177,26 +178,49 @@ def test_dag_resume_reruns_only_the_failed_grid_cells(settings, store, tmp_path)
 
 
 DISTR_DAG = """\
-info: {name: ddp, project: p, expdir: .}
+info: {name: NAME, project: p, expdir: .}
 executors:
   train:
     type: train
-    config: [configs/train.yml, configs/slow.yml]
+    config: CONFIGS
     distr: true
     processes: 2
     cpu: 2
-    params: {stages.two.stage_params.num_epochs: 1}
 """
 
 
-def test_distributed_train_task_runs_two_gloo_processes_and_rank_zero_reports(settings, store, tmp_path):
-    dag_id = submit(store, settings, write_expdir(tmp_path / "exp", DISTR_DAG))
-    train_id = tasks(store, dag_id)["train"].id
-    with run_local(settings, [], sessionmaker=store, listen=False, interval=0.2, dag_ids=[dag_id]):
-        done = wait_status(store, train_id, S.success, S.failed, S.stopped, timeout=120)
-    assert done.status is S.success, done.reason
-    assert done.result["epochs"] == 3 and done.result["checkpoints"]["best"] == "logdir/checkpoints/best.pth"
-    assert [step for _, step, _ in epoch_metrics(store, train_id)] == [1, 2, 3]  # once: rank 0 only
+def test_distributed_train_task_stops_and_resumes_like_an_uninterrupted_run(settings, store, tmp_path):
+    """Two gloo processes per run: the reference runs straight through; the other is stopped
+    inside an epoch (both ranks checkpoint the same position), resumed, and ends with the same
+    floats, one metric point per epoch (rank 0 reports) on one step axis."""
+    from mlcomp.runner.checkpoint import load_checkpoint
+
+    slow = write_expdir(tmp_path / "exp", DISTR_DAG.replace("NAME", "stop").replace(
+        "CONFIGS", "[configs/train.yml, configs/slow.yml]"), seconds=0.15)
+    reference = slow.with_name("reference.yml")
+    reference.write_text(DISTR_DAG.replace("NAME", "reference").replace("CONFIGS", "configs/train.yml"))
+    ref_id, stop_id = (tasks(store, submit(store, settings, f))["train"].id for f in (reference, slow))
+    with run_local(settings, [], sessionmaker=store, listen=False, interval=0.2):
+        wait_for(lambda: len(epoch_metrics(store, stop_id)) >= 1, timeout=120)
+        with store.begin() as session:
+            immediate(session)
+            control.stop_task(session, stop_id)
+        stopped = wait_status(store, stop_id, S.stopped, S.failed, S.success, timeout=60)
+        assert stopped.status is S.stopped, stopped.reason
+        position = load_checkpoint(settings.tasks_dir / str(stop_id) / "logdir/checkpoints/last_full.pth")["position"]
+        assert not position["epoch_done"]  # stopped inside an epoch
+        with store.begin() as session:
+            immediate(session)
+            control.resume_task(session, stop_id)
+        done = wait_status(store, stop_id, S.success, S.failed, S.stopped, timeout=120)
+        ref = wait_status(store, ref_id, S.success, S.failed, S.stopped, timeout=120)
+    assert ref.status is S.success and done.status is S.success and done.attempt == 2, (ref.reason, done.reason)
+    assert done.result["last_metrics"] == ref.result["last_metrics"]  # bitwise: same floats
+    assert done.result["epochs"] == 4 and done.result["checkpoints"]["best"] == "logdir/checkpoints/best.pth"
+    series = epoch_metrics(store, stop_id)
+    assert [step for _, step, _ in series] == [1, 2, 3, 4]  # once per epoch (rank 0 only), no gap or restart
+    assert {attempt for attempt, _, _ in series} == {1, 2}
+    assert [value for _, _, value in series] == [value for _, _, value in epoch_metrics(store, ref_id)]
 
 
 def test_digits_pipeline_predicts_and_traces_the_best_model(settings, store):
@@ -221,8 +245,30 @@ def test_digits_pipeline_predicts_and_traces_the_best_model(settings, store):
     lines = Path(infer["paths"]["infer predictions"]).read_text().splitlines()
     assert lines[0] == "row,prediction,target" and len(lines) == test_rows + 1
     assert infer["metrics"]["infer_accuracy"] > 0.8
+    better = search["best_value"] > found["train"].result["best"]  # accuracy: maximized; a tie keeps `train`
+    source = search["best_task_id"] if better else found["train"].id
+    assert infer["source_task"] == source  # the better of `train` and the search's best cell
+    with store() as session:
+        log = session.scalars(select(LogLine.text).where(LogLine.task_id == found["infer"].id)).all()
+    assert any(f"model of task {source} " in line for line in log), log
     traced = load_traced(found["trace"].result["paths"]["traced model"])
     import torch
 
     assert traced(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert found["trace"].result["source_task"] == infer["source_task"]
+
+
+def test_submit_wait_exits_1_and_says_why_when_infer_has_no_train_run(tmp_path, monkeypatch, capsys):
+    from mlcomp.cli import main
+
+    monkeypatch.setenv("MLCOMP_ROOT", str(tmp_path / "root"))
+    for name in ("MLCOMP_DB_URL", "MLCOMP_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    dag_file = tmp_path / "dag.yml"
+    dag_file.write_text("info: {name: e, project: p, expdir: .}\nexecutors:\n"
+                        "  a: {type: bash, command: 'true'}\n  infer: {type: infer, depends: a}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dag", "submit", str(dag_file), "--wait"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 1, out
+    assert "'infer': failed" in out and "depends on no train task or grid search of train tasks" in out

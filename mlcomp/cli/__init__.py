@@ -55,8 +55,8 @@ def cli():
 
 def main(argv=None):
     """Entry point of the ``mlcomp`` console script."""
-    try:
-        cli.main(args=argv, prog_name="mlcomp", standalone_mode=False)
+    try:  # without standalone mode click returns a raised Exit's code instead of exiting
+        code = cli.main(args=argv, prog_name="mlcomp", standalone_mode=False)
     except MlcompError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -68,4 +68,4 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -50,6 +50,8 @@ class ReportingCallback(Callback):
         ValueError: ``max_batch_points`` < 0 or ``progress_every`` < 0.
     """
 
+    metric_names = ()  # reads metrics, writes none: a wrong main_metric still fails at stage start
+
     def __init__(self, reporter, folder: str | Path, max_batch_points: int = MAX_BATCH_POINTS,
                  progress_every: float = 1.0, clock: Callable[[], float] = time.monotonic):
         super().__init__(CallbackOrder.External + 1, node=CallbackNode.Master, scope=CallbackScope.Experiment)

@@ -35,6 +35,7 @@ class SubmitContext:
         grid_cell: the parameter values of this task's grid cell (DAG-level and task-level
             merged), or ``None`` outside a grid.
         settings: the :class:`mlcomp.settings.Settings` of the submission, when known.
+        env: the task's ``env:`` mapping (variables its process gets), as strings.
     """
 
     file: Path
@@ -45,6 +46,7 @@ class SubmitContext:
     line_of: Callable[[Sequence], int] = lambda path: 1
     grid_cell: Mapping[str, Any] | None = None
     settings: Any = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def line(self, key: str | Sequence | None = None) -> int:
         """The line of ``key`` (a name, or a path below the task's spec) in the YAML file."""

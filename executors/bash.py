@@ -14,8 +14,9 @@ executors:
 Grid values replace ``$name`` and ``${name}`` at submission, shell-quoted (``shlex.quote``), so
 the stored command is exactly what runs. Other references are left to bash: upper-case names
 (environment variables: ``$HOME``, ``$CUDA_VISIBLE_DEVICES``), names the command assigns itself
-(``x=1``, ``for i in …``, ``read line``) and any other parameter expansion (``${x:-1}``, ``$1``).
-A lower-case ``$name`` that is none of these is taken for a misspelt grid name and rejected.
+(``x=1``, ``for i in …``, ``read line``), names of the task's ``env:`` and any other parameter
+expansion (``${x:-1}``, ``$1``). A lower-case ``$name`` that is none of these is taken for a
+misspelt grid name and rejected.
 """
 from __future__ import annotations
 
@@ -98,10 +99,11 @@ class BashExecutor(Executor):
         cell = dict(ctx.grid_cell or {})
         assigned = _assigned(command)
         for name in references(command):
-            if name not in cell and name.islower() and name not in assigned:
+            if name not in cell and name.islower() and name not in assigned and name not in ctx.env:
                 grid = ", ".join(sorted(map(str, cell))) or "none"
-                raise ctx.error("command", f"${name} is not a grid name (grid names: {grid}) and the "
-                                f"command does not assign it; environment variables are upper-case")
+                raise ctx.error("command", f"${name} is not a grid name (grid names: {grid}), not in the "
+                                f"task's env and not assigned by the command; other environment variables "
+                                f"are upper-case")
         return {"command": substitute(command, cell)}
 
     @classmethod

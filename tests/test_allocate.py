@@ -47,6 +47,18 @@ def test_a_pin_is_kept():
     assert place(task(1, pin="c"), free) == "pinned computer 'c' is not alive (known alive: a, b)"
 
 
+def test_a_task_not_single_node_that_only_several_computers_could_hold_says_it_runs_on_one():
+    free = free_resources([computer("a"), computer("b")], [])
+    spread = task(6)
+    assert "single_node" not in place(spread, free)
+    spread.single_node = False
+    assert place(spread, free).endswith("single_node: false does not spread a task over computers: each task "
+                                        "runs on one")
+    too_big = task(9)
+    too_big.single_node = False
+    assert place(too_big, free).endswith("free)")  # two computers would not hold it either: no hint
+
+
 def test_no_computer_alive():
     assert "no computer is alive" in place(task(), {})
 

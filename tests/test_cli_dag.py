@@ -1,6 +1,10 @@
 """``mlcomp dag/task/computer/db`` through click's CliRunner with a temporary MLCOMP_ROOT, running
 the embedded supervisor and local worker for real."""
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +14,7 @@ from click.testing import CliRunner
 
 from mlcomp import control
 from mlcomp.cli import cli
-from mlcomp.db import LogLine, Task, TaskStatus
+from mlcomp.db import LogLine, Task, TaskStatus, open_store
 from mlcomp.errors import DagError, NotFoundError, StateError
 from mlcomp.settings import Settings
 from mlcomp.supervisor import run_local
@@ -42,6 +46,14 @@ def show(mlcomp, dag_id) -> dict:
     return json.loads(result.output)
 
 
+def alive(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (a zombie, or one reaped meanwhile, does not)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_the_bash_example_runs_to_success_alone(mlcomp):
     result = mlcomp("dag", "submit", DAGS / "bash.yml", "--wait")
     assert result.exit_code == 0, result.output
@@ -53,6 +65,7 @@ def test_the_bash_example_runs_to_success_alone(mlcomp):
     assert all(t["status"] == "success" for t in tasks.values())
     assert tasks["report"]["depends"] == ["square"] and tasks["square n=3"]["parent"] == "square"
     assert f"task {tasks['report']['id']} 'report': success (exit code 0)" in result.output
+    assert "best cell" not in result.output  # the cells report no metric: there is no best to name
     for follow in ((), ("--follow",)):  # a finished task's log ends also when followed
         logs = mlcomp("task", "logs", tasks["square n=4"]["id"], *follow)
         assert logs.output == "4 squared is 16\n"
@@ -90,17 +103,22 @@ def test_submit_prints_one_id_per_dag_grid_cell_and_errors_name_the_id(mlcomp, t
                                     "executors:\n  a: {type: bash, command: echo $seed}\n")
     result = mlcomp("dag", "submit", tmp_path / "g.yml")
     assert result.exit_code == 0, result.output
-    ids = [int(line) for line in result.output.split()]
+    ids = [int(line) for line in result.stdout.split()]
     assert len(ids) == 3
+    assert "no mlcomp server serves" in result.stderr  # else the tasks would wait without a word
     assert show(mlcomp, ids[1])["tasks"][0]["status"] == "not_ran"
     stopped = mlcomp("dag", "stop", ids[0])
-    assert stopped.output == f"dag {ids[0]}: stop requested for 1 task(s)\n"
+    assert stopped.stdout == f"dag {ids[0]}: stop requested for 1 task(s)\n"
     again = mlcomp("dag", "stop", ids[0])
     assert isinstance(again.exception, StateError) and str(ids[0]) in str(again.exception)
     missing = mlcomp("task", "resume", 999)
     assert isinstance(missing.exception, NotFoundError) and "task 999" in str(missing.exception)
-    assert mlcomp("dag", "resume", ids[0]).output == f"dag {ids[0]}: 1 task(s) resumed\n"
+    assert mlcomp("dag", "resume", ids[0]).stdout == f"dag {ids[0]}: 1 task(s) resumed\n"
     assert mlcomp("db", "upgrade").exit_code == 0
+    for args in (("dag", "submit", tmp_path / "g.yml", "--wait", "--gpus", "-1"),
+                 ("dag", "resume", ids[0], "--gpus", "0,0")):
+        bad_gpus = mlcomp(*args)
+        assert bad_gpus.exit_code == 2 and "--gpus" in bad_gpus.output, bad_gpus.output
     (tmp_path / "bad.yml").write_text("info: {name: bad}\nexecutors:\n  a: {type: bash, command: 'true', depends: b}\n")
     rejected = mlcomp("dag", "submit", tmp_path / "bad.yml")
     assert isinstance(rejected.exception, DagError) and "bad.yml" in str(rejected.exception)
@@ -130,7 +148,7 @@ executors:
                 return session.get(Task, task_id).status.finished
         wait_for(ended)
         assert time.monotonic() - started < settings.stop_grace + 2
-        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+        assert not any(alive(p) for p in processes)
         with local.sessionmaker.begin() as session:
             assert session.get(Task, task_id).status is S.stopped
     resumed = mlcomp("task", "resume", task_id, "--from", "last")
@@ -174,3 +192,43 @@ executors:
         for task in tasks:
             (line,) = session.query(LogLine.text).filter_by(task_id=task.id, stream="stdout").all()
             assert line.text == ",".join(map(str, task.gpus))
+
+
+def test_bad_database_settings_are_user_errors_naming_the_url(mlcomp, monkeypatch):
+    from mlcomp.errors import ConfigError
+
+    bad_revision = mlcomp("db", "upgrade", "--revision", "bogus")
+    assert isinstance(bad_revision.exception, ConfigError) and "'bogus'" in str(bad_revision.exception)
+    monkeypatch.setenv("MLCOMP_DB_URL", "nodb://x")
+    unknown = mlcomp("dag", "list")
+    assert isinstance(unknown.exception, ConfigError) and "'nodb://x'" in str(unknown.exception)
+    monkeypatch.setenv("MLCOMP_DB_URL", "postgresql://someone:secret@127.0.0.1:1/x")  # nothing listens on port 1
+    refused = mlcomp("computer", "list")
+    assert isinstance(refused.exception, ConfigError), refused.output
+    assert "someone:***@127.0.0.1:1/x" in str(refused.exception) and "secret" not in str(refused.exception)
+
+
+def test_sigterm_to_submit_wait_stops_its_tasks_before_exiting(tmp_path):
+    """``dag submit --wait`` runs the tasks in its own worker: ``kill`` must not leave them behind."""
+    pid_file = tmp_path / "pid"
+    (tmp_path / "nap.yml").write_text(f"info: {{name: nap, project: tests}}\nexecutors:\n"
+                                      f"  nap: {{type: bash, command: 'echo $$ > {pid_file}; exec sleep 60'}}\n")
+    env = {**os.environ, "MLCOMP_ROOT": str(tmp_path / "root"), "MLCOMP_STOP_GRACE": "3"}
+    env.pop("MLCOMP_DB_URL", None)
+    process = subprocess.Popen([sys.executable, "-c", "from mlcomp.cli import main; main()", "dag", "submit",
+                                str(tmp_path / "nap.yml"), "--wait"], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        child = psutil.Process(int(pid_file.read_text()))
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        survived = alive(child)
+    finally:
+        process.kill()
+        if pid_file.exists() and psutil.pid_exists(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # a failed run must not leave the sleep behind
+    assert process.returncode == 1 and "Aborted!" in output, output
+    assert not survived
+    with open_store(Settings.from_env({"MLCOMP_ROOT": str(tmp_path / "root")})).begin() as session:
+        assert session.get(Task, 1).status is S.stopped

@@ -130,6 +130,32 @@ def test_yaml_syntax_error_gives_line_and_column(write_file):
         load_spec(path)
 
 
+def test_libyaml_and_pure_python_loaders_report_the_same_lines(write_file, monkeypatch):
+    import yaml
+
+    from mlcomp.dag import spec
+
+    assert issubclass(spec._Loader, yaml.CSafeLoader) or not yaml.__with_libyaml__  # the fast one when built
+
+    class Pure(yaml.SafeLoader):
+        yaml_implicit_resolvers = spec._Loader.yaml_implicit_resolvers
+
+    texts = [FULL, "info:\n  name: n\n  bad: : :\n", "info: {name: n}\ninfo: {name: m}\n", "a:\n  - [1,\n"]
+    seen = []
+    for loader in (spec._Loader, Pure):
+        monkeypatch.setattr(spec, "_Loader", loader)
+        results = []
+        for i, text in enumerate(texts):
+            try:
+                _, data, lines = spec.read_yaml(write_file(f"d{i}.yml", text))
+                results.append((data, dict(lines.lines)))
+            except DagError as e:
+                results.append(str(e).split(": ")[0])  # FILE:LINE[:COL]
+        seen.append(results)
+    assert seen[0] == seen[1]
+    assert seen[0][0][0]["executors"]["prepare"]["when"] == "2020-01-01"  # dates stay strings
+
+
 def test_cycle_is_named(write_file):
     path = write_file("dag.yml", """\
         info: {name: n}

@@ -143,3 +143,29 @@ def test_run_local_uses_the_given_dispatcher_from_its_first_tick(settings, store
     with store.begin() as session:
         task = session.get(Task, task_id)
         assert task.status is S.queued and task.computer == "remote"  # not taken back
+
+
+def test_schema_revision_is_the_migrations_head():
+    from alembic.script import ScriptDirectory
+
+    from mlcomp.db.session import SCHEMA_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [SCHEMA_REVISION]
+
+
+def test_a_store_at_head_opens_without_alembic(tmp_path):
+    """The first open migrates a new database; later opens (every CLI command) skip Alembic, and
+    so does a task's Python child."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import mlcomp.worker.child; from mlcomp.settings import Settings\n"
+            "from mlcomp.db import open_store, Dag\n"
+            "from sqlalchemy import select\n"
+            "store = open_store(Settings.from_env())\n"
+            "with store() as session: session.execute(select(Dag)).all()\n"
+            "print('alembic' in sys.modules)")
+    env = {"PATH": "/usr/bin:/bin", "MLCOMP_ROOT": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+            for _ in range(2)]
+    assert [(r.returncode, r.stdout.strip()) for r in runs] == [(0, "True"), (0, "False")], runs

@@ -88,3 +88,18 @@ def test_materialize_refuses_paths_leaving_the_folder(store, tmp_path):
     with store() as session, pytest.raises(DagError, match="leaves the task's folder"):
         materialize(session, dag_id, tmp_path / "code")
     assert not (tmp_path / "evil.py").exists()
+
+
+def test_an_unreadable_file_is_a_dag_error_naming_it(expdir, monkeypatch):
+    from pathlib import Path
+
+    read_bytes = Path.read_bytes
+
+    def refuse(self):
+        if self.name == "model.py":
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)  # chmod does not stop root, who may run the tests
+    with pytest.raises(DagError, match=r"cannot read .*pkg/model\.py for the code snapshot: Permission denied"):
+        collect(expdir)

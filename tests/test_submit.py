@@ -130,6 +130,15 @@ def test_sets_apply_before_validation(store, settings, dag_file):
         assert dag.config.endswith("# --set executors.prep.gpu=3\n# --set executors.prep.text=hi")
 
 
+def test_a_bash_command_may_use_the_tasks_env_names(store, settings, dag_file):
+    sets = ["executors.report.command=echo $mode", "executors.report.env.mode=fast"]
+    with store.begin() as session:
+        (dag,) = submit(session, settings, dag_file, sets)
+        assert by_name(session, dag)["report"].executor_config == {"command": "echo $mode"}
+    with pytest.raises(DagError, match=r"\$mode is not a grid name"), store.begin() as session:
+        submit(session, settings, dag_file, sets[:1])
+
+
 def test_code_edited_after_submission_does_not_change_the_dag(store, settings, dag_file, tmp_path):
     with store.begin() as session:
         (dag,) = submit(session, settings, dag_file)

@@ -207,7 +207,8 @@ def test_vanished_process_fails_its_task_on_start(settings, store):
     assert task.reason.startswith(f"process vanished: pid {dead.pid} is gone from pc")
 
 
-def test_shutdown_stops_running_tasks_and_threads_at_once(settings, store):
+def test_shutdown_stops_running_tasks_and_threads_at_once(settings, store, caplog):
+    caplog.set_level("INFO", logger="mlcomp.worker.worker")
     settings = dataclasses.replace(settings, heartbeat_ttl=300.0, stop_grace=0.5)
     w = Worker(settings, store, name="pc", gpus=[]).start()
     task_id = add_task(store, "sleep 300")
@@ -218,6 +219,26 @@ def test_shutdown_stops_running_tasks_and_threads_at_once(settings, store):
     assert time.monotonic() - started < 3.0  # not a heartbeat interval (100 s)
     assert get(store, task_id).status is S.stopped
     assert not any(t.is_alive() for t in threading.enumerate() if t.name.startswith("worker-pc"))
+    assert "worker pc: monitor loop ends: the worker shuts down" in caplog.messages  # says why it exits
+
+
+def test_shutdown_during_a_launch_waits_for_it_and_records_the_stop(settings, store, monkeypatch):
+    """SIGTERM to ``dag submit --wait`` may come while a child has started but is not yet handed to
+    the output pump: shutdown must still see the task end as ``stopped``, not leave it stopping."""
+    from mlcomp.worker.process import TaskProcess
+
+    start = TaskProcess.start
+    monkeypatch.setattr(TaskProcess, "start", lambda self: (time.sleep(0.5), start(self))[1])
+    settings = dataclasses.replace(settings, heartbeat_ttl=300.0, stop_grace=0.5)
+    w = Worker(settings, store, name="pc", gpus=[]).start()
+    task_id = add_task(store, "sleep 300")
+    launch = threading.Thread(target=w.submit, args=(task_id,))
+    launch.start()
+    wait_status(store, task_id, S.in_progress)  # committed; the pump does not have it yet
+    w.shutdown()
+    assert get(store, task_id).status is S.stopped
+    launch.join()
+    assert w.submit(add_task(store, "true")) is False  # a closing worker starts nothing new
 
 
 def test_heartbeat_updates_the_computer(settings, store):
@@ -339,6 +360,14 @@ def test_server_command_supervises_its_local_worker(settings, store):
         output = end_command(process)
     assert (task.computer, task.gpus) == ("srv", [0])
     assert f"mlcomp server: http://127.0.0.1:{port}" in output
+
+
+def test_server_refuses_a_public_host_without_token_before_starting_anything(settings, store, monkeypatch):
+    monkeypatch.delenv("MLCOMP_TOKEN", raising=False)
+    process = start_command(settings, "server", "--host", "0.0.0.0", "--port", str(free_port()), "--name", "pub")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2 and "set a token" in output and "Traceback" not in output, output
+    assert get_computer(store, "pub") is None  # the worker never started
 
 
 def test_bad_gpus_option_is_a_usage_error():

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
+from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
 from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.supervisor.status import rollup_status
 
@@ -20,21 +21,12 @@ def dag():
     """Submit and manage DAGs."""
 
 
-def _parse_gpus(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return [int(g) for g in value.split(",") if g.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated GPU indices, e.g. 0,1") from None
-
-
 @dag.command("submit")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--wait", is_flag=True, help="Follow the tasks until they end; exit 0 only if all succeeded.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a value of FILE by dotted path, e.g. executors.train.gpu=2 (repeatable).")
-@click.option("--gpus", callback=_parse_gpus, metavar="0,1,…",
+@click.option("--gpus", callback=gpus_callback, metavar="0,1,…",
               help="With --wait and no server running: GPU indices the embedded worker declares.")
 @pass_services
 def dag_submit(app: Services, file, wait, sets, gpus):
@@ -54,18 +46,22 @@ def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | 
     """Wakes the server; with ``wait`` follows the DAGs and exits 1 unless every task succeeded.
 
     When no server answers (on this machine's wake socket, or on the broker's wake channel),
-    a supervisor and a local worker run here, for these DAGs only."""
+    a supervisor and a local worker run here, for these DAGs only; SIGINT or SIGTERM then stops
+    their running tasks (SIGTERM, grace, SIGKILL) and exits 1 ("Aborted!")."""
     served = control.wake(app.settings)
     if not wait:
+        if not served:  # on stderr: stdout keeps only the ids, for scripts
+            click.echo(f"note: no mlcomp server serves {app.settings.root}; the tasks wait until one runs "
+                       f"(mlcomp server), or follow them here with --wait", err=True)
         return
     if served:
         ok = follow_dags(app.store, ids, click.echo)
     else:
         from mlcomp.supervisor.embedded import run_local
 
-        changed = threading.Event()
-        with run_local(app.settings, gpus, sessionmaker=app.store, on_change=changed.set, listen=False,
-                       dag_ids=ids):
+        changed = threading.Event()  # SIGTERM, like Ctrl-C, stops this process's tasks before it exits
+        with sigterm_interrupts(), run_local(app.settings, gpus, sessionmaker=app.store, on_change=changed.set,
+                                             listen=False, dag_ids=ids):
             ok = follow_dags(app.store, ids, click.echo, changed)
     _print_results(app, ids)
     if not ok:
@@ -79,7 +75,7 @@ def _print_results(app: Services, ids: list[int]) -> None:
     with app.store.begin() as session:
         for t in session.scalars(select(Task).where(Task.dag_id.in_(ids)).order_by(Task.id)):
             result = t.result if isinstance(t.result, dict) else {}
-            if result.get("best_task_id") is not None:
+            if result.get("best_task_id") is not None and result.get("metric") is not None:  # a bash grid has none
                 click.echo(f"task {t.id} {t.name!r}: best cell is task {result['best_task_id']} "
                            f"{result.get('best_params')} with {result.get('metric')}={result.get('best_value')}")
             metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
@@ -165,7 +161,7 @@ def dag_stop(app: Services, dag_id):
 @dag.command("resume")
 @click.argument("dag_id", metavar="ID", type=int)
 @click.option("--wait", is_flag=True, help="Follow the tasks until they end, as `dag submit --wait`.")
-@click.option("--gpus", callback=_parse_gpus, metavar="0,1,…",
+@click.option("--gpus", callback=gpus_callback, metavar="0,1,…",
               help="With --wait and no server running: GPU indices the embedded worker declares.")
 @pass_services
 def dag_resume(app: Services, dag_id, wait, gpus):

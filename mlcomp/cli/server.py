@@ -29,6 +29,7 @@ def server(host, port, name, gpus):
     from mlcomp.worker import CeleryDispatcher, ServerDispatcher, make_celery
 
     settings = Settings.from_env(host=host, port=port)
+    _check_bind(settings)  # before anything starts: a refused host must not leave a worker behind
     if poke(settings.root):
         raise StateError(f"a server already serves {settings.root}; stop it first")
     remote = CeleryDispatcher(make_celery(settings)) if settings.broker_url else None
@@ -45,6 +46,19 @@ def server(host, port, name, gpus):
 
             serve(app, host=settings.host, port=settings.port, threads=8)
     click.echo("mlcomp server: stopped")
+
+
+def _check_bind(settings: Settings) -> None:
+    """Refuses a host reachable from other machines without a token, as the UI would
+    (:func:`ui.security.check_bind`), but before the supervisor and the worker start.
+
+    Raises:
+        ConfigError: ``settings.host`` is not loopback and ``settings.token`` is empty.
+    """
+    if importlib.util.find_spec("ui") is not None:
+        from ui.security import check_bind
+
+        check_bind(settings.host, settings.token)
 
 
 def _web_app(settings):

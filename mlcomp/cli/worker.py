@@ -12,10 +12,16 @@ from mlcomp.db import open_store
 from mlcomp.errors import ConfigError
 from mlcomp.settings import Settings
 
-__all__ = ["worker", "gpus_option", "interruptible"]
+__all__ = ["worker", "gpus_option", "gpus_callback", "interruptible", "sigterm_interrupts"]
 
 
-def _parse_gpus(ctx, param, value):
+def gpus_callback(ctx, param, value):
+    """Click callback of ``--gpus``: ``"0,1"`` → ``[0, 1]``, absent → None (detect).
+
+    Raises:
+        click.BadParameter: an item is not a non-negative integer, or an index repeats
+            (:func:`mlcomp.worker.gpus.parse_gpus`).
+    """
     from mlcomp.worker.gpus import parse_gpus
 
     try:
@@ -25,15 +31,15 @@ def _parse_gpus(ctx, param, value):
 
 
 gpus_option = click.option(
-    "--gpus", callback=_parse_gpus, metavar="0,1,…",
+    "--gpus", callback=gpus_callback, metavar="0,1,…",
     help="Declare these GPU indices instead of detecting them (NVML, then torch).")
 
 
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Within the block SIGTERM raises KeyboardInterrupt, like SIGINT, and both end the block
-    quietly: the caller's ``finally`` clauses shut things down cleanly. The previous handlers come
-    back afterwards."""
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, like SIGINT, so that ``kill`` unwinds
+    the caller's ``with``/``finally`` clauses (stopping its worker's tasks) instead of ending
+    the process on the spot. The previous handlers come back afterwards."""
 
     def interrupt(*_):
         raise KeyboardInterrupt
@@ -41,11 +47,20 @@ def interruptible() -> Iterator[None]:
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except KeyboardInterrupt:
-        pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, like SIGINT (:func:`sigterm_interrupts`),
+    and both end the block quietly: the caller's ``finally`` clauses shut things down cleanly."""
+    with sigterm_interrupts():
+        try:
+            yield
+        except KeyboardInterrupt:
+            pass
 
 
 @click.command("worker")

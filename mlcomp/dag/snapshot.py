@@ -42,8 +42,16 @@ class FileEntry:
 
     @classmethod
     def read(cls, path: str, file: Path) -> "FileEntry":
-        """The entry for ``file`` stored as ``path``."""
-        content = file.read_bytes()
+        """The entry for ``file`` stored as ``path``.
+
+        Raises:
+            DagError: the file cannot be read (permissions, removed meanwhile).
+        """
+        try:
+            content = file.read_bytes()
+        except OSError as e:
+            raise DagError(f"cannot read {file} for the code snapshot: {e.strerror or e}; fix its permissions "
+                           f"or list it in {file.parent / '.mlcompignore'}") from None
         return cls(path=path, content=content, sha256=hashlib.sha256(content).hexdigest(), size=len(content))
 
 

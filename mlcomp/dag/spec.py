@@ -27,8 +27,9 @@ MAX_NAME = 200
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as strings (the store keeps configs as JSON)."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader that keeps dates as strings (the store keeps configs as JSON); libyaml's
+    CSafeLoader when PyYAML was built with it (its nodes and errors carry the same line marks)."""
 
 
 _Loader.yaml_implicit_resolvers = {

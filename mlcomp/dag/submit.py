@@ -105,7 +105,7 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
 
     def context(name: str, cell: dict | None) -> SubmitContext:
         return SubmitContext(file=spec.file, expdir=spec.expdir, dag=dag_name, task=name, path=task.path,
-                             line_of=spec.lines, grid_cell=cell, settings=settings)
+                             line_of=spec.lines, grid_cell=cell, settings=settings, env=task.env)
 
     def validated(name: str, cell: dict | None) -> dict:
         ctx = context(name, cell)

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immediate"]
+from mlcomp.errors import ConfigError
+
+if TYPE_CHECKING:  # alembic is imported where migrations run: task children and most commands never pay for it
+    from alembic.config import Config
+
+__all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immediate", "at_head", "SCHEMA_REVISION"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_REVISION = "0001"
+"""The head of the Alembic migrations (a test checks it against them): a database already at it
+is opened without importing Alembic, which would cost every CLI command about 0.2 s."""
 _IMMEDIATE = "mlcomp_immediate"
 BUSY_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for the database lock before giving up."""
@@ -28,6 +36,10 @@ def make_engine(url: str, **kwargs) -> Engine:
     transactions that start with ``BEGIN`` (``BEGIN IMMEDIATE`` under :func:`immediate`).
 
     PostgreSQL URLs without a driver use psycopg 3 (``postgresql+psycopg``).
+
+    Raises:
+        ConfigError: ``url`` is not a database URL SQLAlchemy can load (the message names it,
+            password hidden).
     """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
@@ -37,10 +49,22 @@ def make_engine(url: str, **kwargs) -> Engine:
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     else:
         kwargs.setdefault("pool_pre_ping", True)
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ImportError) as e:
+        raise ConfigError(f"db_url (MLCOMP_DB_URL) {_safe(url)!r} cannot be used: {e}; allowed: "
+                          f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB") from None
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
     return engine
+
+
+def _safe(url) -> str:
+    """``url`` with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url).split("@")[-1]
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -115,9 +139,11 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+def alembic_config(engine: Engine | None = None) -> "Config":
     """Alembic configuration pointing at the packaged migrations (``alembic.ini`` at the repository
     top does the same for the ``alembic`` command)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if engine is not None:
@@ -128,16 +154,40 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Brings the database behind ``engine`` to ``revision`` with Alembic."""
+    from alembic import command
+
     with engine.begin() as connection:
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
 
+def at_head(engine: Engine) -> bool:
+    """Whether the database behind ``engine`` is at :data:`SCHEMA_REVISION` (False for a new
+    database without Alembic's version table)."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                SCHEMA_REVISION]
+    except SQLAlchemyError:  # no version table yet
+        return False
+
+
 def open_store(settings) -> sessionmaker[Session]:
-    """The sessionmaker for ``settings.db_url``, upgrading the database on first use."""
+    """The sessionmaker for ``settings.db_url``, upgrading the database on first use (and
+    whenever it is behind :data:`SCHEMA_REVISION`).
+
+    Raises:
+        ConfigError: the URL is not usable, or the database cannot be reached or opened.
+    """
     engine = make_engine(settings.db_url)
-    upgrade(engine)
+    try:
+        if not at_head(engine):
+            upgrade(engine)
+    except DBAPIError as e:  # the server cannot be reached, the login is refused, …
+        engine.dispose()
+        raise ConfigError(f"cannot open the database {_safe(settings.db_url)!r} (db_url, MLCOMP_DB_URL): "
+                          f"{str(e.orig).strip()}") from None
     return make_sessionmaker(engine)
 
 

@@ -96,7 +96,8 @@ def place(task: _TaskLike, free: dict[str, Free]) -> Placement | str:
     A range request (``gpu_min < gpu_max``) takes as many free GPUs as it can up to ``gpu_max``, at
     least ``gpu_min``, on the computer offering the most; ties go to the first name. GPUs are the
     lowest free indices. A ``computer_pin`` restricts the choice to that computer. Tasks always
-    run on a single computer.
+    run on a single computer, also with ``single_node: false`` (the reason to wait says so when
+    only several computers together would have room).
 
     Returns:
         a :class:`Placement` (and ``free`` is updated), or the reason the task must wait, e.g.
@@ -116,7 +117,10 @@ def place(task: _TaskLike, free: dict[str, Free]) -> Placement | str:
     ]
     if not fitting:
         state = "; ".join(str(f) for f in candidates)
-        return f"no computer has room for {describe_request(task)} ({state})"
+        reason = f"no computer has room for {describe_request(task)} ({state})"
+        if not getattr(task, "single_node", True) and sum(len(f.gpus) for f in candidates) >= task.gpu_min:
+            reason += "; single_node: false does not spread a task over computers: each task runs on one"
+        return reason
     best = max(fitting, key=lambda f: min(len(f.gpus), task.gpu_max))  # max keeps the first of ties
     gpus = best.gpus[: min(len(best.gpus), task.gpu_max)]
     best.take(gpus, task.cpu, task.memory)

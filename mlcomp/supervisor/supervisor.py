@@ -166,7 +166,7 @@ class Supervisor:
         placed, reasons = [], {}
         waits: dict[tuple, str] = {}  # request → why it waits; free only shrinks within a tick
         for row in ready:
-            request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin)
+            request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin, row.single_node)
             where = waits.get(request) or place(row, free)
             if isinstance(where, str):
                 waits[request] = where

@@ -89,6 +89,7 @@ class Worker:
         self.gpus: list[dict] = []
         self._runs: dict[int, _Run] = {}
         self._launching: set[int] = set()
+        self._closing = False  # set by shutdown(): no new launch starts
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -112,7 +113,14 @@ class Worker:
         log.info("worker %s registered: %d GPU(s), %s CPUs", self.name, len(self.gpus), values["cpu"])
 
     def heartbeat(self) -> None:
-        """Writes ``Computer.heartbeat`` (now) and ``usage`` (CPU %, RAM GB used, GPU use)."""
+        """Writes ``Computer.heartbeat`` (now, UTC) and ``usage`` (CPU %, RAM GB used, GPU use,
+        running task count).
+
+        The TTL contract: the next beat must reach the store within ``settings.heartbeat_ttl``
+        seconds of this one, or the supervisor takes the computer for dead and fails (or retries
+        elsewhere) the tasks placed on it. The heartbeat thread beats every ``heartbeat_ttl / 3``
+        seconds, so two beats in a row may be lost (a busy database) before that happens.
+        """
         usage = {"cpu": psutil.cpu_percent(), "memory": round(psutil.virtual_memory().used / 1e9, 2),
                  "gpus": gpu_usage(self.gpus), "tasks": len(self._runs)}
         with self.sessionmaker.begin() as session:
@@ -124,6 +132,7 @@ class Worker:
         """Registers the computer and starts the heartbeat and monitor threads."""
         self.register()
         self._stop.clear()
+        self._closing = False
         add_listener(self)  # in-process stop requests (control.wake) reach the monitor at once
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._monitor_loop, "monitor")):
             thread = threading.Thread(target=target, name=f"worker-{self.name}-{name}", daemon=True)
@@ -134,14 +143,22 @@ class Worker:
     def shutdown(self, stop_tasks: bool = True, timeout: float | None = None) -> None:
         """Stops the threads at once; with ``stop_tasks`` the running tasks are stopped first
         (SIGTERM, grace, SIGKILL) and end as ``stopped``. Waits at most ``timeout`` seconds
-        (default ``stop_grace`` + 5) for them."""
+        (default ``stop_grace`` + 5) for them.
+
+        New launches are refused from the start, and launches under way are waited for: a
+        child started but not yet handed to the output pump would otherwise be stopped without
+        its end being recorded (the task left ``stopping``)."""
+        deadline = self.clock() + (self.settings.stop_grace + 5 if timeout is None else timeout)
+        with self._lock:
+            self._closing = True
+        while self._launching_now() and self.clock() < deadline:
+            time.sleep(0.01)
         if stop_tasks:
             with self._lock:
                 runs = list(self._runs.values())
             self._mark_stopping([run.spec.task_id for run in runs], f"the worker of {self.name} shuts down")
             for run in runs:
                 self._request_stop(run)
-            deadline = self.clock() + (self.settings.stop_grace + 5 if timeout is None else timeout)
             for run in runs:
                 while run.process.alive() and self.clock() < deadline:
                     self._enforce(run)
@@ -154,6 +171,10 @@ class Worker:
             thread.join()
         self._threads.clear()
         log.info("worker %s shut down", self.name)
+
+    def _launching_now(self) -> bool:
+        with self._lock:
+            return bool(self._launching)
 
     def _mark_stopping(self, task_ids: list[int], reason: str) -> None:
         if not task_ids:
@@ -174,21 +195,23 @@ class Worker:
             return sorted(self._runs)
 
     def _heartbeat_loop(self) -> None:
-        interval = self.settings.heartbeat_ttl / 3
+        interval = self.settings.heartbeat_ttl / 3  # three beats per TTL: see heartbeat()
         while not self._stop.wait(interval):
             try:
                 self.heartbeat()
             except Exception:  # a busy database must not end the heartbeats
                 log.exception("worker %s: heartbeat failed", self.name)
+        log.info("worker %s: heartbeats end: the worker shuts down", self.name)
 
     def _monitor_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.monitor()
-            except Exception:
+            except Exception:  # one bad pass (a busy database) must not end the monitoring
                 log.exception("worker %s: monitor pass failed", self.name)
             self._wake.wait(self.poll)
             self._wake.clear()
+        log.info("worker %s: monitor loop ends: the worker shuts down", self.name)
         log.info("worker %s: monitor loop ends (shutdown requested)", self.name)
 
     # -- launching -------------------------------------------------------------------------------
@@ -196,7 +219,7 @@ class Worker:
         """Starts task ``task_id`` if the store has it queued on this computer and it does not run
         yet; returns whether it started. Safe to call twice or from several threads."""
         with self._lock:
-            if task_id in self._runs or task_id in self._launching:
+            if self._closing or task_id in self._runs or task_id in self._launching:
                 return False
             self._launching.add(task_id)
         try:

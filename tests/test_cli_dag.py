@@ -232,3 +232,17 @@ def test_sigterm_to_submit_wait_stops_its_tasks_before_exiting(tmp_path):
     assert not survived
     with open_store(Settings.from_env({"MLCOMP_ROOT": str(tmp_path / "root")})).begin() as session:
         assert session.get(Task, 1).status is S.stopped
+
+
+def test_task_resume_from_a_path_checks_the_file_and_makes_it_absolute(mlcomp, tmp_path, monkeypatch):
+    (tmp_path / "fails.yml").write_text("info: {name: fails, project: p}\n"
+                                        "executors:\n  boom: {type: bash, command: exit 3}\n")
+    assert mlcomp("dag", "submit", tmp_path / "fails.yml", "--wait").exit_code == 1
+    task_id = show(mlcomp, 1)["tasks"][0]["id"]
+    missing = mlcomp("task", "resume", task_id, "--from", "nowhere.pth")
+    assert missing.exit_code == 2 and "no checkpoint file 'nowhere.pth'" in missing.output
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.pth").write_bytes(b"")
+    assert mlcomp("task", "resume", task_id, "--from", "weights.pth").exit_code == 0
+    with open_store(Settings.from_env()).begin() as session:
+        assert session.get(Task, task_id).resume_from == str(tmp_path / "weights.pth")

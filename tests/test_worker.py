@@ -370,6 +370,18 @@ def test_server_refuses_a_public_host_without_token_before_starting_anything(set
     assert get_computer(store, "pub") is None  # the worker never started
 
 
+def test_server_refuses_a_taken_port_before_starting_anything(settings, store):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_command(settings, "server", "--port", str(port), "--name", "busy")
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in output, output
+    assert "Traceback" not in output
+    assert get_computer(store, "busy") is None  # the worker never started
+
+
 def test_bad_gpus_option_is_a_usage_error():
     from click.testing import CliRunner
 

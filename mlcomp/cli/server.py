@@ -33,18 +33,16 @@ def server(host, port, name, gpus):
     if poke(settings.root):
         raise StateError(f"a server already serves {settings.root}; stop it first")
     remote = CeleryDispatcher(make_celery(settings)) if settings.broker_url else None
+    listener = _listen(settings)  # binds now: a taken port fails before the worker starts
     with interruptible(), run_local(settings, gpus=gpus, name=name,
                                     dispatcher=lambda worker: ServerDispatcher([worker], remote)) as local:
-        app = _web_app(settings)
-        where = f"http://{settings.host}:{settings.port}" if app is not None else "no web UI (ui is not installed)"
+        where = f"http://{settings.host}:{settings.port}" if listener else "no web UI (ui is not installed)"
         click.echo(f"mlcomp server: {where}; root {settings.root}; worker {local.worker.name} "
                    f"with {len(local.worker.gpus)} GPU(s)")
-        if app is None:
+        if listener is None:
             threading.Event().wait()
         else:
-            from waitress import serve
-
-            serve(app, host=settings.host, port=settings.port, threads=8)
+            listener.run()
     click.echo("mlcomp server: stopped")
 
 
@@ -61,10 +59,20 @@ def _check_bind(settings: Settings) -> None:
         check_bind(settings.host, settings.token)
 
 
-def _web_app(settings):
-    """The Flask app when the ``ui`` package is installed, else None."""
+def _listen(settings: Settings):
+    """A waitress server of the Flask app, bound to ``settings.host:port`` (8 threads), or None
+    when the ``ui`` package is not installed.
+
+    Raises:
+        StateError: the address cannot be bound (the port is taken, the host is not this machine's).
+    """
     if importlib.util.find_spec("ui") is None:
         return None
+    from waitress import create_server
+
     from ui import create_app
 
-    return create_app(settings)
+    try:
+        return create_server(create_app(settings), host=settings.host, port=settings.port, threads=8)
+    except OSError as e:
+        raise StateError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None

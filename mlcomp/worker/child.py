@@ -7,7 +7,8 @@ task, runs its executor's :meth:`~executors.base.Executor.run` in this process w
 
 * 0 — the run returned (the worker marks the task ``success``);
 * 75 — it stopped on request (SIGTERM raised :class:`TaskStopped`, or the executor exited 75);
-* 1 — it raised (the traceback goes to stderr, hence to the task's log).
+* 1 — it raised: a user error (:class:`~mlcomp.errors.MlcompError`) as one line on stderr, anything
+  else with its traceback (stderr goes to the task's log).
 
 SIGTERM raises :class:`TaskStopped` in the main thread unless the executor installs its own
 handler (the training runner does: it finishes the batch and saves a full checkpoint first).
@@ -24,6 +25,7 @@ from sqlalchemy import update
 
 from executors import TaskContext, get_executor
 from mlcomp.db import Task, make_engine, make_sessionmaker
+from mlcomp.errors import MlcompError
 from mlcomp.settings import Settings
 from mlcomp.worker.launch import STOPPED_EXIT_CODE
 from mlcomp.worker.report import Reporter
@@ -64,6 +66,9 @@ def main(env=None) -> int:
         return STOPPED_EXIT_CODE
     except SystemExit as e:  # sys.exit() in the task: its code (None is 0, a message is 1)
         return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    except MlcompError as e:  # the user's mistake: one line, which also becomes the task's reason
+        print(f"mlcomp: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

@@ -139,6 +139,20 @@ def test_a_bash_command_may_use_the_tasks_env_names(store, settings, dag_file):
         submit(session, settings, dag_file, sets[:1])
 
 
+def test_a_snapshot_leaves_out_mlcomps_own_files_when_its_root_is_in_the_expdir(store, settings):
+    """The settings' root (with its SQLite database, task and data folders) inside the expdir."""
+    (settings.tasks_dir / "1").mkdir(parents=True)
+    (settings.tasks_dir / "1" / "out.txt").write_text("a task's output")
+    (settings.data_dir / "p").mkdir(parents=True)
+    (settings.data_dir / "p" / "x.npz").write_bytes(b"0")
+    dag_file = settings.root / "dag.yml"
+    dag_file.write_text("info: {name: d, project: p}\nexecutors:\n  a: {type: bash, command: 'true'}\n")
+    with store.begin() as session:
+        (dag,) = submit(session, settings, dag_file)
+        paths = set(session.scalars(select(SnapshotFile.path).where(SnapshotFile.dag_id == dag.id)))
+    assert paths == {"dag.yml"}  # not mlcomp.db, its -wal/-shm, tasks/ or data/
+
+
 def test_code_edited_after_submission_does_not_change_the_dag(store, settings, dag_file, tmp_path):
     with store.begin() as session:
         (dag,) = submit(session, settings, dag_file)

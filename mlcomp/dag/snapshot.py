@@ -22,7 +22,7 @@ from mlcomp.dag.rows import insert_ignore
 from mlcomp.db import SnapshotBlob, SnapshotFile
 from mlcomp.errors import DagError, NotFoundError
 
-__all__ = ["FileEntry", "ALWAYS_IGNORED", "IGNORE_FILES", "ignore_spec", "collect", "store", "materialize",
+__all__ = ["FileEntry", "ALWAYS_IGNORED", "IGNORE_FILES", "ignore_spec", "collect", "own_paths", "store", "materialize",
            "list_files", "read_file", "blob_count"]
 
 ALWAYS_IGNORED = ("data/", "runs/", "logs/", "__pycache__/", ".git/", "*.pyc")
@@ -64,16 +64,18 @@ def ignore_spec(expdir: Path) -> pathspec.PathSpec:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def collect(expdir: str | Path, limit_mb: float = 50.0) -> list[FileEntry]:
+def collect(expdir: str | Path, limit_mb: float = 50.0, exclude: Iterable[str | Path] = ()) -> list[FileEntry]:
     """The files of ``expdir`` that a snapshot keeps, sorted by path. Sizes are checked before
-    any file is read, so a data folder left in the expdir fails fast.
+    any file is read, so a data folder left in the expdir fails fast. ``exclude`` names files and
+    folders to leave out wherever they are (mlcomp's own database and folders, see
+    :func:`own_paths`, when its root lies in the expdir).
 
     Raises:
         DagError: the files add up to more than ``limit_mb`` megabytes; the message gives the
             largest files and how to leave them out.
     """
     root = Path(expdir)
-    files = sorted(_walk(root))
+    files = sorted(_walk(root, {Path(path).absolute() for path in exclude}))
     total = sum(size for _path, _file, size in files)
     if total > limit_mb * MB:
         largest = ", ".join(f"{path} ({size / MB:.1f} MB)" for path, _file, size in
@@ -84,17 +86,29 @@ def collect(expdir: str | Path, limit_mb: float = 50.0) -> list[FileEntry]:
     return [FileEntry.read(path, file) for path, file, _size in files]
 
 
-def _walk(root: Path):
-    """``(posix path, file, size)`` of each kept regular file under ``root``; symlinked folders
-    are not followed."""
+def _walk(root: Path, exclude: set[Path]):
+    """``(posix path, file, size)`` of each kept regular file under ``root``, less the paths in
+    ``exclude`` (absolute); symlinked folders are not followed."""
     spec = ignore_spec(root)
     for folder, dirs, names in os.walk(root):
         rel = PurePosixPath(Path(folder).relative_to(root).as_posix())
-        dirs[:] = [d for d in dirs if not spec.match_file(f"{rel / d}/")]
+        dirs[:] = [d for d in dirs if not spec.match_file(f"{rel / d}/")
+                   and (Path(folder) / d).absolute() not in exclude]
         for name in names:
             path, file = str(rel / name), Path(folder) / name
-            if not spec.match_file(path) and file.is_file():
+            if not spec.match_file(path) and file.is_file() and file.absolute() not in exclude:
                 yield path, file, file.stat().st_size
+
+
+def own_paths(settings) -> list[Path]:
+    """mlcomp's own files under ``settings.root``: the task, snapshot and data folders and, for
+    SQLite, the database with its journal files; a snapshot never takes them."""
+    paths = [settings.tasks_dir, settings.snapshots_dir, settings.data_dir]
+    url = settings.db_url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url[len("sqlite:///"):])
+        paths += [database] + [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+    return paths
 
 
 def store(session: Session, dag_ids: Iterable[int], entries: list[FileEntry]) -> None:

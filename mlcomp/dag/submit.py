@@ -24,7 +24,7 @@ from executors.base import SubmitContext
 from executors.registry import get_executor
 from mlcomp.dag.grid import Cell, expand_grid
 from mlcomp.dag.rows import insert_ignore
-from mlcomp.dag.snapshot import FileEntry, collect, store
+from mlcomp.dag.snapshot import FileEntry, collect, own_paths, store
 from mlcomp.dag.spec import DagSpec, TaskSpec, load_spec
 from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.errors import DagError, ExecutorError
@@ -152,7 +152,7 @@ def _unique_names(spec: DagSpec, tasks: list[TaskPlan]) -> None:
 def _collect(spec: DagSpec, settings) -> list[FileEntry]:
     limit = getattr(settings, "snapshot_max_mb", None) or 50.0
     try:
-        return collect(spec.expdir, limit)
+        return collect(spec.expdir, limit, own_paths(settings) if settings is not None else ())
     except DagError as e:
         raise spec.error(("info", "expdir"), f"key 'info.expdir': {e}") from None
 

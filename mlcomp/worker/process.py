@@ -78,9 +78,11 @@ class TaskProcess:
         self.streams = {self.popen.stdout.fileno(): "stdout", self.popen.stderr.fileno(): "stderr"}
         self.splitters = {fd: LineSplitter() for fd in self.streams}
         self.done = threading.Event()
+        self.started = False
 
     def start(self) -> "TaskProcess":
         """Starts pumping output (call once the task's status says it runs)."""
+        self.started = True
         self.pump.add(self)
         return self
 
@@ -95,7 +97,7 @@ class TaskProcess:
     def join(self, timeout: float | None = None) -> None:
         """Waits until ``on_exit`` has run (at most ``timeout`` seconds); returns at once for a
         process never started."""
-        if self.pump.has(self):
+        if self.started:  # the pump leaves its table before on_exit ends: wait for done itself
             self.done.wait(timeout)
 
     def read(self, fd: int) -> bool:
@@ -139,10 +141,6 @@ class Pump:
         self._processes: dict[int, TaskProcess] = {}  # by pid
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
-
-    def has(self, process: TaskProcess) -> bool:
-        """Whether ``process`` was added (it may have finished since)."""
-        return process.pid in self._processes or process.done.is_set()
 
     def add(self, process: TaskProcess) -> None:
         """Starts reading ``process``'s pipes (from any thread)."""

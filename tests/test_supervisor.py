@@ -121,9 +121,9 @@ def test_a_grid_search_runs_its_cells_within_parallel_and_rolls_up(settings, sto
         after = add_task(session, dag, "after", depends=[parent]).id
         parent = parent.id
     sup = supervisor(settings, store)
-    assert sup.tick() == []  # the parent starts; its cells are ready at the next tick
-    assert statuses(store, parent) == [S.in_progress]
+    # the parent starts and, in the same tick, two of its cells are placed (parallel: 2)
     assert [t for t, _ in sup.tick()] == cells[:2]
+    assert statuses(store, parent) == [S.in_progress]
     with store.begin() as session:
         assert session.get(Task, cells[2]).waiting_reason == \
             f"grid search 'grid' (task {parent}) runs at most 2 cells at once"

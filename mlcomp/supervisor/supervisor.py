@@ -136,6 +136,8 @@ class Supervisor:
             for parent in parents:
                 set_task_status(session, parent, S.queued, "grid search ready", now)
                 set_task_status(session, parent, S.in_progress, "grid search: its cells run as tasks", now)
+            if parents:  # their cells are ready now: place them in this tick, not the next
+                ready = find_ready(session, now, self.dag_ids)[1]
             placed = self._stale(holding, now) + self._place(session, ready, alive, holding, now)
         if ended or parents:
             self._pending.set()  # ended/started grid searches make more tasks ready: tick again

@@ -65,3 +65,17 @@ def wait_for(predicate, timeout: float = 20.0):
             return value
         time.sleep(0.05)
     raise AssertionError(f"condition not reached within {timeout:g} s")
+
+
+def wait_status(store, task_id: int, *statuses, timeout: float = 20.0) -> Task:
+    """Waits until task ``task_id`` has one of ``statuses``; returns the row as it was then.
+
+    Raises:
+        AssertionError: not reached within ``timeout`` seconds.
+    """
+    def reached():
+        with store() as session:
+            task = session.get(Task, task_id)
+            return task if task.status in statuses else None
+
+    return wait_for(reached, timeout)

@@ -19,7 +19,7 @@ from mlcomp import control
 from mlcomp.db import Checkpoint, LogLine, Metric, Task, TaskStatus, immediate
 from mlcomp.supervisor import RecordingDispatcher, Supervisor, run_local
 from ml_helpers import write_expdir
-from supervisor_helpers import wait_for
+from supervisor_helpers import wait_for, wait_status
 
 S = TaskStatus
 REPO = Path(__file__).resolve().parents[1]
@@ -38,10 +38,6 @@ def tasks(store, dag_id) -> dict[str, Task]:
 def task(store, task_id) -> Task:
     with store() as session:
         return session.get(Task, task_id)
-
-
-def wait_status(store, task_id, *statuses, timeout=60.0) -> Task:
-    return wait_for(lambda: (t := task(store, task_id)).status in statuses and t, timeout)
 
 
 def epoch_metrics(store, task_id, name="accuracy01", loader="valid") -> list[tuple[int, int, float]]:
@@ -74,7 +70,7 @@ def test_stop_mid_epoch_then_resume_ends_with_the_metrics_of_an_uninterrupted_ru
         with store.begin() as session:
             immediate(session)
             control.stop_task(session, train_id)
-        stopped = wait_status(store, train_id, S.stopped, S.failed, S.success)
+        stopped = wait_status(store, train_id, S.stopped, S.failed, S.success, timeout=60)
         assert stopped.status is S.stopped, stopped.reason
         assert stopped.gpus == [0] and stopped.computer is not None
         checkpoint = load_checkpoint(settings.tasks_dir / str(train_id) / "logdir/checkpoints/last_full.pth")
@@ -83,7 +79,7 @@ def test_stop_mid_epoch_then_resume_ends_with_the_metrics_of_an_uninterrupted_ru
         with store.begin() as session:
             immediate(session)
             control.resume_task(session, train_id)
-        done = wait_status(store, train_id, S.success, S.failed, S.stopped)
+        done = wait_status(store, train_id, S.success, S.failed, S.stopped, timeout=60)
     assert done.status is S.success and done.attempt == 2, done.reason
     reference = run_config(load_config(tmp_path / "exp/configs/train.yml", tmp_path / "exp/configs/slow.yml"),
                            logdir=tmp_path / "reference")

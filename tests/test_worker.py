@@ -18,7 +18,7 @@ from sqlalchemy import select
 from mlcomp.db import Attempt, Computer, LogLine, Metric, Task, TaskStatus, immediate
 from mlcomp.supervisor import LocalDispatcher, Supervisor, set_task_status
 from mlcomp.worker import Worker
-from supervisor_helpers import make_dag, wait_for
+from supervisor_helpers import make_dag, wait_for, wait_status
 
 S = TaskStatus
 
@@ -47,10 +47,6 @@ def add_task(store, command=None, *, status=S.queued, computer="pc", gpus=(), ty
 def get(store, task_id) -> Task:
     with store() as session:
         return session.get(Task, task_id)
-
-
-def wait_status(store, task_id, *statuses, timeout=20.0) -> Task:
-    return wait_for(lambda: (t := get(store, task_id)).status in statuses and t, timeout)
 
 
 def logs(store, task_id, stream=None) -> list[str]:

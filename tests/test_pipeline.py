@@ -35,11 +35,6 @@ def tasks(store, dag_id) -> dict[str, Task]:
         return {t.name: t for t in session.scalars(select(Task).where(Task.dag_id == dag_id))}
 
 
-def task(store, task_id) -> Task:
-    with store() as session:
-        return session.get(Task, task_id)
-
-
 def epoch_metrics(store, task_id, name="accuracy01", loader="valid") -> list[tuple[int, int, float]]:
     with store() as session:
         return session.execute(select(Metric.attempt, Metric.step, Metric.value)

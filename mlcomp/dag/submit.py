@@ -120,8 +120,8 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
         from mlcomp.search.submit import search_config
 
         ctx = context(task.name, dag_cell)
-        return TaskPlan(task.name, SEARCH_TYPE, task, search_config(task, validated(task.name, dag_cell), ctx),
-                        dag_cell)
+        return TaskPlan(task.name, SEARCH_TYPE, task,
+                        search_config(task, lambda: validated(task.name, dag_cell), ctx), dag_cell)
     if task.grid is None:
         return TaskPlan(task.name, task.type, task, validated(task.name, dag_cell), dag_cell)
     cells = expand_grid(task.grid, spec.expdir, _grid_error(spec, task.grid_path))

@@ -61,7 +61,7 @@ def promotion(records: Iterable[RungRecord], paused: Collection[int], reduction_
 
     Args:
         records: every rung record of the search.
-        paused: the trials paused at their highest recorded rung (the ones that may be promoted).
+        paused: the paused trials; one may be promoted from its highest recorded rung only.
         reduction_factor: η.
         top: the index of the last rung (``max_epochs``); nothing is promoted from it.
         minimize: lower values are better.
@@ -71,11 +71,13 @@ def promotion(records: Iterable[RungRecord], paused: Collection[int], reduction_
         rung k that has one.
     """
     rungs: dict[int, list[RungRecord]] = defaultdict(list)
+    highest: dict[int, int] = {}
     for record in records:
         rungs[record.rung].append(record)
+        highest[record.trial] = max(record.rung, highest.get(record.trial, -1))
     for k in range(top - 1, -1, -1):
         ranked = sorted(rungs[k], key=lambda r: rank_key(r.value, r.trial, minimize))
         for record in ranked[:len(ranked) // reduction_factor]:
-            if record.trial in paused:
+            if record.trial in paused and highest[record.trial] == k:  # not promoted from k yet
                 return record.trial, k + 1
     return None

@@ -5,6 +5,8 @@ Called by :mod:`mlcomp.dag.submit` once the train executor has validated the tas
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from mlcomp.errors import ConfigError
 from mlcomp.search.spec import check_search
 
@@ -27,14 +29,14 @@ def _experiment(template: dict, ctx):
         raise ctx.error("config", str(e)) from None
 
 
-def search_config(task, template: dict, ctx) -> dict:
+def search_config(task, validate: Callable[[], dict], ctx) -> dict:
     """The ``executor_config`` of a search task: ``template`` (the train executor's config of the
     task, with its ``type``), ``search`` (:func:`mlcomp.search.spec.check_search`) and
     ``resources`` (the service keys of :data:`RESOURCE_KEYS` each trial gets).
 
     Args:
         task: the :class:`mlcomp.dag.spec.TaskSpec`.
-        template: what the train executor's ``validate`` returned for it.
+        validate: returns the train executor's config of the task (its ``validate``), the template.
         ctx: its :class:`executors.base.SubmitContext`.
 
     Raises:
@@ -44,6 +46,7 @@ def search_config(task, template: dict, ctx) -> dict:
     if task.type != "train":
         raise ctx.error("search", f"a search needs a task of type 'train' (its trials pause and resume), "
                                   f"got {task.type!r}")
+    template = validate()
     search = check_search(task.search, template, _experiment(template, ctx), ctx.error)
     resources = {key: getattr(task, key) for key in RESOURCE_KEYS}
     return {"template": {"type": task.type, **template}, "search": search, "resources": resources}

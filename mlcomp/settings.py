@@ -33,6 +33,10 @@ class Settings:
         heartbeat_ttl: seconds after which a silent computer is dead and its tasks failed.
         stop_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
         snapshot_max_mb: the largest code snapshot (MB) a DAG submission may store.
+        allowed_hosts: with a token, the ``Host`` names the UI serves (``MLCOMP_ALLOWED_HOSTS``,
+            comma-separated; ``*``, the default, allows any); without a token only loopback names.
+        checkpoint_dirs: folders, besides a task's own logdir, from which a task may be resumed
+            (``MLCOMP_CHECKPOINT_DIRS``, comma-separated).
         grid_max_cells: the most grid cells one submission may expand to (DAG-level cells times
             the tasks' cells), counted before expansion.
     """
@@ -47,6 +51,8 @@ class Settings:
     stop_grace: float = 10.0
     snapshot_max_mb: float = 50.0
     grid_max_cells: int = 10_000
+    allowed_hosts: tuple[str, ...] = ("*",)
+    checkpoint_dirs: tuple[str, ...] = ()
 
     @property
     def tasks_dir(self) -> Path:
@@ -88,11 +94,26 @@ class Settings:
                     kind = "an integer" if typ is int else "a number"
                     raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): "
                                       f"{values[name]!r} is not {kind}") from None
+        for name in LISTS:
+            if name in values:
+                values[name] = _names(name, values[name], root)
         return cls(root=root, **values)
 
 
 NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float,
            "grid_max_cells": int}
+
+
+LISTS = ("allowed_hosts", "checkpoint_dirs")
+
+
+def _names(name: str, value, root: Path) -> tuple[str, ...]:
+    """A list setting from a comma-separated string (the environment) or a YAML list."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): {value!r} is not "
+                          f"a list of strings (or a comma-separated string)")
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def _read_file(path: Path) -> dict:

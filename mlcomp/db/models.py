@@ -37,6 +37,7 @@ __all__ = [
     "TaskDependency",
     "Attempt",
     "Computer",
+    "Supervisor",
     "LogLine",
     "Metric",
     "Checkpoint",
@@ -207,9 +208,21 @@ class Attempt(Base):
     finished: Mapped[opt_timestamp]
     reason: Mapped[str | None] = mapped_column(Text)
     resume_from: Mapped[str | None] = mapped_column(String(1000))
+    log_offsets: Mapped[dict[str, Any] | None]  # bytes of stdout/stderr read into log_line rows
     task: Mapped[Task] = relationship(back_populates="attempts")
 
     __table_args__ = (UniqueConstraint("task_id", "number"),)
+
+
+class Supervisor(Base):
+    """A running supervisor: ``id`` is unique per process, ``heartbeat`` is refreshed every
+    ``heartbeat_ttl / 3`` seconds, so a process sharing the store knows whether one serves it."""
+
+    __tablename__ = "supervisor"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Computer(Base):

@@ -4,14 +4,14 @@ The task statuses ``paused`` and ``pruned`` need no change: the status column is
 string of up to 20 characters without a check constraint.
 
 Revision ID: search_trials
-Revises: 0001
+Revises: restart_safe_workers
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "search_trials"
-down_revision = "0001"
+down_revision = "restart_safe_workers"
 branch_labels = None
 depends_on = None
 

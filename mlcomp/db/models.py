@@ -236,6 +236,7 @@ class Computer(Base):
     memory: Mapped[float] = mapped_column(Float, default=0.0)  # gigabytes
     heartbeat: Mapped[opt_timestamp]
     usage: Mapped[dict[str, Any] | None]  # latest {cpu, memory, gpus: [...]} from the worker
+    dag_ids: Mapped[list[Any] | None]  # None: a worker of every DAG; else only these (dag submit --wait)
     created: Mapped[timestamp]
 
     def __repr__(self):

@@ -4,14 +4,14 @@ The task statuses ``paused`` and ``pruned`` need no change: the status column is
 string of up to 20 characters without a check constraint.
 
 Revision ID: search_trials
-Revises: restart_safe_workers
+Revises: scoped_computers
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "search_trials"
-down_revision = "restart_safe_workers"
+down_revision = "scoped_computers"
 branch_labels = None
 depends_on = None
 

@@ -7,6 +7,7 @@ Python validation so that large figures cost nothing extra; the tests check each
 - :func:`metric_figures`: one figure per metric (and kind), one line per loader (per task and loader
   when comparing).
 - :func:`parallel_coordinates`: a grid search's parameters against its metric.
+- :func:`search_curves`: a search's metric against epochs, one line per trial, the best marked.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "parallel_coordinates"]
+__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "parallel_coordinates", "search_curves"]
 
 STATUS_COLORS = {
     "not_ran": "#9e9e9e", "queued": "#8e7cc3", "in_progress": "#1e88e5", "stopping": "#fb8c00",
     "success": "#43a047", "failed": "#e53935", "stopped": "#6d4c41", "skipped": "#cfd8dc",
+    "paused": "#00897b", "pruned": "#b0bec5",
 }
 _LAYOUT = {"margin": {"l": 40, "r": 20, "t": 30, "b": 40},
            "paper_bgcolor": "white", "plot_bgcolor": "white"}
@@ -174,3 +176,25 @@ def parallel_coordinates(board: dict) -> dict[str, Any]:
             "reversescale": bool(board["minimize"])}
     return {"data": [{"type": "parcoords", "dimensions": dims, "line": line}],
             "layout": {**_LAYOUT, "height": 420, "margin": {"l": 60, "r": 60, "t": 50, "b": 30}}}
+
+
+def search_curves(trials: list[dict], curves: dict[int, dict[int, float]], metric: str) -> dict[str, Any]:
+    """A search's metric against the epoch, every trial on one plot: a line per trial coloured by
+    its status (pruned and paused trials end where they stopped, with a marker), the best trial
+    drawn thick with a star at its end.
+
+    Args:
+        trials: :func:`mlcomp.search.board.leaderboard` rows.
+        curves: each trial's metric by epoch (task id → {epoch: value}).
+    """
+    data = []
+    for row in trials:
+        curve = curves.get(row["task_id"], {})
+        epochs = sorted(curve)
+        symbols = ["circle"] * max(len(epochs) - 1, 0) + ["star" if row["best"] else "x"] if epochs else []
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"trial {row['number']} ({row['status']})",
+                     "x": epochs, "y": [curve[e] for e in epochs], "customdata": [row["task_id"]] * len(epochs),
+                     "line": {"color": STATUS_COLORS.get(row["status"], "#000"), "width": 4 if row["best"] else 1.5},
+                     "marker": {"symbol": symbols, "size": [4] * max(len(epochs) - 1, 0) + [14 if row["best"] else 8]}})
+    return {"data": data, "layout": {**_LAYOUT, "height": 420, "xaxis": {"title": {"text": "epoch"}, "dtick": 1},
+                                     "yaxis": {"title": {"text": metric}}, "showlegend": True}}

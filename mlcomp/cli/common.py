@@ -73,7 +73,7 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
         poll: seconds between reads when nothing signals a change.
 
     Returns:
-        True when every task succeeded.
+        True when every task succeeded (search trials that ended pruned count as succeeded).
     """
     seen: dict[int, TaskStatus] = {}
     while True:
@@ -86,8 +86,9 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
             if seen.get(task_id, TaskStatus.not_ran) is not status:
                 seen[task_id] = status
                 echo(_describe(task_id, name, status, reason))
-        if all(status.finished for _, _, status, _ in rows):
-            return all(status is TaskStatus.success for _, _, status, _ in rows)
+        # a paused search trial waits for its search, which ends it (pruned: stopped early, not a failure)
+        if all(status.finished or status is TaskStatus.paused for _, _, status, _ in rows):
+            return all(status in (TaskStatus.success, TaskStatus.pruned) for _, _, status, _ in rows)
         if changed is not None:
             changed.wait(poll)
         else:

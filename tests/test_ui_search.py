@@ -4,24 +4,13 @@ import plotly.graph_objects as go
 import pytest
 
 from ui.api import openapi
-from ui_fill import dispose, fill, fill_search
+from ui_fill import fill_search, shared_app
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """:func:`fill`'s store plus a search (:func:`fill_search`), and its app: ``(app, ids)``."""
-    from mlcomp.db import open_store
-    from mlcomp.settings import Settings
-    from ui import create_app
-
-    root = tmp_path_factory.mktemp("ui") / "mlcomp"
-    settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}")
-    with open_store(settings).begin() as session:
-        ids = fill(session, settings)
-        fill_search(session, ids)
-    app = create_app(settings, {"TESTING": True})
-    yield app, ids
-    dispose(app)
+    yield from shared_app(tmp_path_factory, fill_search)
 
 
 @pytest.fixture

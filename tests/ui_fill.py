@@ -20,7 +20,7 @@ from mlcomp.db import (
     SnapshotFile, Task, TaskDependency, TaskStatus,
 )
 
-__all__ = ["Filled", "fill", "fill_search", "filled", "app", "client", "ro_shared", "ro_filled", "ro_app", "ro_client", "csrf_post", "dispose",
+__all__ = ["Filled", "fill", "fill_search", "shared_app", "filled", "app", "client", "ro_shared", "ro_filled", "ro_app", "ro_client", "csrf_post", "dispose",
            "BATCH_POINTS", "EVIL"]
 
 BATCH_POINTS = 3000
@@ -174,9 +174,9 @@ def fill(session, settings) -> Filled:
     return ids
 
 
-@pytest.fixture(scope="module")
-def ro_shared(tmp_path_factory):
-    """One filled store and app per test module, for tests that only read: ``(app, ids)``."""
+def shared_app(tmp_path_factory, *more):
+    """Yields ``(app, ids)``: a store filled by :func:`fill`, then by each of ``more`` (called
+    with the session and the ids), and its app; disposes of the app at the end."""
     from mlcomp.db import open_store
     from mlcomp.settings import Settings
     from ui import create_app
@@ -185,9 +185,17 @@ def ro_shared(tmp_path_factory):
     settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}")
     with open_store(settings).begin() as session:
         ids = fill(session, settings)
+        for add in more:
+            add(session, ids)
     app = create_app(settings, {"TESTING": True})
     yield app, ids
     dispose(app)
+
+
+@pytest.fixture(scope="module")
+def ro_shared(tmp_path_factory):
+    """One filled store and app per test module, for tests that only read: ``(app, ids)``."""
+    yield from shared_app(tmp_path_factory)
 
 
 @pytest.fixture

@@ -1,16 +1,23 @@
-"""The computers page: GPUs with memory and utilisation, CPU and RAM use, heartbeat age and the
-tasks running on each computer."""
+"""The computers page: GPUs with memory and utilisation, CPU and RAM use, heartbeat age, the
+tasks running on each computer, and the resource history (:mod:`mlcomp.worker.resources`)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+import time
 
-from ui import queries
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy.orm import Session
+
+from mlcomp.db import Computer
+from mlcomp.errors import NotFoundError
+from mlcomp.worker.resources import RETENTION, resource_history
+from ui import plots, queries
 from ui.db import get_session
-from ui.views import twin
+from ui.views import int_arg, twin
 
-__all__ = ["bp"]
+__all__ = ["bp", "history_body"]
 
 bp = Blueprint("computers", __name__)
+MAX_POINTS = 1000
 
 
 @twin(bp, "/computers", "computers/computers.html")
@@ -24,3 +31,22 @@ def computers() -> dict:
         computer["alive"] = age is not None and age <= ttl
     body["heartbeat_ttl"] = ttl
     return body
+
+
+def history_body(session: Session, start: int, end: int, **scope) -> dict:
+    """``{"start", "end" (Unix seconds), "series", "figures"}``: the resource history of
+    ``computer=`` or ``task_id=`` over ``[start, end]``, at most :data:`MAX_POINTS` per series."""
+    series = resource_history(session, start=start, end=end, now=int(time.time()), max_points=MAX_POINTS, **scope)
+    return {"start": start, "end": end, "series": series, "figures": plots.resource_figures(series)}
+
+
+@bp.get("/api/computers/<computer>/resources")
+def resources(computer: str):
+    """The computer's CPU, RAM and GPU history over the last ``?window=`` seconds (default an
+    hour, at most the longest retention)."""
+    session = get_session()
+    if session.get(Computer, computer) is None:
+        raise NotFoundError(f"computer {computer!r} does not exist")
+    end = int(time.time())
+    window = int_arg("window", 3600, lo=60, hi=RETENTION[600])
+    return jsonify({"computer": computer, **history_body(session, end - window, end, computer=computer)})

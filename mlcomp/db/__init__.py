@@ -9,6 +9,7 @@ from mlcomp.db.models import (
     LogLine,
     Metric,
     Project,
+    ResourceSample,
     SnapshotBlob,
     SnapshotFile,
     Task,
@@ -20,6 +21,6 @@ from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_st
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
-    "SnapshotBlob", "SnapshotFile", "Task", "TaskDependency", "TaskStatus", "utcnow",
+    "ResourceSample", "SnapshotBlob", "SnapshotFile", "Task", "TaskDependency", "TaskStatus", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

@@ -23,8 +23,10 @@ MAX_POINTS = 1000
 @twin(bp, "/computers", "computers/computers.html")
 def computers() -> dict:
     """Every computer and what runs on it; ``alive`` is False when the heartbeat is older than
-    the settings' ``heartbeat_ttl``."""
+    the settings' ``heartbeat_ttl``; ``?window=`` is the seconds of resource history the page
+    plots (default an hour)."""
     body = queries.list_computers(get_session())
+    body["window"] = _window()
     ttl = current_app.config["MLCOMP_SETTINGS"].heartbeat_ttl
     for computer in body["computers"]:
         age = computer["heartbeat_age"]
@@ -48,5 +50,8 @@ def resources(computer: str):
     if session.get(Computer, computer) is None:
         raise NotFoundError(f"computer {computer!r} does not exist")
     end = int(time.time())
-    window = int_arg("window", 3600, lo=60, hi=RETENTION[600])
-    return jsonify({"computer": computer, **history_body(session, end - window, end, computer=computer)})
+    return jsonify({"computer": computer, **history_body(session, end - _window(), end, computer=computer)})
+
+
+def _window() -> int:
+    return int_arg("window", 3600, lo=60, hi=RETENTION[600])

@@ -339,10 +339,12 @@ def _status_counts_children(session: Session, task_id: int) -> dict[str, int]:
 
 
 def _attempt(attempt: Attempt, now: dt.datetime) -> dict[str, Any]:
+    """An attempt's row; an attempt after the first with no checkpoint chosen resumed from the
+    executors' default, ``"last"`` (:func:`executors.train.resolve_resume`)."""
     return {"number": attempt.number, "status": attempt.status.value, "computer": attempt.computer,
             "gpus": list(attempt.gpus or []), "started": iso(attempt.started),
             "finished": iso(attempt.finished), "reason": attempt.reason,
-            "resume_from": attempt.resume_from,
+            "resume_from": attempt.resume_from or ("last" if attempt.number > 1 else None),
             "duration": _span(attempt.started, attempt.finished, attempt.status in ACTIVE, now)}
 
 

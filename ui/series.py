@@ -55,7 +55,7 @@ def series_marks(session: Session, task_id: int) -> list[dict]:
 
     Returns:
         ``[{"step", "kind": "stage" | "resume", "label"}]`` ordered by step: a ``stage`` mark where
-        each stage after the first begins, a ``resume`` mark where each attempt after the first
+        each named stage after the first begins, a ``resume`` mark where each attempt after the first
         reported its first point.
     """
     rows = session.execute(select(Metric.attempt, Metric.stage, func.min(Metric.step).label("first"))
@@ -63,11 +63,11 @@ def series_marks(session: Session, task_id: int) -> list[dict]:
                            .group_by(Metric.attempt, Metric.stage).order_by("first")).all()
     marks, stages, attempts = [], set(), set()
     for attempt, stage, first in rows:
-        if stage not in stages and stages:
-            marks.append({"step": first, "kind": "stage", "label": stage or "stage"})
+        if stage is not None and stage not in stages and stages:
+            marks.append({"step": first, "kind": "stage", "label": stage})
         if attempt not in attempts and attempts:
             marks.append({"step": first, "kind": "resume", "label": f"resumed: attempt {attempt}"})
-        stages.add(stage)
+        stages.update({stage} - {None})
         attempts.add(attempt)
     return marks
 

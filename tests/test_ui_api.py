@@ -82,7 +82,7 @@ def test_every_page_and_command_on_postgresql(pg_url, tmp_path):
     ("/api/tasks/{task_id}/metrics", "/api/tasks/{train}/metrics?figures=1&max_points=100"),
     ("/api/grid/{task_id}", "/api/grid/{grid}"), ("/api/compare", "/api/compare?tasks={train}"),
     ("/api/computers", "/api/computers"), ("/api/tasks/{task_id}/resources", "/api/tasks/{train}/resources"),
-    ("/api/computers/{computer}/resources", "/api/computers/box/resources?window=86400"),
+    ("/api/computers/{computer}/resources", "/api/computers/box/resources?window=86400&figures=1"),
 ])
 def test_responses_match_the_documented_schemas(ro_client, ro_filled, path, url):
     from openapi_schema_validator import OAS31Validator

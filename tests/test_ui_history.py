@@ -22,7 +22,7 @@ def _samples(store, task_id, seconds=300):
 
 def test_computer_history_names_the_task_holding_each_gpu(client, filled, store):
     _samples(store, filled.train)
-    body = client.get("/api/computers/box/resources?window=3600").get_json()
+    body = client.get("/api/computers/box/resources?window=600&figures=1").get_json()
     assert [s["source"] for s in body["series"]] == ["cpu", "gpu0", "gpu1"]  # not the task's own processes
     cpu, gpu0, gpu1 = body["series"]
     assert len(cpu["x"]) == 60 and set(gpu0["task_id"]) == {filled.train} and set(gpu1["task_id"]) == {None}
@@ -42,12 +42,12 @@ def test_task_history_covers_its_run(client, filled, store):
     body = client.get(f"/api/tasks/{filled.train}/resources").get_json()
     assert [s["source"] for s in body["series"]] == ["task", "gpu0"] and len(body["series"][0]["x"]) == 60
     html = client.get(f"/tasks/{filled.train}").get_data(as_text=True)
-    assert f'data-url="/api/tasks/{filled.train}/resources"' in html
+    assert f'data-url="/api/tasks/{filled.train}/resources?figures=1"' in html
 
 
 def test_computers_page_plots_the_chosen_window(ro_client):
     html = ro_client.get("/computers?window=86400").get_data(as_text=True)
-    assert 'data-url="/api/computers/box/resources?window=86400"' in html and "<b>1 day</b>" in html
+    assert 'data-url="/api/computers/box/resources?window=86400&amp;figures=1"' in html and "<b>1 day</b>" in html
 
 
 def test_dag_list_shows_best_main_metric_overrides_tags_and_note(client, filled, store):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.orm import Session
 
 from mlcomp.db import Computer
@@ -17,7 +17,7 @@ from ui.views import int_arg, twin
 __all__ = ["bp", "history_body"]
 
 bp = Blueprint("computers", __name__)
-MAX_POINTS = 1000
+MAX_POINTS = 600  # per series: a week in 17-minute buckets, as wide as a plot is
 
 
 @twin(bp, "/computers", "computers/computers.html")
@@ -36,10 +36,14 @@ def computers() -> dict:
 
 
 def history_body(session: Session, start: int, end: int, **scope) -> dict:
-    """``{"start", "end" (Unix seconds), "series", "figures"}``: the resource history of
-    ``computer=`` or ``task_id=`` over ``[start, end]``, at most :data:`MAX_POINTS` per series."""
+    """``{"start", "end" (Unix seconds), "series"}`` and with ``?figures=1`` the ``figures``:
+    the resource history of ``computer=`` or ``task_id=`` over ``[start, end]``, at most
+    :data:`MAX_POINTS` per series."""
     series = resource_history(session, start=start, end=end, now=int(time.time()), max_points=MAX_POINTS, **scope)
-    return {"start": start, "end": end, "series": series, "figures": plots.resource_figures(series)}
+    body = {"start": start, "end": end, "series": series}
+    if request.args.get("figures"):
+        body["figures"] = plots.resource_figures(series)
+    return body
 
 
 @bp.get("/api/computers/<computer>/resources")

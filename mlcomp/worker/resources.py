@@ -154,7 +154,7 @@ def resource_history(session: Session, *, start: int, end: int, now: int, comput
 
     Returns:
         ``[{"source": "cpu" | "gpu<i>" | "task", "gpu": i or None, "resolution": seconds,
-        "x": [Unix seconds], "utilization": [percent], "memory": [bytes], "task_id": [holder or
+        "x": [Unix seconds], "utilization": [percent], "memory": [bytes, rounded], "task_id": [holder or
         None]}]``: ``cpu`` the computer, ``task`` the task's process tree, ``gpu<i>`` GPU ``i``.
 
     Raises:
@@ -179,6 +179,6 @@ def resource_history(session: Session, *, start: int, end: int, now: int, comput
                                        "utilization": [], "memory": [], "task_id": []})
         s["x"].append(int(at))
         s["utilization"].append(None if utilization is None else round(float(utilization), 2))
-        s["memory"].append(None if memory is None else float(memory))
+        s["memory"].append(None if memory is None else round(memory))
         s["task_id"].append(holder if gpu is not None else None)
     return sorted(series.values(), key=lambda s: (s["gpu"] is not None, s["gpu"] or 0))

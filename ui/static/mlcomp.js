@@ -80,15 +80,16 @@
   function styled(figure, key) {
     const metric = figure.layout.meta === "metric";
     const data = [];
-    figure.data.forEach((trace) => {
+    figure.data.forEach((trace, i) => {
       const line = metric && trace.legendgroup !== undefined && trace.showlegend !== false;
       if (!line || !settings.smoothing) {
-        data.push(Object.assign({uid: trace.name + "/" + data.length}, trace));
+        data.push(metric ? Object.assign({uid: "s" + i}, trace) : trace);
         return;
       }
-      data.push(Object.assign({}, trace, {uid: trace.name + "/raw", showlegend: false, hoverinfo: "skip",
+      // uids tie a trace's legend state to it whether smoothing adds the raw line or not
+      data.push(Object.assign({}, trace, {uid: "r" + i, showlegend: false, hoverinfo: "skip",
                                           hovertemplate: undefined, opacity: 0.25, mode: "lines"}));
-      data.push(Object.assign({}, trace, {uid: trace.name, y: smooth(trace.y, settings.smoothing)}));
+      data.push(Object.assign({}, trace, {uid: "s" + i, y: smooth(trace.y, settings.smoothing)}));
     });
     const layout = Object.assign({}, figure.layout, {uirevision: key});
     if (metric) {
@@ -132,6 +133,7 @@
     output.textContent = Number(settings.smoothing).toFixed(2);
     controls.querySelector('[name="logx"]').checked = settings.logx;
     controls.querySelector('[name="logy"]').checked = settings.logy;
+    controls.addEventListener("submit", (event) => event.preventDefault());
     controls.addEventListener("input", () => {
       settings.smoothing = Number(slider.value);
       settings.logx = controls.querySelector('[name="logx"]').checked;

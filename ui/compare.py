@@ -12,7 +12,7 @@ from ui import plots, queries
 from ui.series import metric_series
 from ui.db import get_session
 from ui.errors import ApiError
-from ui.views import twin
+from ui.views import MAX_INT, twin
 
 __all__ = ["bp", "run_labels", "summary"]
 
@@ -26,6 +26,8 @@ def _ids(arg: str, what: str) -> list[int]:
         ids = list(dict.fromkeys(int(part) for part in raw.replace(" ", ",").split(",") if part))
     except ValueError:
         raise ApiError(f"query argument {arg}={raw!r}: expected {what} ids separated by commas") from None
+    if not all(0 <= i <= MAX_INT for i in ids):
+        raise ApiError(f"query argument {arg}={raw!r}: {what} ids are integers from 0 to {MAX_INT}")
     return ids
 
 

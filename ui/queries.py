@@ -425,7 +425,7 @@ def grid_leaderboard(session: Session, task_id: int, *, metric: str | None = Non
     metric = metric or main.get("metric") or (names[0] if names else None)
     if metric == main.get("metric"):
         loader = loader or main.get("loader")
-        minimize = main["minimize"] if minimize is None else minimize
+        minimize = bool(main.get("minimize")) if minimize is None else minimize
     elif minimize is None:
         minimize = bool(metric) and any(w in metric for w in ("loss", "error"))
     rows = [{"id": row["task_id"], **{k: row[k] for k in ("name", "status", "attempt", "params", "value", "final")}}

@@ -12,6 +12,7 @@ from mlcomp.db.models import (
     ResourceSample,
     SnapshotBlob,
     SnapshotFile,
+    Supervisor,
     Task,
     TaskDependency,
     TaskStatus,
@@ -21,6 +22,7 @@ from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_st
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
-    "ResourceSample", "SnapshotBlob", "SnapshotFile", "Task", "TaskDependency", "TaskStatus", "utcnow",
+    "ResourceSample", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task", "TaskDependency", "TaskStatus",
+    "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "TaskDependency",
     "Attempt",
     "Computer",
+    "Supervisor",
     "LogLine",
     "Metric",
     "Checkpoint",
@@ -204,9 +205,21 @@ class Attempt(Base):
     finished: Mapped[opt_timestamp]
     reason: Mapped[str | None] = mapped_column(Text)
     resume_from: Mapped[str | None] = mapped_column(String(1000))
+    log_offsets: Mapped[dict[str, Any] | None]  # bytes of stdout/stderr read into log_line rows
     task: Mapped[Task] = relationship(back_populates="attempts")
 
     __table_args__ = (UniqueConstraint("task_id", "number"),)
+
+
+class Supervisor(Base):
+    """A running supervisor: ``id`` is unique per process, ``heartbeat`` is refreshed every
+    ``heartbeat_ttl / 3`` seconds, so a process sharing the store knows whether one serves it."""
+
+    __tablename__ = "supervisor"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Computer(Base):
@@ -220,6 +233,7 @@ class Computer(Base):
     memory: Mapped[float] = mapped_column(Float, default=0.0)  # gigabytes
     heartbeat: Mapped[opt_timestamp]
     usage: Mapped[dict[str, Any] | None]  # latest {cpu, memory, gpus: [...]} from the worker
+    dag_ids: Mapped[list[Any] | None]  # None: a worker of every DAG; else only these (dag submit --wait)
     created: Mapped[timestamp]
 
     def __repr__(self):

@@ -68,13 +68,14 @@ class Outcome:
     reason: str
 
 
-def outcome(returncode: int, *, stop_requested: bool, timed_out: float | None = None,
+def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | None = None,
             last_error: str | None = None) -> Outcome:
     """Maps a child's exit to the task's final status.
 
     Exit 0 is success; 75 is stopped; a stop request ending in any other way is stopped; a
-    timeout (``timed_out`` = the limit in seconds) is failed; anything else is failed with the
-    exit code or signal and the last line the child wrote to stderr.
+    timeout (``timed_out`` = the limit in seconds) is failed; anything else, a process that ended
+    with no exit record (``returncode`` None) included, is failed with the exit code or signal
+    and the last line the child wrote to stderr.
     """
     how = describe_exit(returncode)
     if timed_out is not None:

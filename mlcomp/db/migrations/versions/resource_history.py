@@ -1,14 +1,14 @@
 """resource history (the resource_sample table); a DAG's tags and note
 
 Revision ID: resource_history
-Revises: 0001
+Revises: scoped_computers
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = 'resource_history'
-down_revision = '0001'
+down_revision = 'scoped_computers'
 branch_labels = None
 depends_on = None
 

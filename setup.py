@@ -34,6 +34,7 @@ setup(
         "psutil>=5.9",
         "scikit-learn>=1.3",
         "psycopg[binary]>=3.1",
+        "optuna>=3.4",  # search sampling (mlcomp.search): ask-and-tell, Random/TPE/Grid samplers
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7",

@@ -131,7 +131,7 @@ def derived_dag_status() -> ColumnElement[str]:
         (func.count(Task.id) == count(s.not_ran), s.not_ran.value),
         (count(*ACTIVE, s.not_ran) > 0, s.in_progress.value),
         (count(s.failed) > 0, s.failed.value),
-        (count(s.stopped) > 0, s.stopped.value),
+        (count(s.stopped, s.paused) > 0, s.stopped.value),
         (count(s.skipped) > 0, s.skipped.value),
         else_=s.success.value,
     )

@@ -10,6 +10,8 @@ from mlcomp.db.models import (
     Metric,
     Project,
     ResourceSample,
+    SearchRung,
+    SearchTrial,
     SnapshotBlob,
     SnapshotFile,
     Supervisor,
@@ -22,7 +24,7 @@ from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_st
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
-    "ResourceSample", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task", "TaskDependency", "TaskStatus",
-    "utcnow",
+    "ResourceSample", "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task",
+    "TaskDependency", "TaskStatus", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.settings import Settings
+from mlcomp.search import SEARCH_TYPE
+from mlcomp.search.step import advance_searches
 from mlcomp.supervisor import wake as wakeup
 from mlcomp.supervisor.allocate import free_resources, place
 from mlcomp.supervisor.dispatch import Dispatcher
@@ -151,6 +153,7 @@ class Supervisor:
             names = {c.name for c in alive}
             holding = [t for t in holding if t.computer in names]  # the others were just swept
             ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
+            ended += advance_searches(session, now, [t.id for t in active if t.type == SEARCH_TYPE])
             parents, ready = find_ready(session, now, self.dag_ids)
             for parent in parents:
                 set_task_status(session, parent, S.queued, "grid search ready", now)

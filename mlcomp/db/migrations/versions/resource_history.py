@@ -1,14 +1,14 @@
 """resource history (the resource_sample table); a DAG's tags and note
 
 Revision ID: resource_history
-Revises: scoped_computers
+Revises: search_trials
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = 'resource_history'
-down_revision = 'scoped_computers'
+down_revision = 'search_trials'
 branch_labels = None
 depends_on = None
 

@@ -22,6 +22,7 @@ __all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "scalar_values", "par
 STATUS_COLORS = {
     "not_ran": "#9e9e9e", "queued": "#8e7cc3", "in_progress": "#1e88e5", "stopping": "#fb8c00",
     "success": "#43a047", "failed": "#e53935", "stopped": "#6d4c41", "skipped": "#cfd8dc",
+    "paused": "#00897b", "pruned": "#b0bec5",
 }
 _LAYOUT = {"margin": {"l": 40, "r": 20, "t": 30, "b": 40},
            "paper_bgcolor": "white", "plot_bgcolor": "white"}

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, update
 
 from mlcomp.db import Attempt, Computer, LogLine, Metric, Task, TaskStatus, immediate
-from mlcomp.supervisor import LocalDispatcher, Supervisor, set_task_status
+from mlcomp.supervisor import HandOver, Supervisor, set_task_status
 from mlcomp.worker import Worker
 from supervisor_helpers import make_dag, wait_for, wait_status
 
@@ -298,7 +298,7 @@ def test_heartbeat_updates_the_computer(settings, store):
     w.heartbeat()
     with store() as session:
         computer = session.get(Computer, "pc")
-        assert computer.heartbeat > first and set(computer.usage) == {"cpu", "memory", "gpus", "tasks"}
+        assert computer.heartbeat > first and set(computer.usage) == {"cpu", "memory", "memory_bytes", "gpus", "tasks"}
 
 
 def test_python_task_runs_in_the_child_and_stores_its_result(worker, store, settings):
@@ -339,7 +339,7 @@ def test_gpu_requests_on_two_computers_get_disjoint_indices(settings, store):
     workers = [Worker(settings, store, name=name, gpus=[0, 1, 2, 3], poll=0.05) for name in ("pc1", "pc2")]
     for w in workers:
         w.register()
-    supervisor = Supervisor(settings, store, LocalDispatcher(*workers), interval=0.1)
+    supervisor = Supervisor(settings, store, HandOver(workers), interval=0.1)
     for w in workers:
         w.on_change = supervisor.wake
         w.start()

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
-from mlcomp.db import Dag, Project, Task, TaskDependency
+from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
 from mlcomp.supervisor.status import rollup_status
 
 __all__ = ["dag", "dag_json"]
@@ -30,25 +30,27 @@ def dag():
               help="With --wait and no server running: GPU indices the embedded worker declares.")
 @pass_services
 def dag_submit(app: Services, file, wait, sets, gpus):
-    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid).
+    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid; with --wait,
+    "DAG <id> submitted", then the tasks' status changes and epochs).
 
     With --wait and no `mlcomp server` answering (for MLCOMP_ROOT on this machine, or through
     the broker), a supervisor and a local worker run in this process until the DAG ends.
     """
     with app.write() as session:
         ids = [d.id for d in control.submit_dag(session, app.settings, file, sets)]
-    for dag_id in ids:
-        click.echo(dag_id)
+    for dag_id in ids:  # the bare ids for scripts; a sentence when a person follows the run
+        click.echo(f"DAG {dag_id} submitted" if wait else dag_id)
     _wake_and_wait(app, ids, wait, gpus)
 
 
 def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | None) -> None:
     """Wakes the server; with ``wait`` follows the DAGs and exits 1 unless every task succeeded.
 
-    When no server answers (on this machine's wake socket, or on the broker's wake channel),
-    a supervisor and a local worker run here, for these DAGs only; SIGINT or SIGTERM then stops
-    their running tasks (SIGTERM, grace, SIGKILL) and exits 1 ("Aborted!")."""
-    served = control.wake(app.settings)
+    When no server serves the store (none answers on this machine's wake socket or the broker's
+    wake channel, and no supervisor's heartbeat row is fresh), a supervisor and a local worker
+    run here for these DAGs only, placing them on every live computer; SIGINT or SIGTERM then
+    stops their running tasks (SIGTERM, grace, SIGKILL) and exits 1 ("Aborted!")."""
+    served = control.wake(app.settings) or _supervised(app)
     if not wait:
         if not served:  # on stderr: stdout keeps only the ids, for scripts
             click.echo(f"note: no mlcomp server serves {app.settings.root}; the tasks wait until one runs "
@@ -66,6 +68,14 @@ def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | 
     _print_results(app, ids)
     if not ok:
         raise click.exceptions.Exit(1)
+
+
+def _supervised(app: Services) -> bool:
+    """Whether a server's supervisor, on any machine, serves the store (its heartbeat row)."""
+    from mlcomp.supervisor.supervisor import serving
+
+    with app.read() as session:
+        return serving(session, app.settings, utcnow())
 
 
 def _print_results(app: Services, ids: list[int]) -> None:

@@ -81,8 +81,8 @@ def signal_group(pgid: int, sig: int) -> bool:
 @dataclasses.dataclass(frozen=True)
 class AttemptFiles:
     """The files of one attempt of a task: ``tasks_dir/TASK/attempts/N/`` holding ``stdout``,
-    ``stderr``, ``pid`` (written by the recorder when it starts) and ``exit`` (its exit status,
-    written before it exits)."""
+    ``stderr``, ``pid`` (written by the recorder when it starts), ``exit`` (its exit status,
+    written before it exits) and ``watcher`` (the worker process following it)."""
 
     folder: Path
 
@@ -128,6 +128,19 @@ class AttemptFiles:
     def started(self) -> bool:
         """Whether a recorder ever started for this attempt (it wrote its pid)."""
         return self.path("pid").exists()
+
+    def watch(self) -> None:
+        """Records that this process follows the attempt (``watcher``: pid and creation time)."""
+        me = psutil.Process()
+        self.path("watcher").write_text(f"{me.pid} {me.create_time()}\n")
+
+    def watched_elsewhere(self) -> bool:
+        """Whether another live process (a second worker of the same computer) follows it."""
+        try:
+            pid, created = self.path("watcher").read_text().split()
+            return int(pid) != os.getpid() and psutil.Process(int(pid)).create_time() == float(created)
+        except (OSError, ValueError, psutil.Error):
+            return False
 
 
 class TaskProcess:

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import psutil
 from sqlalchemy import select, update
@@ -38,7 +38,8 @@ from mlcomp.dag import materialize
 from mlcomp.db import Attempt, Computer, Dag, Task, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.supervisor.wake import add_listener, remove_listener
-from mlcomp.worker.gpus import detect_gpus, gpu_usage
+from mlcomp.worker.gpus import detect_gpus
+from mlcomp.worker.resources import ResourceRecorder
 from mlcomp.worker.launch import LaunchSpec, outcome
 from mlcomp.worker.process import AttemptFiles, TaskProcess
 from mlcomp.worker.report import Reporter
@@ -76,12 +77,15 @@ class Worker:
             embedded supervisor places the next tasks there (:func:`mlcomp.supervisor.run_local`).
         poll: seconds between monitor passes when nothing wakes the loop.
         clock: monotonic seconds, for timeouts and the stop grace period.
+        dag_ids: claim only these DAGs' tasks (the worker of ``dag submit --wait``, which may
+            share its computer with another one); the computer row says so, so supervisors
+            place other DAGs' tasks elsewhere. None: every DAG's.
     """
 
     def __init__(self, settings, sessionmaker: sessionmaker[Session], name: str | None = None,
                  gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
                  on_end: Callable[[], None] | None = None, poll: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, dag_ids: Collection[int] | None = None):
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.name = name or socket.gethostname()
@@ -90,6 +94,7 @@ class Worker:
         self.on_end = on_end or (lambda: None)
         self.poll = poll
         self.clock = clock
+        self.dag_ids = None if dag_ids is None else frozenset(dag_ids)
         self.gpus: list[dict] = []
         self._runs: dict[int, _Run] = {}
         self._launching: set[int] = set()
@@ -101,14 +106,26 @@ class Worker:
 
     # -- computer --------------------------------------------------------------------------------
     def register(self) -> None:
-        """Creates or updates this computer's row (address, GPUs, CPU count, RAM in GB) with a
-        fresh heartbeat."""
+        """Creates or updates this computer's row (address, GPUs, CPU count, RAM in GB, the DAGs
+        it serves) with a fresh heartbeat. A worker scoped to some DAGs adds them to those of a
+        live scoped worker of the same computer; beside a live worker of every DAG it changes
+        nothing of the scope."""
         self.gpus = detect_gpus(self.declared_gpus)
+        self.resources = ResourceRecorder(self.name, self.gpus)
+        now = utcnow()
         values = dict(address=_address(), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
-                      memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=utcnow())
+                      memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=now)
         with self.sessionmaker.begin() as session:
             immediate(session)
-            computer = session.get(Computer, self.name)
+            computer = session.get(Computer, self.name, with_for_update=True)
+            live = computer is not None and computer.heartbeat is not None and \
+                (now - _aware(computer.heartbeat)).total_seconds() < self.settings.heartbeat_ttl
+            if self.dag_ids is None:
+                values["dag_ids"] = None
+            elif live and computer.dag_ids is not None:
+                values["dag_ids"] = sorted(set(computer.dag_ids) | self.dag_ids)
+            elif not live:
+                values["dag_ids"] = sorted(self.dag_ids)
             if computer is None:
                 session.add(Computer(name=self.name, **values))
             else:
@@ -125,11 +142,11 @@ class Worker:
         elsewhere) the tasks placed on it. The heartbeat thread beats every ``heartbeat_ttl / 3``
         seconds, so two beats in a row may be lost (a busy database) before that happens.
         """
-        usage = {"cpu": psutil.cpu_percent(), "memory": round(psutil.virtual_memory().used / 1e9, 2),
-                 "gpus": gpu_usage(self.gpus), "tasks": len(self._runs)}
+        usage = {**self.resources.usage(), "tasks": len(self._runs)}
         with self.sessionmaker.begin() as session:
             session.execute(update(Computer).where(Computer.name == self.name)
                             .values(heartbeat=utcnow(), usage=usage))
+        self.resources.record(self.sessionmaker, usage)  # the history of usage (mlcomp.worker.resources)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> "Worker":
@@ -169,12 +186,23 @@ class Worker:
                     time.sleep(0.05)
                 run.process.join(max(0.0, deadline - self.clock()))
         remove_listener(self)
+        self._unscope()
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
         log.info("worker %s shut down", self.name)
+
+    def _unscope(self) -> None:
+        """Takes this worker's DAGs out of its computer's scope (a scoped worker's shutdown)."""
+        if self.dag_ids is None:
+            return
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            computer = session.get(Computer, self.name, with_for_update=True)
+            if computer is not None and computer.dag_ids is not None:
+                computer.dag_ids = sorted(set(computer.dag_ids) - self.dag_ids)
 
     def _launching_now(self) -> bool:
         with self._lock:
@@ -243,9 +271,12 @@ class Worker:
             with self.sessionmaker.begin() as session:
                 immediate(session)
                 task = session.get(Task, task_id, with_for_update={"of": Task}, options=_WITH_PROJECT)
-                if task is None or task.status not in ACTIVE or task.computer != self.name:
+                if task is None or task.status not in ACTIVE or task.computer != self.name or \
+                        (self.dag_ids is not None and task.dag_id not in self.dag_ids):
                     return False
                 files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
+                if files.started() and files.watched_elsewhere():
+                    return False  # another worker of this computer follows it
                 if files.started():
                     process = self._adopt(session, task, files)
                 elif task.status is TaskStatus.queued:
@@ -306,6 +337,7 @@ class Worker:
         return Reporter(self.sessionmaker, task.id, task.attempt)
 
     def _watch(self, task: Task, process: TaskProcess, started: float) -> None:
+        process.files.watch()
         with self._lock:
             self._runs[task.id] = _Run(task.id, task.timeout, process, started)
 
@@ -352,9 +384,11 @@ class Worker:
         """One monitor pass: read the active tasks the store places on this computer; signal the
         ones asked to stop, enforce timeouts and the stop grace period, and claim the ones no
         child is watched for here (queued ones not handed over, children of a previous worker)."""
+        stmt = select(Task.id, Task.status).where(Task.computer == self.name, Task.status.in_(ACTIVE))
+        if self.dag_ids is not None:
+            stmt = stmt.where(Task.dag_id.in_(self.dag_ids))
         with self.sessionmaker() as session:
-            rows = session.execute(select(Task.id, Task.status)
-                                   .where(Task.computer == self.name, Task.status.in_(ACTIVE))).all()
+            rows = session.execute(stmt).all()
         for task_id, status in rows:
             with self._lock:
                 run = self._runs.get(task_id)

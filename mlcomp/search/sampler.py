@@ -36,6 +36,13 @@ class PastTrial:
     value: float | None = None
 
 
+def _trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` of a search seeded ``seed`` (a 32-bit int)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def _sampler(name: str, seed: int, space: Mapping[str, Dimension]):
     import optuna
 
@@ -61,7 +68,8 @@ def sample(space: Mapping[str, Dimension], sampler: str, seed: int, minimize: bo
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = distributions(space)
     study = optuna.create_study(direction="minimize" if minimize else "maximize",
-                                sampler=_sampler(sampler, seed if sampler == "grid" else seed + len(past), space))
+                                sampler=_sampler(sampler, seed if sampler == "grid" else _trial_seed(seed, len(past)),
+                                                 space))
     state = optuna.trial.TrialState
     states = {"complete": state.COMPLETE, "pruned": state.PRUNED, "running": state.RUNNING, "fail": state.FAIL}
     study.add_trials([optuna.trial.create_trial(

@@ -79,6 +79,12 @@ def status(store, task_id) -> Task:
 
 
 def test_asha_step_fills_slots_records_rungs_promotes_and_ends(store, search):
+    asha_search(store, search)
+
+
+def asha_search(store, search) -> Task:
+    """Drives an ASHA search of 4 trials (rungs at 1 and 2 epochs) to its end, checking each
+    step; returns the ended search task."""
     search_id = search(4, 2, "{type: asha, grace_epochs: 1, max_epochs: 2, reduction_factor: 2}")
     step(store)
     (t0, task0), (t1, task1) = trials(store, search_id)
@@ -118,6 +124,26 @@ def test_asha_step_fills_slots_records_rungs_promotes_and_ends(store, search):
     assert records == sorted([(task0.id, 0, 1, 0.5), (task1.id, 0, 1, 0.7), (task1.id, 1, 2, 0.8),
                               (task2.id, 0, 1, 0.2), (task3.id, 0, 1, 0.6), (task3.id, 1, 2, 0.75)])
     assert search_task.result["epochs"] == 6
+    return search_task
+
+
+def test_dag_show_lists_the_trials_with_rung_status_and_metric(store, search, settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from mlcomp.cli import cli
+
+    search_task = asha_search(store, search)
+    monkeypatch.setenv("MLCOMP_ROOT", str(settings.root))
+    monkeypatch.setenv("MLCOMP_DB_URL", settings.db_url)
+    result = CliRunner().invoke(cli, ["dag", "show", str(search_task.dag_id)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = lines.index("search 'search': 4 trials, best first")
+    assert lines[header + 1].split() == ["trial", "task", "status", "rung", "epochs", "accuracy01", "params", "best"]
+    first = lines[header + 2].split()
+    assert first[:6] == ["1", str(search_task.result["best_task_id"]), "success", "1", "2", "0.8000"]
+    assert first[-1] == "*" and [line.split()[2] for line in lines[header + 2:header + 6]] == [
+        "success", "success", "pruned", "pruned"]
 
 
 def test_median_step_stops_a_trial_below_the_median_and_it_ends_pruned(store, search):

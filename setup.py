@@ -41,6 +41,7 @@ setup(
                  "schemathesis>=4.3", "hypothesis>=6.100"],  # the API against openapi.json; fuzzing
         "tensorboard": ["tensorboard"],
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
+        "bench": ["luigi>=3"],  # peers measured in the same run as mlcomp (bench/dag_overhead.py)
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},
 )

@@ -6,6 +6,7 @@ value and what is allowed.
 """
 
 __all__ = [
+    "EXIT_STOPPED",
     "MlcompError",
     "ConfigError",
     "DagError",
@@ -13,6 +14,11 @@ __all__ = [
     "NotFoundError",
     "StateError",
 ]
+
+EXIT_STOPPED = 75
+"""The exit status of a run or task process that stopped on request, the only home of the number:
+sysexits ``EX_TEMPFAIL`` ("try again later", i.e. resume). The runner's ``mlcomp run``, a task's
+child and the worker, which maps it to ``stopped``, all take it from here."""
 
 
 class MlcompError(Exception):

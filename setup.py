@@ -34,12 +34,14 @@ setup(
         "psutil>=5.9",
         "scikit-learn>=1.3",
         "psycopg[binary]>=3.1",
+        "optuna>=3.4",  # search sampling (mlcomp.search): ask-and-tell, Random/TPE/Grid samplers
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7",
-                 "tensorboard>=2.10",  # so the TensorBoard logger is tested
+                 "tensorboard>=2.10", "mlflow-skinny>=2.10",  # so the TensorBoard and MLflow loggers are tested
                  "schemathesis>=4.3", "hypothesis>=6.100"],  # the API against openapi.json; fuzzing
         "tensorboard": ["tensorboard"],
+        "mlflow": ["mlflow-skinny>=2.10"],  # the MLflowLogger callback (the tracking client, no server)
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
         "bench": ["luigi>=3"],  # peers measured in the same run as mlcomp (bench/dag_overhead.py)
     },

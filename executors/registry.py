@@ -30,6 +30,7 @@ BUILTINS = {
     "infer": "executors.infer",
     "trace": "executors.trace",
     "grid_search": "executors.grid_search",
+    "search": "executors.search",
 }
 USER_FILES = ("executors.py", "__init__.py")
 

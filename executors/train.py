@@ -42,7 +42,7 @@ from typing import Any, Mapping
 from executors.base import LOGDIR, Executor, SubmitContext, TaskContext
 from executors.registry import register
 from executors.reporting import MAX_BATCH_POINTS, ReportingCallback
-from mlcomp.errors import EXIT_STOPPED, ConfigError, ExecutorError
+from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED, ConfigError, ExecutorError
 
 __all__ = ["TrainExecutor", "resolve_resume", "train_result", "KEYS"]
 
@@ -175,14 +175,19 @@ def _train(payload: dict, reporter) -> dict[str, Any]:
 
     from mlcomp.runner import RunStopped
     from mlcomp.runner.config import run_config
+    from mlcomp.search.pause import PauseCallback, TrialPaused
 
     torch.set_num_threads(payload["threads"])
     callbacks = {}
     if reporter is not None:
         callbacks["_mlcomp_report"] = ReportingCallback(reporter, payload["folder"], payload["max_batch_points"])
+    if payload.get("pause_at"):  # a search trial trained up to its rung (mlcomp.search)
+        callbacks["_mlcomp_pause"] = PauseCallback(payload["pause_at"])
     try:
         runner = run_config(payload["config"], logdir=payload["logdir"], resume=payload["resume"],
                             extra_callbacks=callbacks)
+    except TrialPaused as e:
+        return {"paused": str(e)}
     except RunStopped as e:
         return {"stopped": str(e)}
     return train_result(runner, Path(payload["folder"]))
@@ -263,6 +268,9 @@ class TrainExecutor(Executor):
         if "stopped" in result:
             print(f"mlcomp: {result['stopped']}", flush=True)
             raise SystemExit(EXIT_STOPPED)
+        if "paused" in result:
+            print(f"mlcomp: paused at a rung of its search: {result['paused']}", flush=True)
+            raise SystemExit(EXIT_PAUSED)
         return result
 
     def _payload(self, task: TaskContext) -> tuple[dict, int]:
@@ -272,7 +280,8 @@ class TrainExecutor(Executor):
         nprocs = (len(task.gpus) or int(task.config.get("processes") or 1)) if task.distr else 1
         payload = {"config": self._config(task), "logdir": str(logdir), "resume": resolve_resume(task, logdir),
                    "folder": str(task.folder), "max_batch_points": task.config.get("max_batch_points", MAX_BATCH_POINTS),
-                   "threads": max(1, task.cpu // nprocs), "open_reporter": task.open_reporter}
+                   "threads": max(1, task.cpu // nprocs), "open_reporter": task.open_reporter,
+                   "pause_at": task.config.get("pause_at")}
         if payload["resume"] is not None and not _is_full(payload["resume"]):
             _warm_start(payload["config"], payload["resume"])
             print(f"mlcomp: attempt {task.attempt} starts afresh from the weights of {payload['resume']}", flush=True)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from mlcomp.db import Metric, Task, TaskStatus
 from mlcomp.lifecycle import ACTIVE, set_task_status
+from mlcomp.search import SEARCH_TYPE
 
 __all__ = ["GRID_TYPE", "is_grid_parent", "main_metric_of", "leaderboard", "best_cell", "grid_result",
            "grid_parent_status", "cell_rows", "rollup_grid_parents"]
@@ -129,8 +130,8 @@ def grid_parent_status(parent: Task, children: list) -> TaskStatus | None:
 
 
 def is_grid_parent(task: Task) -> bool:
-    """True for a grid search task, which runs no process of its own."""
-    return task.type == GRID_TYPE
+    """True for a grid search or an adaptive search task, which run no process of their own."""
+    return task.type in (GRID_TYPE, SEARCH_TYPE)
 
 
 def cell_rows(session: Session, parent_ids) -> dict[int, list]:

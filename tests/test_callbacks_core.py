@@ -220,6 +220,42 @@ def test_tensorboard_logger_writes_events(tmp_path):
     assert valid[-1].value == pytest.approx(runner.epoch_metrics["valid_loss"], rel=1e-6)
 
 
+MLFLOW_WARNINGS = "ignore::DeprecationWarning"  # mlflow's store uses SQLAlchemy APIs deprecated in 2.1
+
+
+@pytest.mark.filterwarnings(MLFLOW_WARNINGS)
+def test_mlflow_logger_records_each_epoch_and_the_end(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from mlcomp.runner import MLflowLogger
+
+    runner = train(logdir=tmp_path, callbacks=[MLflowLogger(tags={"owner": "me"})], num_epochs=2)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("mlcomp").experiment_id])
+    assert (run.info.status, run.info.run_name, run.data.tags["owner"]) == ("FINISHED", tmp_path.name, "me")
+    valid = client.get_metric_history(run.info.run_id, "loss/valid")
+    assert [m.step for m in valid] == [1, 2]
+    assert valid[-1].value == pytest.approx(runner.epoch_metrics["valid_loss"], rel=1e-6)
+
+    def fail(runner):
+        raise ConfigError("broken at epoch 1")
+
+    with pytest.raises(ConfigError):
+        train(logdir=tmp_path, num_epochs=2, callbacks=[MLflowLogger(run_name="broken"),
+                                                        callback(on_epoch_end=fail)])
+    [broken] = client.search_runs([client.get_experiment_by_name("mlcomp").experiment_id],
+                                  filter_string="attributes.run_name = 'broken'")
+    assert broken.info.status == "FAILED"
+
+
+def test_flatten_params_gives_dotted_text_values():
+    from mlcomp.runner.callbacks.mlflow import MAX_PARAM, flatten_params
+
+    assert flatten_params({"stages": {"train": {"lr": 0.1, "sizes": [1, 2]}}, "note": "x" * 7000}) == {
+        "stages.train.lr": "0.1", "stages.train.sizes": "[1, 2]", "note": "x" * MAX_PARAM}
+
+
 def test_checkpoint_resume_and_load_on_stage_start_load_weights(tmp_path):
     first = train(logdir=tmp_path / "a")
     saved = torch.load(tmp_path / "a" / "checkpoints" / "last.pth", weights_only=False)["model_state_dict"]

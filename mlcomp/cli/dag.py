@@ -30,15 +30,16 @@ def dag():
               help="With --wait and no server running: GPU indices the embedded worker declares.")
 @pass_services
 def dag_submit(app: Services, file, wait, sets, gpus):
-    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid).
+    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid; with --wait,
+    "DAG <id> submitted", then the tasks' status changes and epochs).
 
     With --wait and no `mlcomp server` answering (for MLCOMP_ROOT on this machine, or through
     the broker), a supervisor and a local worker run in this process until the DAG ends.
     """
     with app.write() as session:
         ids = [d.id for d in control.submit_dag(session, app.settings, file, sets)]
-    for dag_id in ids:
-        click.echo(dag_id)
+    for dag_id in ids:  # the bare ids for scripts; a sentence when a person follows the run
+        click.echo(f"DAG {dag_id} submitted" if wait else dag_id)
     _wake_and_wait(app, ids, wait, gpus)
 
 

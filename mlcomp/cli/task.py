@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from mlcomp import control
 from mlcomp.cli.common import Services, pass_services
-from mlcomp.db import LogLine
+from mlcomp.db import LogLine, Task
 
 __all__ = ["task"]
 
@@ -63,12 +63,16 @@ def _checkpoint_path(folder: Path, path: str) -> str:
                              param_hint="'--from'")
 
 
-def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], bool]:
+def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], dict[int, str], bool]:
+    """The next lines of the task and its children (grid cells, ranks), the prefix of each
+    source's lines, and whether the task has ended."""
     with app.read() as session:
         finished = control.get_task(session, task_id).status.finished
-        lines = session.scalars(select(LogLine).where(LogLine.task_id == task_id, LogLine.id > after)
+        prefixes = {task_id: "", **{i: f"[{name}] " for i, name in session.execute(
+            select(Task.id, Task.name).where(Task.parent_id == task_id))}}
+        lines = session.scalars(select(LogLine).where(LogLine.task_id.in_(prefixes), LogLine.id > after)
                                 .order_by(LogLine.id).limit(1000)).all()
-    return list(lines), finished
+    return list(lines), prefixes, finished
 
 
 @task.command("logs")
@@ -77,12 +81,13 @@ def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], bool
 @click.option("--poll", default=0.5, show_default=True, help="Seconds between reads with --follow.")
 @pass_services
 def task_logs(app: Services, task_id, follow, poll):
-    """Prints the log of task ID (every attempt, oldest first)."""
+    """Prints the log of task ID (every attempt, oldest first); a grid search's log includes its
+    cells' lines, each prefixed with ``[cell name]``."""
     cursor = 0
     while True:
-        lines, finished = _lines(app, task_id, cursor)
+        lines, prefixes, finished = _lines(app, task_id, cursor)
         for line in lines:
-            click.echo(line.text, err=line.stream == "stderr")
+            click.echo(prefixes[line.task_id] + line.text, err=line.stream == "stderr")
         cursor = lines[-1].id if lines else cursor
         if len(lines) == 1000:
             continue

@@ -19,7 +19,7 @@ from mlcomp.yamlfile import LineMap, parse_yaml, read_yaml
 __all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "apply_sets"]
 
 SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
-                "retries", "priority", "timeout", "grid", "parallel")
+                "retries", "priority", "timeout", "grid", "parallel", "search")
 TOP_KEYS = ("info", "executors", "grid")
 INFO_KEYS = ("name", "project", "expdir")
 MAX_NAME = 200
@@ -54,6 +54,7 @@ class TaskSpec:
     grid: Any = None
     grid_path: tuple = ()
     parallel: int | None = None
+    search: Any = None  # the raw ``search:`` block (checked by mlcomp.search.spec at submission)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +283,12 @@ def _task(where: _Where, name: Any, raw: Any) -> TaskSpec:
         fields.update(zip(field, value) if isinstance(field, tuple) else {field: value}.items())
     if "parallel" in fields and raw.get("grid") is None and type_name != "grid_search":
         raise where.error(path + ("parallel",), name, "'parallel' needs a 'grid' on the same task", key="parallel")
+    if raw.get("search") is not None and (raw.get("grid") is not None or type_name == "grid_search"):
+        raise where.error(path + ("search",), name, "a task has either a 'grid' or a 'search', not both",
+                          key="search")
     return TaskSpec(name=name, type=type_name, path=path, depends=_depends(where, name, raw.get("depends")),
                     params={k: v for k, v in raw.items() if k not in SERVICE_KEYS},
-                    grid=raw.get("grid"), grid_path=path + ("grid",), **fields)
+                    grid=raw.get("grid"), grid_path=path + ("grid",), search=raw.get("search"), **fields)
 
 
 def _depends(where: _Where, name: str, value: Any) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from mlcomp.dag.snapshot import FileEntry, collect, own_paths, store
 from mlcomp.dag.spec import DagSpec, TaskSpec, load_spec
 from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.errors import DagError, ExecutorError
+from mlcomp.search import SEARCH_TYPE
 
 __all__ = ["submit", "plan", "TaskPlan", "DagPlan", "GRID_SEARCH"]
 
@@ -125,6 +126,12 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
         except ExecutorError as e:
             raise ctx.error(None, str(e)) from None
 
+    if task.search is not None:  # a virtual search task; the supervisor adds its trials (mlcomp.search)
+        from mlcomp.search.submit import search_config
+
+        ctx = context(task.name, dag_cell)
+        return TaskPlan(task.name, SEARCH_TYPE, task,
+                        search_config(task, lambda: validated(task.name, dag_cell), ctx), dag_cell)
     if cells is None:
         return TaskPlan(task.name, task.type, task, validated(task.name, dag_cell), dag_cell)
     children = []
@@ -205,7 +212,7 @@ def _task_values(dag_id: int, task: TaskPlan) -> dict:
                   executor_config=task.config, grid_cell=task.cell, gpu_min=spec.gpu_min, gpu_max=spec.gpu_max,
                   cpu=spec.cpu, memory=spec.memory, distr=spec.distr, single_node=spec.single_node,
                   computer_pin=spec.computer, env=dict(spec.env), retries=spec.retries, timeout=spec.timeout)
-    if task.children:  # a grid search: rolled up from its cells, never run, holds no resources
+    if task.children or task.type == SEARCH_TYPE:  # rolled up from its cells/trials, never run, no resources
         values.update(gpu_min=0, gpu_max=0, cpu=0, memory=0.0, distr=False, single_node=True, computer_pin=None,
                       env={}, retries=0, timeout=None)
     return values

@@ -43,6 +43,8 @@ __all__ = [
     "Checkpoint",
     "SnapshotBlob",
     "SnapshotFile",
+    "SearchTrial",
+    "SearchRung",
     "utcnow",
 ]
 
@@ -63,6 +65,8 @@ class TaskStatus(str, enum.Enum):
     failed = "failed"
     stopped = "stopped"
     skipped = "skipped"
+    paused = "paused"  # a search trial at a rung: checkpointed, no process, may be promoted
+    pruned = "pruned"  # a search trial stopped early for good by its scheduler
 
     @property
     def finished(self) -> bool:
@@ -70,7 +74,8 @@ class TaskStatus(str, enum.Enum):
         return self in FINISHED
 
 
-FINISHED = frozenset({TaskStatus.success, TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped})
+FINISHED = frozenset({TaskStatus.success, TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped,
+                      TaskStatus.pruned})
 
 intpk = Annotated[int, mapped_column(primary_key=True)]
 timestamp = Annotated[dt.datetime, mapped_column(DateTime(timezone=True), default=utcnow)]
@@ -115,6 +120,8 @@ class Dag(Base):
     config: Mapped[str] = mapped_column(Text)  # the submitted YAML, as written
     source: Mapped[str | None] = mapped_column(String(1000))  # the file it came from
     grid_cell: Mapped[dict[str, Any] | None]  # values of a DAG-level grid cell
+    tags: Mapped[list[Any] | None]  # labels set in the UI, e.g. ["baseline", "lr-sweep"]
+    note: Mapped[str | None] = mapped_column(Text)  # free text set in the UI
     created: Mapped[timestamp]
     project: Mapped[Project] = relationship(back_populates="dags")
     tasks: Mapped[list["Task"]] = relationship(back_populates="dag", order_by="Task.id")
@@ -276,6 +283,33 @@ class Metric(Base):
                       Index("ix_metric_series", "task_id", "name", "kind", "loader", "step", "value"))
 
 
+class ResourceSample(Base):
+    """One resource reading of a computer, a GPU or a task's processes, written by the worker with
+    each heartbeat (:mod:`mlcomp.worker.resources`) and rolled up for retention.
+
+    - ``task_id`` NULL, ``gpu`` NULL: the whole computer (CPU % of all cores, RAM used);
+    - ``gpu`` set: that GPU (utilization %, memory used), ``task_id`` the task holding it, if any;
+    - ``task_id`` set, ``gpu`` NULL: the task's process tree (CPU % summed over its processes, RSS).
+
+    ``time`` is Unix seconds (an integer, so buckets are an integer division in any database);
+    ``resolution`` 0 is a raw sample, 60 or 600 the mean over the bucket starting at ``time``.
+    ``memory`` is in bytes.
+    """
+
+    __tablename__ = "resource_sample"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    computer: Mapped[str] = mapped_column(String(200))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
+    gpu: Mapped[int | None]
+    resolution: Mapped[int] = mapped_column(default=0)
+    time: Mapped[int] = mapped_column(BigInteger)
+    utilization: Mapped[float | None] = mapped_column(Float)
+    memory: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_resource_sample_computer", "computer", "resolution", "time"),
+                      Index("ix_resource_sample_task", "task_id", "resolution", "time"))
+
+
 class Checkpoint(Base):
     """A checkpoint file a task wrote; ``path`` is relative to the task's folder, ``size`` bytes."""
 
@@ -308,3 +342,37 @@ class SnapshotFile(Base):
     path: Mapped[str] = mapped_column(String(1000), primary_key=True)
     sha256: Mapped[str] = mapped_column(ForeignKey("snapshot_blob.sha256"), index=True)
     dag: Mapped[Dag] = relationship(back_populates="files")
+
+
+class SearchTrial(Base):
+    """A trial of an adaptive search (``mlcomp.search``): its task, its number in sampling order,
+    the sampled ``params``, Optuna's ``system_attrs`` for it, the rung index ``target`` its
+    current attempt trains to, and ``prune`` once its scheduler decided to stop it."""
+
+    __tablename__ = "search_trial"
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    number: Mapped[int]
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    target: Mapped[int] = mapped_column(default=0)
+    prune: Mapped[bool] = mapped_column(default=False)
+    created: Mapped[timestamp]
+
+    __table_args__ = (UniqueConstraint("search_id", "number"),)
+
+
+class SearchRung(Base):
+    """Trial ``task_id`` of search ``search_id`` reached rung ``rung`` (an index) after ``epoch``
+    epochs with the scheduler's metric at ``value``."""
+
+    __tablename__ = "search_rung"
+    id: Mapped[intpk]
+    search_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))
+    rung: Mapped[int]
+    epoch: Mapped[int]
+    value: Mapped[float | None] = mapped_column(Float)
+    created: Mapped[timestamp]
+
+    __table_args__ = (UniqueConstraint("task_id", "rung"),)

@@ -29,11 +29,13 @@ from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.settings import Settings
 from mlcomp import wake as wakeup
+from mlcomp.gridsearch import is_grid_parent, rollup_grid_parents
+from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
+from mlcomp.search import SEARCH_TYPE
+from mlcomp.search.step import advance_searches
 from mlcomp.supervisor.allocate import free_resources, place
 from mlcomp.supervisor.dispatch import Dispatcher
-from mlcomp.gridsearch import is_grid_parent, rollup_grid_parents
 from mlcomp.supervisor.ready import find_ready, set_waiting_reasons
-from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
 
 __all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "serving", "ACTIVE_COLUMNS"]
 
@@ -152,6 +154,7 @@ class Supervisor:
             names = {c.name for c in alive}
             holding = [t for t in holding if t.computer in names]  # the others were just swept
             ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
+            ended += advance_searches(session, now, [t.id for t in active if t.type == SEARCH_TYPE])
             parents, ready = find_ready(session, now, self.dag_ids)
             for parent in parents:
                 set_task_status(session, parent, S.queued, "grid search ready", now)

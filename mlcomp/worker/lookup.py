@@ -20,8 +20,7 @@ from mlcomp.gridsearch import best_cell, main_metric_of
 from mlcomp.db import Dag, Project, Task, TaskDependency, TaskStatus
 from mlcomp.errors import ExecutorError
 
-__all__ = ["task_folder", "task_logdir", "dependencies", "train_source", "checkpoint_path", "data_dir",
-           "resolve_model"]
+__all__ = ["task_folder", "task_logdir", "dependencies", "train_source", "data_dir", "resolve_model"]
 
 TRAIN_TYPE = "train"
 GRID_TYPE = "grid_search"
@@ -104,18 +103,6 @@ def train_source(session: Session, task_id: int) -> Task:
                         f"tasks: add one to its 'depends'")
 
 
-def checkpoint_path(settings, source: Task, which: str = "best") -> Path:
-    """The checkpoint file ``which`` (``best``, ``last``, ``best_full``, ``last_full``, a file name
-    in the checkpoints folder, or a path) of train task ``source``.
-
-    Raises:
-        ConfigError: no such file (the message lists the checkpoints present).
-    """
-    from mlcomp.runner.trace import resolve_checkpoint
-
-    return resolve_checkpoint(task_logdir(settings, source.id), which)
-
-
 def data_dir(session: Session, settings, task_id: int) -> Path:
     """The data folder of the project of task ``task_id``: ``settings.data_dir / project``.
 
@@ -130,13 +117,18 @@ def data_dir(session: Session, settings, task_id: int) -> Path:
 
 
 def resolve_model(session: Session, settings, task_id: int, which: str = "best") -> ModelSource:
-    """The :class:`~executors.base.ModelSource` of task ``task_id``: the train run it takes its
-    model from (:func:`train_source`) and that run's checkpoint ``which`` (:func:`checkpoint_path`).
+    """The :class:`~executors.base.ModelSource` of task ``task_id``: the run of
+    :func:`train_source` and its checkpoint ``which`` (``best``, ``last``, a file name in its
+    checkpoints folder, or a path inside its logdir or the ``checkpoint_dirs`` setting's folders,
+    relative to the task's folder).
 
     Raises:
         ExecutorError: no train run to take the model from (see :func:`train_source`).
-        ConfigError: the checkpoint ``which`` does not exist.
+        ConfigError: the checkpoint ``which`` does not exist or lies outside those folders.
     """
+    from mlcomp.runner.checkpoint import resolve_checkpoint
+
     source = train_source(session, task_id)
-    return ModelSource(source.id, source.name, task_logdir(settings, source.id),
-                       checkpoint_path(settings, source, which))
+    logdir = task_logdir(settings, source.id)
+    return ModelSource(source.id, source.name, logdir, resolve_checkpoint(
+        logdir, which, allowed_dirs=getattr(settings, "checkpoint_dirs", ()), base=task_folder(settings, task_id)))

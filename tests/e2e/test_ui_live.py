@@ -66,6 +66,8 @@ def test_smoothing_redraws_lines_over_their_faint_raw_values(page, live_server, 
     assert smoothed[0]["y"][0] == pytest.approx(first[0]) and smoothed[0]["y"][1] == pytest.approx(expected)
     page.locator('#plot-controls [name="logy"]').check()
     page.wait_for_function(f"document.querySelector('{LOSS}').layout.yaxis.type === 'log'")
+    page.locator('#plot-controls [name="x"]').select_option("time")  # curves fetched again, by wall time
+    page.wait_for_function(f"document.querySelector('{LOSS}').layout.xaxis.type === 'date'")
 
 
 def test_one_run_has_one_colour_across_the_compare_figures(page, live_server, filled, screenshot):

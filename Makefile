@@ -26,7 +26,7 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q
 
-BENCHMARKS := runner_overhead dag_overhead tick_scale grid_makespan reporting_overhead ui_scale
+BENCHMARKS := runner_overhead dag_overhead tick_scale grid_makespan reporting_overhead ui_scale search_efficiency
 
 bench: install
 	for b in $(BENCHMARKS); do $(BIN)/python bench/$$b.py || exit 1; done

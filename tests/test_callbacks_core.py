@@ -40,10 +40,10 @@ def test_best_checkpoint_follows_main_metric(tmp_path, minimize, best_epoch, kep
     runner = train(logdir=tmp_path, num_epochs=4, main_metric="score", minimize_metric=minimize,
                    callbacks={"score": ScriptedMetric(values), "_saver": CheckpointCallback(save_n_best=2)})
     folder = tmp_path / "checkpoints"
-    best = torch.load(folder / "best.pth", weights_only=False)
+    best = torch.load(folder / "best.pth", weights_only=True)
     assert best["epoch"] == best_epoch and best["valid_metrics"]["score"] == pytest.approx(values[best_epoch - 1])
-    assert torch.load(folder / "best_full.pth", weights_only=False)["position"]["epoch"] == best_epoch
-    assert torch.load(folder / "last.pth", weights_only=False)["epoch"] == 4
+    assert torch.load(folder / "best_full.pth", weights_only=True)["position"]["epoch"] == best_epoch
+    assert torch.load(folder / "last.pth", weights_only=True)["epoch"] == 4
     assert {p.stem for p in folder.glob("train.*.pth")} == kept
     metrics = json.loads((folder / "_metrics.json").read_text())
     assert metrics["best"]["epoch"] == best_epoch and metrics["last"]["epoch"] == 4
@@ -258,14 +258,14 @@ def test_flatten_params_gives_dotted_text_values():
 
 def test_checkpoint_resume_and_load_on_stage_start_load_weights(tmp_path):
     first = train(logdir=tmp_path / "a")
-    saved = torch.load(tmp_path / "a" / "checkpoints" / "last.pth", weights_only=False)["model_state_dict"]
+    saved = torch.load(tmp_path / "a" / "checkpoints" / "last.pth", weights_only=True)["model_state_dict"]
     loaded = {}
     grab = callback(CallbackOrder.External + 1, on_stage_start=lambda runner: loaded.update(
         {k: v.clone() for k, v in runner.model.state_dict().items()}))
     train(logdir=tmp_path / "b", num_epochs=1, callbacks={
         "_saver": CheckpointCallback(resume=str(tmp_path / "a" / "checkpoints" / "last.pth")), "grab": grab})
     assert all(torch.equal(loaded[k], v) for k, v in saved.items()) and first.epoch == 1
-    best = torch.load(tmp_path / "a" / "checkpoints" / "best_full.pth", weights_only=False)
+    best = torch.load(tmp_path / "a" / "checkpoints" / "best_full.pth", weights_only=True)
     train(logdir=tmp_path / "a", num_epochs=1, callbacks={
         "_saver": CheckpointCallback(load_on_stage_start="best_full"), "grab": grab})
     assert all(torch.equal(loaded[k], v) for k, v in best["model_state_dict"].items())

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlcomp import control
 from mlcomp.cli import cli
 from mlcomp.db import LogLine, Task, TaskStatus, open_store
-from mlcomp.errors import DagError, NotFoundError, StateError
+from mlcomp.errors import ConfigError, DagError, NotFoundError, StateError
 from mlcomp.settings import Settings
 from mlcomp.supervisor import run_local
 from supervisor_helpers import wait_for
@@ -236,15 +236,25 @@ def test_sigterm_to_submit_wait_stops_its_tasks_before_exiting(tmp_path):
         assert session.get(Task, 1).status is S.stopped
 
 
-def test_task_resume_from_a_path_checks_the_file_and_makes_it_absolute(mlcomp, tmp_path, monkeypatch):
+def test_task_resume_from_a_path_takes_only_files_in_the_logdir_or_allowed_folders(mlcomp, tmp_path, monkeypatch):
     (tmp_path / "fails.yml").write_text("info: {name: fails, project: p}\n"
                                         "executors:\n  boom: {type: bash, command: exit 3}\n")
     assert mlcomp("dag", "submit", tmp_path / "fails.yml", "--wait").exit_code == 1
     task_id = show(mlcomp, 1)["tasks"][0]["id"]
     missing = mlcomp("task", "resume", task_id, "--from", "nowhere.pth")
-    assert missing.exit_code == 2 and "no checkpoint file 'nowhere.pth'" in missing.output
+    assert isinstance(missing.exception, ConfigError) and "checkpoint nowhere.pth: no such file" in str(missing.exception)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights.pth").write_bytes(b"")
+    refused = mlcomp("task", "resume", task_id, "--from", "weights.pth")
+    assert isinstance(refused.exception, ConfigError) and "weights.pth' refused: only files" in str(refused.exception)
+    logdir = mlcomp.root / "tasks" / str(task_id) / "logdir"
+    (logdir / "checkpoints").mkdir(parents=True)
+    (logdir / "checkpoints" / "e1.pth").write_bytes(b"")
+    assert mlcomp("task", "resume", task_id, "--from", logdir / "checkpoints" / "e1.pth").exit_code == 0
+    with open_store(Settings.from_env()).begin() as session:
+        assert session.get(Task, task_id).resume_from == "logdir/checkpoints/e1.pth"  # relative to its folder
+        session.get(Task, task_id).status = S.failed
+    monkeypatch.setenv("MLCOMP_CHECKPOINT_DIRS", str(tmp_path))
     assert mlcomp("task", "resume", task_id, "--from", "weights.pth").exit_code == 0
     with open_store(Settings.from_env()).begin() as session:
         assert session.get(Task, task_id).resume_from == str(tmp_path / "weights.pth")

@@ -8,6 +8,7 @@ Python validation so that large figures cost nothing extra; the tests check each
   when comparing: a colour per run, a dash per loader); :func:`scalar_values` the one-point ones.
 - :func:`parallel_coordinates`: a grid search's parameters against its metric.
 - :func:`resource_figures`: CPU, RAM and GPU use over wall time.
+- :func:`search_curves`: a search's metric against epochs, one line per trial, the best marked.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "scalar_values", "parallel_coordinates", "resource_figures"]
+__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "scalar_values", "parallel_coordinates", "resource_figures",
+           "search_curves"]
 
 STATUS_COLORS = {
     "not_ran": "#9e9e9e", "queued": "#8e7cc3", "in_progress": "#1e88e5", "stopping": "#fb8c00",
@@ -256,3 +258,25 @@ def resource_figures(series: list[dict]) -> list[dict]:
             "xaxis": {"type": "date"}, "yaxis": {"title": {"text": unit}, "rangemode": "tozero"},
             "legend": {"orientation": "h"}}}})
     return figures
+
+
+def search_curves(trials: list[dict], curves: dict[int, dict[int, float]], metric: str) -> dict[str, Any]:
+    """A search's metric against the epoch, every trial on one plot: a line per trial coloured by
+    its status (pruned and paused trials end where they stopped, with a marker), the best trial
+    drawn thick with a star at its end.
+
+    Args:
+        trials: :func:`mlcomp.search.board.leaderboard` rows.
+        curves: each trial's metric by epoch (task id → {epoch: value}).
+    """
+    data = []
+    for row in trials:
+        curve = curves.get(row["task_id"], {})
+        epochs = sorted(curve)
+        symbols = ["circle"] * max(len(epochs) - 1, 0) + ["star" if row["best"] else "x"] if epochs else []
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"trial {row['number']} ({row['status']})",
+                     "x": epochs, "y": [curve[e] for e in epochs], "customdata": [row["task_id"]] * len(epochs),
+                     "line": {"color": STATUS_COLORS.get(row["status"], "#000"), "width": 4 if row["best"] else 1.5},
+                     "marker": {"symbol": symbols, "size": [4] * max(len(epochs) - 1, 0) + [14 if row["best"] else 8]}})
+    return {"data": data, "layout": {**_LAYOUT, "height": 420, "xaxis": {"title": {"text": "epoch"}, "dtick": 1},
+                                     "yaxis": {"title": {"text": metric}}, "showlegend": True}}

@@ -314,7 +314,7 @@ def task_detail(session: Session, task_id: int, now: dt.datetime | None = None) 
     return {
         "id": task.id, "name": task.name, "type": task.type, "status": task.status.value,
         "dag": {"id": task.dag_id, "name": task.dag.name},
-        "parent": _task_ref(task.parent) if task.parent else None,
+        "parent": {**_task_ref(task.parent), "type": task.parent.type} if task.parent else None,
         "children": children, "attempt": task.attempt, "computer": task.computer,
         "gpus": list(task.gpus or []), "gpu_request": [task.gpu_min, task.gpu_max], "cpu": task.cpu,
         "memory": task.memory, "pid": task.pid, "priority": task.priority, "retries": task.retries,

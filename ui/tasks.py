@@ -16,7 +16,7 @@ from ui.computers import history_body
 from ui.db import get_session, writer
 from ui.errors import ApiError
 from ui.security import confined_path
-from ui.views import choice_arg, int_arg, twin
+from ui.views import MAX_INT, choice_arg, int_arg, twin
 
 __all__ = ["bp"]
 
@@ -90,11 +90,16 @@ def stop(task_id: int):
 @bp.post("/api/tasks/<int:task_id>/resume")
 def resume(task_id: int):
     """Resumes the task (:func:`mlcomp.control.resume_task`). Body (JSON or form): ``from``
-    ("last", "best" or a checkpoint path) or ``checkpoint`` (the id of one of its checkpoints:
-    its path, relative to the task's folder, becomes ``Task.resume_from``)."""
+    ("last", "best" or a checkpoint path inside the task's logdir or a ``checkpoint_dirs``
+    folder, relative to the task's folder; :func:`mlcomp.control.resume_from`) or ``checkpoint``
+    (the id of one of its checkpoints: its path, relative to the task's folder, becomes
+    ``Task.resume_from``)."""
     writer()
     body = json_body()
     from_ = body.get("from") or None
+    if from_ is not None and not isinstance(from_, str):
+        raise ApiError(f"from={from_!r}: expected 'last', 'best' or a checkpoint path")
+    from_ = control.resume_from(current_app.config["MLCOMP_SETTINGS"], task_id, from_)
     if body.get("checkpoint") not in (None, ""):
         from_ = _checkpoint_path(task_id, body["checkpoint"])
     return control_response(control.resume_task, task_id, from_)
@@ -102,9 +107,12 @@ def resume(task_id: int):
 
 def _checkpoint_path(task_id: int, checkpoint_id) -> str:
     try:
-        checkpoint = get_session().get(Checkpoint, int(checkpoint_id))
+        number = int(checkpoint_id)
     except (TypeError, ValueError):
-        raise ApiError(f"checkpoint={checkpoint_id!r}: expected a checkpoint id (an integer)") from None
+        number = -1
+    if not 0 <= number <= MAX_INT:
+        raise ApiError(f"checkpoint={checkpoint_id!r}: expected a checkpoint id (an integer)")
+    checkpoint = get_session().get(Checkpoint, number)
     if checkpoint is None or checkpoint.task_id != task_id:
         raise NotFoundError(f"task {task_id} has no checkpoint {checkpoint_id}")
     return checkpoint.path  # relative to the task's folder, wherever the worker keeps it

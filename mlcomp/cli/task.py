@@ -34,33 +34,17 @@ def task_stop(app: Services, task_id):
 @click.argument("task_id", metavar="ID", type=int)
 @click.option("--from", "from_", metavar="best|last|PATH",
               help="Checkpoint the new attempt continues from: last (last_full.pth), best "
-                   "(best_full.pth), or a file, relative to this folder or to the task's folder "
-                   "(default: the task's own choice, at first last).")
+                   "(best_full.pth), or a file relative to this folder, inside the task's logdir or "
+                   "a folder of the checkpoint_dirs setting (default: the task's own choice, at first last).")
 @pass_services
 def task_resume(app: Services, task_id, from_):
     """Starts a new attempt of the failed, stopped or skipped task ID."""
-    if from_ not in (None, *control.RESUME_FROM):
-        from_ = _checkpoint_path(app.settings.tasks_dir / str(task_id), from_)
+    from_ = control.resume_from(app.settings, task_id, from_, base=Path.cwd())
     with app.write() as session:
         resumed = control.resume_task(session, task_id, from_)
         attempt = resumed.attempt
     control.wake(app.settings)
     click.echo(f"task {task_id}: attempt {attempt} waiting to run")
-
-
-def _checkpoint_path(folder: Path, path: str) -> str:
-    """``path`` made absolute when it names a file here, else kept relative to the task's
-    ``folder`` where it names a file there.
-
-    Raises:
-        click.BadParameter: no such file in either place.
-    """
-    if Path(path).is_file():
-        return str(Path(path).absolute())
-    if (folder / path).is_file():
-        return path
-    raise click.BadParameter(f"no checkpoint file {path!r} here or in the task's folder {folder}",
-                             param_hint="'--from'")
 
 
 def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], dict[int, str], bool]:

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from executors.grid_search import leaderboard, main_metric_of
 from mlcomp.db import (
     Attempt,
     Checkpoint,
@@ -31,7 +30,8 @@ from mlcomp.db import (
     utcnow,
 )
 from mlcomp.errors import NotFoundError
-from mlcomp.supervisor.status import ACTIVE, rollup_status
+from mlcomp.gridsearch import leaderboard, main_metric_of
+from mlcomp.lifecycle import ACTIVE, rollup_status
 
 __all__ = [
     "STATUSES",
@@ -119,7 +119,7 @@ def _dag_status(counts: dict[str, int]) -> str:
 
 
 def derived_dag_status() -> ColumnElement[str]:
-    """:func:`mlcomp.supervisor.status.rollup_status` as a SQL aggregate over the ``task`` rows of
+    """:func:`mlcomp.lifecycle.rollup_status` as a SQL aggregate over the ``task`` rows of
     a ``GROUP BY`` on DAGs (outer-joined: a DAG without tasks is ``not_ran``), so that the DAG list
     filters and pages by status in the database. ``tests/test_ui_dags.py`` checks it against
     ``rollup_status`` for every combination of statuses."""
@@ -314,7 +314,7 @@ def task_detail(session: Session, task_id: int, now: dt.datetime | None = None) 
     return {
         "id": task.id, "name": task.name, "type": task.type, "status": task.status.value,
         "dag": {"id": task.dag_id, "name": task.dag.name},
-        "parent": _task_ref(task.parent) if task.parent else None,
+        "parent": {**_task_ref(task.parent), "type": task.parent.type} if task.parent else None,
         "children": children, "attempt": task.attempt, "computer": task.computer,
         "gpus": list(task.gpus or []), "gpu_request": [task.gpu_min, task.gpu_max], "cpu": task.cpu,
         "memory": task.memory, "pid": task.pid, "priority": task.priority, "retries": task.retries,

@@ -82,7 +82,7 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
         poll: seconds between reads when nothing signals a change.
 
     Returns:
-        True when every task succeeded.
+        True when every task succeeded (search trials that ended pruned count as succeeded).
     """
     seen: dict[int, TaskStatus] = {}
     epochs: dict[int, tuple] = {}
@@ -101,8 +101,9 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
                     and epochs.get(task_id) != position:
                 epochs[task_id] = position
                 echo(_describe_epoch(task_id, name, progress))
-        if all(row.status.finished for row in rows):
-            return all(row.status is TaskStatus.success for row in rows)
+        # a paused search trial waits for its search, which ends it (pruned: stopped early, not a failure)
+        if all(row.status.finished or row.status is TaskStatus.paused for row in rows):
+            return all(row.status in (TaskStatus.success, TaskStatus.pruned) for row in rows)
         if changed is not None:
             changed.wait(poll)
         else:

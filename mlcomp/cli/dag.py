@@ -11,7 +11,9 @@ from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
 from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
-from mlcomp.supervisor.status import rollup_status
+from mlcomp.lifecycle import rollup_status
+from mlcomp.search import SEARCH_TYPE
+from mlcomp.search.board import leaderboard
 
 __all__ = ["dag", "dag_json"]
 
@@ -136,6 +138,7 @@ def dag_json(session, dag_id: int) -> dict:
             "id": t.id, "name": t.name, "type": t.type, "status": t.status.value, "attempt": t.attempt,
             "computer": t.computer, "gpus": list(t.gpus or []), "depends": depends[t.id],
             "parent": names.get(t.parent_id), "waiting_reason": t.waiting_reason, "result": t.result,
+            **({"trials": leaderboard(session, t)} if t.type == SEARCH_TYPE else {}),
         } for t in tasks],
     }
 
@@ -155,6 +158,15 @@ def dag_show(app: Services, dag_id, as_json):
     rows = [[t["id"], t["name"], t["type"], t["status"], t["attempt"], t["computer"],
              ",".join(map(str, t["gpus"])), ",".join(t["depends"]), t["waiting_reason"]] for t in doc["tasks"]]
     click.echo(table(rows, ["id", "name", "type", "status", "attempt", "computer", "gpus", "depends", "waiting"]))
+    for t in doc["tasks"]:
+        if "trials" in t:  # a search: its trials, best first
+            click.echo(f"\nsearch {t['name']!r}: {len(t['trials'])} trials, best first")
+            rows = [[r["number"], r["task_id"], r["status"], r["rung"], r["epochs"],
+                     None if r["value"] is None else f"{r['value']:.4f}",
+                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
+                     "*" if r["best"] else ""] for r in t["trials"]]
+            click.echo(table(rows, ["trial", "task", "status", "rung", "epochs", t["trials"][0]["metric"] if t["trials"]
+                                    else "metric", "params", "best"]))
 
 
 @dag.command("stop")

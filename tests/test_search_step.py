@@ -9,7 +9,7 @@ from sqlalchemy import select
 from mlcomp import control
 from mlcomp.db import Metric, SearchRung, SearchTrial, Task, TaskStatus, immediate, utcnow
 from mlcomp.search.step import advance_searches
-from mlcomp.supervisor.status import set_task_status
+from mlcomp.lifecycle import set_task_status
 from ml_helpers import write_expdir
 
 S = TaskStatus

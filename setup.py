@@ -34,12 +34,14 @@ setup(
         "psutil>=5.9",
         "scikit-learn>=1.3",
         "psycopg[binary]>=3.1",
+        "torch_optimizer>=0.3",  # Lamb and Lookahead for Catalyst configs (contrib optimizers)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7",
                  "tensorboard>=2.10"],  # so the TensorBoard logger is tested
         "tensorboard": ["tensorboard"],
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
+        "albumentations": ["albumentations"],  # transform_params names its transforms (A.Compose...)
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},
 )

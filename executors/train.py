@@ -230,7 +230,7 @@ class TrainExecutor(Executor):
             raise ctx.error(unknown[0], f"unknown key for a train task; allowed: {', '.join(KEYS)}")
         files = _config_files(spec, ctx)
         try:
-            config = load_config(*(ctx.expdir / name for name in files))
+            config = load_config(*(ctx.expdir / name for name in files), base=ctx.expdir)
         except ConfigError as e:
             raise ctx.error("config", str(e)) from None
         params = spec.get("params") or {}

@@ -129,7 +129,7 @@ def _stop_config(tmp_path, at: int) -> Path:
     (tmp_path / "stopper" / "__init__.py").write_text(STOP_EXPDIR)
     conf = tmp_path / f"stop{at}.yml"
     conf.write_text(textwrap.dedent(f"""
-        args: {{expdir: stopper}}
+        args: {{expdir: {tmp_path / "stopper"}}}
         stages:
           callbacks_params:
             stop: {{callback: StopAtBatch, at: {at}}}

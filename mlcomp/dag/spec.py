@@ -22,7 +22,9 @@ __all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "read_
 SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
                 "retries", "priority", "timeout", "grid", "parallel")
 TOP_KEYS = ("info", "executors", "grid")
-INFO_KEYS = ("name", "project", "expdir")
+INFO_KEYS = ("name", "project", "expdir", "layout")
+"""``layout`` names MLComp's report layout; it is accepted (a string) so MLComp's DAG files run
+unchanged, and unused: the UI draws every metric a task reports."""
 MAX_NAME = 200
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
@@ -255,6 +257,9 @@ def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
             raise where.error(("info", key), None, f"got {value!r}; allowed: a non-empty string of at most "
                                                    f"{MAX_NAME} characters", key=f"info.{key}")
+    if not isinstance(info.get("layout", ""), str):
+        raise where.error(("info", "layout"), None, f"got {info['layout']!r}; allowed: a layout name (a string)",
+                          key="info.layout")
     raw = info.get("expdir", ".")
     expdir = (file.parent / str(raw)).resolve()
     if not isinstance(raw, str) or not expdir.is_dir():

@@ -36,7 +36,7 @@ from mlcomp.db import Computer, Dag, Task, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.supervisor.wake import add_listener, remove_listener
 from mlcomp.worker.gpus import detect_gpus, gpu_usage
-from mlcomp.worker.launch import LaunchSpec, outcome
+from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
 from mlcomp.worker.process import TaskProcess, signal_group
 from mlcomp.worker.report import Reporter
 
@@ -260,6 +260,7 @@ class Worker:
             context = TaskContext.for_task(task, self.settings)
             if not context.code_dir.exists():
                 _materialize(session, task.dag_id, context.code_dir)
+                link_project_folders(context.code_dir, self.settings, task.dag.project.name)
             command = get_executor(task.type, expdir=context.code_dir).command(context)
             spec = LaunchSpec.for_task(task, self.settings, command)
             process = TaskProcess(spec.argv, spec.cwd, spec.env, Reporter(self.sessionmaker, task.id, spec.attempt),

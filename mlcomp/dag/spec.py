@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
+from mlcomp.configkit import PathError, set_path
 from mlcomp.dag.graph import find_cycle
 from mlcomp.errors import DagError
 
@@ -179,8 +180,10 @@ def _record_lines(node, path: tuple, lines: dict, file: Path) -> None:
 
 
 def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
-    """``data`` with each ``KEY=VALUE`` of ``sets`` applied by dotted path (a task name with
-    dots matches as a whole); values are parsed as YAML (``2`` → int, ``a`` → str).
+    """``data`` with each ``KEY=VALUE`` of ``sets`` applied by dotted path
+    (:func:`mlcomp.configkit.set_path`: a task name with dots matches as a whole, ``grid.0.lr``
+    indexes a list, a mapping merges into a mapping); values are parsed as YAML (``2`` → int,
+    ``a`` → str).
 
     Raises:
         DagError: an item has no ``=``, or its path goes through a value that is not a mapping.
@@ -196,29 +199,11 @@ def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
         except yaml.YAMLError:
             value = raw
         data = {} if data is None else data
-        _set_path(data, parts, value, item, file)
+        try:
+            set_path(data, parts, value)
+        except PathError as e:
+            raise DagError(f"{file}:1: --set {item!r}: {e}") from None
     return data
-
-
-def _set_path(node: Any, parts: list[str], value: Any, item: str, file: Path) -> None:
-    while True:
-        if isinstance(node, list) and re.fullmatch(r"\d+", parts[0]) and int(parts[0]) < len(node):
-            index, parts = int(parts[0]), parts[1:]  # a list item by position: grid.0.lr
-            if not parts:
-                node[index] = value
-                return
-            node = node[index]
-            continue
-        if not isinstance(node, dict):
-            raise DagError(f"{file}:1: --set {item!r}: cannot set {'.'.join(parts)!r} inside "
-                           f"{type(node).__name__} {node!r}; only mappings have keys")
-        # the longest run of parts naming an existing key wins ("executors.a.b.gpu" for task "a.b")
-        size = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 1)
-        key, parts = ".".join(parts[:size]), parts[size:]
-        if not parts:
-            node[key] = value
-            return
-        node = node.setdefault(key, {})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ named stage (the stage's own values win); every other key names a stage, run in 
       main: {stage_params: {num_epochs: 6}, optimizer_params: {load_from_previous_stage: true}}
 
 Several files are deep-merged in order (:func:`load_config`); ``--a.b.c=value`` overrides are set
-with :func:`set_by_path`, which also takes a unique key suffix (``lr``). :func:`run_config` runs
+with :func:`set_by_path`, which also takes a unique key suffix (``lr``); merging, setting and
+``${VAR}`` expansion follow :mod:`mlcomp.configkit`, as the DAG spec and grid cells do. :func:`run_config` runs
 a config dict end to end and is what ``mlcomp run`` and the train executor call.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mlcomp.configkit import PathError, deep_merge, expand_env, key_paths, set_path, split_path
 from mlcomp.errors import ConfigError
 from mlcomp.runner import registry
 from mlcomp.runner.experiment import Experiment
@@ -85,99 +87,33 @@ AUTORESUME = ("last", "best")
 # dict helpers
 
 
-def deep_merge(base: Mapping, override: Mapping) -> dict:
-    """A new dict: ``base`` with ``override`` merged in recursively; ``override`` wins, lists and
-    scalars are replaced, not concatenated (Catalyst's ``merge_dicts``)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-_UNSET_VAR = re.compile(r"\$\{(\w+)\}")
-
-
-def expand_env(node: Any, where: str = "") -> Any:
-    """``node`` with ``$VAR`` and ``${VAR}`` environment references expanded in every string
-    (``os.path.expandvars``), e.g. ``path: ${MLCOMP_DATA_DIR}/train.npz``; mappings and lists are
-    copied, other values kept. A ``$VAR`` of an unset variable stays as written (a ``$`` may
-    mean something else, e.g. in a regular expression); a ``${VAR}`` of an unset one is an error.
-
-    Args:
-        node: a config or a part of it.
-        where: the dotted key path of ``node``, for messages.
-
-    Raises:
-        ConfigError: a string refers to ``${VAR}`` and ``VAR`` is not set (the message names the
-            key and the variable).
-    """
-    if isinstance(node, str):
-        expanded = os.path.expandvars(node)
-        unset = _UNSET_VAR.search(expanded)
-        if unset:
-            raise ConfigError(f"{where or 'config'}: {node!r} refers to the environment variable "
-                              f"{unset.group(1)}, which is not set; set it or write the value")
-        return expanded
-    if isinstance(node, Mapping):
-        return {key: expand_env(value, f"{where}.{key}" if where else str(key)) for key, value in node.items()}
-    if isinstance(node, list):
-        return [expand_env(value, f"{where}[{index}]") for index, value in enumerate(node)]
-    return node
-
-
-def _paths(node: Any, prefix: tuple = ()) -> Iterable[tuple]:
-    """Every key path of nested mappings (inner nodes and leaves), depth first."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            path = (*prefix, str(key))
-            yield path
-            yield from _paths(value, path)
-
-
-def _assign(config: dict, path: Sequence[str], value: Any, key: str) -> None:
-    node = config
-    for depth, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            where = ".".join(path[:depth + 1])
-            raise ConfigError(f"override {key}: {where} is {child!r}, not a mapping")
-        node = child
-    node[path[-1]] = value
-
-
 def set_by_path(config: dict, key: str, value: Any) -> str:
     """Sets ``value`` in ``config`` (in place) at ``key`` and returns the full dotted path used.
 
-    ``key`` is a dotted path from the root (``stages.main.optimizer_params.lr``; missing
-    mappings on the way are created) when its first part is a top-level key; otherwise it is a
-    suffix of exactly one existing path (``lr``, ``main.optimizer_params.lr``), as a grid search
-    cell uses it.
+    ``key`` is a dotted path from the root (``stages.main.optimizer_params.lr``) when its first
+    part is a top-level key, set by :func:`mlcomp.configkit.set_path` (missing mappings created,
+    a mapping deep-merged into a mapping); otherwise it is a suffix of exactly one existing path
+    (``lr``, ``main.optimizer_params.lr``), as a grid search cell uses it.
 
     Raises:
         ConfigError: the suffix matches no path (close matches are listed) or several (all of
             them are listed), or a part of the path is not a mapping.
     """
-    parts = tuple(p for p in str(key).split("."))
-    if not all(parts):
-        raise ConfigError(f"override {key!r}: empty part in the dotted path")
-    if parts[0] in config or parts[0] in TOP_LEVEL_KEYS:
-        _assign(config, parts, value, key)
-        return ".".join(parts)
-    matches = [p for p in _paths(config) if p[-len(parts):] == parts]
-    if len(matches) == 1:
-        _assign(config, matches[0], value, key)
-        return ".".join(matches[0])
+    try:
+        parts = split_path(key)
+        if parts[0] in config or parts[0] in TOP_LEVEL_KEYS:
+            return ".".join(set_path(config, parts, value))
+        matches = [p for p in key_paths(config) if p[-len(parts):] == parts]
+        if len(matches) == 1:
+            return ".".join(set_path(config, matches[0], value))
+    except PathError as e:
+        raise ConfigError(f"override {key!r}: {e}") from None
     if matches:
         listed = ", ".join(".".join(p) for p in matches)
         raise ConfigError(f"override {key!r} is ambiguous: it matches {listed}; give a longer dotted path")
-    every = [".".join(p) for p in _paths(config)]
+    every = [".".join(p) for p in key_paths(config)]
     close = difflib.get_close_matches(key, every, n=5, cutoff=0.5) or \
-        difflib.get_close_matches(parts[-1], sorted({p[-1] for p in _paths(config)}), n=5, cutoff=0.5)
+        difflib.get_close_matches(parts[-1], sorted({p[-1] for p in key_paths(config)}), n=5, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else f"; top-level keys: {', '.join(TOP_LEVEL_KEYS)}"
     raise ConfigError(f"override {key!r} matches no key of the config{hint}")
 

@@ -35,10 +35,12 @@ setup(
         "scikit-learn>=1.3",
         "psycopg[binary]>=3.1",
         "torch_optimizer>=0.3",  # Lamb and Lookahead for Catalyst configs (contrib optimizers)
+        "optuna>=3.4",  # search sampling (mlcomp.search): ask-and-tell, Random/TPE/Grid samplers
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7",
-                 "tensorboard>=2.10"],  # so the TensorBoard logger is tested
+                 "tensorboard>=2.10",  # so the TensorBoard logger is tested
+                 "schemathesis>=4.3", "hypothesis>=6.100"],  # the API against openapi.json; fuzzing
         "tensorboard": ["tensorboard"],
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
         "albumentations": ["albumentations"],  # transform_params names its transforms (A.Compose...)

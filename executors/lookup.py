@@ -33,6 +33,7 @@ DATA_ENV = "MLCOMP_DATA_DIR"
 """The environment variable holding the project's data folder (``settings.data_dir / project``)."""
 TRAIN_TYPE = "train"
 GRID_TYPE = "grid_search"
+SEARCH_TYPE = "search"
 
 
 def task_folder(settings, task_id: int) -> Path:
@@ -72,11 +73,18 @@ def dependencies(session: Session, task_id: int) -> list[Task]:
 
 def _is_train(task: Task) -> bool:
     template = (task.executor_config or {}).get("template") or {}
-    return task.type == TRAIN_TYPE or (task.type == GRID_TYPE and template.get("type") == TRAIN_TYPE)
+    return task.type == TRAIN_TYPE or (task.type in (GRID_TYPE, SEARCH_TYPE) and template.get("type") == TRAIN_TYPE)
 
 
 def _as_run(session: Session, task: Task) -> Task:
-    """A train task itself, or a grid search's best cell."""
+    """A train task itself, a grid search's best cell, or a search's best trial."""
+    if task.type == SEARCH_TYPE:
+        from mlcomp.search.board import best_trial
+
+        trial = best_trial(session, task)
+        if trial is None:
+            raise ExecutorError(f"search {task.name!r} (task {task.id}) has no trial that reached max_epochs")
+        return trial
     if task.type != GRID_TYPE:
         return task
     cell = best_cell(session, task)

@@ -31,6 +31,7 @@ BUILTINS = {
     "infer": "executors.infer",
     "trace": "executors.trace",
     "grid_search": "executors.grid_search",
+    "search": "executors.search",
 }
 USER_FILES = ("executors.py", "executors/__init__.py", "__init__.py")
 

@@ -166,14 +166,19 @@ def _train(payload: dict, reporter) -> dict[str, Any]:
 
     from mlcomp.runner import RunStopped
     from mlcomp.runner.config import run_config
+    from mlcomp.search.pause import PauseCallback, TrialPaused
 
     torch.set_num_threads(payload["threads"])
     callbacks = {}
     if reporter is not None:
         callbacks["_mlcomp_report"] = ReportingCallback(reporter, payload["folder"], payload["max_batch_points"])
+    if payload.get("pause_at"):  # a search trial trained up to its rung (mlcomp.search)
+        callbacks["_mlcomp_pause"] = PauseCallback(payload["pause_at"])
     try:
         runner = run_config(payload["config"], logdir=payload["logdir"], resume=payload["resume"],
                             extra_callbacks=callbacks)
+    except TrialPaused as e:
+        return {"paused": str(e)}
     except RunStopped as e:
         return {"stopped": str(e)}
     return train_result(runner, Path(payload["folder"]))
@@ -250,6 +255,7 @@ class TrainExecutor(Executor):
             ExecutorError: a resume checkpoint is missing.
         """
         from mlcomp.runner.distributed import launch
+        from mlcomp.search import PAUSED_EXIT_CODE
         from mlcomp.worker.launch import STOPPED_EXIT_CODE
 
         payload, nprocs = self._payload(task)
@@ -260,6 +266,9 @@ class TrainExecutor(Executor):
         if "stopped" in result:
             print(f"mlcomp: {result['stopped']}", flush=True)
             raise SystemExit(STOPPED_EXIT_CODE)
+        if "paused" in result:
+            print(f"mlcomp: paused at a rung of its search: {result['paused']}", flush=True)
+            raise SystemExit(PAUSED_EXIT_CODE)
         return result
 
     def _payload(self, task: TaskContext) -> tuple[dict, int]:
@@ -273,7 +282,8 @@ class TrainExecutor(Executor):
         nprocs = (len(task.gpus) or int(task.config.get("processes") or 1)) if distr else 1
         payload = {"config": self._config(task), "logdir": str(logdir), "resume": resolve_resume(task, logdir),
                    "folder": str(task.folder), "max_batch_points": task.config.get("max_batch_points", MAX_BATCH_POINTS),
-                   "threads": max(1, cpu // nprocs), "db_url": task.settings.db_url}
+                   "threads": max(1, cpu // nprocs), "db_url": task.settings.db_url,
+                   "pause_at": task.config.get("pause_at")}
         if payload["resume"] is not None and not _is_full(payload["resume"]):
             _warm_start(payload["config"], payload["resume"])
             print(f"mlcomp: attempt {task.attempt} starts afresh from the weights of {payload['resume']}", flush=True)

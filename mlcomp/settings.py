@@ -2,7 +2,8 @@
 
 Every value comes from, in order of precedence: an ``MLCOMP_*`` environment variable, the file
 ``$MLCOMP_ROOT/config.yml`` (keys in lower case: ``db_url``, ``broker_url``, ``token``, ``host``,
-``port``, ``heartbeat_ttl``, ``stop_grace``, ``snapshot_max_mb``), then the default below.
+``port``, ``heartbeat_ttl``, ``stop_grace``, ``snapshot_max_mb``,
+``grid_max_cells``, ...), then the default below.
 """
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-import yaml
-
 from mlcomp.errors import ConfigError
+from mlcomp.yamlfile import read_yaml
 
 __all__ = ["Settings"]
 
@@ -33,6 +33,12 @@ class Settings:
         heartbeat_ttl: seconds after which a silent computer is dead and its tasks failed.
         stop_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
         snapshot_max_mb: the largest code snapshot (MB) a DAG submission may store.
+        allowed_hosts: with a token, the ``Host`` names the UI serves (``MLCOMP_ALLOWED_HOSTS``,
+            comma-separated; ``*``, the default, allows any); without a token only loopback names.
+        checkpoint_dirs: folders, besides a task's own logdir, from which a task may be resumed
+            (``MLCOMP_CHECKPOINT_DIRS``, comma-separated).
+        grid_max_cells: the most grid cells one submission may expand to (DAG-level cells times
+            the tasks' cells), counted before expansion.
     """
 
     root: Path
@@ -44,6 +50,9 @@ class Settings:
     heartbeat_ttl: float = 15.0
     stop_grace: float = 10.0
     snapshot_max_mb: float = 50.0
+    grid_max_cells: int = 10_000
+    allowed_hosts: tuple[str, ...] = ("*",)
+    checkpoint_dirs: tuple[str, ...] = ()
 
     @property
     def tasks_dir(self) -> Path:
@@ -90,16 +99,32 @@ class Settings:
                     kind = "an integer" if typ is int else "a number"
                     raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): "
                                       f"{values[name]!r} is not {kind}") from None
+        for name in LISTS:
+            if name in values:
+                values[name] = _names(name, values[name], root)
         return cls(root=root, **values)
 
 
-NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float}
+NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float,
+           "grid_max_cells": int}
+
+
+LISTS = ("allowed_hosts", "checkpoint_dirs")
+
+
+def _names(name: str, value, root: Path) -> tuple[str, ...]:
+    """A list setting from a comma-separated string (the environment) or a YAML list."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): {value!r} is not "
+                          f"a list of strings (or a comma-separated string)")
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def _read_file(path: Path) -> dict:
     if not path.exists():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, ConfigError, "settings file").data or {}
     allowed = {f.name for f in dataclasses.fields(Settings)} - {"root"}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")

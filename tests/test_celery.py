@@ -12,7 +12,8 @@ import pytest
 
 from mlcomp.db import TaskStatus
 from mlcomp.errors import ConfigError
-from mlcomp.worker import CeleryDispatcher, ServerDispatcher, Worker, bind_worker, make_celery, queue_name
+from mlcomp.supervisor import HandOver
+from mlcomp.worker import CeleryDispatcher, Worker, bind_worker, make_celery, queue_name
 from test_worker import add_task, logs, wait_status
 
 pytestmark = pytest.mark.redis
@@ -53,11 +54,11 @@ def test_server_dispatcher_keeps_local_tasks_in_process(settings, store):
     local.register()
     task_id = add_task(store, "echo local", computer="here")
     remote = Remote()
-    dispatcher = ServerDispatcher([local], remote)
+    dispatcher = HandOver([local], remote)
     dispatcher.dispatch(task_id, "here")
     dispatcher.dispatch(99, "there")
     assert wait_status(store, task_id, TaskStatus.success) and remote.calls == [(99, "there")]
-    ServerDispatcher([local]).dispatch(100, "there")  # no broker: the remote worker polls the store
+    HandOver([local]).dispatch(100, "there")  # no broker: the remote worker polls the store
     local.shutdown()
 
 

@@ -85,6 +85,14 @@ def task_file(body: str) -> str:
     ("    priority: 1.5\n", 8, ["key 'priority'", "an int"]),
     ("    timeout: 0\n", 8, ["key 'timeout'", "seconds > 0"]),
     ("    parallel: 2\n", 8, ["key 'parallel'", "needs a 'grid'"]),
+    ("    gpu: 99999999999999999999\n", 8, ["key 'executors.b.gpu'", "out of range"]),
+    ("    gpu: 1e20\n", 8, ["key 'gpu'", "'1e20'", "<= 1024"]),
+    ("    gpu: 1.0e+20\n", 8, ["key 'gpu'", "<= 1024"]),
+    ("    gpu: '0-99999999999'\n", 8, ["key 'gpu'", "<= 1024"]),
+    ("    cpu: 1000000\n", 8, ["key 'cpu'", "<= 65536"]),
+    ("    memory: .inf\n", 8, ["key 'executors.b.memory'", "finite"]),
+    ("    timeout: 1.0e+12\n", 8, ["key 'timeout'", "<= 1e+09"]),
+    ("    priority: 4000000000\n", 8, ["key 'priority'", "2147483647"]),
     ("    depends: c\n", 8, ["task 'b', key 'depends'", "unknown task 'c'", "a, b"]),
     ("    depends: b\n", 8, ["key 'depends'", "itself"]),
     ("    depends: {a: 1}\n", 8, ["key 'depends'", "list of task names"]),
@@ -133,22 +141,22 @@ def test_yaml_syntax_error_gives_line_and_column(write_file):
 def test_libyaml_and_pure_python_loaders_report_the_same_lines(write_file, monkeypatch):
     import yaml
 
-    from mlcomp.dag import spec
+    from mlcomp import yamlfile
 
-    assert issubclass(spec._Loader, yaml.CSafeLoader) or not yaml.__with_libyaml__  # the fast one when built
+    assert issubclass(yamlfile.Loader, yaml.CSafeLoader) or not yaml.__with_libyaml__  # the fast one when built
 
     class Pure(yaml.SafeLoader):
-        yaml_implicit_resolvers = spec._Loader.yaml_implicit_resolvers
+        yaml_implicit_resolvers = yamlfile.Loader.yaml_implicit_resolvers
 
     texts = [FULL, "info:\n  name: n\n  bad: : :\n", "info: {name: n}\ninfo: {name: m}\n", "a:\n  - [1,\n"]
     seen = []
-    for loader in (spec._Loader, Pure):
-        monkeypatch.setattr(spec, "_Loader", loader)
+    for loader in (yamlfile.Loader, Pure):
+        monkeypatch.setattr(yamlfile, "Loader", loader)
         results = []
         for i, text in enumerate(texts):
             try:
-                _, data, lines = spec.read_yaml(write_file(f"d{i}.yml", text))
-                results.append((data, dict(lines.lines)))
+                document = yamlfile.read_yaml(write_file(f"d{i}.yml", text), DagError)
+                results.append((document.data, dict(document.lines.lines)))
             except DagError as e:
                 results.append(str(e).split(": ")[0])  # FILE:LINE[:COL]
         seen.append(results)

@@ -29,11 +29,13 @@ def session(store):
 def test_transition_table_matches_the_contract():
     assert TRANSITIONS[S.not_ran] == {S.queued, S.skipped, S.stopped}
     assert TRANSITIONS[S.queued] == {S.in_progress, S.not_ran, S.failed, S.stopped}
-    assert TRANSITIONS[S.in_progress] == {S.stopping, S.success, S.failed, S.stopped, S.queued}
+    assert TRANSITIONS[S.in_progress] == {S.stopping, S.success, S.failed, S.stopped, S.queued, S.paused}
     assert TRANSITIONS[S.stopping] == {S.stopped, S.failed, S.success}
-    for ended in (S.failed, S.stopped, S.skipped):
+    for ended in (S.failed, S.skipped):
         assert TRANSITIONS[ended] == {S.not_ran}
-    assert TRANSITIONS[S.success] == set()
+    assert TRANSITIONS[S.stopped] == {S.not_ran, S.pruned}  # pruned: a search trial its scheduler stopped
+    assert TRANSITIONS[S.paused] == {S.not_ran, S.pruned}  # a search trial promoted, or never
+    assert TRANSITIONS[S.success] == TRANSITIONS[S.pruned] == set()
 
 
 @pytest.mark.parametrize("old,new", [
@@ -108,6 +110,10 @@ def test_retry_on_the_same_computer_keeps_its_placement(session):
     ([S.success, S.failed, S.skipped], S.failed),
     ([S.stopped, S.skipped], S.stopped),
     ([S.success, S.skipped], S.skipped),
+    ([S.success, S.pruned], S.success),  # search trials stopped early do not fail a DAG
+    ([S.in_progress, S.paused], S.in_progress),
+    ([S.stopped, S.paused, S.success], S.stopped),  # a stopped search with paused trials
+    ([S.paused, S.success], S.stopped),
 ])
 def test_rollup_status(statuses, expected):
     assert rollup_status(statuses) is expected

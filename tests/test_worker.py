@@ -13,10 +13,10 @@ import time
 
 import psutil
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mlcomp.db import Attempt, Computer, LogLine, Metric, Task, TaskStatus, immediate
-from mlcomp.supervisor import LocalDispatcher, Supervisor, set_task_status
+from mlcomp.supervisor import HandOver, Supervisor, set_task_status
 from mlcomp.worker import Worker
 from supervisor_helpers import make_dag, wait_for, wait_status
 
@@ -203,6 +203,58 @@ def test_vanished_process_fails_its_task_on_start(settings, store):
     assert task.reason.startswith(f"process vanished: pid {dead.pid} is gone from pc")
 
 
+@pytest.mark.parametrize("exit_record, status, reason", [
+    ("0\n", S.success, "exit code 0"),
+    ("3\n", S.failed, "exit code 3: partial"),
+    ("143\n", S.failed, "killed by SIGTERM: partial"),
+    (None, S.failed, "no exit record: partial"),
+])
+def test_a_child_that_ended_unwatched_gets_its_recorded_outcome_and_the_rest_of_its_log(
+        settings, store, exit_record, status, reason):
+    from mlcomp.worker.process import AttemptFiles
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    task_id = add_task(store, "true")
+    files = AttemptFiles.of(settings.tasks_dir, task_id, 1)
+    files.folder.mkdir(parents=True)
+    files.path("pid").write_text(f"{dead.pid}\n")
+    files.path("stdout").write_bytes(b"logged\nnot yet\nhalf")
+    files.path("stderr").write_bytes(b"partial")
+    if exit_record is not None:
+        files.path("exit").write_text(exit_record)
+    with store.begin() as session:
+        task = session.get(Task, task_id)
+        set_task_status(session, task, S.in_progress, "running before a restart")
+        task.pid = dead.pid
+        session.flush()
+        session.execute(update(Attempt).where(Attempt.task_id == task_id).values(log_offsets={"stdout": 7}))
+    w = Worker(settings, store, name="pc", gpus=[], poll=0.05).start()
+    try:
+        task = wait_status(store, task_id, status)
+    finally:
+        w.shutdown()
+    assert task.reason == reason and task.attempt == 1
+    assert logs(store, task_id) == ["not yet", "half", "partial"]
+
+
+def test_offsets_stop_before_a_line_not_yet_complete(settings, store):
+    from mlcomp.worker.process import AttemptFiles, TaskProcess
+
+    files = AttemptFiles(settings.tasks_dir / "1")
+    files.folder.mkdir(parents=True)
+    files.path("stdout").write_bytes(b"one\ntw")
+    reported = []
+    reporter = type("R", (), {"output": lambda self, lines, offsets: reported.append((lines, offsets))})()
+    process = TaskProcess(0, files, reporter, lambda *a: None, gone=True)
+    process.read()
+    with open(files.path("stdout"), "ab") as out:
+        out.write(b"o\r\nthree")
+    process.read()
+    assert reported == [([("stdout", "one")], {"stdout": 4, "stderr": 0}),
+                        ([("stdout", "two")], {"stdout": 9, "stderr": 0})]
+
+
 def test_shutdown_stops_running_tasks_and_threads_at_once(settings, store, caplog):
     caplog.set_level("INFO", logger="mlcomp.worker.worker")
     settings = dataclasses.replace(settings, heartbeat_ttl=300.0, stop_grace=0.5)
@@ -287,7 +339,7 @@ def test_gpu_requests_on_two_computers_get_disjoint_indices(settings, store):
     workers = [Worker(settings, store, name=name, gpus=[0, 1, 2, 3], poll=0.05) for name in ("pc1", "pc2")]
     for w in workers:
         w.register()
-    supervisor = Supervisor(settings, store, LocalDispatcher(*workers), interval=0.1)
+    supervisor = Supervisor(settings, store, HandOver(workers), interval=0.1)
     for w in workers:
         w.on_change = supervisor.wake
         w.start()

@@ -6,6 +6,7 @@ clients skip this and send ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import hmac
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
@@ -15,9 +16,13 @@ bp = Blueprint("auth", __name__)
 
 
 def safe_next(target: str | None) -> str:
-    """A redirect target inside this site: a path starting with one ``/`` (no scheme, no host),
-    else the DAG list."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A redirect target inside this site, else the DAG list: ``target`` with control characters
+    and whitespace removed (browsers drop them, so ``/\\t/evil.com`` would become ``//evil.com``)
+    must parse as a path starting with one ``/``, with no scheme, no host and no backslash."""
+    target = "".join(c for c in target or "" if c.isprintable() and not c.isspace())
+    parts = urlsplit(target)
+    if (target.startswith("/") and not target.startswith("//") and "\\" not in target and not parts.scheme
+            and not parts.netloc):
         return target
     return url_for("dags.dags")
 

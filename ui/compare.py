@@ -9,7 +9,7 @@ from ui import plots, queries
 from ui.series import metric_series
 from ui.db import get_session
 from ui.errors import ApiError
-from ui.views import twin
+from ui.views import MAX_INT, twin
 
 __all__ = ["bp"]
 
@@ -23,6 +23,8 @@ def _task_ids() -> list[int]:
         ids = list(dict.fromkeys(int(part) for part in raw.replace(" ", ",").split(",") if part))
     except ValueError:
         raise ApiError(f"query argument tasks={raw!r}: expected task ids separated by commas") from None
+    if not all(0 <= i <= MAX_INT for i in ids):
+        raise ApiError(f"query argument tasks={raw!r}: task ids are integers from 0 to {MAX_INT}")
     if len(ids) > MAX_TASKS:
         raise ApiError(f"query argument tasks: at most {MAX_TASKS} tasks at once, got {len(ids)}")
     return ids

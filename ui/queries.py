@@ -123,7 +123,7 @@ def derived_dag_status() -> ColumnElement[str]:
         (func.count(Task.id) == count(s.not_ran), s.not_ran.value),
         (count(*ACTIVE, s.not_ran) > 0, s.in_progress.value),
         (count(s.failed) > 0, s.failed.value),
-        (count(s.stopped) > 0, s.stopped.value),
+        (count(s.stopped, s.paused) > 0, s.stopped.value),
         (count(s.skipped) > 0, s.skipped.value),
         else_=s.success.value,
     )
@@ -387,7 +387,7 @@ def grid_leaderboard(session: Session, task_id: int, *, metric: str | None = Non
     metric = metric or main.get("metric") or (names[0] if names else None)
     if metric == main.get("metric"):
         loader = loader or main.get("loader")
-        minimize = main["minimize"] if minimize is None else minimize
+        minimize = bool(main.get("minimize")) if minimize is None else minimize
     elif minimize is None:
         minimize = bool(metric) and any(w in metric for w in ("loss", "error"))
     rows = [{"id": row["task_id"], **{k: row[k] for k in ("name", "status", "attempt", "params", "value", "final")}}

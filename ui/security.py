@@ -1,6 +1,9 @@
 """Who may use the UI, and what a request may touch.
 
 - :func:`check_bind`: listening beyond loopback without a token is refused (DESIGN §8).
+- :func:`host_allowed`: without a token only loopback ``Host`` names are served (``127.0.0.1``,
+  ``localhost``, ``[::1]``, with a port), so a web page cannot read the server through DNS
+  rebinding (its requests carry the attacker's host name); with a token ``allowed_hosts`` decides.
 - With ``settings.token`` every page and API call is authenticated: API clients send
   ``Authorization: Bearer <token>``; browsers log in once (``/login``) and carry a session cookie
   signed with a key derived from the token (so changing the token logs everybody out). Tokens are
@@ -21,6 +24,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, redirect, request, session, url_for
 
@@ -30,6 +34,7 @@ from ui.errors import ApiError
 __all__ = [
     "check_bind",
     "is_loopback",
+    "host_allowed",
     "secret_key",
     "bearer_ok",
     "csrf_token",
@@ -37,6 +42,7 @@ __all__ = [
     "init_app",
 ]
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "vendor_plotly", "pygments_css"})
 
@@ -64,6 +70,22 @@ def check_bind(host: str, token: str | None) -> None:
             f"host {host!r} is reachable from other machines: set a token (MLCOMP_TOKEN or 'token' in "
             "config.yml) or listen on 127.0.0.1"
         )
+
+
+def host_allowed(host: str, token: str | None, allowed_hosts=("*",)) -> bool:
+    """Whether a request's ``Host`` header (``name`` or ``name:port``, ``[::1]:4201``) may be
+    served: without ``token`` only loopback names; with it a name in ``allowed_hosts`` (compared
+    without case; ``*`` allows any)."""
+    try:
+        parts = urlsplit(f"//{host}")
+        name, _ = parts.hostname, parts.port  # .port raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    if not name or any(c.isspace() or ord(c) < 32 for c in host):
+        return False
+    if not token:
+        return name in LOOPBACK_NAMES
+    return "*" in allowed_hosts or name in {h.lower().strip("[]") for h in allowed_hosts}
 
 
 def secret_key(token: str | None) -> bytes:
@@ -102,6 +124,11 @@ def _token() -> str | None:
 
 def _guard():
     token = _token()
+    settings = current_app.config["MLCOMP_SETTINGS"]
+    if not host_allowed(request.host, token, settings.allowed_hosts):
+        raise ApiError(f"Host {request.host!r} refused: " + (
+            "the server has a token; add the name to the allowed_hosts setting" if token else
+            "without a token only 127.0.0.1, localhost and [::1] are served"), 400)
     via_bearer = bearer_ok(token)
     if token and not via_bearer and not session.get("auth") and request.endpoint not in PUBLIC_ENDPOINTS:
         if request.path.startswith("/api/"):

@@ -14,10 +14,23 @@ from pygments import highlight as pygments_highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import TextLexer, get_lexer_for_filename
 from pygments.util import ClassNotFound
+from werkzeug.routing import IntegerConverter
 
 from ui.errors import ApiError
 
-__all__ = ["twin", "int_arg", "duration", "highlight", "pygments_css", "init_app"]
+__all__ = ["twin", "int_arg", "duration", "highlight", "pygments_css", "init_app", "MAX_INT"]
+
+MAX_INT = 2 ** 31 - 1
+"""The largest id or count a URL or query argument may carry (the store's integer columns)."""
+
+
+class BoundedInt(IntegerConverter):
+    """``<int:…>`` in URL rules, at most :data:`MAX_INT`: a larger id matches no route (404)
+    instead of overflowing the database driver."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", MAX_INT)
+        super().__init__(map, *args, **kwargs)
 
 
 def twin(bp: Blueprint, rule: str, template: str, page_extra: Callable[[dict], dict] | None = None):
@@ -49,8 +62,8 @@ def twin(bp: Blueprint, rule: str, template: str, page_extra: Callable[[dict], d
     return decorate
 
 
-def int_arg(name: str, default: int | None = None, *, lo: int = 0, hi: int | None = None) -> int | None:
-    """The query argument ``name`` as an int in ``[lo, hi]``.
+def int_arg(name: str, default: int | None = None, *, lo: int = 0, hi: int = MAX_INT) -> int | None:
+    """The query argument ``name`` as an int in ``[lo, hi]`` (``hi`` at most :data:`MAX_INT`).
 
     Raises:
         ApiError: 400 naming the argument, its value and the allowed range.
@@ -62,8 +75,8 @@ def int_arg(name: str, default: int | None = None, *, lo: int = 0, hi: int | Non
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or value < lo or (hi is not None and value > hi):
-        allowed = f"an integer ≥ {lo}" + (f" and ≤ {hi}" if hi is not None else "")
+    if value is None or value < lo or value > hi:
+        allowed = f"an integer ≥ {lo} and ≤ {hi}"
         raise ApiError(f"query argument {name}={raw!r}: expected {allowed}")
     return value
 
@@ -132,7 +145,8 @@ def vendor_plotly():
 
 def init_app(app: Flask) -> None:
     """Registers the filters, the ``/static/vendor/plotly.min.js`` and ``/static/pygments.css``
-    routes."""
+    routes, and bounds ``<int:…>`` URL parts (:class:`BoundedInt`)."""
+    app.url_map.converters["int"] = BoundedInt
     app.jinja_env.filters.update(duration=duration, filesize=filesize, timestamp=timestamp,
                                  highlight=highlight)
     app.add_url_rule("/static/vendor/plotly.min.js", "vendor_plotly", vendor_plotly)

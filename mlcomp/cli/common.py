@@ -26,9 +26,12 @@ class Services:
 
     @property
     def store(self) -> sessionmaker:
-        """The migrated store of ``settings.db_url``."""
+        """The migrated store of ``settings.db_url``; its connections close with the command."""
         if self._store is None:
             self._store = open_store(self.settings)
+            context = click.get_current_context(silent=True)
+            if context is not None:
+                context.find_root().call_on_close(self._store.kw["bind"].dispose)
         return self._store
 
     @contextlib.contextmanager

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
-from mlcomp.db import Dag, Project, Task, TaskDependency
+from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
 from mlcomp.supervisor.status import rollup_status
 
 __all__ = ["dag", "dag_json"]
@@ -45,10 +45,11 @@ def dag_submit(app: Services, file, wait, sets, gpus):
 def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | None) -> None:
     """Wakes the server; with ``wait`` follows the DAGs and exits 1 unless every task succeeded.
 
-    When no server answers (on this machine's wake socket, or on the broker's wake channel),
-    a supervisor and a local worker run here, for these DAGs only; SIGINT or SIGTERM then stops
-    their running tasks (SIGTERM, grace, SIGKILL) and exits 1 ("Aborted!")."""
-    served = control.wake(app.settings)
+    When no server serves the store (none answers on this machine's wake socket or the broker's
+    wake channel, and no supervisor's heartbeat row is fresh), a supervisor and a local worker
+    run here for these DAGs only, placing them on every live computer; SIGINT or SIGTERM then
+    stops their running tasks (SIGTERM, grace, SIGKILL) and exits 1 ("Aborted!")."""
+    served = control.wake(app.settings) or _supervised(app)
     if not wait:
         if not served:  # on stderr: stdout keeps only the ids, for scripts
             click.echo(f"note: no mlcomp server serves {app.settings.root}; the tasks wait until one runs "
@@ -66,6 +67,14 @@ def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | 
     _print_results(app, ids)
     if not ok:
         raise click.exceptions.Exit(1)
+
+
+def _supervised(app: Services) -> bool:
+    """Whether a server's supervisor, on any machine, serves the store (its heartbeat row)."""
+    from mlcomp.supervisor.supervisor import serving
+
+    with app.read() as session:
+        return serving(session, app.settings, utcnow())
 
 
 def _print_results(app: Services, ids: list[int]) -> None:

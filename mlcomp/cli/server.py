@@ -26,16 +26,13 @@ def server(host, port, name, gpus):
     """
     from mlcomp.supervisor import run_local
     from mlcomp.supervisor.wake import poke
-    from mlcomp.worker import CeleryDispatcher, ServerDispatcher, make_celery
 
     settings = Settings.from_env(host=host, port=port)
     _check_bind(settings)  # before anything starts: a refused host must not leave a worker behind
     if poke(settings.root):
         raise StateError(f"a server already serves {settings.root}; stop it first")
-    remote = CeleryDispatcher(make_celery(settings)) if settings.broker_url else None
     listener = _listen(settings)  # binds now: a taken port fails before the worker starts
-    with interruptible(), run_local(settings, gpus=gpus, name=name,
-                                    dispatcher=lambda worker: ServerDispatcher([worker], remote)) as local:
+    with interruptible(), run_local(settings, gpus=gpus, name=name) as local:
         where = f"http://{settings.host}:{settings.port}" if listener else "no web UI (ui is not installed)"
         click.echo(f"mlcomp server: {where}; root {settings.root}; worker {local.worker.name} "
                    f"with {len(local.worker.gpus)} GPU(s)")

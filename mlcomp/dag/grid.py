@@ -17,16 +17,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
 from mlcomp.errors import DagError
+from mlcomp.yamlfile import read_yaml
 
-__all__ = ["Cell", "expand_grid", "RANGE"]
+__all__ = ["Cell", "expand_grid", "RANGE", "MAX_CELLS"]
 
+MAX_CELLS = 10_000
+"""The default cap on a grid's cells (the ``grid_max_cells`` setting)."""
 RANGE = re.compile(r"^(-?\d+)-(\d+)$")
 YAML_SUFFIXES = (".yml", ".yaml")
 
@@ -45,7 +47,8 @@ def _default_error(path: Sequence, message: str) -> DagError:
     return DagError(f"grid[{']['.join(map(str, path))}]: {message}")
 
 
-def expand_grid(grid: Any, expdir: str | Path | None = None, error: ErrorFactory = _default_error) -> list[Cell]:
+def expand_grid(grid: Any, expdir: str | Path | None = None, error: ErrorFactory = _default_error,
+                max_cells: int = MAX_CELLS) -> list[Cell]:
     """The cells of ``grid`` in product order (the last row varies fastest).
 
     Args:
@@ -53,18 +56,23 @@ def expand_grid(grid: Any, expdir: str | Path | None = None, error: ErrorFactory
         expdir: the folder ``_folder``/``_file`` paths are relative to.
         error: builds the DagError for a path inside the grid (e.g. ``(0, "lr")``) and a message;
             submission passes one that prefixes ``FILE:LINE:``.
+        max_cells: the most cells allowed; counted from the rows before any cell is built, so a
+            grid of 10⁹ cells costs nothing to refuse.
 
     Raises:
         DagError: a malformed row (not a list, an empty list, a list mixing mappings and values,
             a reversed range, an unknown ``_`` key, a missing or non-mapping file), two rows
-            setting the same key, or two cells with the same name.
+            setting the same key, two cells with the same name, or more than ``max_cells`` cells.
     """
     if grid is None:
         return []
     rows = _rows(grid, error)
     if not rows:
         raise error((), "the grid has no rows; allowed: 'key: [values]' rows, lists of mappings, _folder, _file")
-    options = [_options(path, key, value, expdir, error) for path, key, value in rows]
+    options = [_options(path, key, value, expdir, error, max_cells) for path, key, value in rows]
+    count = math.prod(len(row) for row in options)
+    if count > max_cells:
+        raise error((), f"the grid has {count} cells; allowed: at most {max_cells} (setting grid_max_cells)")
     keys = [set().union(*(cell.values for cell in row)) for row in options]
     for (i, a), (j, b) in itertools.combinations(enumerate(keys), 2):
         if a & b:
@@ -97,7 +105,7 @@ def _rows(grid: Any, error: ErrorFactory) -> list[tuple[tuple, str | None, Any]]
     return rows
 
 
-def _options(path: tuple, key: str | None, value: Any, expdir, error: ErrorFactory) -> list[Cell]:
+def _options(path: tuple, key: str | None, value: Any, expdir, error: ErrorFactory, max_cells: int) -> list[Cell]:
     if key is None:
         return _together(path, value, error)
     if not isinstance(key, str):
@@ -111,15 +119,18 @@ def _options(path: tuple, key: str | None, value: Any, expdir, error: ErrorFacto
         return [_file_cell(path, f, expdir, error) for f in files]
     if key.startswith("_"):
         raise error(path, f"unknown special key {key!r}; allowed: _folder, _file")
-    return [Cell(f"{key}={_text(v)}", {key: v}) for v in _values(path, key, value, error)]
+    return [Cell(f"{key}={_text(v)}", {key: v}) for v in _values(path, key, value, error, max_cells)]
 
 
-def _values(path: tuple, key: str, value: Any, error: ErrorFactory) -> list:
+def _values(path: tuple, key: str, value: Any, error: ErrorFactory, max_cells: int) -> Sequence:
     if isinstance(value, str) and RANGE.match(value):
         low, high = map(int, RANGE.match(value).groups())
         if low > high:
             raise error(path, f"{key}: range {value!r} is empty; allowed: 'low-high' with low <= high")
-        return list(range(low, high + 1))
+        if high - low + 1 > max_cells:
+            raise error(path, f"{key}: range {value!r} gives {high - low + 1} values; allowed: at most "
+                              f"{max_cells} cells in a grid (setting grid_max_cells)")
+        return range(low, high + 1)
     if isinstance(value, list):
         if not value:
             raise error(path, f"{key}: the list of values is empty")
@@ -151,8 +162,8 @@ def _folder(path: tuple, value: Any, expdir, error: ErrorFactory) -> list[Cell]:
 def _file_cell(path: tuple, name: str, expdir, error: ErrorFactory) -> Cell:
     file = Path(expdir or ".") / name
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        data = read_yaml(file, DagError, "grid file").data
+    except DagError as e:
         raise error(path, f"grid file {name!r}: {e}") from None
     if not isinstance(data, dict) or not data:
         raise error(path, f"grid file {name!r} must hold a non-empty mapping, got {type(data).__name__}")

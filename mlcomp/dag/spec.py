@@ -12,47 +12,21 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import yaml
-
 from mlcomp.configkit import PathError, set_path
 from mlcomp.dag.graph import find_cycle
 from mlcomp.errors import DagError
+from mlcomp.yamlfile import LineMap, parse_yaml, read_yaml
 
-__all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "read_yaml", "apply_sets"]
+__all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "apply_sets"]
 
 SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
-                "retries", "priority", "timeout", "grid", "parallel")
+                "retries", "priority", "timeout", "grid", "parallel", "search")
 TOP_KEYS = ("info", "executors", "grid")
 INFO_KEYS = ("name", "project", "expdir", "layout")
 """``layout`` names MLComp's report layout; it is accepted (a string) so MLComp's DAG files run
 unchanged, and unused: the UI draws every metric a task reports."""
 MAX_NAME = 200
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
-
-
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """SafeLoader that keeps dates as strings (the store keeps configs as JSON); libyaml's
-    CSafeLoader when PyYAML was built with it (its nodes and errors carry the same line marks)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class LineMap:
-    """Key path of a YAML document → 1-based line; a path missing from the file (added by
-    ``--set``) gets the line of its nearest ancestor, the document's first line at worst."""
-
-    lines: Mapping[tuple, int]
-
-    def __call__(self, path: Sequence) -> int:
-        path = tuple(str(part) for part in path)
-        while path and path not in self.lines:
-            path = path[:-1]
-        return self.lines.get(path, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +57,7 @@ class TaskSpec:
     grid: Any = None
     grid_path: tuple = ()
     parallel: int | None = None
+    search: Any = None  # the raw ``search:`` block (checked by mlcomp.search.spec at submission)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +88,9 @@ def load_spec(path: str | Path, sets: Iterable[str] = ()) -> DagSpec:
             ``--set`` or a bad ``grid_search`` template.
     """
     file, sets = Path(path), tuple(sets)
-    text, data, lines = read_yaml(file)
-    data = apply_sets(data, sets, file)
+    document = read_yaml(file, DagError, "DAG file")
+    text, lines = document.text, document.lines
+    data = apply_sets(document.data, sets, file)
     where = _Where(file, lines, sets)
     if not isinstance(data, dict):
         raise where.error((), None, "expected a mapping with 'info' and 'executors'")
@@ -130,53 +106,6 @@ def load_spec(path: str | Path, sets: Iterable[str] = ()) -> DagSpec:
     _check_acyclic(where, tasks)
     return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks=tasks,
                    lines=lines, grid=data.get("grid"))
-
-
-def read_yaml(file: Path) -> tuple[str, Any, LineMap]:
-    """The text, the data and the line map of the YAML file ``file``.
-
-    Raises:
-        DagError: the file cannot be read, is not valid YAML (with line and column), or repeats
-            a key in one mapping.
-    """
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DagError(f"{file}:1: cannot read the DAG file: {e}") from None
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(filter(None, [e.context, e.problem]))
-        raise DagError(f"{file}:{line}:{col}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as e:
-        raise DagError(f"{file}:1: YAML error: {e}") from None
-    finally:
-        loader.dispose()
-    lines: dict[tuple, int] = {(): 1}
-    if node is not None:
-        _record_lines(node, (), lines, file)
-    return text, data, LineMap(lines)
-
-
-def _record_lines(node, path: tuple, lines: dict, file: Path) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen and key != "<<":
-                raise DagError(f"{file}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
-                               f"{' in ' + '.'.join(path) if path else ''}")
-            seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _record_lines(value_node, path + (key,), lines, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (str(i),)] = item.start_mark.line + 1
-            _record_lines(item, path + (str(i),), lines, file)
 
 
 def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
@@ -195,8 +124,8 @@ def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
             raise DagError(f"{file}:1: --set {item!r}: expected KEY=VALUE with a dotted KEY, "
                            f"e.g. executors.train.gpu=2")
         try:
-            value = yaml.load(raw, Loader=_Loader)
-        except yaml.YAMLError:
+            value = parse_yaml(raw, f"--set {item}", DagError).data
+        except DagError:
             value = raw
         data = {} if data is None else data
         try:
@@ -253,27 +182,37 @@ def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
     return name, project, expdir
 
 
+MAX_GPUS = 1024
+MAX_CPUS = 65536
+MAX_INT32 = 2 ** 31 - 1  # the store's integer columns
+MAX_SECONDS = 1e9  # ~31 years
+MAX_GB = 1e9
+
+
 def _gpu(value):
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_GPUS:
         return value, value
     match = _RANGE.match(value) if isinstance(value, str) else None
-    if match and int(match[1]) <= int(match[2]):
+    if match and int(match[1]) <= int(match[2]) <= MAX_GPUS:
         return int(match[1]), int(match[2])
     raise ValueError
 
 
-def _int(minimum: int | None) -> Callable:
+def _int(minimum: int, maximum: int) -> Callable:
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             raise ValueError
         return value
     return check
 
 
-def _number(value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
-        raise ValueError
-    return float(value)
+def _number(maximum: float, positive=False) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= maximum or (
+                positive and value == 0):
+            raise ValueError
+        return float(value)
+    return check
 
 
 def _bool(value):
@@ -298,17 +237,17 @@ def _env(value):
 
 # key -> (field of TaskSpec, check returning the stored value or raising ValueError, what is allowed)
 CHECKS = {
-    "gpu": (("gpu_min", "gpu_max"), _gpu, 'an int >= 0 or a "min-max" range string such as "1-2"'),
-    "cpu": ("cpu", _int(1), "an int >= 1"),
-    "memory": ("memory", _number, "a number of GB >= 0"),
+    "gpu": (("gpu_min", "gpu_max"), _gpu, f'an int >= 0 and <= {MAX_GPUS} or a "min-max" range string such as "1-2"'),
+    "cpu": ("cpu", _int(1, MAX_CPUS), f"an int >= 1 and <= {MAX_CPUS}"),
+    "memory": ("memory", _number(MAX_GB), f"a number of GB >= 0 and <= {MAX_GB:g}"),
     "distr": ("distr", _bool, "true or false"),
     "single_node": ("single_node", _bool, "true or false"),
     "computer": ("computer", _computer, "a computer name"),
     "env": ("env", _env, "a mapping of variable names to strings or numbers"),
-    "retries": ("retries", _int(0), "an int >= 0"),
-    "priority": ("priority", _int(None), "an int"),
-    "timeout": ("timeout", lambda v: _number(v, positive=True), "a number of seconds > 0"),
-    "parallel": ("parallel", _int(1), "an int >= 1 (cells of the grid run at once)"),
+    "retries": ("retries", _int(0, 1000), "an int >= 0 and <= 1000"),
+    "priority": ("priority", _int(-MAX_INT32, MAX_INT32), f"an int from {-MAX_INT32} to {MAX_INT32}"),
+    "timeout": ("timeout", _number(MAX_SECONDS, positive=True), f"a number of seconds > 0 and <= {MAX_SECONDS:g}"),
+    "parallel": ("parallel", _int(1, MAX_INT32), f"an int >= 1 and <= {MAX_INT32} (cells of the grid run at once)"),
 }
 
 
@@ -334,9 +273,12 @@ def _task(where: _Where, name: Any, raw: Any) -> TaskSpec:
         fields.update(zip(field, value) if isinstance(field, tuple) else {field: value}.items())
     if "parallel" in fields and raw.get("grid") is None and type_name != "grid_search":
         raise where.error(path + ("parallel",), name, "'parallel' needs a 'grid' on the same task", key="parallel")
+    if raw.get("search") is not None and (raw.get("grid") is not None or type_name == "grid_search"):
+        raise where.error(path + ("search",), name, "a task has either a 'grid' or a 'search', not both",
+                          key="search")
     return TaskSpec(name=name, type=type_name, path=path, depends=_depends(where, name, raw.get("depends")),
                     params={k: v for k, v in raw.items() if k not in SERVICE_KEYS},
-                    grid=raw.get("grid"), grid_path=path + ("grid",), **fields)
+                    grid=raw.get("grid"), grid_path=path + ("grid",), search=raw.get("search"), **fields)
 
 
 def _depends(where: _Where, name: str, value: Any) -> tuple[str, ...]:

@@ -22,12 +22,13 @@ from sqlalchemy.orm import Session
 
 from executors.base import SubmitContext
 from executors.registry import get_executor
-from mlcomp.dag.grid import Cell, expand_grid
+from mlcomp.dag.grid import MAX_CELLS, Cell, expand_grid
 from mlcomp.dag.rows import insert_ignore
 from mlcomp.dag.snapshot import FileEntry, collect, own_paths, store
 from mlcomp.dag.spec import DagSpec, TaskSpec, load_spec
 from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.errors import DagError, ExecutorError
+from mlcomp.search import SEARCH_TYPE
 
 __all__ = ["submit", "plan", "TaskPlan", "DagPlan", "GRID_SEARCH"]
 
@@ -62,8 +63,8 @@ def submit(session: Session, settings, path: str | Path, sets: Iterable[str] = (
     (one, or one per DAG-level grid cell), flushed so their ids are set. Does not commit.
 
     Args:
-        settings: :class:`mlcomp.settings.Settings` (``snapshot_max_mb``), or ``None`` for the
-            defaults.
+        settings: :class:`mlcomp.settings.Settings` (``snapshot_max_mb``, ``grid_max_cells``), or
+            ``None`` for the defaults.
         sets: ``KEY=VALUE`` overrides by dotted path (``executors.train.gpu=2``).
 
     Raises:
@@ -84,20 +85,30 @@ def plan(spec: DagSpec, settings=None) -> list[DagPlan]:
         DagError: an unknown executor type, a key its executor rejects, a malformed grid, a name
             that is too long or taken twice.
     """
-    dag_cells: list[Cell | None] = expand_grid(spec.grid, spec.expdir, _grid_error(spec, ("grid",))) or [None]
+    limit = getattr(settings, "grid_max_cells", None) or MAX_CELLS
+    dag_cells: list[Cell | None] = expand_grid(spec.grid, spec.expdir, _grid_error(spec, ("grid",)), limit) or [None]
+    grids = {name: expand_grid(task.grid, spec.expdir, _grid_error(spec, task.grid_path), limit)
+             for name, task in spec.tasks.items() if task.grid is not None}
+    total = len(dag_cells) * max(1, sum(map(len, grids.values())))
+    if total > limit:
+        path = ("grid",) if spec.grid is not None else spec.tasks[next(iter(grids))].grid_path
+        raise spec.error(path, f"the DAG's grids make {total} cells ({len(dag_cells)} DAG cells × "
+                               f"{sum(map(len, grids.values()))} task cells); allowed: at most {limit} "
+                               f"(setting grid_max_cells)")
     plans = []
     for dag_cell in dag_cells:
         name = spec.name if dag_cell is None else f"{spec.name} {dag_cell.name}"
         if len(name) > MAX_DAG_NAME:
             raise spec.error(("grid",), f"DAG name {name!r} is longer than {MAX_DAG_NAME} characters")
         cell = dict(dag_cell.values) if dag_cell else None
-        tasks = [_plan_task(spec, settings, task, name, cell) for task in spec.tasks.values()]
+        tasks = [_plan_task(spec, settings, task, name, cell, grids.get(task.name)) for task in spec.tasks.values()]
         _unique_names(spec, tasks)
         plans.append(DagPlan(name=name, cell=cell, tasks=tasks))
     return plans
 
 
-def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell: dict | None) -> TaskPlan:
+def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell: dict | None,
+               cells: list[Cell] | None) -> TaskPlan:
     try:
         cls = get_executor(task.type, spec.expdir)
     except ExecutorError as e:
@@ -115,9 +126,14 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
         except ExecutorError as e:
             raise ctx.error(None, str(e)) from None
 
-    if task.grid is None:
+    if task.search is not None:  # a virtual search task; the supervisor adds its trials (mlcomp.search)
+        from mlcomp.search.submit import search_config
+
+        ctx = context(task.name, dag_cell)
+        return TaskPlan(task.name, SEARCH_TYPE, task,
+                        search_config(task, lambda: validated(task.name, dag_cell), ctx), dag_cell)
+    if cells is None:
         return TaskPlan(task.name, task.type, task, validated(task.name, dag_cell), dag_cell)
-    cells = expand_grid(task.grid, spec.expdir, _grid_error(spec, task.grid_path))
     children = []
     for cell in cells:
         name, values = f"{task.name} {cell.name}", {**(dag_cell or {}), **cell.values}
@@ -196,7 +212,7 @@ def _task_values(dag_id: int, task: TaskPlan) -> dict:
                   executor_config=task.config, grid_cell=task.cell, gpu_min=spec.gpu_min, gpu_max=spec.gpu_max,
                   cpu=spec.cpu, memory=spec.memory, distr=spec.distr, single_node=spec.single_node,
                   computer_pin=spec.computer, env=dict(spec.env), retries=spec.retries, timeout=spec.timeout)
-    if task.children:  # a grid search: rolled up from its cells, never run, holds no resources
+    if task.children or task.type == SEARCH_TYPE:  # rolled up from its cells/trials, never run, no resources
         values.update(gpu_min=0, gpu_max=0, cpu=0, memory=0.0, distr=False, single_node=True, computer_pin=None,
                       env={}, retries=0, timeout=None)
     return values

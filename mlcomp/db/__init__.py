@@ -9,8 +9,11 @@ from mlcomp.db.models import (
     LogLine,
     Metric,
     Project,
+    SearchRung,
+    SearchTrial,
     SnapshotBlob,
     SnapshotFile,
+    Supervisor,
     Task,
     TaskDependency,
     TaskStatus,
@@ -20,6 +23,7 @@ from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_st
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
-    "SnapshotBlob", "SnapshotFile", "Task", "TaskDependency", "TaskStatus", "utcnow",
+    "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task", "TaskDependency",
+    "TaskStatus", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

@@ -37,11 +37,14 @@ __all__ = [
     "TaskDependency",
     "Attempt",
     "Computer",
+    "Supervisor",
     "LogLine",
     "Metric",
     "Checkpoint",
     "SnapshotBlob",
     "SnapshotFile",
+    "SearchTrial",
+    "SearchRung",
     "utcnow",
 ]
 
@@ -62,6 +65,8 @@ class TaskStatus(str, enum.Enum):
     failed = "failed"
     stopped = "stopped"
     skipped = "skipped"
+    paused = "paused"  # a search trial at a rung: checkpointed, no process, may be promoted
+    pruned = "pruned"  # a search trial stopped early for good by its scheduler
 
     @property
     def finished(self) -> bool:
@@ -69,7 +74,8 @@ class TaskStatus(str, enum.Enum):
         return self in FINISHED
 
 
-FINISHED = frozenset({TaskStatus.success, TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped})
+FINISHED = frozenset({TaskStatus.success, TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped,
+                      TaskStatus.pruned})
 
 intpk = Annotated[int, mapped_column(primary_key=True)]
 timestamp = Annotated[dt.datetime, mapped_column(DateTime(timezone=True), default=utcnow)]
@@ -202,9 +208,21 @@ class Attempt(Base):
     finished: Mapped[opt_timestamp]
     reason: Mapped[str | None] = mapped_column(Text)
     resume_from: Mapped[str | None] = mapped_column(String(1000))
+    log_offsets: Mapped[dict[str, Any] | None]  # bytes of stdout/stderr read into log_line rows
     task: Mapped[Task] = relationship(back_populates="attempts")
 
     __table_args__ = (UniqueConstraint("task_id", "number"),)
+
+
+class Supervisor(Base):
+    """A running supervisor: ``id`` is unique per process, ``heartbeat`` is refreshed every
+    ``heartbeat_ttl / 3`` seconds, so a process sharing the store knows whether one serves it."""
+
+    __tablename__ = "supervisor"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Computer(Base):
@@ -218,6 +236,7 @@ class Computer(Base):
     memory: Mapped[float] = mapped_column(Float, default=0.0)  # gigabytes
     heartbeat: Mapped[opt_timestamp]
     usage: Mapped[dict[str, Any] | None]  # latest {cpu, memory, gpus: [...]} from the worker
+    dag_ids: Mapped[list[Any] | None]  # None: a worker of every DAG; else only these (dag submit --wait)
     created: Mapped[timestamp]
 
     def __repr__(self):
@@ -294,3 +313,37 @@ class SnapshotFile(Base):
     path: Mapped[str] = mapped_column(String(1000), primary_key=True)
     sha256: Mapped[str] = mapped_column(ForeignKey("snapshot_blob.sha256"), index=True)
     dag: Mapped[Dag] = relationship(back_populates="files")
+
+
+class SearchTrial(Base):
+    """A trial of an adaptive search (``mlcomp.search``): its task, its number in sampling order,
+    the sampled ``params``, Optuna's ``system_attrs`` for it, the rung index ``target`` its
+    current attempt trains to, and ``prune`` once its scheduler decided to stop it."""
+
+    __tablename__ = "search_trial"
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    number: Mapped[int]
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    target: Mapped[int] = mapped_column(default=0)
+    prune: Mapped[bool] = mapped_column(default=False)
+    created: Mapped[timestamp]
+
+    __table_args__ = (UniqueConstraint("search_id", "number"),)
+
+
+class SearchRung(Base):
+    """Trial ``task_id`` of search ``search_id`` reached rung ``rung`` (an index) after ``epoch``
+    epochs with the scheduler's metric at ``value``."""
+
+    __tablename__ = "search_rung"
+    id: Mapped[intpk]
+    search_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))
+    rung: Mapped[int]
+    epoch: Mapped[int]
+    value: Mapped[float | None] = mapped_column(Float)
+    created: Mapped[timestamp]
+
+    __table_args__ = (UniqueConstraint("task_id", "rung"),)

@@ -7,7 +7,7 @@ named stage (the stage's own values win); every other key names a stage, run in 
 (a stage set to ``null`` is skipped)::
 
     model_params: {model: DigitsCNN, width: 16}
-    args: {expdir: .., logdir: runs/digits, seed: 42}
+    args: {expdir: myexp, logdir: runs/digits, seed: 42}   # expdir: from the working folder
     stages:
       data_params: {dataset: DigitsDataset, batch_size: 64, loaders: {train: {split: train},
                                                                       valid: {split: valid}}}
@@ -125,7 +125,7 @@ def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
     Raises:
         ConfigError: a token is not ``--key=value`` or ``--key value``, or a value is bad YAML.
     """
-    import yaml
+    from mlcomp.yamlfile import parse_yaml
 
     pairs, rest = [], list(tokens)
     while rest:
@@ -137,10 +137,7 @@ def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
             if not rest or rest[0].startswith("--"):
                 raise ConfigError(f"override --{key}: no value (use --{key}=VALUE)")
             text = rest.pop(0)
-        try:
-            pairs.append((key, yaml.safe_load(text) if text else ""))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override --{key}: value {text!r} is not valid YAML ({e.problem})") from None
+        pairs.append((key, parse_yaml(text, f"override --{key}", ConfigError).data if text else ""))
     return pairs
 
 
@@ -149,19 +146,11 @@ def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from mlcomp.yamlfile import read_yaml
 
     if not path.is_file():
         raise ConfigError(f"config {path}: no such file")
-    try:
-        with path.open(encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: YAML syntax error: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: YAML error: {e}") from None
+    data = read_yaml(path, ConfigError, "config").data
     if data is None:
         return {}
     if not isinstance(data, dict):

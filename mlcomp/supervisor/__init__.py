@@ -5,13 +5,13 @@ Only the names below are public; :mod:`mlcomp.supervisor.status` is imported by 
 ``set_task_status``.
 """
 from mlcomp.supervisor.allocate import Free, Placement, free_resources, place
-from mlcomp.supervisor.dispatch import Dispatcher, LocalDispatcher, RecordingDispatcher
+from mlcomp.supervisor.dispatch import Dispatcher, HandOver, RecordingDispatcher
 from mlcomp.supervisor.embedded import LocalRun, run_local
 from mlcomp.supervisor.status import ACTIVE, retry_or_fail, rollup_status, set_task_status
 from mlcomp.supervisor.supervisor import Supervisor
 
 __all__ = [
-    "ACTIVE", "Dispatcher", "Free", "LocalDispatcher", "LocalRun", "Placement", "RecordingDispatcher",
+    "ACTIVE", "Dispatcher", "Free", "HandOver", "LocalRun", "Placement", "RecordingDispatcher",
     "Supervisor", "free_resources", "place", "retry_or_fail", "rollup_status", "run_local",
     "set_task_status",
 ]

@@ -10,7 +10,7 @@ from sqlalchemy.orm import sessionmaker as SessionMaker
 
 from mlcomp.db import open_store
 from mlcomp.settings import Settings
-from mlcomp.supervisor.dispatch import Dispatcher, LocalDispatcher
+from mlcomp.supervisor.dispatch import Dispatcher, HandOver
 from mlcomp.supervisor.supervisor import Supervisor
 
 __all__ = ["LocalRun", "run_local"]
@@ -44,12 +44,13 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
         interval: the supervisor's fallback tick interval in seconds.
         listen: listen on the root's wake socket so other processes (the CLI) can wake it and
             know that a server runs (``mlcomp server``); ``dag submit --wait`` does not listen.
-        dag_ids: run only these DAGs' tasks (``dag submit --wait``), so two waits side by side,
-            or a wait beside a server, never run or stop each other's tasks.
-        dispatcher: builds the supervisor's dispatcher from the local worker (default
-            ``LocalDispatcher(worker)``); ``mlcomp server`` routes other computers' tasks with
-            ``lambda worker: ServerDispatcher([worker], remote)``. It is in place before the first
-            tick, so no placement is made for a dispatcher that is then replaced.
+        dag_ids: place and claim only these DAGs' tasks (``dag submit --wait``), so two waits
+            side by side never run or stop each other's tasks; they are placed on every live
+            computer whose worker claims them.
+        dispatcher: builds the supervisor's dispatcher from the local worker (default: the one
+            hand-over path, :class:`~mlcomp.supervisor.dispatch.HandOver` to the local worker,
+            else to the computer's Celery queue with ``settings.broker_url``, else through the
+            store). It is in place before the first tick.
     """
     from mlcomp.worker import Worker  # the worker imports the executors: only when running
 
@@ -60,8 +61,8 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
         if supervisor is not None:
             supervisor.wake(inline=True)
 
-    worker = Worker(settings, store, name=name, gpus=gpus, on_change=on_change, on_end=ended)
-    route = dispatcher(worker) if dispatcher is not None else LocalDispatcher(worker)
+    worker = Worker(settings, store, name=name, gpus=gpus, on_change=on_change, on_end=ended, dag_ids=dag_ids)
+    route = dispatcher(worker) if dispatcher is not None else HandOver([worker], _remote(settings))
     supervisor = Supervisor(settings, store, route, interval=interval, dag_ids=dag_ids)
     worker.start()  # registers the computer first, so the supervisor's first tick sees it
     try:
@@ -70,3 +71,13 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
     finally:
         supervisor.shutdown()
         worker.shutdown()
+
+
+def _remote(settings: Settings) -> Dispatcher | None:
+    """The Celery dispatcher to other computers' queues with ``settings.broker_url``, else None
+    (their workers read the store)."""
+    if not settings.broker_url:
+        return None
+    from mlcomp.worker import CeleryDispatcher, make_celery
+
+    return CeleryDispatcher(make_celery(settings))

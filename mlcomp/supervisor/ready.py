@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from mlcomp.db import Task, TaskDependency, TaskStatus
+from mlcomp.search import SEARCH_TYPE
 from mlcomp.supervisor.status import ACTIVE, grid_parent_status, set_task_status
 
 __all__ = ["GRID_TYPE", "WAITING_COLUMNS", "is_grid_parent", "rollup_grid_parents", "find_ready",
@@ -30,8 +31,8 @@ _BLOCKING = (S.failed, S.stopped, S.skipped)
 
 
 def is_grid_parent(task: Task) -> bool:
-    """True for a grid search task, which runs no process of its own."""
-    return task.type == GRID_TYPE
+    """True for a grid search or an adaptive search task, which run no process of their own."""
+    return task.type in (GRID_TYPE, SEARCH_TYPE)
 
 
 def _cells(session: Session, parent_ids) -> dict[int, list]:

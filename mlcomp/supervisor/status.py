@@ -6,10 +6,12 @@ The gate follows luigi's ``SimpleTaskState.set_status`` (one place where status 
 
     not_ran     → queued | skipped | stopped
     queued      → in_progress | not_ran | failed | stopped
-    in_progress → stopping | success | failed | stopped | queued (retry on the same computer)
+    in_progress → stopping | success | failed | stopped | queued (retry on the same computer) | paused
     stopping    → stopped | failed | success
     failed | stopped | skipped → not_ran   (resume: attempt + 1, a new Attempt row)
     success     → not_ran                  (only with ``rerun=True``)
+    paused      → not_ran | pruned         (a search trial at a rung: promoted, or never)
+    stopped     → pruned                   (a search trial its scheduler stopped)
 
 Every transition stamps ``Task.updated``; ``queued`` stamps ``Task.queued``, ``in_progress``
 ``Task.started``, a finished status ``Task.finished``; back to ``not_ran`` clears the placement
@@ -45,12 +47,14 @@ S = TaskStatus
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.not_ran: frozenset({S.queued, S.skipped, S.stopped}),
     S.queued: frozenset({S.in_progress, S.not_ran, S.failed, S.stopped}),
-    S.in_progress: frozenset({S.stopping, S.success, S.failed, S.stopped, S.queued}),
+    S.in_progress: frozenset({S.stopping, S.success, S.failed, S.stopped, S.queued, S.paused}),
     S.stopping: frozenset({S.stopped, S.failed, S.success}),
     S.failed: frozenset({S.not_ran}),
-    S.stopped: frozenset({S.not_ran}),
+    S.stopped: frozenset({S.not_ran, S.pruned}),
     S.skipped: frozenset({S.not_ran}),
     S.success: frozenset(),
+    S.paused: frozenset({S.not_ran, S.pruned}),
+    S.pruned: frozenset(),
 }
 """Legal transitions; ``success → not_ran`` is allowed only as an explicit rerun."""
 
@@ -95,7 +99,7 @@ def set_task_status(
             f"task {task.id} ({task.name!r}) cannot go from {old.value} to {new.value}; allowed: {legal}"
         )
     now = now or utcnow()
-    if new is S.not_ran and old.finished:
+    if new is S.not_ran and (old.finished or old is S.paused):
         _new_attempt(session, task)
     elif new is S.not_ran:  # a placement taken back (a failed dispatch): same attempt, no computer
         task.computer, task.gpus, task.queued = None, [], None
@@ -193,12 +197,15 @@ def rollup_status(statuses: Iterable[TaskStatus]) -> TaskStatus:
     """A group's status derived from its members' statuses (a DAG's tasks, a grid's cells).
 
     Empty → not_ran; anything queued/in_progress/stopping, or work left beside finished work →
-    in_progress; all success → success; otherwise the worst ending: failed, then stopped, then
-    skipped; all not_ran → not_ran.
+    in_progress; all success (or pruned: a search trial stopped early) → success; otherwise the
+    worst ending: failed, then stopped (or paused: a trial of a stopped search), then skipped; all
+    not_ran → not_ran.
     """
     present = set(statuses)
     if not present or present == {S.not_ran}:
         return S.not_ran
+    if S.paused in present:
+        present = (present - {S.paused}) | {S.stopped}
     if present & ACTIVE or S.not_ran in present:
         return S.in_progress
     for status in (S.failed, S.stopped, S.skipped):

@@ -15,26 +15,33 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import threading
+import uuid
 from typing import Callable, Collection
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.settings import Settings
+from mlcomp.search import SEARCH_TYPE
+from mlcomp.search.step import advance_searches
 from mlcomp.supervisor import wake as wakeup
 from mlcomp.supervisor.allocate import free_resources, place
 from mlcomp.supervisor.dispatch import Dispatcher
 from mlcomp.supervisor.ready import find_ready, is_grid_parent, rollup_grid_parents, set_waiting_reasons
 from mlcomp.supervisor.status import ACTIVE, retry_or_fail, set_task_status
 
-__all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "ACTIVE_COLUMNS"]
+__all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "serving", "ACTIVE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 S = TaskStatus
 JOB_ID = "mlcomp-supervisor-tick"
+BEAT_ID = "mlcomp-supervisor-heartbeat"
 
 
 def alive_computers(session: Session, settings: Settings, now: dt.datetime, lock: bool = False) -> list[Computer]:
@@ -45,6 +52,19 @@ def alive_computers(session: Session, settings: Settings, now: dt.datetime, lock
         stmt = stmt.with_for_update()
     cutoff = now - dt.timedelta(seconds=settings.heartbeat_ttl)
     return [c for c in session.scalars(stmt) if c.heartbeat is not None and _aware(c.heartbeat) >= cutoff]
+
+
+def _serves(computer: Computer, dag_ids: frozenset[int] | None) -> bool:
+    """Whether ``computer``'s worker claims the tasks of every DAG in ``dag_ids`` (None: of all
+    DAGs); the worker of a ``dag submit --wait`` claims only its own DAGs' tasks."""
+    return computer.dag_ids is None or (dag_ids is not None and dag_ids <= set(computer.dag_ids))
+
+
+def serving(session: Session, settings: Settings, now: dt.datetime) -> bool:
+    """Whether a supervisor of every DAG (``mlcomp server``, on any machine) runs against this
+    store: one whose heartbeat row is at most ``settings.heartbeat_ttl`` seconds old."""
+    cutoff = now - dt.timedelta(seconds=settings.heartbeat_ttl)
+    return any(_aware(beat) >= cutoff for beat in session.scalars(select(SupervisorRow.heartbeat)))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -119,6 +139,7 @@ class Supervisor:
         self._closed = False
         self._listener: wakeup.WakeListener | None = None
         self._redis: wakeup.RedisWakeListener | None = None
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def tick(self) -> list[tuple[int, str]]:
         """Runs one round; returns the ``(task_id, computer)`` pairs dispatched."""
@@ -132,6 +153,7 @@ class Supervisor:
             names = {c.name for c in alive}
             holding = [t for t in holding if t.computer in names]  # the others were just swept
             ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
+            ended += advance_searches(session, now, [t.id for t in active if t.type == SEARCH_TYPE])
             parents, ready = find_ready(session, now, self.dag_ids)
             for parent in parents:
                 set_task_status(session, parent, S.queued, "grid search ready", now)
@@ -148,9 +170,8 @@ class Supervisor:
         to a restart or a dropped message. Dispatching again is safe: a worker starts a task only
         while it is queued and not already running there."""
         cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_ttl)
-        reach = getattr(self.dispatcher, "computers", None)
         stale = [(t.id, t.computer) for t in active if t.status is S.queued and t.queued is not None
-                 and _aware(t.queued) < cutoff and (reach is None or t.computer in reach)]
+                 and _aware(t.queued) < cutoff]
         for task_id, computer in stale:
             log.warning("Supervisor: task %s queued on %s for over %g s; dispatching it again",
                         task_id, computer, self.settings.heartbeat_ttl)
@@ -161,9 +182,7 @@ class Supervisor:
         """Places the ``ready`` rows (from :func:`find_ready`); only the placed ones are loaded."""
         if not ready:
             return []
-        reach = getattr(self.dispatcher, "computers", None)
-        if reach is not None:
-            alive = [c for c in alive if c.name in reach]
+        alive = [c for c in alive if _serves(c, self.dag_ids)]
         free = free_resources(alive, active)
         placed, reasons = [], {}
         waits: dict[tuple, str] = {}  # request → why it waits; free only shrinks within a tick
@@ -239,6 +258,8 @@ class Supervisor:
 
     def start(self, listen: bool = True) -> "Supervisor":
         """Starts the APScheduler job (first tick at once), registers for in-process wake-ups,
+        writes a heartbeat row every ``heartbeat_ttl / 3`` seconds when it supervises every DAG
+        (so ``dag submit --wait`` on any machine follows it instead of placing tasks itself),
         with ``listen`` listens on the root's wake socket, and with ``settings.broker_url``
         subscribes to the database's Redis wake channel (:mod:`mlcomp.supervisor.wake`)."""
         self._closed = False
@@ -247,6 +268,9 @@ class Supervisor:
             self.run_pending, "interval", seconds=self.interval, id=JOB_ID, max_instances=2,
             coalesce=True, next_run_time=dt.datetime.now(dt.timezone.utc),
         )
+        if self.dag_ids is None:  # a supervisor of every DAG says so in the store (see serving())
+            self.heartbeat()
+            self._scheduler.add_job(self.heartbeat, "interval", seconds=self.settings.heartbeat_ttl / 3, id=BEAT_ID)
         self._scheduler.start()
         wakeup.add_listener(self)
         if listen:
@@ -260,14 +284,24 @@ class Supervisor:
         log.info("Supervisor: started (interval %g s)", self.interval)
         return self
 
+    def heartbeat(self) -> None:
+        """Writes this supervisor's heartbeat row (now, UTC), which :func:`serving` reads."""
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            row = session.get(SupervisorRow, self.id)
+            if row is None:
+                session.add(SupervisorRow(id=self.id, host=socket.gethostname(), pid=os.getpid(), heartbeat=self.now()))
+            else:
+                row.heartbeat = self.now()
+
     @property
     def listening(self) -> bool:
         """True when this supervisor answers :func:`mlcomp.supervisor.wake.poke` for its root."""
         return self._listener is not None
 
     def shutdown(self) -> None:
-        """Stops the job and the wake listener, and waits for a running tick (an inline one
-        included); no tick starts afterwards."""
+        """Stops the job and the wake listener, waits for a running tick (an inline one
+        included) and deletes the heartbeat row; no tick starts afterwards."""
         self._closed = True
         wakeup.remove_listener(self)
         for listener in (self._listener, self._redis):
@@ -277,6 +311,10 @@ class Supervisor:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+            if self.dag_ids is None:
+                with self.sessionmaker.begin() as session:
+                    immediate(session)
+                    session.execute(delete(SupervisorRow).where(SupervisorRow.id == self.id))
         with self._lock:  # an inline tick in a worker's thread ends before the worker shuts down
             pass
         log.info("Supervisor: stopped")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["Worker", "Reporter", "detect_gpus", "parse_gpus", "CeleryDispatcher", "make_celery",
-           "queue_name", "consume", "bind_worker", "ServerDispatcher"]
+           "queue_name", "consume", "bind_worker"]
 
 _WHERE = {
     "Worker": "mlcomp.worker.worker",
@@ -21,7 +21,6 @@ _WHERE = {
     "queue_name": "mlcomp.worker.celery_app",
     "consume": "mlcomp.worker.celery_app",
     "bind_worker": "mlcomp.worker.celery_app",
-    "ServerDispatcher": "mlcomp.worker.dispatch",
 }
 
 

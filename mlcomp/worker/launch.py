@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mlcomp.db import Task, TaskStatus
+from mlcomp.search import PAUSED_EXIT_CODE
 from mlcomp.worker.process import describe_exit
 
 __all__ = ["LaunchSpec", "child_env", "link_project_folders", "Outcome", "outcome", "STOPPED_EXIT_CODE", "CHILD_MODULE"]
@@ -87,19 +88,23 @@ class Outcome:
     reason: str
 
 
-def outcome(returncode: int, *, stop_requested: bool, timed_out: float | None = None,
+def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | None = None,
             last_error: str | None = None) -> Outcome:
     """Maps a child's exit to the task's final status.
 
-    Exit 0 is success; 75 is stopped; a stop request ending in any other way is stopped; a
-    timeout (``timed_out`` = the limit in seconds) is failed; anything else is failed with the
-    exit code or signal and the last line the child wrote to stderr.
+    Exit 0 is success; 75 is stopped; 76 is paused (a search trial at a rung, ``mlcomp.search``); a
+    stop request ending in any other way is stopped; a timeout (``timed_out`` = the limit in
+    seconds) is failed; anything else, a process that ended with no exit record (``returncode``
+    None) included, is failed with the exit code or signal and the last line the child wrote to
+    stderr.
     """
     how = describe_exit(returncode)
     if timed_out is not None:
         return Outcome(TaskStatus.failed, f"timed out after {timed_out:g} s ({how})")
     if returncode == 0:
         return Outcome(TaskStatus.success, "exit code 0")
+    if returncode == PAUSED_EXIT_CODE and not stop_requested:
+        return Outcome(TaskStatus.paused, "paused at a rung of its search (exit code 76)")
     if returncode == STOPPED_EXIT_CODE or stop_requested:
         return Outcome(TaskStatus.stopped, f"stopped on request ({how})" if stop_requested
                        else f"the task stopped itself ({how})")

@@ -1,39 +1,71 @@
-"""One task's child process: its own process group, its output pumped line by line into a
-:class:`~mlcomp.worker.report.Reporter` by one selector thread shared by all tasks
-(:class:`Pump`), signals sent to the whole group.
+"""One task's child process and the files that outlive its worker.
 
-Process-group handling follows rq's ``kill_horse``/luigi's worker: the child is started with
-``start_new_session=True`` so its pid is also the group id, and every signal goes to the group,
-which reaches grandchildren that a shell or a data loader started. When the child exits while
-members of its group still hold its pipes, the group is killed: a task's tree ends with the task.
+A task's child never depends on its worker: it runs in its own session (its pid is also its
+process-group id, so every signal reaches the grandchildren a shell or a data loader started),
+its stdout and stderr go to files in the attempt's folder, and a small bash recorder around the
+command writes the pid and, before exiting, the exit status there (:class:`AttemptFiles`). A
+worker that is killed leaves the child running; the worker that starts next follows the same
+files from the offsets stored with the log lines, and learns the true outcome of a child that
+ended unwatched from its exit record, as a Slurm or Nomad agent does after a restart.
+
+One thread, the :class:`Pump`, watches every task of a worker: it waits on each child's pidfd
+(Linux; elsewhere it polls), reads new output into the task's
+:class:`~mlcomp.worker.report.Reporter` at most every ``flush_every`` seconds, and handles each
+exit on its own thread.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import select
 import selectors
 import signal
 import subprocess
 import threading
-import logging
+from pathlib import Path
 from typing import Callable
+
+import psutil
 
 from mlcomp.worker.report import Reporter
 
-__all__ = ["TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group"]
+__all__ = ["AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
+           "RECORDER"]
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+STREAMS = ("stdout", "stderr")
+
+RECORDER = ('trap : TERM; d=$1; shift; echo $$ > "$d/pid"; "$@" & c=$!; '
+            'while wait $c; rc=$?; [ $rc -gt 128 ] && kill -0 $c 2>/dev/null; do :; done; '
+            'echo $rc > "$d/exit"; exit $rc')
+"""The bash recorder each child runs in: ``bash -c RECORDER mlcomp-task FOLDER ARGV…``. It writes
+its pid to ``FOLDER/pid``, runs ARGV in the background and waits for it (a SIGTERM to the group
+reaches ARGV and only interrupts the wait), then writes ARGV's exit status (128 + N for signal N)
+to ``FOLDER/exit`` and exits with it. Running ARGV in the background keeps bash from printing
+"Terminated" into the task's log."""
 
 
-def describe_exit(returncode: int) -> str:
-    """``"exit code 3"`` or ``"killed by SIGKILL"`` for a ``Popen.returncode``."""
+def describe_exit(returncode: int | None) -> str:
+    """``"exit code 3"``, ``"killed by SIGKILL"`` (a negative ``Popen.returncode``) or ``"no exit
+    record"`` (None: the process ended while no worker watched and left no status)."""
+    if returncode is None:
+        return "no exit record"
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+def from_shell_status(status: int) -> int:
+    """A shell's exit status as a ``Popen.returncode``: 128 + N for a valid signal N becomes -N."""
+    if status > 128 and status - 128 in signal.valid_signals():
+        return 128 - status
+    return status
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -46,104 +78,246 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class AttemptFiles:
+    """The files of one attempt of a task: ``tasks_dir/TASK/attempts/N/`` holding ``stdout``,
+    ``stderr``, ``pid`` (written by the recorder when it starts), ``exit`` (its exit status,
+    written before it exits) and ``watcher`` (the worker process following it)."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, tasks_dir, task_id: int, attempt: int) -> "AttemptFiles":
+        """The files of attempt ``attempt`` (from 1) of task ``task_id``."""
+        return cls(Path(tasks_dir) / str(task_id) / "attempts" / str(attempt))
+
+    def path(self, name: str) -> Path:
+        """``stdout``, ``stderr``, ``pid`` or ``exit``."""
+        return self.folder / name
+
+    def _number(self, name: str) -> int | None:
+        try:
+            text = self.path(name).read_text()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.endswith("\n") and text.strip().lstrip("-").isdigit() else None
+
+    def exit_status(self) -> int | None:
+        """The recorded exit as a ``Popen.returncode`` (negative for a signal), or None when the
+        recorder wrote none (it runs still, or it was killed)."""
+        status = self._number("exit")
+        return None if status is None else from_shell_status(status)
+
+    def recorded_pid(self) -> int | None:
+        """The pid the recorder wrote, whether or not it still runs."""
+        return self._number("pid")
+
+    def live_pid(self) -> int | None:
+        """The recorder's pid if that process still runs (its creation time matches the pid
+        file's, so a reused pid is never taken for it), else None."""
+        pid = self.recorded_pid()
+        if pid is None:
+            return None
+        try:
+            process = psutil.Process(pid)
+            same = abs(process.create_time() - self.path("pid").stat().st_mtime) < 5.0
+            return pid if same and process.status() != psutil.STATUS_ZOMBIE else None
+        except (psutil.Error, OSError):
+            return None
+
+    def started(self) -> bool:
+        """Whether a recorder ever started for this attempt (it wrote its pid)."""
+        return self.path("pid").exists()
+
+    def watch(self) -> None:
+        """Records that this process follows the attempt (``watcher``: pid and creation time)."""
+        me = psutil.Process()
+        self.path("watcher").write_text(f"{me.pid} {me.create_time()}\n")
+
+    def watched_elsewhere(self) -> bool:
+        """Whether another live process (a second worker of the same computer) follows it."""
+        try:
+            pid, created = self.path("watcher").read_text().split()
+            return int(pid) != os.getpid() and psutil.Process(int(pid)).create_time() == float(created)
+        except (OSError, ValueError, psutil.Error):
+            return False
+
+
 class TaskProcess:
-    """Starts ``argv`` in a new session; its stdout/stderr lines go to ``reporter``, read by the
-    :class:`Pump` thread shared by all task processes; when both pipes close, the pump reaps the
-    child and calls ``on_exit(self, returncode)`` on its thread.
+    """A task's child, started by :meth:`spawn` or adopted by :meth:`adopt`; its output files are
+    followed into ``reporter`` by the :class:`Pump` once :meth:`start` is called, and
+    ``on_exit(self, returncode)`` runs on the pump's thread after its last line is flushed.
 
     Args:
-        argv: the command (``["bash", "-c", cmd]`` or ``[python, "-m", "mlcomp.worker.child"]``).
-        cwd: working directory (the task's code copy).
-        env: the complete environment of the child.
-        reporter: receives each line with stream ``stdout``/``stderr``; flushed every
-            ``reporter.flush_every`` seconds and when the child ends.
-        on_exit: called once with the returncode after the last line was flushed. It runs on
-            the pump's thread, so other tasks' output waits while it runs: keep it short.
-        pump: the pump that reads the pipes (default: this process's :data:`PUMP`).
-
-    Raises:
-        OSError: the command cannot be started (missing executable, bad cwd).
+        pid: the recorder's pid (also its process-group id).
+        files: the attempt's files.
+        reporter: receives each line (stream ``stdout``/``stderr``) with the file offsets read.
+        on_exit: called once with the ``Popen.returncode``-style exit (None when the process
+            ended with no exit record); keep it short: other tasks' output waits meanwhile.
+        popen: the Popen of a child this process started (it is reaped here), None if adopted.
+        offsets: bytes of each stream already in the log (an adopted child's stored offsets).
+        gone: the process ended before it was adopted (``pid`` may belong to another process
+            by now: it is never signalled or waited on).
+        pump: the pump that follows it (default: this process's :data:`PUMP`).
     """
 
-    def __init__(self, argv: list[str], cwd, env: dict[str, str], reporter: Reporter,
-                 on_exit: Callable[["TaskProcess", int], None], pump: "Pump | None" = None):
+    def __init__(self, pid: int, files: AttemptFiles, reporter: Reporter,
+                 on_exit: Callable[["TaskProcess", int | None], None], *, popen: subprocess.Popen | None = None,
+                 offsets: dict | None = None, gone: bool = False, pump: "Pump | None" = None):
+        self.pid = pid
+        self.gone = gone
+        self.files = files
         self.reporter = reporter
         self.on_exit = on_exit
+        self.popen = popen
         self.pump = pump or PUMP
         self.last_error_line: str | None = None
-        self.popen = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      start_new_session=True)
-        self.pid = self.popen.pid
-        self.streams = {self.popen.stdout.fileno(): "stdout", self.popen.stderr.fileno(): "stderr"}
-        self.splitters = {fd: LineSplitter() for fd in self.streams}
+        self.offsets = {s: int((offsets or {}).get(s, 0)) for s in STREAMS}  # where unread lines start
+        self.positions = dict(self.offsets)  # bytes read from each file
+        self.splitters = {s: LineSplitter() for s in STREAMS}
+        self.exit_fd = _ended_fd() if gone else _pidfd(pid)
         self.done = threading.Event()
         self.started = False
 
+    @classmethod
+    def spawn(cls, argv: list[str], cwd, env: dict[str, str], files: AttemptFiles, reporter: Reporter,
+              on_exit: Callable[["TaskProcess", int | None], None], pump: "Pump | None" = None) -> "TaskProcess":
+        """Starts ``argv`` under the :data:`RECORDER` in a new session, its output into ``files``.
+
+        Raises:
+            OSError: the command cannot be started (bad cwd, the folder cannot be written).
+        """
+        files.folder.mkdir(parents=True, exist_ok=True)
+        for name in ("pid", "exit"):
+            files.path(name).unlink(missing_ok=True)
+        with open(files.path("stdout"), "wb") as out, open(files.path("stderr"), "wb") as err:
+            popen = subprocess.Popen(["bash", "-c", RECORDER, "mlcomp-task", str(files.folder), *argv],
+                                     cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                     start_new_session=True)
+        return cls(popen.pid, files, reporter, on_exit, popen=popen, pump=pump)
+
+    @classmethod
+    def adopt(cls, files: AttemptFiles, reporter: Reporter, on_exit: Callable[["TaskProcess", int | None], None],
+              offsets: dict | None, pump: "Pump | None" = None) -> "TaskProcess":
+        """Follows the child another worker started for this attempt, from ``offsets``. When it
+        has ended already its exit is handled as soon as :meth:`start` is called, after the rest
+        of its output is read."""
+        pid = files.live_pid()
+        gone = pid is None
+        return cls(files.recorded_pid() if gone else pid, files, reporter, on_exit, offsets=offsets, gone=gone,
+                   pump=pump)
+
     def start(self) -> "TaskProcess":
-        """Starts pumping output (call once the task's status says it runs)."""
+        """Starts following (call once the task's status says it runs)."""
         self.started = True
         self.pump.add(self)
         return self
 
     def signal(self, sig: int) -> bool:
         """Sends ``sig`` to the task's whole process group; False if it is gone."""
-        return signal_group(self.pid, sig)
+        return not self.gone and signal_group(self.pid, sig)
 
     def alive(self) -> bool:
-        """Whether the child itself has not exited yet."""
-        return self.popen.poll() is None
+        """Whether the recorder has not exited yet."""
+        if self.gone:
+            return False
+        if self.popen is not None:
+            return self.popen.poll() is None
+        if self.exit_fd is not None:
+            return not select.select([self.exit_fd], [], [], 0)[0]
+        return self.files.live_pid() == self.pid
 
     def join(self, timeout: float | None = None) -> None:
         """Waits until ``on_exit`` has run (at most ``timeout`` seconds); returns at once for a
         process never started."""
-        if self.started:  # the pump leaves its table before on_exit ends: wait for done itself
+        if self.started:
             self.done.wait(timeout)
 
-    def read(self, fd: int) -> bool:
-        """Reads what ``fd`` holds and emits its complete lines; False at end of file."""
-        data = os.read(fd, READ_SIZE)
-        lines = self.splitters[fd].feed(data) if data else self.splitters[fd].close()
-        for line in lines:
-            self._emit(self.streams[fd], line)
-        return bool(data)
+    def read(self, final: bool = False) -> None:
+        """Reads what the output files gained and reports their complete lines (``final``: the
+        unterminated last lines too) with the offsets to follow them from after a restart: the
+        start of the first line not complete yet, so nothing is lost and nothing repeated."""
+        lines = []
+        for stream in STREAMS:
+            splitter = self.splitters[stream]
+            try:
+                with open(self.files.path(stream), "rb") as file:
+                    file.seek(self.positions[stream])
+                    while data := file.read(READ_SIZE):
+                        lines += [(stream, line) for line in splitter.feed(data)]
+                        self._advance(stream, data)
+            except FileNotFoundError:
+                pass
+            if final:
+                lines += [(stream, line) for line in splitter.close()]
+                self.offsets[stream] = self.positions[stream]
+        for stream, line in lines:
+            if stream == "stderr" and line.strip():
+                self.last_error_line = line.strip()
+        if lines or final:
+            self.reporter.output(lines, dict(self.offsets))
+
+    def _advance(self, stream: str, data: bytes) -> None:
+        start = self.positions[stream]
+        self.positions[stream] += len(data)
+        if not self.splitters[stream].pending:
+            self.offsets[stream] = self.positions[stream]
+        elif (newline := data.rfind(b"\n")) >= 0:
+            self.offsets[stream] = start + newline + 1
 
     def finish(self) -> None:
-        """After both pipes closed: reaps the child, flushes the reporter, calls ``on_exit``."""
-        self.popen.stdout.close()
-        self.popen.stderr.close()
-        returncode = self.popen.wait()
+        """After the recorder exited: reads the rest of the output, kills what is left of its
+        group, reaps it (a child of ours) or reads its exit record, flushes, calls ``on_exit``."""
         try:
+            self.read(final=True)
+            self.signal(signal.SIGKILL)  # stragglers: a task's tree ends with the task
+            if self.popen is not None:
+                returncode = from_shell_status(self.popen.wait())
+            else:
+                returncode = self.files.exit_status()
+            if self.exit_fd is not None:
+                os.close(self.exit_fd)
             self.reporter.flush()
             self.on_exit(self, returncode)
         finally:
             self.done.set()
 
-    def _emit(self, stream: str, text: str) -> None:
-        if stream == "stderr" and text.strip():
-            self.last_error_line = text.strip()
-        self.reporter.log(text, stream=stream)
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (readable once it exits), or None where pidfds do not exist (the pump
+    then polls); a pid already gone gets an always-readable descriptor."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return _ended_fd()
+
+
+def _ended_fd() -> int:
+    """The read end of a closed pipe: always readable, as the pidfd of an ended process."""
+    read, write = os.pipe()
+    os.close(write)
+    return read
 
 
 class Pump:
-    """One thread that reads the pipes of every running :class:`TaskProcess` with a selector
-    (the event loop of asyncio's child watchers, without asyncio), instead of a thread per task:
-    starting a task costs no thread start, and a task's exit is handled on the thread that saw
-    it. The thread starts with the first process and ends when none is left.
-
-    When a child has exited but members of its group still hold its pipes, the group is killed,
-    so a task's tree ends with the task.
+    """One thread that watches every running :class:`TaskProcess` of this process: it waits on
+    their pidfds with a selector (the event loop of asyncio's pidfd child watcher, without
+    asyncio), follows their output files every ``flush_every`` seconds, and handles each exit on
+    its own thread, so a task's end is recorded (and the next task started) without a thread
+    hand-off. The thread starts with the first process and ends when none is left.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._selector: selectors.BaseSelector | None = None
-        self._processes: dict[int, TaskProcess] = {}  # by pid
+        self._processes: set[TaskProcess] = set()
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
 
     def add(self, process: TaskProcess) -> None:
-        """Starts reading ``process``'s pipes (from any thread)."""
+        """Starts watching ``process`` (from any thread)."""
         with self._lock:
             if self._thread is None:
                 self._selector = selectors.DefaultSelector()
@@ -154,14 +328,14 @@ class Pump:
                 self._thread = threading.Thread(target=self._run, args=(self._selector,),
                                                 name="mlcomp-task-pump", daemon=True)
                 self._thread.start()
-            for fd in process.streams:
-                self._selector.register(fd, selectors.EVENT_READ, process)
-            self._processes[process.pid] = process
+            if process.exit_fd is not None:
+                self._selector.register(process.exit_fd, selectors.EVENT_READ, process)
+            self._processes.add(process)
             if threading.current_thread() is not self._thread:
                 self._wake()
 
     def _wake(self) -> None:
-        """Interrupts the selector's wait so it sees newly registered pipes."""
+        """Interrupts the selector's wait so it sees a newly added process."""
         try:
             os.write(self._wake_w, b"w")
         except BlockingIOError:  # wake-ups are already waiting to be read
@@ -173,44 +347,32 @@ class Pump:
                 if not self._processes:
                     self._close(selector)
                     return
-                timeout = min(p.reporter.flush_every for p in self._processes.values())
+                timeout = min(p.reporter.flush_every for p in self._processes)
+                processes = list(self._processes)
+            ended = {p for p in processes if p.exit_fd is None and not p.alive()}
             for key, _ in selector.select(timeout):
                 if key.data is None:
-                    os.read(key.fd, 4096)  # a wake-up: new pipes are registered
-                elif not self._read(key.data, key.fd):
-                    with self._lock:
-                        selector.unregister(key.fd)
+                    os.read(key.fd, 4096)  # a wake-up: a process was added
+                else:
+                    ended.add(key.data)
             with self._lock:
-                processes = list(self._processes.values())
+                processes = list(self._processes)
             for process in processes:
                 try:
-                    self._tend(selector, process)
+                    self._tend(selector, process, process in ended)
                 except Exception:  # one task's reports or exit handling must not stop the others
-                    log.exception("task pid %s: exit handling failed", process.pid)
+                    log.exception("task pid %s: output or exit handling failed", process.pid)
 
-    @staticmethod
-    def _read(process: TaskProcess, fd: int) -> bool:
-        """``process.read(fd)``; a failure is logged so the pump goes on for every task: a pipe
-        that cannot be read counts as closed, a report that cannot be written (the store
-        unreachable for a flush) keeps the pipe."""
-        try:
-            return process.read(fd)
-        except Exception as e:
-            log.exception("task pid %s: reading or reporting its output failed", process.pid)
-            return not isinstance(e, OSError)
-
-    def _tend(self, selector: selectors.BaseSelector, process: TaskProcess) -> None:
-        """Flushes ``process``'s reports when due; finishes it once both pipes closed; kills its
-        group when the child is gone but stragglers hold the pipes."""
-        with self._lock:
-            open_fds = [fd for fd in process.streams if fd in selector.get_map()]
-        if open_fds:
+    def _tend(self, selector: selectors.BaseSelector, process: TaskProcess, ended: bool) -> None:
+        """Follows ``process``'s output and flushes when due; finishes it once it ended."""
+        if not ended:
+            process.read()
             process.reporter.maybe_flush()
-            if process.popen.poll() is not None:
-                process.signal(signal.SIGKILL)
             return
         with self._lock:
-            del self._processes[process.pid]
+            self._processes.discard(process)
+            if process.exit_fd is not None:
+                selector.unregister(process.exit_fd)
         process.finish()
 
     def _close(self, selector: selectors.BaseSelector) -> None:
@@ -232,6 +394,11 @@ class LineSplitter:
     def __init__(self, max_bytes: int = 16 * READ_SIZE):
         self.max_bytes = max_bytes
         self._partial = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unterminated line held back."""
+        return len(self._partial)
 
     def feed(self, data: bytes) -> list[str]:
         """The lines completed by ``data``."""

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlcomp.db import Checkpoint, LogLine, Metric, Task, utcnow
+from mlcomp.db import Attempt, Checkpoint, LogLine, Metric, Task, utcnow
 
 __all__ = ["Reporter", "LEVELS"]
 
@@ -61,6 +61,7 @@ class Reporter:
         self._metrics: list[dict] = []
         self._checkpoints: list[dict] = []
         self._progress: dict | None = None
+        self._offsets: dict | None = None
         self._last_flush = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +91,23 @@ class Reporter:
         row = dict(task_id=self.task_id, attempt=self.attempt, level=level, stream=stream,
                    time=utcnow(), text=text)
         self._add(self._logs, row)
+
+    def output(self, lines: list[tuple[str, str]], offsets: dict[str, int]) -> None:
+        """Adds the lines a task's process wrote (``(stream, text)`` pairs, stream ``stdout`` or
+        ``stderr``) together with ``offsets``: how many bytes of each output file those lines
+        cover. The offsets are written in the same transaction as the lines (into the attempt's
+        ``log_offsets``), so a worker that restarts follows the files from exactly there."""
+        now = utcnow()
+        rows = [dict(task_id=self.task_id, attempt=self.attempt, level="info", stream=stream, time=now, text=text)
+                for stream, text in lines]
+        with self._lock:
+            self._logs.extend(rows)
+            self._offsets = dict(offsets)
+            full = len(self._logs) + len(self._metrics) + len(self._checkpoints) >= self.max_items
+        if full:
+            self.flush()
+        else:
+            self.maybe_flush()
 
     def metric(self, name: str, value: float, *, loader: str | None = None, stage: str | None = None,
                epoch: int | None = None, step: int, kind: str = "epoch") -> None:
@@ -127,7 +145,7 @@ class Reporter:
         """How many entries wait to be written (progress counts as one)."""
         with self._lock:
             return (len(self._logs) + len(self._metrics) + len(self._checkpoints)
-                    + (self._progress is not None))
+                    + (self._progress is not None) + (self._offsets is not None))
 
     def maybe_flush(self) -> bool:
         """Flushes if entries wait and ``flush_every`` seconds passed since the last flush;
@@ -138,15 +156,16 @@ class Reporter:
         return True
 
     def flush(self) -> None:
-        """Writes every waiting entry in one transaction (three bulk inserts and one update)."""
+        """Writes every waiting entry in one transaction (three bulk inserts, at most two updates)."""
         with self._write_lock:
             with self._lock:
                 logs, self._logs = self._logs, []
                 metrics, self._metrics = self._metrics, []
                 checkpoints, self._checkpoints = self._checkpoints, []
                 progress, self._progress = self._progress, None
+                offsets, self._offsets = self._offsets, None
                 self._last_flush = self.clock()
-            if not (logs or metrics or checkpoints or progress is not None):
+            if not (logs or metrics or checkpoints or progress is not None or offsets is not None):
                 return
             with self.sessionmaker.begin() as session:
                 for model, rows in ((LogLine, logs), (Metric, metrics), (Checkpoint, checkpoints)):
@@ -154,6 +173,9 @@ class Reporter:
                         session.execute(insert(model), rows)
                 if progress is not None:
                     session.execute(update(Task).where(Task.id == self.task_id).values(progress=progress))
+                if offsets is not None:
+                    session.execute(update(Attempt).where(Attempt.task_id == self.task_id,
+                                                          Attempt.number == self.attempt).values(log_offsets=offsets))
 
     def start(self) -> "Reporter":
         """Starts a daemon thread that flushes every ``flush_every`` seconds until :meth:`close`."""

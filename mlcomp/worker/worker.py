@@ -1,13 +1,16 @@
-"""The worker: runs the tasks assigned to one computer as process groups.
+"""The worker: runs the tasks assigned to one computer as process groups, and loses none of them
+when it is killed and started again.
 
 In the style of rq's ``Worker`` and luigi's worker: it registers its computer (name, address,
 GPUs, CPUs, RAM), writes heartbeats on a thread, starts each assigned task's child in its own
-session (cwd = the task's code copy, ``CUDA_VISIBLE_DEVICES`` = its GPUs), has its output pumped
-into ``LogLine`` rows (one selector thread for all tasks, :class:`mlcomp.worker.process.Pump`,
-which also handles each exit), and a monitor loop (every ``poll`` seconds, or when woken) carries out stop
-requests (SIGTERM to the group, SIGKILL after ``settings.stop_grace``), enforces timeouts, picks up
-queued tasks it was not handed (a lost dispatch, or a worker fed only through the store) and fails
-the tasks the store says run here but whose process vanished.
+session (cwd = the task's code copy, ``CUDA_VISIBLE_DEVICES`` = its GPUs) with its output and
+exit status going to the attempt's files (:mod:`mlcomp.worker.process`), follows those files into
+``LogLine`` rows (one thread for all tasks, :class:`mlcomp.worker.process.Pump`, which also
+handles each exit), and a monitor loop (every ``poll`` seconds, or when woken) carries out stop
+requests (SIGTERM to the group, SIGKILL after ``settings.stop_grace``), enforces timeouts and
+claims the active tasks placed here that no child is watched for: queued tasks it was not
+handed (a lost dispatch, or a worker fed only through the store), and after a restart the
+children of the previous worker (adopted if alive, their recorded outcome stored if they ended).
 
 Every status change goes through :func:`mlcomp.supervisor.status.set_task_status` (or
 ``retry_or_fail``) and is followed by ``on_change()``; a task's end is also followed by
@@ -24,7 +27,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import psutil
 from sqlalchemy import select, update
@@ -32,12 +35,12 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from executors import TaskContext, get_executor
 from mlcomp.dag import materialize
-from mlcomp.db import Computer, Dag, Task, TaskStatus, immediate, utcnow
+from mlcomp.db import Attempt, Computer, Dag, Task, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.supervisor.wake import add_listener, remove_listener
 from mlcomp.worker.gpus import detect_gpus, gpu_usage
 from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
-from mlcomp.worker.process import TaskProcess, signal_group
+from mlcomp.worker.process import AttemptFiles, TaskProcess
 from mlcomp.worker.report import Reporter
 
 __all__ = ["Worker"]
@@ -50,7 +53,8 @@ _WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, in
 
 @dataclasses.dataclass
 class _Run:
-    spec: LaunchSpec
+    task_id: int
+    timeout: float | None  # seconds
     process: TaskProcess
     started: float  # monotonic seconds
     stop_sent: float | None = None
@@ -72,12 +76,15 @@ class Worker:
             embedded supervisor places the next tasks there (:func:`mlcomp.supervisor.run_local`).
         poll: seconds between monitor passes when nothing wakes the loop.
         clock: monotonic seconds, for timeouts and the stop grace period.
+        dag_ids: claim only these DAGs' tasks (the worker of ``dag submit --wait``, which may
+            share its computer with another one); the computer row says so, so supervisors
+            place other DAGs' tasks elsewhere. None: every DAG's.
     """
 
     def __init__(self, settings, sessionmaker: sessionmaker[Session], name: str | None = None,
                  gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
                  on_end: Callable[[], None] | None = None, poll: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, dag_ids: Collection[int] | None = None):
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.name = name or socket.gethostname()
@@ -86,6 +93,7 @@ class Worker:
         self.on_end = on_end or (lambda: None)
         self.poll = poll
         self.clock = clock
+        self.dag_ids = None if dag_ids is None else frozenset(dag_ids)
         self.gpus: list[dict] = []
         self._runs: dict[int, _Run] = {}
         self._launching: set[int] = set()
@@ -97,14 +105,25 @@ class Worker:
 
     # -- computer --------------------------------------------------------------------------------
     def register(self) -> None:
-        """Creates or updates this computer's row (address, GPUs, CPU count, RAM in GB) with a
-        fresh heartbeat."""
+        """Creates or updates this computer's row (address, GPUs, CPU count, RAM in GB, the DAGs
+        it serves) with a fresh heartbeat. A worker scoped to some DAGs adds them to those of a
+        live scoped worker of the same computer; beside a live worker of every DAG it changes
+        nothing of the scope."""
         self.gpus = detect_gpus(self.declared_gpus)
+        now = utcnow()
         values = dict(address=_address(), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
-                      memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=utcnow())
+                      memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=now)
         with self.sessionmaker.begin() as session:
             immediate(session)
-            computer = session.get(Computer, self.name)
+            computer = session.get(Computer, self.name, with_for_update=True)
+            live = computer is not None and computer.heartbeat is not None and \
+                (now - _aware(computer.heartbeat)).total_seconds() < self.settings.heartbeat_ttl
+            if self.dag_ids is None:
+                values["dag_ids"] = None
+            elif live and computer.dag_ids is not None:
+                values["dag_ids"] = sorted(set(computer.dag_ids) | self.dag_ids)
+            elif not live:
+                values["dag_ids"] = sorted(self.dag_ids)
             if computer is None:
                 session.add(Computer(name=self.name, **values))
             else:
@@ -156,7 +175,7 @@ class Worker:
         if stop_tasks:
             with self._lock:
                 runs = list(self._runs.values())
-            self._mark_stopping([run.spec.task_id for run in runs], f"the worker of {self.name} shuts down")
+            self._mark_stopping([run.task_id for run in runs], f"the worker of {self.name} shuts down")
             for run in runs:
                 self._request_stop(run)
             for run in runs:
@@ -165,12 +184,23 @@ class Worker:
                     time.sleep(0.05)
                 run.process.join(max(0.0, deadline - self.clock()))
         remove_listener(self)
+        self._unscope()
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
         log.info("worker %s shut down", self.name)
+
+    def _unscope(self) -> None:
+        """Takes this worker's DAGs out of its computer's scope (a scoped worker's shutdown)."""
+        if self.dag_ids is None:
+            return
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            computer = session.get(Computer, self.name, with_for_update=True)
+            if computer is not None and computer.dag_ids is not None:
+                computer.dag_ids = sorted(set(computer.dag_ids) - self.dag_ids)
 
     def _launching_now(self) -> bool:
         with self._lock:
@@ -212,34 +242,46 @@ class Worker:
             self._wake.wait(self.poll)
             self._wake.clear()
         log.info("worker %s: monitor loop ends: the worker shuts down", self.name)
-        log.info("worker %s: monitor loop ends (shutdown requested)", self.name)
 
-    # -- launching -------------------------------------------------------------------------------
+    # -- claiming --------------------------------------------------------------------------------
     def submit(self, task_id: int) -> bool:
-        """Starts task ``task_id`` if the store has it queued on this computer and it does not run
-        yet; returns whether it started. Safe to call twice or from several threads."""
+        """Claims task ``task_id`` if the store has it active on this computer and no child of it
+        is watched here yet; returns whether it now runs here. Every hand-over ends here: the
+        supervisor's (in-process or a Celery message), the monitor's look at the store, and the
+        start of a worker after a restart. Safe to call twice or from several threads."""
         with self._lock:
             if self._closing or task_id in self._runs or task_id in self._launching:
                 return False
             self._launching.add(task_id)
         try:
-            return self._launch(task_id)
+            return self._claim(task_id)
         finally:
             with self._lock:
                 self._launching.discard(task_id)
 
-    def _launch(self, task_id: int) -> bool:
-        """Starts the child and marks the task in_progress in ONE writer transaction (the row
-        locked), so a stop request cannot slip between the two; the output pump starts once the
-        status is committed."""
+    def _claim(self, task_id: int) -> bool:
+        """In ONE writer transaction (the row locked, so a stop request cannot slip in between):
+        a queued task whose attempt never started is started; a task whose attempt has a child
+        already (a launch whose commit was lost, or a worker restart) is adopted: a live child is
+        followed from the stored log offsets, an ended one gets the outcome it recorded. The
+        output is followed once the status is committed."""
         try:
             with self.sessionmaker.begin() as session:
                 immediate(session)
                 task = session.get(Task, task_id, with_for_update={"of": Task}, options=_WITH_PROJECT)
-                if task is None or task.status is not TaskStatus.queued or task.computer != self.name:
+                if task is None or task.status not in ACTIVE or task.computer != self.name or \
+                        (self.dag_ids is not None and task.dag_id not in self.dag_ids):
                     return False
-                process = self._spawn(session, task)
-                if process is not None:
+                files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
+                if files.started() and files.watched_elsewhere():
+                    return False  # another worker of this computer follows it
+                if files.started():
+                    process = self._adopt(session, task, files)
+                elif task.status is TaskStatus.queued:
+                    process = self._spawn(session, task, files)
+                else:
+                    process = self._vanished(session, task)
+                if process is not None and task.status is TaskStatus.queued:
                     task.pid = process.pid
                     set_task_status(session, task, TaskStatus.in_progress,
                                     f"running on {self.name} as pid {process.pid}")
@@ -253,7 +295,7 @@ class Worker:
         self.on_change()
         return process is not None
 
-    def _spawn(self, session: Session, task: Task) -> TaskProcess | None:
+    def _spawn(self, session: Session, task: Task, files: AttemptFiles) -> TaskProcess | None:
         """Prepares the code folder and starts ``task``'s child (registered in ``_runs``); on
         failure marks the task failed with the reason and returns None."""
         try:
@@ -263,26 +305,51 @@ class Worker:
                 link_project_folders(context.code_dir, self.settings, task.dag.project.name)
             command = get_executor(task.type, expdir=context.code_dir).command(context)
             spec = LaunchSpec.for_task(task, self.settings, command)
-            process = TaskProcess(spec.argv, spec.cwd, spec.env, Reporter(self.sessionmaker, task.id, spec.attempt),
-                                  self._exited)
+            process = TaskProcess.spawn(spec.argv, spec.cwd, spec.env, files, self._reporter(task),
+                                        self._exited)
         except Exception as e:  # a task that cannot start fails; the worker goes on
             log.exception("worker %s: task %s cannot start", self.name, task.id)
             set_task_status(session, task, TaskStatus.failed, f"cannot start: {type(e).__name__}: {e}")
             return None
-        with self._lock:
-            self._runs[task.id] = _Run(spec, process, self.clock())
+        self._watch(task, process, self.clock())
         return process
+
+    def _adopt(self, session: Session, task: Task, files: AttemptFiles) -> TaskProcess:
+        """Follows the child of ``task``'s attempt that another worker (or this one before a
+        restart) started, with its GPUs kept, from the log offsets stored with its lines."""
+        offsets = session.scalar(select(Attempt.log_offsets)
+                                 .where(Attempt.task_id == task.id, Attempt.number == task.attempt))
+        process = TaskProcess.adopt(files, self._reporter(task), self._exited, offsets)
+        started = task.started or utcnow()
+        self._watch(task, process, self.clock() - (utcnow() - _aware(started)).total_seconds())
+        log.info("worker %s: task %s: %s child %s adopted", self.name, task.id,
+                 "ended" if process.gone else "running", process.pid)
+        return process
+
+    def _vanished(self, session: Session, task: Task) -> None:
+        """Fails (or retries) a task said to run here whose attempt never recorded a start."""
+        reason = f"process vanished: pid {task.pid} is gone from {self.name} and left no exit record"
+        log.warning("worker %s: task %s: %s", self.name, task.id, reason)
+        retry_or_fail(session, task, reason)
+
+    def _reporter(self, task: Task) -> Reporter:
+        return Reporter(self.sessionmaker, task.id, task.attempt)
+
+    def _watch(self, task: Task, process: TaskProcess, started: float) -> None:
+        process.files.watch()
+        with self._lock:
+            self._runs[task.id] = _Run(task.id, task.timeout, process, started)
 
     def _abandon(self, task_id: int) -> None:
         """Kills a child whose start could not be committed."""
         with self._lock:
             run = self._runs.pop(task_id, None)
-        if run is not None:
+        if run is not None and run.process.popen is not None:
             run.process.signal(signal.SIGKILL)
             run.process.popen.wait()
 
     # -- exit ------------------------------------------------------------------------------------
-    def _exited(self, process: TaskProcess, returncode: int) -> None:
+    def _exited(self, process: TaskProcess, returncode: int | None) -> None:
         task_id = process.reporter.task_id
         with self._lock:
             run = self._runs.get(task_id)
@@ -301,7 +368,7 @@ class Worker:
         self.on_end()
         self.on_change()
 
-    def _finish(self, session: Session, task: Task, run: _Run | None, returncode: int) -> None:
+    def _finish(self, session: Session, task: Task, run: _Run | None, returncode: int | None) -> None:
         result = outcome(returncode, stop_requested=task.status is TaskStatus.stopping,
                          timed_out=task.timeout if run is not None and run.timed_out else None,
                          last_error=run.process.last_error_line if run is not None else None)
@@ -314,21 +381,20 @@ class Worker:
     # -- monitoring ------------------------------------------------------------------------------
     def monitor(self) -> None:
         """One monitor pass: read the active tasks the store places on this computer; signal the
-        ones asked to stop, enforce timeouts and the stop grace period, start queued ones not
-        started yet, fail the ones whose process vanished."""
+        ones asked to stop, enforce timeouts and the stop grace period, and claim the ones no
+        child is watched for here (queued ones not handed over, children of a previous worker)."""
+        stmt = select(Task.id, Task.status).where(Task.computer == self.name, Task.status.in_(ACTIVE))
+        if self.dag_ids is not None:
+            stmt = stmt.where(Task.dag_id.in_(self.dag_ids))
         with self.sessionmaker() as session:
-            rows = session.execute(select(Task.id, Task.status, Task.pid, Task.started)
-                                   .where(Task.computer == self.name, Task.status.in_(ACTIVE))).all()
-        for task_id, status, pid, started in rows:
+            rows = session.execute(stmt).all()
+        for task_id, status in rows:
             with self._lock:
-                run, launching = self._runs.get(task_id), task_id in self._launching
-            if run is not None:
-                if status is TaskStatus.stopping:
-                    self._request_stop(run)
-            elif status is TaskStatus.queued:
+                run = self._runs.get(task_id)
+            if run is None:
                 self.submit(task_id)
-            elif not launching:
-                self._vanished(task_id, pid, started)
+            elif status is TaskStatus.stopping:
+                self._request_stop(run)
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -341,30 +407,12 @@ class Worker:
 
     def _enforce(self, run: _Run) -> None:
         now = self.clock()
-        if run.spec.timeout and not run.timed_out and now - run.started > run.spec.timeout:
+        if run.timeout and not run.timed_out and now - run.started > run.timeout:
             run.timed_out = True
             self._request_stop(run)
         if run.stop_sent is not None and not run.killed and now - run.stop_sent > self.settings.stop_grace:
             run.killed = True
             run.process.signal(signal.SIGKILL)
-
-    def _vanished(self, task_id: int, pid: int | None, started) -> None:
-        if _is_our_child(pid, started) and signal_group(pid, signal.SIGKILL):
-            reason = f"the worker of {self.name} restarted while it ran; its process group {pid} was killed"
-        else:
-            reason = f"process vanished: pid {pid} is gone from {self.name} (the worker restarted?)"
-        with self.sessionmaker.begin() as session:
-            immediate(session)
-            task = session.get(Task, task_id, with_for_update=True)
-            if task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or task.computer != self.name:
-                return
-            with self._lock:
-                if task_id in self._runs or task_id in self._launching:
-                    return
-            log.warning("worker %s: task %s: %s", self.name, task_id, reason)
-            retry_or_fail(session, task, reason)
-        self.on_end()
-        self.on_change()
 
 
 def _materialize(session: Session, dag_id: int, dest: Path) -> None:
@@ -377,17 +425,8 @@ def _materialize(session: Session, dag_id: int, dest: Path) -> None:
     partial.rename(dest)
 
 
-def _is_our_child(pid: int | None, started) -> bool:
-    """Whether ``pid`` is still the process started for a task at ``started`` (not a reused pid)."""
-    if pid is None or started is None:
-        return False
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.Error:
-        return False
-    if started.tzinfo is None:  # SQLite gives back naive UTC
-        started = started.replace(tzinfo=dt.timezone.utc)
-    return abs(created - started.timestamp()) < 5.0
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)  # SQLite gives back naive UTC
 
 
 def _address() -> str:

@@ -1,0 +1,44 @@
+"""Pausing a trial at a rung: a runner callback and the exit status of a paused task.
+
+The callback runs last at the end of every epoch (after the checkpoint callback has written
+``last_full.pth`` for that epoch, positioned "epoch done", and after the reporting callback has
+sent the epoch's metrics); at the rung's global epoch it raises :class:`TrialPaused`. Resuming
+from that ``last_full.pth`` continues with the next epoch exactly as an uninterrupted run would
+(the runner's exact resume), so a trial paused at rungs and promoted ends with the same weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder, CallbackScope
+from mlcomp.runner.runner import RunStopped
+from mlcomp.search import PAUSED_EXIT_CODE
+
+__all__ = ["PAUSED_EXIT_CODE", "TrialPaused", "PauseCallback"]
+
+class TrialPaused(RunStopped):
+    """The run paused after global epoch ``epoch``; ``checkpoint`` (``last_full.pth``) resumes it."""
+
+
+class PauseCallback(Callback):
+    """Raises :class:`TrialPaused` at the end of global epoch ``pause_at`` (counted over stages,
+    from 1), after every other epoch-end handler.
+
+    Raises:
+        ValueError: ``pause_at`` < 1.
+    """
+
+    metric_names = ()  # writes no metric
+
+    def __init__(self, pause_at: int):
+        super().__init__(CallbackOrder.External + 100, node=CallbackNode.All, scope=CallbackScope.Experiment)
+        if pause_at < 1:
+            raise ValueError(f"PauseCallback: pause_at must be >= 1, got {pause_at}")
+        self.pause_at = int(pause_at)
+
+    def on_epoch_end(self, runner):
+        """Pause once the rung's epoch is done (its full checkpoint is on disk)."""
+        if runner.global_epoch != self.pause_at:
+            return
+        path = Path(runner.logdir) / "checkpoints" / "last_full.pth" if runner.logdir is not None else None
+        raise TrialPaused(runner.stage_name, runner.epoch, runner.loader_name, runner.loader_batch_step, path)

@@ -122,8 +122,10 @@ def test_set_by_path_full_path_creates_missing_mappings():
     assert set_by_path(config, "args.seed", 7) == "args.seed"
     assert set_by_path(config, "stages.train.stage_params.num_epochs", 4) == "stages.train.stage_params.num_epochs"
     assert config["args"]["seed"] == 7 and config["stages"]["train"]["stage_params"]["num_epochs"] == 4
-    with pytest.raises(ConfigError, match=r"stages.optimizer_params.lr is 0.1, not a mapping"):
+    with pytest.raises(ConfigError, match=r"cannot set 'x' inside float 0.1 \(at stages.optimizer_params.lr\)"):
         set_by_path(config, "stages.optimizer_params.lr.x", 1)
+    set_by_path(config, "stages.optimizer_params", {"weight_decay": 0.1})  # a mapping merges into a mapping
+    assert config["stages"]["optimizer_params"]["lr"] == 0.1 and config["stages"]["optimizer_params"]["weight_decay"] == 0.1
 
 
 def test_set_by_path_unique_suffix():

@@ -39,9 +39,10 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.2", "playwright>=1.40", "openapi-spec-validator>=0.7",
-                 "tensorboard>=2.10",  # so the TensorBoard logger is tested
+                 "tensorboard>=2.10", "mlflow-skinny>=2.10",  # so the TensorBoard and MLflow loggers are tested
                  "schemathesis>=4.3", "hypothesis>=6.100"],  # the API against openapi.json; fuzzing
         "tensorboard": ["tensorboard"],
+        "mlflow": ["mlflow-skinny>=2.10"],  # the MLflowLogger callback (the tracking client, no server)
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
         "albumentations": ["albumentations"],  # transform_params names its transforms (A.Compose...)
     },

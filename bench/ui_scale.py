@@ -1,10 +1,12 @@
-"""UI at scale: 1,000 DAGs, 10,000 tasks and a 100,000-point metric series in a SQLite store.
+"""UI at scale: 1,000 DAGs, 10,000 tasks, a 100,000-point metric series and 7 days of 5 s resource
+samples of a computer with 8 GPUs (rolled up as the worker does) in a SQLite store.
 
 Measures the latency (p50/p95 over interleaved rounds, Flask test client, one process) of the DAG
 list (plain and filtered by status), a DAG page, a task page, the metric endpoint of the long
-series, the log endpoint and a task's API twin, and prints each against a baseline measured in the
+series, the log endpoint, a task's API twin, the computers page and the resource history of the
+computer (an hour, a week) and of a task, and prints each against a baseline measured in the
 same rounds: the tiny ``/api/`` index (routing, auth guard, JSON rendering, no store query).
-Targets: p95 < 100 ms for pages, < 200 ms for the metric endpoint.
+Targets: p95 < 100 ms for pages, < 200 ms for the metric endpoint and for a week of resource history.
 
     python bench/ui_scale.py [--rounds 30]
 """
@@ -22,10 +24,13 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from mlcomp.db import Attempt, Computer, Dag, LogLine, Metric, Project, Task, TaskDependency, TaskStatus, open_store
+from mlcomp.db import (Attempt, Computer, Dag, LogLine, Metric, Project, ResourceSample, Task, TaskDependency, TaskStatus,
+                       open_store)
 from mlcomp.settings import Settings
+from mlcomp.worker.resources import compact
 
 DAGS, TASKS_PER_DAG, POINTS, LOG_LINES = 1_000, 10, 100_000, 20_000
+GPUS, SAMPLE_EVERY, HISTORY = 8, 5, 7 * 86_400  # seconds
 STATUSES = [s.value for s in TaskStatus]
 
 
@@ -58,9 +63,29 @@ def fill(store) -> tuple[int, int]:
                                           "epoch": e, "value": 1 / e, "time": now}
                                          for e in range(1, 101) for loader in ("train", "valid")])
         session.execute(insert(LogLine), [{"task_id": big, "text": f"line {i}", "time": now} for i in range(LOG_LINES)])
-        session.add(Computer(name="box", gpus=[{"index": i, "memory": 1 << 34, "name": "gpu"} for i in range(8)],
+        session.add(Computer(name="box", gpus=[{"index": i, "memory": 1 << 34, "name": "gpu"} for i in range(GPUS)],
                              heartbeat=now, cpu=32, memory=256.0))
+        task = session.get(Task, big)
+        task.computer, task.gpus = "box", [0]
+    fill_resources(store, big, int(now.timestamp()), rng)
     return tasks[len(tasks) // 2]["dag_id"], big
+
+
+def fill_resources(store, task_id: int, now: int, rng: random.Random) -> None:
+    """A week of raw samples (the computer, its GPUs, GPU 0 held by ``task_id``, the task's
+    processes), rolled up day by day as the worker's compaction would have done."""
+    start = now - HISTORY
+    for day in range(start, now, 86_400):
+        rows = []
+        for t in range(day, min(day + 86_400, now), SAMPLE_EVERY):
+            rows.append({"computer": "box", "time": t, "utilization": rng.random() * 100, "memory": 1e10})
+            rows.extend({"computer": "box", "time": t, "gpu": g, "task_id": task_id if g == 0 else None,
+                         "utilization": rng.random() * 100, "memory": 1e9 * g} for g in range(GPUS))
+            if t >= now - 300:
+                rows.append({"computer": "box", "time": t, "task_id": task_id, "utilization": 99.0, "memory": 5e9})
+        with store.begin() as session:
+            session.execute(insert(ResourceSample), rows)
+            compact(session, "box", min(day + 86_400, now))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -83,8 +108,8 @@ def main(argv=None) -> int:
         store = open_store(settings)
         started = time.perf_counter()
         dag_id, big = fill(store)
-        print(f"filled {DAGS} DAGs, {DAGS * TASKS_PER_DAG} tasks, {POINTS} points, {LOG_LINES} log lines "
-              f"in {time.perf_counter() - started:.1f} s")
+        print(f"filled {DAGS} DAGs, {DAGS * TASKS_PER_DAG} tasks, {POINTS} points, {LOG_LINES} log lines, "
+              f"{HISTORY // SAMPLE_EVERY} resource samples of {GPUS} GPUs in {time.perf_counter() - started:.1f} s")
         client = create_app(settings, {"TESTING": True}).test_client()
         urls = {
             "baseline /api/": "/api/",
@@ -97,6 +122,10 @@ def main(argv=None) -> int:
             "metrics 100k batch": f"/api/tasks/{big}/metrics?name=loss&kind=batch",
             "metrics all + figures": f"/api/tasks/{big}/metrics?figures=1",
             "logs after cursor": f"/api/tasks/{big}/logs?after={LOG_LINES // 2}",
+            "computers page": "/computers",
+            "computer resources 1h": "/api/computers/box/resources?window=3600",
+            "computer resources 7d": f"/api/computers/box/resources?window={HISTORY}",
+            "task resources": f"/api/tasks/{big}/resources",
         }
         times: dict[str, list[float]] = {name: [] for name in urls}
         cpu: dict[str, list[float]] = {name: [] for name in urls}

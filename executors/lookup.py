@@ -25,7 +25,7 @@ from mlcomp.db import Dag, Project, Task, TaskDependency, TaskStatus
 from mlcomp.errors import ExecutorError
 
 __all__ = ["LOGDIR", "DATA_ENV", "task_folder", "task_logdir", "open_session", "dependencies",
-           "train_source", "checkpoint_path", "data_dir", "export_data_dir", "ModelSource", "model_source"]
+           "train_source", "data_dir", "export_data_dir", "ModelSource", "model_source"]
 
 LOGDIR = "logdir"
 """A train task's logdir, relative to its folder."""
@@ -131,18 +131,6 @@ def train_source(session: Session, task_id: int) -> Task:
                         f"tasks: add one to its 'depends'")
 
 
-def checkpoint_path(settings, source: Task, which: str = "best") -> Path:
-    """The checkpoint file ``which`` (``best``, ``last``, ``best_full``, ``last_full``, a file name
-    in the checkpoints folder, or a path) of train task ``source``.
-
-    Raises:
-        ConfigError: no such file (the message lists the checkpoints present).
-    """
-    from mlcomp.runner.trace import resolve_checkpoint
-
-    return resolve_checkpoint(task_logdir(settings, source.id), which)
-
-
 def data_dir(session: Session, settings, task_id: int) -> Path:
     """The data folder of the project of task ``task_id``: ``settings.data_dir / project``.
 
@@ -185,14 +173,19 @@ class ModelSource:
 
 
 def model_source(task: TaskContext, which: str = "best") -> ModelSource:
-    """The :class:`ModelSource` of ``task`` (:func:`train_source`, :func:`checkpoint_path`).
+    """The :class:`ModelSource` of ``task``: the run of :func:`train_source` and its checkpoint
+    ``which`` (``best``, ``last``, a file name in its checkpoints folder, or a path inside its
+    logdir or the ``checkpoint_dirs`` setting's folders, relative to ``task``'s folder).
 
     Raises:
         ExecutorError: no train run to take the model from (see :func:`train_source`).
-        ConfigError: the checkpoint ``which`` does not exist.
+        ConfigError: the checkpoint ``which`` does not exist or lies outside those folders.
     """
+    from mlcomp.runner.checkpoint import resolve_checkpoint
+
     with open_session(task) as session:
         source = train_source(session, task.task_id)
-        found = ModelSource(source.id, source.name, task_logdir(task.settings, source.id),
-                            checkpoint_path(task.settings, source, which))
+        logdir = task_logdir(task.settings, source.id)
+        found = ModelSource(source.id, source.name, logdir, resolve_checkpoint(
+            logdir, which, allowed_dirs=getattr(task.settings, "checkpoint_dirs", ()), base=task.folder))
     return found

@@ -51,7 +51,6 @@ __all__ = ["TrainExecutor", "resolve_resume", "train_result", "KEYS"]
 log = logging.getLogger(__name__)
 
 KEYS = ("config", "params", "processes", "max_batch_points")
-NAMED_RESUME = {"last": "last_full.pth", "best": "best_full.pth"}
 
 
 def _config_files(spec: dict, ctx: SubmitContext) -> list[str]:
@@ -98,30 +97,24 @@ def _relative_expdir(config: dict, expdir: Path) -> str | None:
 
 
 def resolve_resume(task: TaskContext, logdir: Path) -> Path | None:
-    """The full checkpoint a run of ``task`` continues from, or None for a fresh start.
-
-    ``task.resume_from`` ``"last"`` (the default from the second attempt on) or ``"best"`` take
-    ``logdir/checkpoints/{last,best}_full.pth``; any other value is a file, relative to the task
-    folder unless absolute. A missing ``last_full.pth`` starts afresh (the run stopped before
-    its first checkpoint).
+    """The full checkpoint a run of ``task`` continues from, or None for a fresh start:
+    ``task.resume_from`` (``"last"`` by default from the second attempt on) through
+    :func:`mlcomp.runner.checkpoint.resolve_checkpoint`, confined to ``logdir`` and the
+    ``checkpoint_dirs`` setting's folders, a path relative to the task folder. A missing
+    ``last_full.pth`` starts afresh (the run stopped before its first checkpoint).
 
     Raises:
-        ExecutorError: ``best_full.pth`` or the given file does not exist.
+        ConfigError: ``best_full.pth`` or the given file does not exist, or lies outside.
     """
+    from mlcomp.runner.checkpoint import resolve_checkpoint
+
     choice = task.resume_from or ("last" if task.attempt > 1 else None)
     if choice is None:
         return None
-    if choice in NAMED_RESUME:
-        path = logdir / "checkpoints" / NAMED_RESUME[choice]
-        if path.is_file():
-            return path
-        if choice == "last":
-            log.warning("task %s: no %s yet; attempt %s starts afresh", task.task_id, path, task.attempt)
-            return None
-        raise ExecutorError(f"task {task.task_id}: resume from 'best': {path} does not exist")
-    path = Path(choice) if Path(choice).is_absolute() else task.folder / choice
-    if not path.is_file():
-        raise ExecutorError(f"task {task.task_id}: resume from {choice!r}: {path} does not exist")
+    path = resolve_checkpoint(logdir, choice, full=True, allowed_dirs=getattr(task.settings, "checkpoint_dirs", ()),
+                              base=task.folder, missing_ok=choice == "last")
+    if path is None:
+        log.warning("task %s: no last_full.pth yet; attempt %s starts afresh", task.task_id, task.attempt)
     return path
 
 

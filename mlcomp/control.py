@@ -29,6 +29,7 @@ __all__ = [
     "get_dag",
     "stop_task",
     "resume_task",
+    "resume_from",
     "stop_dag",
     "resume_dag",
     "dag_status",
@@ -115,12 +116,28 @@ def stop_task(session: Session, task_id: int, now: dt.datetime | None = None) ->
     return task
 
 
-def _check_from(from_: str | None) -> str | None:
+def resume_from(settings: Settings, task_id: int, from_: str | None, base: str | os.PathLike | None = None) -> str | None:
+    """``from_`` checked for :func:`resume_task`: None, ``"last"`` and ``"best"`` as they are; a
+    path (relative to ``base``, default the task's folder) must name a checkpoint file inside the
+    task's logdir or a folder of the ``checkpoint_dirs`` setting (one resolver for every layer:
+    :func:`mlcomp.runner.checkpoint.resolve_checkpoint`). It is returned relative to the task's
+    folder when inside it (workers keep task folders in their own roots), else absolute.
+
+    Raises:
+        StateError: ``from_`` is an empty string.
+        ConfigError: no such file, or it lies outside the task's logdir and those folders.
+    """
     if from_ is None or from_ in RESUME_FROM:
         return from_
     if not str(from_).strip():
         raise StateError(f"resume from {from_!r}: expected 'last', 'best' or a checkpoint path")
-    return os.fspath(from_)
+    from executors.lookup import task_folder, task_logdir
+    from mlcomp.runner.checkpoint import resolve_checkpoint
+
+    folder = task_folder(settings, task_id).resolve()
+    path = resolve_checkpoint(task_logdir(settings, task_id), from_, full=True,
+                              allowed_dirs=settings.checkpoint_dirs, base=base or folder).resolve()
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
 
 
 def _dependents(session: Session, task: Task) -> Iterable[Task]:
@@ -147,15 +164,14 @@ def _resume(session: Session, task: Task, from_: str | None, now: dt.datetime | 
 
 def resume_task(session: Session, task_id: int, from_: str | None = None, now: dt.datetime | None = None) -> Task:
     """Starts a new attempt of a failed, stopped or skipped task (attempt + 1). ``from_`` is the
-    checkpoint the attempt continues from: ``"last"``, ``"best"`` or a path (stored in
-    ``Task.resume_from``); None keeps the task's previous choice. Tasks skipped because of this
+    checkpoint the attempt continues from: ``"last"``, ``"best"`` or a path checked by
+    :func:`resume_from` (stored in ``Task.resume_from``); None keeps the task's previous choice. Tasks skipped because of this
     one are resumed too, and a grid search resumes its unsuccessful cells.
 
     Raises:
         NotFoundError: no such task.
-        StateError: the task is waiting, running or succeeded; or ``from_`` is empty.
+        StateError: the task is waiting, running or succeeded.
     """
-    from_ = _check_from(from_)
     task = get_task(session, task_id, lock=True)
     if task.status not in RESUMABLE:
         what = "succeeded" if task.status is S.success else f"is {task.status.value}"

@@ -40,10 +40,10 @@ def test_best_checkpoint_follows_main_metric(tmp_path, minimize, best_epoch, kep
     runner = train(logdir=tmp_path, num_epochs=4, main_metric="score", minimize_metric=minimize,
                    callbacks={"score": ScriptedMetric(values), "_saver": CheckpointCallback(save_n_best=2)})
     folder = tmp_path / "checkpoints"
-    best = torch.load(folder / "best.pth", weights_only=False)
+    best = torch.load(folder / "best.pth", weights_only=True)
     assert best["epoch"] == best_epoch and best["valid_metrics"]["score"] == pytest.approx(values[best_epoch - 1])
-    assert torch.load(folder / "best_full.pth", weights_only=False)["position"]["epoch"] == best_epoch
-    assert torch.load(folder / "last.pth", weights_only=False)["epoch"] == 4
+    assert torch.load(folder / "best_full.pth", weights_only=True)["position"]["epoch"] == best_epoch
+    assert torch.load(folder / "last.pth", weights_only=True)["epoch"] == 4
     assert {p.stem for p in folder.glob("train.*.pth")} == kept
     metrics = json.loads((folder / "_metrics.json").read_text())
     assert metrics["best"]["epoch"] == best_epoch and metrics["last"]["epoch"] == 4
@@ -220,16 +220,52 @@ def test_tensorboard_logger_writes_events(tmp_path):
     assert valid[-1].value == pytest.approx(runner.epoch_metrics["valid_loss"], rel=1e-6)
 
 
+MLFLOW_WARNINGS = "ignore::DeprecationWarning"  # mlflow's store uses SQLAlchemy APIs deprecated in 2.1
+
+
+@pytest.mark.filterwarnings(MLFLOW_WARNINGS)
+def test_mlflow_logger_records_each_epoch_and_the_end(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from mlcomp.runner import MLflowLogger
+
+    runner = train(logdir=tmp_path, callbacks=[MLflowLogger(tags={"owner": "me"})], num_epochs=2)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("mlcomp").experiment_id])
+    assert (run.info.status, run.info.run_name, run.data.tags["owner"]) == ("FINISHED", tmp_path.name, "me")
+    valid = client.get_metric_history(run.info.run_id, "loss/valid")
+    assert [m.step for m in valid] == [1, 2]
+    assert valid[-1].value == pytest.approx(runner.epoch_metrics["valid_loss"], rel=1e-6)
+
+    def fail(runner):
+        raise ConfigError("broken at epoch 1")
+
+    with pytest.raises(ConfigError):
+        train(logdir=tmp_path, num_epochs=2, callbacks=[MLflowLogger(run_name="broken"),
+                                                        callback(on_epoch_end=fail)])
+    [broken] = client.search_runs([client.get_experiment_by_name("mlcomp").experiment_id],
+                                  filter_string="attributes.run_name = 'broken'")
+    assert broken.info.status == "FAILED"
+
+
+def test_flatten_params_gives_dotted_text_values():
+    from mlcomp.runner.callbacks.mlflow import MAX_PARAM, flatten_params
+
+    assert flatten_params({"stages": {"train": {"lr": 0.1, "sizes": [1, 2]}}, "note": "x" * 7000}) == {
+        "stages.train.lr": "0.1", "stages.train.sizes": "[1, 2]", "note": "x" * MAX_PARAM}
+
+
 def test_checkpoint_resume_and_load_on_stage_start_load_weights(tmp_path):
     first = train(logdir=tmp_path / "a")
-    saved = torch.load(tmp_path / "a" / "checkpoints" / "last.pth", weights_only=False)["model_state_dict"]
+    saved = torch.load(tmp_path / "a" / "checkpoints" / "last.pth", weights_only=True)["model_state_dict"]
     loaded = {}
     grab = callback(CallbackOrder.External + 1, on_stage_start=lambda runner: loaded.update(
         {k: v.clone() for k, v in runner.model.state_dict().items()}))
     train(logdir=tmp_path / "b", num_epochs=1, callbacks={
         "_saver": CheckpointCallback(resume=str(tmp_path / "a" / "checkpoints" / "last.pth")), "grab": grab})
     assert all(torch.equal(loaded[k], v) for k, v in saved.items()) and first.epoch == 1
-    best = torch.load(tmp_path / "a" / "checkpoints" / "best_full.pth", weights_only=False)
+    best = torch.load(tmp_path / "a" / "checkpoints" / "best_full.pth", weights_only=True)
     train(logdir=tmp_path / "a", num_epochs=1, callbacks={
         "_saver": CheckpointCallback(load_on_stage_start="best_full"), "grab": grab})
     assert all(torch.equal(loaded[k], v) for k, v in best["model_state_dict"].items())

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlcomp import control
 from mlcomp.cli import cli
 from mlcomp.db import LogLine, Task, TaskStatus, open_store
-from mlcomp.errors import DagError, NotFoundError, StateError
+from mlcomp.errors import ConfigError, DagError, NotFoundError, StateError
 from mlcomp.settings import Settings
 from mlcomp.supervisor import run_local
 from supervisor_helpers import wait_for
@@ -57,7 +57,7 @@ def alive(process: psutil.Process) -> bool:
 def test_the_bash_example_runs_to_success_alone(mlcomp):
     result = mlcomp("dag", "submit", DAGS / "bash.yml", "--wait")
     assert result.exit_code == 0, result.output
-    dag_id = int(result.output.splitlines()[0])
+    dag_id = int(result.output.splitlines()[0].removeprefix("DAG ").removesuffix(" submitted"))
     doc = show(mlcomp, dag_id)
     assert doc["status"] == "success"
     tasks = {t["name"]: t for t in doc["tasks"]}
@@ -69,6 +69,8 @@ def test_the_bash_example_runs_to_success_alone(mlcomp):
     for follow in ((), ("--follow",)):  # a finished task's log ends also when followed
         logs = mlcomp("task", "logs", tasks["square n=4"]["id"], *follow)
         assert logs.output == "4 squared is 16\n"
+    grid_log = mlcomp("task", "logs", tasks["square"]["id"]).output.splitlines()  # the grid's cells, named
+    assert sorted(grid_log) == [f"[square n={n}] {n} squared is {n * n}" for n in range(1, 6)]
     listing = mlcomp("dag", "list")
     assert listing.output.splitlines()[1].split()[:5] == [str(dag_id), "bash", "examples", "success", "8"]
     assert "alive" in mlcomp("computer", "list").output
@@ -86,7 +88,7 @@ executors:
 """)
     result = mlcomp("dag", "submit", tmp_path / "flaky.yml", "--wait")
     assert result.exit_code == 1, result.output
-    dag_id = int(result.output.splitlines()[0])
+    dag_id = int(result.output.splitlines()[0].removeprefix("DAG ").removesuffix(" submitted"))
     tasks = {t["name"]: t for t in show(mlcomp, dag_id)["tasks"]}
     assert [tasks[n]["status"] for n in ("first", "check", "after", "last")] == [
         "success", "failed", "skipped", "skipped"]
@@ -234,15 +236,48 @@ def test_sigterm_to_submit_wait_stops_its_tasks_before_exiting(tmp_path):
         assert session.get(Task, 1).status is S.stopped
 
 
-def test_task_resume_from_a_path_checks_the_file_and_makes_it_absolute(mlcomp, tmp_path, monkeypatch):
+def test_task_resume_from_a_path_takes_only_files_in_the_logdir_or_allowed_folders(mlcomp, tmp_path, monkeypatch):
     (tmp_path / "fails.yml").write_text("info: {name: fails, project: p}\n"
                                         "executors:\n  boom: {type: bash, command: exit 3}\n")
     assert mlcomp("dag", "submit", tmp_path / "fails.yml", "--wait").exit_code == 1
     task_id = show(mlcomp, 1)["tasks"][0]["id"]
     missing = mlcomp("task", "resume", task_id, "--from", "nowhere.pth")
-    assert missing.exit_code == 2 and "no checkpoint file 'nowhere.pth'" in missing.output
+    assert isinstance(missing.exception, ConfigError) and "checkpoint nowhere.pth: no such file" in str(missing.exception)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights.pth").write_bytes(b"")
+    refused = mlcomp("task", "resume", task_id, "--from", "weights.pth")
+    assert isinstance(refused.exception, ConfigError) and "weights.pth' refused: only files" in str(refused.exception)
+    logdir = mlcomp.root / "tasks" / str(task_id) / "logdir"
+    (logdir / "checkpoints").mkdir(parents=True)
+    (logdir / "checkpoints" / "e1.pth").write_bytes(b"")
+    assert mlcomp("task", "resume", task_id, "--from", logdir / "checkpoints" / "e1.pth").exit_code == 0
+    with open_store(Settings.from_env()).begin() as session:
+        assert session.get(Task, task_id).resume_from == "logdir/checkpoints/e1.pth"  # relative to its folder
+        session.get(Task, task_id).status = S.failed
+    monkeypatch.setenv("MLCOMP_CHECKPOINT_DIRS", str(tmp_path))
     assert mlcomp("task", "resume", task_id, "--from", "weights.pth").exit_code == 0
     with open_store(Settings.from_env()).begin() as session:
         assert session.get(Task, task_id).resume_from == str(tmp_path / "weights.pth")
+
+
+def test_follow_prints_each_epoch_a_running_task_starts(store):
+    from mlcomp.cli.common import follow_dags
+    from supervisor_helpers import add_task, make_dag
+
+    with store.begin() as session:
+        task = add_task(session, make_dag(session), "train", status=TaskStatus.in_progress,
+                        progress={"stage": "main", "epoch": 1, "epochs": 3, "eta": 12.0})
+    lines = []
+
+    def echo(line):  # the run goes on while it is followed: epoch 2 (twice: one line), then success
+        lines.append(line)
+        with store.begin() as session:
+            row = session.get(Task, task.id)
+            if len(lines) == 2:
+                row.progress = {"stage": "main", "epoch": 2, "epochs": 3, "batch": 5}
+            elif len(lines) == 3:
+                row.status, row.reason = TaskStatus.success, None
+
+    assert follow_dags(store, [task.dag_id], echo, poll=0.01)
+    assert lines == [f"task {task.id} 'train': in_progress", f"task {task.id} 'train': stage main epoch 1/3, ETA 12 s",
+                     f"task {task.id} 'train': stage main epoch 2/3", f"task {task.id} 'train': success"]

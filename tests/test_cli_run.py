@@ -37,7 +37,7 @@ def test_digits_example_reaches_95_percent_valid_accuracy(tmp_path, capsys):
     logdir = tmp_path / "digits"
     code, out, err = mlcomp(capsys, "run", "--config", DIGITS, "--logdir", logdir)
     assert code == 0, err
-    best = torch.load(logdir / "checkpoints" / "best.pth", weights_only=False)
+    best = torch.load(logdir / "checkpoints" / "best.pth", weights_only=True)
     assert best["valid_metrics"]["accuracy01"] >= 0.95
     assert best["stage"] in ("warmup", "main")
     saved = yaml.safe_load((logdir / "config.yml").read_text())
@@ -58,7 +58,7 @@ def test_check_mode_with_overrides_and_several_configs(tmp_path, capsys):
     assert saved["model_params"]["width"] == 4 and saved["stages"]["optimizer_params"]["lr"] == 0.01
     assert saved["args"]["seed"] == 3 and saved["args"]["check"] is True
     assert saved["stages"]["main"]["stage_params"]["num_epochs"] == 1
-    assert torch.load(logdir / "checkpoints" / "last.pth", weights_only=False)["model_state_dict"][
+    assert torch.load(logdir / "checkpoints" / "last.pth", weights_only=True)["model_state_dict"][
         "head.1.weight"].shape == (10, 4 * 2 * 2 * 2)
 
 
@@ -139,7 +139,7 @@ def _stop_config(tmp_path, at: int) -> Path:
 
 
 def _weights(logdir: Path) -> dict:
-    return torch.load(logdir / "checkpoints" / "last.pth", weights_only=False)["model_state_dict"]
+    return torch.load(logdir / "checkpoints" / "last.pth", weights_only=True)["model_state_dict"]
 
 
 @pytest.mark.parametrize("at, where", [(5, "stage warmup epoch 1 batch 2"), (14, "stage main epoch 1 batch 2")])
@@ -196,7 +196,7 @@ def test_autoresume_without_checkpoint_starts_fresh(tmp_path, capsys):
     (["--stages.stage_params.valid_loader=validation"], ["stages.warmup: no valid loader 'validation'"]),
     (["--stages.stage_params.main_metric=nope"], ["nope"]),
     (["--num_epochs=2"], ["override 'num_epochs' is ambiguous", "stages.warmup.stage_params.num_epochs"]),
-    (["--resume", "missing.pth"], ["missing.pth does not exist"]),
+    (["--resume", "missing.pth"], ["checkpoint missing.pth: no such file"]),
     (["--autoresume", "first"], []),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, fragments):

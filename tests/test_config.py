@@ -18,7 +18,6 @@ from mlcomp.runner.config import (
     load_config,
     make_experiment,
     parse_overrides,
-    resolve_resume,
     save_config,
     set_by_path,
     validate_config,
@@ -294,17 +293,6 @@ def test_several_models_make_a_module_dict():
     assert isinstance(model, torch.nn.ModuleDict) and set(model) == {"a", "b"}
     optimizer = experiment.get_optimizer("train", model)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == 2
-
-
-def test_resolve_resume(tmp_path):
-    with pytest.raises(ConfigError, match=r"args.resume: checkpoint .*missing.pth does not exist"):
-        resolve_resume({"resume": str(tmp_path / "missing.pth")}, None)
-    assert resolve_resume({"autoresume": "last"}, str(tmp_path)) is None
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "best_full.pth").write_bytes(b"x")
-    assert resolve_resume({"autoresume": "best"}, str(tmp_path)) == str(tmp_path / "checkpoints" / "best_full.pth")
-    with pytest.raises(ConfigError, match="needs args.logdir"):
-        resolve_resume({"autoresume": "best"}, None)
 
 
 # -- expdir ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from executors.lookup import train_source
 from executors.reporting import ReportingCallback
 from executors.train import TrainExecutor, resolve_resume
 from mlcomp.db import Metric, Task, TaskStatus
-from mlcomp.errors import DagError, ExecutorError
+from mlcomp.errors import ConfigError, DagError, ExecutorError
 from ml_helpers import TINY_CONFIG
 from supervisor_helpers import add_task, make_dag
 
@@ -148,8 +148,11 @@ def test_resume_choice_defaults_to_last_full_from_the_second_attempt(tmp_path):
     assert resolve_resume(task_context(tmp_path, 2, "best"), logdir) == logdir / "checkpoints" / "best_full.pth"
     assert resolve_resume(task_context(tmp_path, 2, "logdir/checkpoints/other.pth"), logdir) == \
         tmp_path / "logdir/checkpoints/other.pth"
-    with pytest.raises(ExecutorError, match="missing.pth"):
+    with pytest.raises(ConfigError, match="missing.pth"):
         resolve_resume(task_context(tmp_path, 2, "missing.pth"), logdir)
+    (tmp_path / "outside.pth").write_bytes(b"x")  # in the task folder, not in its logdir
+    with pytest.raises(ConfigError, match="outside.pth' refused: only files inside"):
+        resolve_resume(task_context(tmp_path, 2, "outside.pth"), logdir)
 
 
 def add_grid(session, values, minimize, statuses=None):
@@ -257,7 +260,7 @@ def test_a_model_only_checkpoint_warm_starts_the_first_stage(expdir, tmp_path):
     run_config(config, logdir=tmp_path / "first")
     best = tmp_path / "first" / "checkpoints" / "best.pth"
     assert not _is_full(best) and _is_full(tmp_path / "first" / "checkpoints" / "best_full.pth")
-    expected = torch.load(best, weights_only=False)["model_state_dict"]
+    expected = torch.load(best, weights_only=True)["model_state_dict"]
     seen = {}
 
     class Record(Callback):

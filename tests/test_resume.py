@@ -72,7 +72,7 @@ def test_resume_from_epoch_end_checkpoint(tmp_path, reference):
     crashed.get_callbacks = lambda stage: {**original(stage), "crash": CrashAt("stage2", 2)}
     with pytest.raises(RuntimeError, match="crash"):
         runner.run_experiment(crashed)
-    position = torch.load(tmp_path / "checkpoints" / "last_full.pth", weights_only=False)["position"]
+    position = torch.load(tmp_path / "checkpoints" / "last_full.pth", weights_only=True)["position"]
     assert (position["stage"], position["epoch"], position["epoch_done"]) == ("stage2", 1, True)
 
     resumed = TwoStageExperiment(tmp_path)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mlcomp.errors import ConfigError
-from mlcomp.runner.trace import example_input, load_traced, resolve_checkpoint, trace_model, trace_name
+from mlcomp.runner.trace import example_input, load_traced, trace_model, trace_name
 
 
 class TwoHeads(nn.Module):
@@ -120,19 +120,6 @@ def test_example_input_picks_the_input_key():
         example_input({"features": x, "targets": y}, "image", where="c.yml")
 
 
-def test_resolve_checkpoint(tmp_path):
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
-    (folder / "best.pth").write_bytes(b"")
-    (folder / "stage1.2.pth").write_bytes(b"")
-    assert resolve_checkpoint(tmp_path, "best") == folder / "best.pth"
-    assert resolve_checkpoint(tmp_path, "stage1.2.pth") == folder / "stage1.2.pth"
-    assert resolve_checkpoint(tmp_path, folder / "best.pth") == folder / "best.pth"
-    with pytest.raises(ConfigError, match=r"checkpoint last: no such file \(.*last.pth\); "
-                                          r"checkpoints in .*: best.pth, stage1.2.pth"):
-        resolve_checkpoint(tmp_path, "last")
-
-
 # ------------------------------------------------------------------------------ a trained run
 
 @pytest.fixture(scope="module")
@@ -213,7 +200,7 @@ def test_cli_script_option_and_default_name(logdir):
     (["{tmp}/nowhere"], "logdir {tmp}/nowhere: no such folder"),
     (["{tmp}"], "config {tmp}/config.yml: no such file"),
     (["{logdir}", "--checkpoint", "stage9.9.pth"],
-     "checkpoint stage9.9.pth: no such file (stage9.9.pth or {logdir}/checkpoints/stage9.9.pth)"),
+     "stage9.9.pth or {logdir}/checkpoints/stage9.9.pth); checkpoints in {logdir}/checkpoints: best.pth"),
     (["{logdir}", "--method", "predict"], "{logdir}/config.yml: model SimpleNet has no method 'predict'"),
 ])
 def test_cli_user_errors_name_the_path(logdir, tmp_path, argv, message):

@@ -81,7 +81,8 @@ def test_every_page_and_command_on_postgresql(pg_url, tmp_path):
     ("/api/tasks/{task_id}/logs", "/api/tasks/{train}/logs?after=0"),
     ("/api/tasks/{task_id}/metrics", "/api/tasks/{train}/metrics?figures=1&max_points=100"),
     ("/api/grid/{task_id}", "/api/grid/{grid}"), ("/api/compare", "/api/compare?tasks={train}"),
-    ("/api/computers", "/api/computers"),
+    ("/api/computers", "/api/computers"), ("/api/tasks/{task_id}/resources", "/api/tasks/{train}/resources"),
+    ("/api/computers/{computer}/resources", "/api/computers/box/resources?window=86400&figures=1"),
 ])
 def test_responses_match_the_documented_schemas(ro_client, ro_filled, path, url):
     from openapi_schema_validator import OAS31Validator
@@ -113,7 +114,7 @@ def test_every_endpoint_needs_the_token_when_one_is_set(ro_app, ro_filled, path,
 
     settings = dataclasses.replace(ro_app.config["MLCOMP_SETTINGS"], token="t0ken")
     app = create_app(settings, {"TESTING": True})
-    url = path.format(dag_id=ro_filled.dag, task_id=ro_filled.train, path="train.py")
+    url = path.format(dag_id=ro_filled.dag, task_id=ro_filled.train, path="train.py", computer="box")
     response = app.test_client().open(url, method=method.upper())
     dispose(app)
     assert response.status_code == 401 and response.get_json()["error"]["status"] == 401, url

@@ -147,6 +147,9 @@ def test_resume_from_last_and_bad_requests(app, client, filled):
     assert csrf_post(client, f"/api/tasks/{filled.prepare}/resume").status_code == 409  # succeeded
     assert csrf_post(client, f"/api/tasks/{filled.skipped}/resume", json={"checkpoint": filled.checkpoint}).status_code == 404
     assert csrf_post(client, f"/api/tasks/{filled.skipped}/resume", json={"checkpoint": "x"}).status_code == 400
+    for from_ in ("/etc/passwd", "../../x.pth", "checkpoints/best.pth", 5):  # outside its logdir, or not a path
+        response = csrf_post(client, f"/api/tasks/{filled.broken}/resume", json={"from": from_})
+        assert response.status_code == 400 and response.get_json()["error"]["message"]
     assert csrf_post(client, f"/api/tasks/{filled.skipped}/resume", data="[1]",
                  content_type="application/json").status_code == 400
 

@@ -298,7 +298,7 @@ def test_heartbeat_updates_the_computer(settings, store):
     w.heartbeat()
     with store() as session:
         computer = session.get(Computer, "pc")
-        assert computer.heartbeat > first and set(computer.usage) == {"cpu", "memory", "gpus", "tasks"}
+        assert computer.heartbeat > first and set(computer.usage) == {"cpu", "memory", "memory_bytes", "gpus", "tasks"}
 
 
 def test_python_task_runs_in_the_child_and_stores_its_result(worker, store, settings):

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from mlcomp.db import (
-    Attempt, Checkpoint, Computer, Dag, LogLine, Metric, Project, SnapshotBlob, SnapshotFile, Task,
-    TaskDependency, TaskStatus,
+    Attempt, Checkpoint, Computer, Dag, LogLine, Metric, Project, SearchRung, SearchTrial, SnapshotBlob,
+    SnapshotFile, Task, TaskDependency, TaskStatus,
 )
 
-__all__ = ["Filled", "fill", "filled", "app", "client", "ro_shared", "ro_filled", "ro_app", "ro_client", "csrf_post", "dispose",
+__all__ = ["Filled", "fill", "fill_search", "shared_app", "filled", "app", "client", "ro_shared", "ro_filled", "ro_app", "ro_client", "csrf_post", "dispose",
            "BATCH_POINTS", "EVIL"]
 
 BATCH_POINTS = 3000
@@ -40,6 +40,8 @@ class Filled:
     infer: int = 0
     grid: int = 0
     cells: list[int] = field(default_factory=list)
+    search: int = 0
+    trials: list[int] = field(default_factory=list)
     broken: int = 0
     skipped: int = 0
     checkpoint: int = 0
@@ -82,6 +84,38 @@ def _metrics(session, task_id, loss_offset=0.0, batches=0):
         rows.append(dict(task_id=task_id, name="loss", loader="train", stage="main", epoch=1 + step // 1000,
                          step=step, kind="batch", value=math.exp(-step / 800) + 0.05 * math.sin(step), time=T0))
     session.execute(Metric.__table__.insert(), rows)
+
+
+SEARCH_CONFIG = {
+    "template": {"type": "train", "main": {"metric": "accuracy01", "minimize": False, "loader": "valid"}},
+    "search": {"space": {"lr": {"kind": "loguniform", "values": [0.001, 0.1], "path": "stages.optimizer_params.lr"},
+                         "width": {"kind": "choice", "values": [8, 16], "path": "model_params.width"}},
+               "sampler": "tpe", "trials": 4, "parallel": 2, "seed": 0,
+               "scheduler": {"type": "asha", "metric": "accuracy01", "loader": "valid", "mode": "max",
+                             "grace_epochs": 1, "max_epochs": 3, "reduction_factor": 3, "rungs": [1, 3]}},
+    "resources": {}}
+
+
+def fill_search(session, ids: Filled) -> None:
+    """Adds to :func:`fill`'s DAG an ASHA search (rungs at 1 and 3 epochs) with a trial that
+    reached 3 epochs, one pruned at rung 0 and one paused there; sets ``ids.search`` and
+    ``ids.trials``. Does not commit."""
+    dag = session.get(Dag, ids.dag)
+    search = _task(session, dag, "asha", S.in_progress, "search", executor_config=SEARCH_CONFIG)
+    _depends(session, search, session.get(Task, ids.prepare))
+    for number, (status, epochs, lr) in enumerate(((S.success, 3, 0.01), (S.pruned, 1, 0.09), (S.paused, 1, 0.002))):
+        trial = _task(session, dag, f"asha trial {number}", status, "train", parent_id=search.id,
+                      grid_cell={"lr": lr, "width": 8}, started=T0)
+        session.add(SearchTrial(task_id=trial.id, search_id=search.id, number=number, params={"lr": lr, "width": 8},
+                                system_attrs={}, target=1 if epochs == 3 else 0))
+        values = [0.5 + 0.1 * epoch - 0.05 * number for epoch in range(1, epochs + 1)]
+        session.execute(Metric.__table__.insert(), [
+            dict(task_id=trial.id, name="accuracy01", loader="valid", stage="main", epoch=epoch, step=epoch,
+                 kind="epoch", value=value, time=T0) for epoch, value in enumerate(values, 1)])
+        session.add_all([SearchRung(search_id=search.id, task_id=trial.id, rung=rung, epoch=epoch,
+                                    value=max(values[:epoch])) for rung, epoch in enumerate((1, 3)) if epoch <= epochs])
+        ids.trials.append(trial.id)
+    ids.search = search.id
 
 
 def fill(session, settings) -> Filled:
@@ -140,9 +174,9 @@ def fill(session, settings) -> Filled:
     return ids
 
 
-@pytest.fixture(scope="module")
-def ro_shared(tmp_path_factory):
-    """One filled store and app per test module, for tests that only read: ``(app, ids)``."""
+def shared_app(tmp_path_factory, *more):
+    """Yields ``(app, ids)``: a store filled by :func:`fill`, then by each of ``more`` (called
+    with the session and the ids), and its app; disposes of the app at the end."""
     from mlcomp.db import open_store
     from mlcomp.settings import Settings
     from ui import create_app
@@ -151,9 +185,17 @@ def ro_shared(tmp_path_factory):
     settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}")
     with open_store(settings).begin() as session:
         ids = fill(session, settings)
+        for add in more:
+            add(session, ids)
     app = create_app(settings, {"TESTING": True})
     yield app, ids
     dispose(app)
+
+
+@pytest.fixture(scope="module")
+def ro_shared(tmp_path_factory):
+    """One filled store and app per test module, for tests that only read: ``(app, ids)``."""
+    yield from shared_app(tmp_path_factory)
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from flask import Flask
 
 from mlcomp.db import open_store
 from mlcomp.settings import Settings
-from ui import api, auth, compare, computers, dags, db, errors, grid, security, tasks, views
+from ui import api, auth, compare, computers, dags, db, errors, grid, search, security, tasks, views
 
 __all__ = ["create_app"]
 
-BLUEPRINTS = (auth.bp, api.bp, dags.bp, tasks.bp, grid.bp, compare.bp, computers.bp)
+BLUEPRINTS = (auth.bp, api.bp, dags.bp, tasks.bp, grid.bp, search.bp, compare.bp, computers.bp)
 
 
 def create_app(settings=None, test_config: Mapping[str, Any] | None = None) -> Flask:

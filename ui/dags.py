@@ -1,13 +1,13 @@
 """DAG pages: the paged, filtered list and a DAG's graph, tasks, YAML and code snapshot; their
-``/api/`` twins; and the DAG stop/resume commands."""
+``/api/`` twins; the DAG stop/resume commands and its editable tags and note."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, request, url_for
+from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from mlcomp import control
 from ui import plots, queries
-from ui.api import control_response
-from ui.db import get_session
+from ui.api import control_response, json_body
+from ui.db import commit, get_session, writer
 from ui.errors import ApiError
 from ui.views import int_arg, twin
 
@@ -46,6 +46,39 @@ def dag(dag_id: int) -> dict:
 def snapshot_file(dag_id: int, path: str) -> dict:
     """One file of the DAG's code snapshot (highlighted on the page, raw text in the API)."""
     return queries.snapshot_file(get_session(), dag_id, path)
+
+
+MAX_TAGS, MAX_TAG, MAX_NOTE = 20, 50, 10_000
+
+
+def _tags(value) -> list[str]:
+    """Tags from a JSON list or a comma-separated string, stripped, without empties or repeats."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ApiError("tags: expected a list of strings or a comma-separated string")
+    tags = list(dict.fromkeys(t.strip() for t in value if t.strip()))
+    if len(tags) > MAX_TAGS or any(len(t) > MAX_TAG for t in tags):
+        raise ApiError(f"tags: at most {MAX_TAGS} tags of at most {MAX_TAG} characters each")
+    return tags
+
+
+@bp.post("/api/dags/<int:dag_id>/meta")
+def meta(dag_id: int):
+    """Sets the DAG's ``tags`` (a list or comma-separated string) and/or ``note`` (text); a key
+    left out keeps its value. Answers ``{"id", "tags", "note"}``."""
+    session = writer()
+    body = json_body()
+    dag = queries.get_dag_or_404(session, dag_id)
+    if "tags" in body:
+        dag.tags = _tags(body["tags"])
+    if "note" in body:
+        if not isinstance(body["note"], str) or len(body["note"]) > MAX_NOTE:
+            raise ApiError(f"note: expected text of at most {MAX_NOTE} characters")
+        dag.note = body["note"].strip() or None
+    answer = {"id": dag.id, "tags": list(dag.tags or []), "note": dag.note or ""}
+    commit()
+    return jsonify(answer)
 
 
 @bp.post("/api/dags/<int:dag_id>/stop")

@@ -5,8 +5,10 @@ Python validation so that large figures cost nothing extra; the tests check each
 - :func:`dag_graph`: tasks laid out by topological generation (``networkx.topological_generations``),
   left to right, coloured by status; a grid search is one node labelled with its cell count.
 - :func:`metric_figures`: one figure per metric (and kind), one line per loader (per task and loader
-  when comparing).
+  when comparing: a colour per run, a dash per loader); :func:`scalar_values` the one-point ones.
 - :func:`parallel_coordinates`: a grid search's parameters against its metric.
+- :func:`resource_figures`: CPU, RAM and GPU use over wall time.
+- :func:`search_curves`: a search's metric against epochs, one line per trial, the best marked.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "parallel_coordinates"]
+__all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "scalar_values", "parallel_coordinates", "resource_figures",
+           "search_curves"]
 
 STATUS_COLORS = {
     "not_ran": "#9e9e9e", "queued": "#8e7cc3", "in_progress": "#1e88e5", "stopping": "#fb8c00",
     "success": "#43a047", "failed": "#e53935", "stopped": "#6d4c41", "skipped": "#cfd8dc",
+    "paused": "#00897b", "pruned": "#b0bec5",
 }
 _LAYOUT = {"margin": {"l": 40, "r": 20, "t": 30, "b": 40},
            "paper_bgcolor": "white", "plot_bgcolor": "white"}
@@ -105,12 +109,15 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _traces(s: dict, label: str, colour: str) -> list[dict]:
+DASHES = {"train": "solid", "valid": "dash"}
+
+
+def _traces(s: dict, label: str, colour: str, dash: str = "solid") -> list[dict]:
     """The line of one series; a bucketed series (:mod:`ui.series`) also gets its min–max band."""
     line = {
         "type": "scattergl" if len(s["x"]) > 500 else "scatter",
         "mode": "lines" if s["kind"] == "batch" else "lines+markers",
-        "name": label, "legendgroup": label, "x": s["x"], "y": s["y"], "line": {"color": colour},
+        "name": label, "legendgroup": label, "x": s["x"], "y": s["y"], "line": {"color": colour, "dash": dash},
         "hovertemplate": f"{label} step %{{x}}: %{{y:.5g}}<extra></extra>",
     }
     if "y_min" not in s:
@@ -121,26 +128,68 @@ def _traces(s: dict, label: str, colour: str) -> list[dict]:
             {**band, "y": s["y_max"], "fill": "tonexty", "fillcolor": _rgba(colour, 0.2)}, line]
 
 
-def metric_figures(series: list[dict], *, label_task: bool = False) -> list[dict]:
-    """One figure per (metric name, kind), one line per loader (bucketed series with their
-    min–max band).
+def _scalar_keys(series: list[dict]) -> set[tuple[str, str]]:
+    """The (name, kind) whose every series is one point: results (test, infer), not curves."""
+    points: dict[tuple[str, str], int] = defaultdict(int)
+    for s in series:
+        points[s["name"], s["kind"]] = max(points[s["name"], s["kind"]], len(s["x"]))
+    return {key for key, n in points.items() if n <= 1}
+
+
+def scalar_values(series: list[dict], labels: dict[int, str] | None = None) -> list[dict]:
+    """The one-point series (see :func:`metric_figures`) as values: ``[{"name", "kind", "label",
+    "value"}]``, labelled by loader (and run, with ``labels``)."""
+    keys = _scalar_keys(series)
+    return [{"name": s["name"], "kind": s["kind"], "value": s["y"][0] if s["y"] else None,
+             "label": (f"{labels[s['task_id']]} · " if labels else "") + (s["loader"] or "all")}
+            for s in series if (s["name"], s["kind"]) in keys]
+
+
+def metric_figures(series: list[dict], *, labels: dict[int, str] | None = None,
+                   marks: list[dict] | None = None) -> list[dict]:
+    """One figure per (metric name, kind) with more than one point (one-point series are
+    :func:`scalar_values`), one line per loader (bucketed series with their min–max band).
 
     Args:
         series: :func:`ui.series.metric_series` rows.
-        label_task: name lines ``#<task_id> <loader>`` (comparing several tasks).
+        labels: comparing runs: a name per task id (its differing hyper-parameters); a task has one
+            colour across every figure (by its place in ``labels``) and its loaders a dash each
+            (train solid, valid dashed, others dotted). None: one task, one colour per loader.
+        marks: the one task's stage boundaries and resume points (:func:`ui.series.series_marks`),
+            drawn as labelled vertical lines on its epoch figures.
 
     Returns:
-        ``[{"name", "kind", "figure"}]`` in the order of the series.
+        ``[{"name", "kind", "figure"}]`` in the order of the series; ``layout.meta`` is
+        ``"metric"`` (the page's smoothing and log-axis settings apply).
     """
+    scalars = _scalar_keys(series)
+    colours = {task_id: PALETTE[i % len(PALETTE)] for i, task_id in enumerate(labels or {})}
     figures: dict[tuple[str, str], list[dict]] = {}
     for s in series:
+        if (s["name"], s["kind"]) in scalars:
+            continue
         loader = s["loader"] or "all"
         traces = figures.setdefault((s["name"], s["kind"]), [])
-        colour = PALETTE[sum(1 for t in traces if "hovertemplate" in t) % len(PALETTE)]
-        traces.extend(_traces(s, f"#{s['task_id']} {loader}" if label_task else loader, colour))
+        if labels:
+            traces.extend(_traces(s, f"{labels[s['task_id']]} · {loader}", colours[s["task_id"]],
+                                  DASHES.get(loader, "dot")))
+        else:
+            traces.extend(_traces(s, loader, PALETTE[sum(1 for t in traces if "hovertemplate" in t) % len(PALETTE)]))
     return [{"name": name, "kind": kind, "figure": {"data": traces, "layout": {
-        **_LAYOUT, "title": {"text": f"{name} ({kind})"}, "height": 320, "xaxis": _step_axis(kind, traces),
-        "yaxis": {"title": {"text": name}}}}} for (name, kind), traces in figures.items()]
+        **_LAYOUT, "meta": "metric", "title": {"text": f"{name} ({kind})"}, "height": 320,
+        "xaxis": _step_axis(kind, traces), "yaxis": {"title": {"text": name}},
+        **(_marks(marks) if marks and kind == "epoch" else {})}}} for (name, kind), traces in figures.items()]
+
+
+def _marks(marks: list[dict]) -> dict:
+    """Vertical lines (``shapes``) and their labels (``annotations``) at stage boundaries (grey)
+    and resume points (orange)."""
+    colour = {"stage": "#90a4ae", "resume": "#fb8c00"}
+    return {"shapes": [{"type": "line", "xref": "x", "yref": "paper", "x0": m["step"], "x1": m["step"], "y0": 0,
+                        "y1": 1, "line": {"color": colour[m["kind"]], "dash": "dot", "width": 1}} for m in marks],
+            "annotations": [{"xref": "x", "yref": "paper", "x": m["step"], "y": 1, "yanchor": "bottom",
+                             "text": m["label"], "showarrow": False, "font": {"size": 10, "color": colour[m["kind"]]}}
+                            for m in marks]}
 
 
 def _step_axis(kind: str, traces: list[dict]) -> dict:
@@ -148,7 +197,7 @@ def _step_axis(kind: str, traces: list[dict]) -> dict:
     if kind != "epoch":
         return {"title": {"text": "step"}}
     last = max((x for t in traces for x in t["x"]), default=1)
-    return {"title": {"text": "epoch"}, "tick0": 0, "dtick": max(1, math.ceil(last / 10))}
+    return {"title": {"text": "epoch"}, "tick0": 0, "dtick": max(1, math.ceil(last / 10)), "tickformat": "d"}
 
 
 def _dimension(label: str, values: list) -> dict:
@@ -174,3 +223,54 @@ def parallel_coordinates(board: dict) -> dict[str, Any]:
             "reversescale": bool(board["minimize"])}
     return {"data": [{"type": "parcoords", "dimensions": dims, "line": line}],
             "layout": {**_LAYOUT, "height": 420, "margin": {"l": 60, "r": 60, "t": 50, "b": 30}}}
+
+
+def resource_figures(series: list[dict]) -> list[dict]:
+    """Two figures over wall time from :func:`mlcomp.worker.resources.resource_history` rows:
+    utilization (%) and memory (GiB) of the computer's CPU and RAM (or the task's processes) and
+    of each GPU; a GPU's hover names the task holding it.
+
+    Returns:
+        ``[{"name": "utilization" | "memory", "kind": "resources", "figure"}]``.
+    """
+    labels = {"cpu": "CPU / RAM", "task": "task processes"}
+    figures = []
+    for name, key, unit, scale in (("utilization", "utilization", "%", 1.0), ("memory", "memory", "GiB", 2.0 ** -30)):
+        traces = []
+        for i, s in enumerate(series):
+            label = labels.get(s["source"], f"GPU {s['gpu']}")
+            holders = [f"task {t}" if t is not None else "free" for t in s["task_id"]]
+            traces.append({
+                "type": "scatter", "mode": "lines", "name": label, "x": [t * 1000 for t in s["x"]],
+                "y": [None if v is None else round(v * scale, 3) for v in s[key]],
+                "line": {"color": PALETTE[i % len(PALETTE)], "width": 1.5},
+                "customdata": holders if s["gpu"] is not None else None,
+                "hovertemplate": f"{label}: %{{y:.4g}} {unit}"
+                                 + (" (%{customdata})" if s["gpu"] is not None else "") + "<extra></extra>"})
+        figures.append({"name": name, "kind": "resources", "figure": {"data": traces, "layout": {
+            **_LAYOUT, "title": {"text": f"{name} ({unit})"}, "height": 260, "uirevision": name,
+            "xaxis": {"type": "date"}, "yaxis": {"title": {"text": unit}, "rangemode": "tozero"},
+            "legend": {"orientation": "h"}}}})
+    return figures
+
+
+def search_curves(trials: list[dict], curves: dict[int, dict[int, float]], metric: str) -> dict[str, Any]:
+    """A search's metric against the epoch, every trial on one plot: a line per trial coloured by
+    its status (pruned and paused trials end where they stopped, with a marker), the best trial
+    drawn thick with a star at its end.
+
+    Args:
+        trials: :func:`mlcomp.search.board.leaderboard` rows.
+        curves: each trial's metric by epoch (task id → {epoch: value}).
+    """
+    data = []
+    for row in trials:
+        curve = curves.get(row["task_id"], {})
+        epochs = sorted(curve)
+        symbols = ["circle"] * max(len(epochs) - 1, 0) + ["star" if row["best"] else "x"] if epochs else []
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"trial {row['number']} ({row['status']})",
+                     "x": epochs, "y": [curve[e] for e in epochs], "customdata": [row["task_id"]] * len(epochs),
+                     "line": {"color": STATUS_COLORS.get(row["status"], "#000"), "width": 4 if row["best"] else 1.5},
+                     "marker": {"symbol": symbols, "size": [4] * max(len(epochs) - 1, 0) + [14 if row["best"] else 8]}})
+    return {"data": data, "layout": {**_LAYOUT, "height": 420, "xaxis": {"title": {"text": "epoch"}, "dtick": 1},
+                                     "yaxis": {"title": {"text": metric}}, "showlegend": True}}

@@ -36,6 +36,8 @@ from mlcomp.supervisor.status import ACTIVE, rollup_status
 __all__ = [
     "STATUSES",
     "iso",
+    "unix",
+    "overrides",
     "derived_dag_status",
     "list_dags",
     "get_dag_or_404",
@@ -64,6 +66,12 @@ def iso(value: dt.datetime | None) -> str | None:
     """A stored time as ISO-8601 UTC (naive values from SQLite are UTC)."""
     value = _utc(value)
     return value.isoformat() if value is not None else None
+
+
+def unix(value: dt.datetime | None, default: float) -> float:
+    """A stored time as Unix seconds (naive values from SQLite are UTC); ``default`` for None."""
+    value = _utc(value)
+    return value.timestamp() if value is not None else default
 
 
 def _span(started, finished, running: bool, now: dt.datetime) -> float | None:
@@ -161,17 +169,43 @@ def list_dags(session: Session, *, project: str | None = None, status: str | Non
     }
 
 
+def overrides(config: str, grid_cell: dict | None) -> dict[str, Any]:
+    """A DAG's hyper-parameter overrides: the ``--set KEY=VALUE`` it was submitted with (recorded
+    as ``# --set`` lines at the end of its YAML), then its DAG-level grid cell's values."""
+    sets = dict(line[len("# --set "):].split("=", 1) for line in config.splitlines()
+                if line.startswith("# --set ") and "=" in line)
+    return {**sets, **(grid_cell or {})}
+
+
+def _best_main(session: Session, dag_ids: list[int]) -> dict[int, dict]:
+    """Per DAG, the best final value of its tasks' main metric (:func:`main_metric_of`: a train
+    task's ``best``, a grid search's ``best_value``): ``{dag_id: {"metric", "value", "minimize"}}``."""
+    rows = session.execute(select(Task).where(Task.dag_id.in_(dag_ids), Task.result.is_not(None),
+                                              Task.parent_id.is_(None)))
+    best: dict[int, dict] = {}
+    for (task,) in rows:
+        main, result = main_metric_of(task), task.result
+        value = result.get("best", result.get("best_value")) if isinstance(result, dict) else None
+        if not main or not isinstance(value, (int, float)):
+            continue
+        known = best.get(task.dag_id)
+        if known is None or (value < known["value"] if main["minimize"] else value > known["value"]):
+            best[task.dag_id] = {"metric": main["metric"], "value": value, "minimize": main["minimize"]}
+    return best
+
+
 def _dag_rows(session: Session, dag_ids: list[int], now: dt.datetime) -> list[dict]:
     if not dag_ids:
         return []
     counts = _status_counts(session, dag_ids)
+    best = _best_main(session, dag_ids)
     times = {row[0]: row[1:] for row in session.execute(
         select(Task.dag_id, func.min(Task.started), func.max(Task.finished))
         .where(Task.dag_id.in_(dag_ids)).group_by(Task.dag_id))}
-    rows = session.execute(select(Dag.id, Dag.name, Dag.created, Project.name).join(Project)
-                           .where(Dag.id.in_(dag_ids)).order_by(Dag.id.desc()))
+    rows = session.execute(select(Dag.id, Dag.name, Dag.created, Project.name, Dag.config, Dag.grid_cell, Dag.tags,
+                                  Dag.note).join(Project).where(Dag.id.in_(dag_ids)).order_by(Dag.id.desc()))
     dags = []
-    for dag_id, name, created, project in rows:
+    for dag_id, name, created, project, config, grid_cell, tags, note in rows:
         dag_counts = counts.get(dag_id, {})
         status = _dag_status(dag_counts)
         started, finished = times.get(dag_id, (None, None))
@@ -180,6 +214,8 @@ def _dag_rows(session: Session, dag_ids: list[int], now: dt.datetime) -> list[di
             "counts": dag_counts, "task_count": sum(dag_counts.values()), "started": iso(started),
             "finished": iso(finished),
             "duration": _span(started, finished, status == TaskStatus.in_progress.value, now),
+            "overrides": overrides(config, grid_cell), "best": best.get(dag_id), "tags": list(tags or []),
+            "note": note or "",
         })
     return dags
 
@@ -278,7 +314,7 @@ def task_detail(session: Session, task_id: int, now: dt.datetime | None = None) 
     return {
         "id": task.id, "name": task.name, "type": task.type, "status": task.status.value,
         "dag": {"id": task.dag_id, "name": task.dag.name},
-        "parent": _task_ref(task.parent) if task.parent else None,
+        "parent": {**_task_ref(task.parent), "type": task.parent.type} if task.parent else None,
         "children": children, "attempt": task.attempt, "computer": task.computer,
         "gpus": list(task.gpus or []), "gpu_request": [task.gpu_min, task.gpu_max], "cpu": task.cpu,
         "memory": task.memory, "pid": task.pid, "priority": task.priority, "retries": task.retries,
@@ -303,10 +339,12 @@ def _status_counts_children(session: Session, task_id: int) -> dict[str, int]:
 
 
 def _attempt(attempt: Attempt, now: dt.datetime) -> dict[str, Any]:
+    """An attempt's row; an attempt after the first with no checkpoint chosen resumed from the
+    executors' default, ``"last"`` (:func:`executors.train.resolve_resume`)."""
     return {"number": attempt.number, "status": attempt.status.value, "computer": attempt.computer,
             "gpus": list(attempt.gpus or []), "started": iso(attempt.started),
             "finished": iso(attempt.finished), "reason": attempt.reason,
-            "resume_from": attempt.resume_from,
+            "resume_from": attempt.resume_from or ("last" if attempt.number > 1 else None),
             "duration": _span(attempt.started, attempt.finished, attempt.status in ACTIVE, now)}
 
 

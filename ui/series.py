@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from mlcomp.db import Metric
 from ui.downsample import lttb
 
-__all__ = ["EXACT_FACTOR", "metric_series", "series_keys"]
+__all__ = ["EXACT_FACTOR", "metric_series", "series_keys", "series_marks"]
 
 EXACT_FACTOR = 8
 
@@ -47,6 +47,29 @@ def series_keys(session: Session, task_id: int, *, name: str | None = None,
         where.append(Metric.kind == kind)
     return [(name_, kind_) for name_ in _loose_scan(session, Metric.name, where)
             for kind_ in _loose_scan(session, Metric.kind, [*where, Metric.name == name_])]
+
+
+def series_marks(session: Session, task_id: int) -> list[dict]:
+    """Where a task's epoch series change stage or attempt (a resume), by epoch step, read from
+    its epoch-level points only (one ``GROUP BY``).
+
+    Returns:
+        ``[{"step", "kind": "stage" | "resume", "label"}]`` ordered by step: a ``stage`` mark where
+        each named stage after the first begins, a ``resume`` mark where each attempt after the first
+        reported its first point.
+    """
+    rows = session.execute(select(Metric.attempt, Metric.stage, func.min(Metric.step).label("first"))
+                           .where(Metric.task_id == task_id, Metric.kind == "epoch")
+                           .group_by(Metric.attempt, Metric.stage).order_by("first")).all()
+    marks, stages, attempts = [], set(), set()
+    for attempt, stage, first in rows:
+        if stage is not None and stage not in stages and stages:
+            marks.append({"step": first, "kind": "stage", "label": stage})
+        if attempt not in attempts and attempts:
+            marks.append({"step": first, "kind": "resume", "label": f"resumed: attempt {attempt}"})
+        stages.update({stage} - {None})
+        attempts.add(attempt)
+    return marks
 
 
 def metric_series(session: Session, task_ids: Iterable[int], *, name: str | None = None,

@@ -63,9 +63,18 @@ def _describe(task_id: int, name: str, status: TaskStatus, reason: str | None) -
     return f"{line} ({reason})" if reason else line
 
 
+def _describe_epoch(task_id: int, name: str, progress: dict) -> str:
+    line = f"task {task_id} {name!r}: stage {progress.get('stage')} epoch {progress.get('epoch')}"
+    if progress.get("epochs"):
+        line += f"/{progress['epochs']}"
+    eta = progress.get("eta")
+    return line + (f", ETA {eta:.0f} s" if isinstance(eta, (int, float)) else "")
+
+
 def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], None],
                 changed: threading.Event | None = None, poll: float = 0.2) -> bool:
-    """Prints a line per task status change of the DAGs ``dag_ids`` until every task has ended.
+    """Prints a line per task status change of the DAGs ``dag_ids``, and a line per epoch a
+    running task starts (its stage, epoch and ETA), until every task has ended.
 
     Args:
         changed: set by whoever changes a status in this process (the embedded worker), to
@@ -73,21 +82,28 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
         poll: seconds between reads when nothing signals a change.
 
     Returns:
-        True when every task succeeded.
+        True when every task succeeded (search trials that ended pruned count as succeeded).
     """
     seen: dict[int, TaskStatus] = {}
+    epochs: dict[int, tuple] = {}
     while True:
         if changed is not None:
             changed.clear()
         with store.begin() as session:
-            rows = session.execute(select(Task.id, Task.name, Task.status, Task.reason)
+            rows = session.execute(select(Task.id, Task.name, Task.status, Task.reason, Task.progress)
                                    .where(Task.dag_id.in_(dag_ids)).order_by(Task.updated, Task.id)).all()
-        for task_id, name, status, reason in rows:
+        for task_id, name, status, reason, progress in rows:
             if seen.get(task_id, TaskStatus.not_ran) is not status:
                 seen[task_id] = status
                 echo(_describe(task_id, name, status, reason))
-        if all(status.finished for _, _, status, _ in rows):
-            return all(status is TaskStatus.success for _, _, status, _ in rows)
+            position = (progress.get("stage"), progress.get("epoch")) if isinstance(progress, dict) else None
+            if status is TaskStatus.in_progress and position and position[1] is not None \
+                    and epochs.get(task_id) != position:
+                epochs[task_id] = position
+                echo(_describe_epoch(task_id, name, progress))
+        # a paused search trial waits for its search, which ends it (pruned: stopped early, not a failure)
+        if all(row.status.finished or row.status is TaskStatus.paused for row in rows):
+            return all(row.status in (TaskStatus.success, TaskStatus.pruned) for row in rows)
         if changed is not None:
             changed.wait(poll)
         else:

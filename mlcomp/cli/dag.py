@@ -11,6 +11,8 @@ from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
 from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
+from mlcomp.search import SEARCH_TYPE
+from mlcomp.search.board import leaderboard
 from mlcomp.supervisor.status import rollup_status
 
 __all__ = ["dag", "dag_json"]
@@ -30,15 +32,16 @@ def dag():
               help="With --wait and no server running: GPU indices the embedded worker declares.")
 @pass_services
 def dag_submit(app: Services, file, wait, sets, gpus):
-    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid).
+    """Submits the DAG in FILE and prints its id (one per line for a DAG-level grid; with --wait,
+    "DAG <id> submitted", then the tasks' status changes and epochs).
 
     With --wait and no `mlcomp server` answering (for MLCOMP_ROOT on this machine, or through
     the broker), a supervisor and a local worker run in this process until the DAG ends.
     """
     with app.write() as session:
         ids = [d.id for d in control.submit_dag(session, app.settings, file, sets)]
-    for dag_id in ids:
-        click.echo(dag_id)
+    for dag_id in ids:  # the bare ids for scripts; a sentence when a person follows the run
+        click.echo(f"DAG {dag_id} submitted" if wait else dag_id)
     _wake_and_wait(app, ids, wait, gpus)
 
 
@@ -135,6 +138,7 @@ def dag_json(session, dag_id: int) -> dict:
             "id": t.id, "name": t.name, "type": t.type, "status": t.status.value, "attempt": t.attempt,
             "computer": t.computer, "gpus": list(t.gpus or []), "depends": depends[t.id],
             "parent": names.get(t.parent_id), "waiting_reason": t.waiting_reason, "result": t.result,
+            **({"trials": leaderboard(session, t)} if t.type == SEARCH_TYPE else {}),
         } for t in tasks],
     }
 
@@ -154,6 +158,15 @@ def dag_show(app: Services, dag_id, as_json):
     rows = [[t["id"], t["name"], t["type"], t["status"], t["attempt"], t["computer"],
              ",".join(map(str, t["gpus"])), ",".join(t["depends"]), t["waiting_reason"]] for t in doc["tasks"]]
     click.echo(table(rows, ["id", "name", "type", "status", "attempt", "computer", "gpus", "depends", "waiting"]))
+    for t in doc["tasks"]:
+        if "trials" in t:  # a search: its trials, best first
+            click.echo(f"\nsearch {t['name']!r}: {len(t['trials'])} trials, best first")
+            rows = [[r["number"], r["task_id"], r["status"], r["rung"], r["epochs"],
+                     None if r["value"] is None else f"{r['value']:.4f}",
+                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
+                     "*" if r["best"] else ""] for r in t["trials"]]
+            click.echo(table(rows, ["trial", "task", "status", "rung", "epochs", t["trials"][0]["metric"] if t["trials"]
+                                    else "metric", "params", "best"]))
 
 
 @dag.command("stop")

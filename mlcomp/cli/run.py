@@ -92,12 +92,13 @@ def _run_distributed(config: dict, nproc: int) -> None:
     import sys
     import tempfile
 
-    from mlcomp.runner.config import make_experiment, resolve_resume, save_config
+    from mlcomp.runner.checkpoint import resume_checkpoint
+    from mlcomp.runner.config import make_experiment, save_config
     from mlcomp.runner.distributed import spawn_processes
     from mlcomp.runner.runner import EXIT_STOPPED
 
     experiment = make_experiment(config)
-    resolve_resume(config["args"], experiment.logdir)
+    resume_checkpoint(config["args"], experiment.logdir)
     with tempfile.TemporaryDirectory(prefix="mlcomp-run-") as folder:
         path = save_config(config, Path(folder) / "config.yml")
         code = spawn_processes([sys.executable, "-c", "from mlcomp.cli import main; main()", "run",

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from mlcomp import control
 from mlcomp.cli.common import Services, pass_services
-from mlcomp.db import LogLine
+from mlcomp.db import LogLine, Task
 
 __all__ = ["task"]
 
@@ -34,13 +34,12 @@ def task_stop(app: Services, task_id):
 @click.argument("task_id", metavar="ID", type=int)
 @click.option("--from", "from_", metavar="best|last|PATH",
               help="Checkpoint the new attempt continues from: last (last_full.pth), best "
-                   "(best_full.pth), or a file, relative to this folder or to the task's folder "
-                   "(default: the task's own choice, at first last).")
+                   "(best_full.pth), or a file relative to this folder, inside the task's logdir or "
+                   "a folder of the checkpoint_dirs setting (default: the task's own choice, at first last).")
 @pass_services
 def task_resume(app: Services, task_id, from_):
     """Starts a new attempt of the failed, stopped or skipped task ID."""
-    if from_ not in (None, *control.RESUME_FROM):
-        from_ = _checkpoint_path(app.settings.tasks_dir / str(task_id), from_)
+    from_ = control.resume_from(app.settings, task_id, from_, base=Path.cwd())
     with app.write() as session:
         resumed = control.resume_task(session, task_id, from_)
         attempt = resumed.attempt
@@ -48,27 +47,16 @@ def task_resume(app: Services, task_id, from_):
     click.echo(f"task {task_id}: attempt {attempt} waiting to run")
 
 
-def _checkpoint_path(folder: Path, path: str) -> str:
-    """``path`` made absolute when it names a file here, else kept relative to the task's
-    ``folder`` where it names a file there.
-
-    Raises:
-        click.BadParameter: no such file in either place.
-    """
-    if Path(path).is_file():
-        return str(Path(path).absolute())
-    if (folder / path).is_file():
-        return path
-    raise click.BadParameter(f"no checkpoint file {path!r} here or in the task's folder {folder}",
-                             param_hint="'--from'")
-
-
-def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], bool]:
+def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], dict[int, str], bool]:
+    """The next lines of the task and its children (grid cells, ranks), the prefix of each
+    source's lines, and whether the task has ended."""
     with app.read() as session:
         finished = control.get_task(session, task_id).status.finished
-        lines = session.scalars(select(LogLine).where(LogLine.task_id == task_id, LogLine.id > after)
+        prefixes = {task_id: "", **{i: f"[{name}] " for i, name in session.execute(
+            select(Task.id, Task.name).where(Task.parent_id == task_id))}}
+        lines = session.scalars(select(LogLine).where(LogLine.task_id.in_(prefixes), LogLine.id > after)
                                 .order_by(LogLine.id).limit(1000)).all()
-    return list(lines), finished
+    return list(lines), prefixes, finished
 
 
 @task.command("logs")
@@ -77,12 +65,13 @@ def _lines(app: Services, task_id: int, after: int) -> tuple[list[LogLine], bool
 @click.option("--poll", default=0.5, show_default=True, help="Seconds between reads with --follow.")
 @pass_services
 def task_logs(app: Services, task_id, follow, poll):
-    """Prints the log of task ID (every attempt, oldest first)."""
+    """Prints the log of task ID (every attempt, oldest first); a grid search's log includes its
+    cells' lines, each prefixed with ``[cell name]``."""
     cursor = 0
     while True:
-        lines, finished = _lines(app, task_id, cursor)
+        lines, prefixes, finished = _lines(app, task_id, cursor)
         for line in lines:
-            click.echo(line.text, err=line.stream == "stderr")
+            click.echo(prefixes[line.task_id] + line.text, err=line.stream == "stderr")
         cursor = lines[-1].id if lines else cursor
         if len(lines) == 1000:
             continue

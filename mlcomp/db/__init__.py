@@ -9,6 +9,7 @@ from mlcomp.db.models import (
     LogLine,
     Metric,
     Project,
+    ResourceSample,
     SearchRung,
     SearchTrial,
     SnapshotBlob,
@@ -23,7 +24,7 @@ from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_st
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
-    "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task", "TaskDependency",
-    "TaskStatus", "utcnow",
+    "ResourceSample", "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task",
+    "TaskDependency", "TaskStatus", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

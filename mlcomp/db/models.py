@@ -120,6 +120,8 @@ class Dag(Base):
     config: Mapped[str] = mapped_column(Text)  # the submitted YAML, as written
     source: Mapped[str | None] = mapped_column(String(1000))  # the file it came from
     grid_cell: Mapped[dict[str, Any] | None]  # values of a DAG-level grid cell
+    tags: Mapped[list[Any] | None]  # labels set in the UI, e.g. ["baseline", "lr-sweep"]
+    note: Mapped[str | None] = mapped_column(Text)  # free text set in the UI
     created: Mapped[timestamp]
     project: Mapped[Project] = relationship(back_populates="dags")
     tasks: Mapped[list["Task"]] = relationship(back_populates="dag", order_by="Task.id")
@@ -279,6 +281,33 @@ class Metric(Base):
     # with their values, so SQLite answers from the index without visiting the table
     __table_args__ = (Index("ix_metric_task_id_name_kind_step", "task_id", "name", "kind", "step"),
                       Index("ix_metric_series", "task_id", "name", "kind", "loader", "step", "value"))
+
+
+class ResourceSample(Base):
+    """One resource reading of a computer, a GPU or a task's processes, written by the worker with
+    each heartbeat (:mod:`mlcomp.worker.resources`) and rolled up for retention.
+
+    - ``task_id`` NULL, ``gpu`` NULL: the whole computer (CPU % of all cores, RAM used);
+    - ``gpu`` set: that GPU (utilization %, memory used), ``task_id`` the task holding it, if any;
+    - ``task_id`` set, ``gpu`` NULL: the task's process tree (CPU % summed over its processes, RSS).
+
+    ``time`` is Unix seconds (an integer, so buckets are an integer division in any database);
+    ``resolution`` 0 is a raw sample, 60 or 600 the mean over the bucket starting at ``time``.
+    ``memory`` is in bytes.
+    """
+
+    __tablename__ = "resource_sample"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    computer: Mapped[str] = mapped_column(String(200))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
+    gpu: Mapped[int | None]
+    resolution: Mapped[int] = mapped_column(default=0)
+    time: Mapped[int] = mapped_column(BigInteger)
+    utilization: Mapped[float | None] = mapped_column(Float)
+    memory: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_resource_sample_computer", "computer", "resolution", "time"),
+                      Index("ix_resource_sample_task", "task_id", "resolution", "time"))
 
 
 class Checkpoint(Base):

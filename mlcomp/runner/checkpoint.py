@@ -8,15 +8,20 @@ cuda: the generators at the moment of saving), ``loader_rng`` (the generators at
 current loader, before its iterator drew a permutation), ``position`` and ``runner`` (counters
 and metrics, see :meth:`mlcomp.runner.runner.Runner.state_dict`) and ``checkpoint_data``.
 
-Checkpoints hold python and numpy RNG states, so they are read with ``weights_only=False``: load
-only files your own runs wrote.
+Every checkpoint holds only tensors and plain Python types (``save_checkpoint`` checks it, naming
+the key of anything else), so it is read with ``torch.load(weights_only=True)``, which never runs
+code from the file: a pickled payload is refused. :func:`resolve_checkpoint` is the one place a
+checkpoint name (``best``, ``last``, a file name, a path) becomes a file, confined where asked to
+the run's logdir and the folders the settings allow (``checkpoint_dirs``).
 """
 from __future__ import annotations
 
 import io
 import os
+import pickle
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -29,6 +34,11 @@ __all__ = [
     "model_checkpoint",
     "full_checkpoint",
     "unpack_checkpoint",
+    "resolve_checkpoint",
+    "resume_checkpoint",
+    "confine",
+    "check_plain",
+    "NAMED",
     "FULL_KEYS",
 ]
 
@@ -36,10 +46,21 @@ FULL_KEYS = ("model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
              "callbacks", "rng", "loader_rng", "position", "runner")
 """Keys every full checkpoint has."""
 
+NAMED = ("best", "last", "best_full", "last_full")
+"""Checkpoint names that stand for ``logdir/checkpoints/{name}.pth``."""
+_LEAVES = (str, int, float, bool, complex, bytes, type(None), torch.Size, torch.dtype, torch.device)
+_CONTAINERS = (dict, OrderedDict, list, tuple, set)
+
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, *more_paths) -> Path:
     """Write ``checkpoint`` to ``path`` (and ``more_paths``: serialised once, written to each)
-    atomically (a temporary file, then ``os.replace``), creating folders; returns ``path``."""
+    atomically (a temporary file, then ``os.replace``), creating folders; returns ``path``.
+
+    Raises:
+        ConfigError: the checkpoint holds something other than tensors and plain types
+            (:func:`check_plain`).
+    """
+    check_plain(checkpoint)
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     for target in (path, *more_paths):
@@ -51,17 +72,118 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, *more_p
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU.
+def check_plain(value: Any, key: str = "checkpoint") -> None:
+    """Checks that ``value`` holds only what ``torch.load(weights_only=True)`` reads back: tensors,
+    ``torch.Size``/``dtype``/``device``, str, int, float, bool, complex, bytes, None, and dicts,
+    lists, tuples and sets of them (exact types: a numpy scalar, a ``defaultdict`` or a user
+    object is refused).
 
     Raises:
-        ConfigError: the file does not exist, cannot be read, or is not a checkpoint dict.
+        ConfigError: names the dotted key of the first value that is not allowed and its type.
+    """
+    kind = type(value)
+    if isinstance(value, torch.Tensor) or kind in _LEAVES:
+        return
+    if kind not in _CONTAINERS:
+        raise ConfigError(f"{key}: a {kind.__module__}.{kind.__qualname__} cannot be saved in a checkpoint; "
+                          f"allowed: tensors and plain types (str, int, float, bool, None, lists, tuples, dicts), "
+                          f"so that checkpoints load with torch.load(weights_only=True); convert it in the "
+                          f"state_dict() that returns it")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for name, item in items:
+        check_plain(name, f"{key} key")
+        check_plain(item, f"{key}.{name}")
+
+
+def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], what: str = "checkpoint") -> Path:
+    """``path`` made absolute (symlinks resolved) if it lies inside one of ``roots``.
+
+    Raises:
+        ConfigError: it lies outside every root (the message names them).
+    """
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(Path(root).resolve()) for root in roots):
+        raise ConfigError(f"{what} {os.fspath(path)!r} refused: only files inside "
+                          f"{' or '.join(str(root) for root in roots)} are allowed (add a folder to the "
+                          f"checkpoint_dirs setting to allow it)")
+    return resolved
+
+
+def resolve_checkpoint(logdir: str | os.PathLike | None, which: str | os.PathLike, *, full: bool = False,
+                       allowed_dirs: Sequence[str | os.PathLike] | None = None,
+                       base: str | os.PathLike | None = None, missing_ok: bool = False) -> Path | None:
+    """The checkpoint file ``which`` names for the run in ``logdir``: mlcomp's one resolver.
+
+    Args:
+        which: ``best`` or ``last`` (``logdir/checkpoints/{which}.pth``, ``{which}_full.pth``
+            with ``full``), ``best_full``/``last_full``, a file name inside ``logdir/checkpoints``
+            (``stage1.3.pth``) or a path (relative to ``base``, default the working directory).
+        full: ``best``/``last`` mean the full (resumable) checkpoints.
+        allowed_dirs: ``None`` takes any path (a user's own ``mlcomp run --resume``); otherwise
+            the file must lie inside ``logdir`` or one of these folders (``checkpoint_dirs``), so
+            a task cannot be made to read a file from elsewhere.
+        missing_ok: a missing ``best``/``last`` gives None instead of an error (a run stopped
+            before its first checkpoint starts afresh).
+
+    Raises:
+        ConfigError: no such file (the message names the paths tried and the checkpoints
+            present), a name without a logdir, or a path outside the allowed folders.
+    """
+    name = os.fspath(which)
+    folder = Path(logdir) / "checkpoints" if logdir is not None else None
+    if name in NAMED:
+        if folder is None:
+            raise ConfigError(f"checkpoint {name!r}: needs a logdir (args.logdir or --logdir)")
+        candidates = [folder / f"{name}{'_full' if full and '_' not in name else ''}.pth"]
+    else:
+        path = Path(base or Path.cwd()) / name  # an absolute name stays as it is
+        candidates = [path] + ([folder / name] if folder is not None and Path(name).name == name else [])
+    for path in candidates:
+        if path.is_file():
+            if allowed_dirs is not None:
+                confine(path, [*([logdir] if logdir is not None else []), *allowed_dirs])
+            return path
+    if missing_ok and name in NAMED:
+        return None
+    present = sorted(p.name for p in folder.glob("*.pth")) if folder is not None and folder.is_dir() else []
+    tried = " or ".join(str(path) for path in candidates)
+    where = f"; checkpoints in {folder}: {', '.join(present) or 'none'}" if folder is not None else ""
+    raise ConfigError(f"checkpoint {name}: no such file ({tried}){where} (or give best, last or a path)")
+
+
+def resume_checkpoint(args: Mapping[str, Any], logdir: str | os.PathLike | None) -> Path | None:
+    """The full checkpoint a run of the runner's config continues from: ``args.resume`` (a path,
+    or ``best``/``last``; must exist), else ``args.autoresume`` (``last`` or ``best``: its full
+    checkpoint in ``logdir`` when it exists), else None.
+
+    Raises:
+        ConfigError: ``args.resume`` does not exist, or a name without a logdir.
+    """
+    resume, auto = args.get("resume"), args.get("autoresume")
+    if resume:
+        return resolve_checkpoint(logdir, resume, full=True)
+    if auto:
+        return resolve_checkpoint(logdir, auto, full=True, missing_ok=True)
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU with ``torch.load(weights_only=True)``.
+
+    Raises:
+        ConfigError: the file does not exist, cannot be read, holds pickled Python objects other
+            than tensors and plain types (refused, never unpickled), or is not a checkpoint dict.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = str(e).partition("WeightsUnpickler error: ")[2].splitlines()[0:1] or [type(e).__name__]
+        raise ConfigError(f"checkpoint {path}: refused: it holds pickled Python objects, not only tensors and "
+                          f"plain types ({refused[0]}); mlcomp reads checkpoints with torch.load(weights_only="
+                          f"True) and never unpickles code from a file") from None
     except Exception as e:  # a truncated or foreign file: the user's input, not a bug
         raise ConfigError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from e
     if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:

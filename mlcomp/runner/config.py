@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from mlcomp.configkit import PathError, deep_merge, expand_env, key_paths, set_path, split_path
 from mlcomp.errors import ConfigError
 from mlcomp.runner import registry
+from mlcomp.runner.checkpoint import resume_checkpoint
 from mlcomp.runner.experiment import Experiment
 from mlcomp.runner.simple import callbacks_by_name
 
@@ -56,7 +57,6 @@ __all__ = [
     "set_by_path",
     "validate_config",
     "make_experiment",
-    "resolve_resume",
     "run_config",
 ]
 
@@ -787,26 +787,6 @@ def _expdir_classes(config: Mapping):
     return experiment, runner
 
 
-def resolve_resume(args: Mapping[str, Any], logdir: str | None) -> str | None:
-    """The checkpoint to resume from: ``args.resume`` (must exist), else for ``args.autoresume``
-    (``last`` or ``best``) ``logdir/checkpoints/{which}_full.pth`` when it exists, else None.
-
-    Raises:
-        ConfigError: ``args.resume`` does not exist, or autoresume without a logdir.
-    """
-    resume, auto = args.get("resume"), args.get("autoresume")
-    if resume:
-        if not Path(resume).is_file():
-            raise ConfigError(f"args.resume: checkpoint {resume} does not exist")
-        return str(resume)
-    if auto:
-        if not logdir:
-            raise ConfigError("args.autoresume: needs args.logdir (or --logdir)")
-        path = Path(logdir) / "checkpoints" / f"{auto}_full.pth"
-        return str(path) if path.is_file() else None
-    return None
-
-
 def _make_runner(config: Mapping, runner_cls):
     params = dict(config.get("runner_params") or {})
     name = params.pop("runner", None)
@@ -858,7 +838,7 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     experiment.extra_callbacks.update(callbacks_by_name(extra_callbacks))
     if args.get("timeit") and "TimerCallback" in registry.Callback:
         experiment.extra_callbacks.setdefault("_timer", registry.Callback.create("TimerCallback"))
-    resume_path = resolve_resume(args, experiment.logdir)
+    resume_path = resume_checkpoint(args, experiment.logdir)
     _prepare_cudnn(args)
     runner = _make_runner(config, runner_cls)
     if experiment.logdir and _is_master():

@@ -25,15 +25,12 @@ import torch
 
 from mlcomp.errors import ConfigError
 
-__all__ = ["MODES", "trace_model", "trace_logdir", "load_traced", "trace_name", "resolve_checkpoint",
-           "example_input"]
+__all__ = ["MODES", "trace_model", "trace_logdir", "load_traced", "trace_name", "example_input"]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("eval", "train")
 """The module modes a model can be traced in (``model.eval()`` / ``model.train()``)."""
-
-_NAMED_CHECKPOINTS = ("best", "last", "best_full", "last_full")
 
 
 @contextlib.contextmanager
@@ -161,26 +158,6 @@ def trace_name(checkpoint: str, mode: str = "eval", method_name: str = "forward"
     return "-".join(parts) + ".pth"
 
 
-def resolve_checkpoint(logdir: Path, checkpoint: str | os.PathLike) -> Path:
-    """The checkpoint file meant by ``checkpoint``: ``best``, ``last``, ``best_full`` or
-    ``last_full`` (in ``logdir/checkpoints``), a path, or a file name inside
-    ``logdir/checkpoints`` (``stage1.3.pth``).
-
-    Raises:
-        ConfigError: no such file; the message names the path tried and the checkpoints present.
-    """
-    folder = Path(logdir) / "checkpoints"
-    name = os.fspath(checkpoint)
-    candidates = [folder / f"{name}.pth"] if name in _NAMED_CHECKPOINTS else [Path(name), folder / name]
-    for path in candidates:
-        if path.is_file():
-            return path
-    present = sorted(p.name for p in folder.glob("*.pth")) if folder.is_dir() else []
-    tried = " or ".join(str(path) for path in candidates)
-    raise ConfigError(f"checkpoint {name}: no such file ({tried}); checkpoints in {folder}: "
-                      f"{', '.join(present) or 'none'} (or give best, last or a path)")
-
-
 def example_input(batch: Any, input_key: str | list[str] | None = "features", where: str = "batch"):
     """The model's input in a loader batch: ``batch[input_key]`` for a dict batch (a tuple of
     values for a list of keys, the whole dict for ``None``), the first element of a tuple or list
@@ -238,7 +215,7 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
     Args:
         logdir: the run's folder.
         checkpoint: ``best``, ``last``, ``best_full``, ``last_full``, a file name in
-            ``logdir/checkpoints`` or a path (see :func:`resolve_checkpoint`).
+            ``logdir/checkpoints`` or a path (see :func:`mlcomp.runner.checkpoint.resolve_checkpoint`).
         method_name, mode, requires_grad, script, device: as in :func:`trace_model`.
         out: where to write; default ``logdir/trace/`` + :func:`trace_name`.
         config: a config file to use instead of ``logdir/config.yml``.
@@ -250,7 +227,7 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
         ConfigError: the logdir, config or checkpoint is missing, the checkpoint does not fit the
             model, the batch lacks the input key, or the model cannot be exported.
     """
-    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
+    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked, resolve_checkpoint
 
     logdir = Path(logdir)
     if not logdir.is_dir():

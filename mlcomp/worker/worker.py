@@ -38,7 +38,8 @@ from mlcomp.dag import materialize
 from mlcomp.db import Attempt, Computer, Dag, Task, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.supervisor.wake import add_listener, remove_listener
-from mlcomp.worker.gpus import detect_gpus, gpu_usage
+from mlcomp.worker.gpus import detect_gpus
+from mlcomp.worker.resources import ResourceRecorder
 from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
 from mlcomp.worker.process import AttemptFiles, TaskProcess
 from mlcomp.worker.report import Reporter
@@ -110,6 +111,7 @@ class Worker:
         live scoped worker of the same computer; beside a live worker of every DAG it changes
         nothing of the scope."""
         self.gpus = detect_gpus(self.declared_gpus)
+        self.resources = ResourceRecorder(self.name, self.gpus)
         now = utcnow()
         values = dict(address=_address(), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
                       memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=now)
@@ -140,11 +142,11 @@ class Worker:
         elsewhere) the tasks placed on it. The heartbeat thread beats every ``heartbeat_ttl / 3``
         seconds, so two beats in a row may be lost (a busy database) before that happens.
         """
-        usage = {"cpu": psutil.cpu_percent(), "memory": round(psutil.virtual_memory().used / 1e9, 2),
-                 "gpus": gpu_usage(self.gpus), "tasks": len(self._runs)}
+        usage = {**self.resources.usage(), "tasks": len(self._runs)}
         with self.sessionmaker.begin() as session:
             session.execute(update(Computer).where(Computer.name == self.name)
                             .values(heartbeat=utcnow(), usage=usage))
+        self.resources.record(self.sessionmaker, usage)  # the history of usage (mlcomp.worker.resources)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> "Worker":

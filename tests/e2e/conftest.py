@@ -1,16 +1,15 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, and the UI served by a real waitress
 server on 127.0.0.1 (a free port) over a test store.
 
-No browser is ever downloaded: when ``/usr/bin/chromium`` is missing the session installs Debian's
-``chromium`` package with apt-get; if that is impossible the browser tests are skipped (failed
-under ``CI=true``). Screenshots go to ``$MLCOMP_SCREENSHOTS`` when set (``make screenshots`` sets
-``docs/screenshots``), else to the test's temporary folder.
+No browser is ever downloaded, and the tests install nothing: ``make browser`` (run by
+``make test``) installs Debian's ``chromium`` package when ``/usr/bin/chromium`` is missing;
+without it the browser tests are skipped (failed under ``CI=true``). Screenshots go to
+``$MLCOMP_SCREENSHOTS`` when set (``make screenshots`` sets ``docs/screenshots``), else to the
+test's temporary folder.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -27,24 +26,11 @@ def _unavailable(message: str):
     pytest.skip(message)
 
 
-def _install_chromium() -> None:
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-qq", "chromium"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run([apt, "update", "-qq"], env=env, capture_output=True)
-        subprocess.run(install, env=env, capture_output=True)
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    """The path of Debian's Chromium, installed with apt-get when missing."""
+    """The path of Debian's Chromium (``make browser`` installs it)."""
     if not os.path.exists(CHROMIUM):
-        _install_chromium()
-    if not os.path.exists(CHROMIUM):
-        _unavailable(f"{CHROMIUM} is missing and could not be installed with apt-get install chromium")
+        _unavailable(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
     return CHROMIUM
 
 

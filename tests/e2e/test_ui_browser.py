@@ -13,7 +13,7 @@ def test_browse_to_a_running_task_and_stop_it(page, live_server, filled, store, 
     base = live_server()
     page.goto(base + "/dags")
     page.wait_for_selector(f'tr[data-dag="{filled.dag}"]')
-    assert page.locator(f'tr[data-dag="{filled.failed_dag}"] td').nth(1).inner_text() == "bash " + EVIL
+    assert page.locator(f'tr[data-dag="{filled.failed_dag}"] td').nth(2).inner_text() == "bash " + EVIL
 
     page.click("text=digits")
     page.wait_for_selector("#graph .main-svg")

@@ -24,6 +24,7 @@ from mlcomp.runner.callbacks.metrics import (
     MultiLabelAccuracyCallback,
 )
 from mlcomp.runner.callbacks.mixup import MixupCallback
+from mlcomp.runner.callbacks.mlflow import MLflowLogger
 from mlcomp.runner.callbacks.timer import TimerCallback
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "LRFinder",
     "MapKCallback",
     "MixupCallback",
+    "MLflowLogger",
     "MultiLabelAccuracyCallback",
     "StatisticsMetricCallback",
     "TimerCallback",

@@ -1,0 +1,184 @@
+"""Resource history: what a computer, its GPUs and each running task use, sampled with every
+worker heartbeat into ``resource_sample`` and rolled up for retention.
+
+Each beat writes raw samples (``resolution`` 0): the computer's CPU % and RAM used, each GPU's
+utilization and memory used (NVML, through :func:`mlcomp.worker.gpus.gpu_usage`) with the task
+holding it, and each running task's process tree (CPU % summed over the processes, RSS in bytes,
+by psutil). Retention is round-robin in the manner of RRDtool's consolidation (T. Oetiker): once
+a minute the worker averages its complete buckets into 60 s samples and those into 600 s ones,
+in SQL (``INSERT … SELECT … GROUP BY``), and deletes the samples older than their level's
+:data:`RETENTION`. A reader (:func:`resource_history`) picks the finest level that holds the
+window in at most ``max_points`` buckets and averages its rows per bucket in SQL, so a week of
+5 s samples of 8 GPUs is drawn from about a thousand 600 s rows per series.
+"""
+from __future__ import annotations
+
+import logging
+import time as _time
+
+import psutil
+from sqlalchemy import delete, func, insert, literal, or_, select
+from sqlalchemy.orm import Session
+
+from mlcomp.db import ResourceSample, Task, TaskStatus
+from mlcomp.worker.gpus import gpu_usage
+
+__all__ = ["LEVELS", "RETENTION", "ResourceRecorder", "compact", "resource_history"]
+
+log = logging.getLogger(__name__)
+
+LEVELS = (0, 60, 600)
+"""The resolutions stored, in seconds (0: raw samples, one per heartbeat)."""
+RETENTION = {0: 86_400, 60: 14 * 86_400, 600: 366 * 86_400}
+"""Seconds each level is kept."""
+COMPACT_EVERY = 60.0
+"""Seconds between two roll-ups by a worker."""
+
+
+class ResourceRecorder:
+    """Samples one computer and writes the samples; kept by the worker between heartbeats (psutil
+    measures CPU % since the previous call on the same process object).
+
+    Args:
+        computer: the computer's name.
+        gpus: its detected GPUs, ``[{"index", "name", "memory"}]``.
+        clock: Unix seconds (``time.time``).
+    """
+
+    def __init__(self, computer: str, gpus: list[dict], clock=_time.time):
+        self.computer = computer
+        self.gpus = gpus
+        self.clock = clock
+        self._processes: dict[int, psutil.Process] = {}
+        self._compacted = 0.0
+
+    def usage(self) -> dict:
+        """The computer's current use: ``{"cpu": percent, "memory": GB used, "memory_bytes",
+        "gpus": [{"index", "utilization" (percent), "memory_used" (bytes)}]}``."""
+        memory = psutil.virtual_memory().used
+        return {"cpu": psutil.cpu_percent(), "memory": round(memory / 1e9, 2), "memory_bytes": memory,
+                "gpus": gpu_usage(self.gpus)}
+
+    def record(self, sessionmaker, usage: dict) -> None:
+        """Writes ``usage`` (:meth:`usage`) and the running tasks' process use as raw samples in
+        a transaction of its own, and rolls up once every :data:`COMPACT_EVERY` seconds. A failure
+        is logged, never raised: the heartbeat it follows must go on."""
+        try:
+            with sessionmaker.begin() as session:
+                self._write(session, usage, int(self.clock()))
+        except Exception:
+            log.exception("computer %s: writing resource samples failed", self.computer)
+
+    def _write(self, session: Session, usage: dict, now: int) -> None:
+        tasks = session.execute(select(Task.id, Task.pid, Task.gpus).where(
+            Task.computer == self.computer, Task.status.in_([TaskStatus.in_progress, TaskStatus.stopping])))
+        holders, rows, seen = {}, [], {}
+        for task_id, pid, gpus in tasks:
+            holders.update({gpu: task_id for gpu in gpus or []})
+            tree = self._process_tree(pid, seen)
+            if tree is not None:
+                rows.append({"task_id": task_id, "gpu": None, "utilization": tree[0], "memory": tree[1]})
+        self._processes = seen
+        rows.append({"task_id": None, "gpu": None, "utilization": usage["cpu"], "memory": usage["memory_bytes"]})
+        rows += [{"task_id": holders.get(g["index"]), "gpu": g["index"], "utilization": g["utilization"],
+                  "memory": g["memory_used"]} for g in usage["gpus"]]
+        session.execute(insert(ResourceSample), [{"computer": self.computer, "resolution": 0, "time": now, **row}
+                                                 for row in rows])
+        if now - self._compacted >= COMPACT_EVERY:
+            compact(session, self.computer, now)
+            self._compacted = now
+
+    def _process_tree(self, pid: int | None, seen: dict) -> tuple[float, int] | None:
+        """CPU % (since the previous beat, 0 at the first) and RSS bytes of ``pid`` and its
+        descendants, None when it is gone; the process objects measured go into ``seen``."""
+        try:
+            root = psutil.Process(pid) if pid else None
+            procs = [root, *root.children(recursive=True)] if root else []
+        except psutil.Error:
+            return None
+        if not procs:
+            return None
+        cpu, rss = 0.0, 0
+        for proc in procs:
+            known = self._processes.get(proc.pid)
+            proc = known if known is not None and known.is_running() else proc  # is_running: same process
+            try:
+                cpu += proc.cpu_percent()
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+            seen[proc.pid] = proc
+        return cpu, rss
+
+
+def compact(session: Session, computer: str, now: int) -> None:
+    """Rolls ``computer``'s samples up one level at a time (raw → 60 s → 600 s): each complete
+    bucket after the level's latest is averaged in SQL; then each level's rows older than its
+    :data:`RETENTION` are deleted."""
+    rs = ResourceSample
+    for source, level in zip(LEVELS, LEVELS[1:]):
+        mine = (rs.computer == computer, rs.resolution == source)
+        last = session.scalar(select(func.max(rs.time)).where(rs.computer == computer, rs.resolution == level))
+        first = session.scalar(select(func.min(rs.time)).where(*mine))
+        if first is None:
+            continue
+        start = last + level if last is not None else first // level * level
+        end = now // level * level  # complete buckets only
+        if end <= start:
+            continue
+        bucket = (rs.time // level * level).label("bucket")
+        rows = (select(literal(computer), rs.task_id, rs.gpu, literal(level), bucket,
+                       func.avg(rs.utilization), func.avg(rs.memory))
+                .where(*mine, rs.time >= start, rs.time < end).group_by(rs.task_id, rs.gpu, bucket))
+        session.execute(insert(rs).from_select(
+            ["computer", "task_id", "gpu", "resolution", "time", "utilization", "memory"], rows))
+    for level in LEVELS:
+        session.execute(delete(rs).where(rs.computer == computer, rs.resolution == level,
+                                         rs.time < now - RETENTION[level]))
+
+
+def _level(start: int, end: int, max_points: int, now: int) -> int:
+    """The finest level holding ``[start, end]`` (retention) in at most ``max_points`` buckets
+    of its size (raw samples count as 5 s)."""
+    for level in LEVELS:
+        if start >= now - RETENTION[level] and (end - start) / max(level, 5) <= max_points:
+            return level
+    return LEVELS[-1]
+
+
+def resource_history(session: Session, *, start: int, end: int, now: int, computer: str | None = None,
+                     task_id: int | None = None, max_points: int = 1000) -> list[dict]:
+    """Resource series of a computer (itself and its GPUs) or of a task (its processes and the
+    GPUs it held) over ``[start, end]`` Unix seconds, each at most ``max_points`` buckets
+    averaged in SQL.
+
+    Returns:
+        ``[{"source": "cpu" | "gpu<i>" | "task", "gpu": i or None, "resolution": seconds,
+        "x": [Unix seconds], "utilization": [percent], "memory": [bytes, rounded], "task_id": [holder or
+        None]}]``: ``cpu`` the computer, ``task`` the task's process tree, ``gpu<i>`` GPU ``i``.
+
+    Raises:
+        ValueError: neither or both of ``computer`` and ``task_id`` given.
+    """
+    if (computer is None) == (task_id is None):
+        raise ValueError("resource_history: give exactly one of computer and task_id")
+    rs = ResourceSample
+    level = _level(start, end, max_points, now)
+    width = max(level, -(-(end - start) // max_points), 1)
+    scope = ((rs.computer == computer, or_(rs.task_id.is_(None), rs.gpu.is_not(None))) if computer is not None
+             else (rs.task_id == task_id,))
+    bucket = (rs.time // width * width).label("bucket")
+    rows = session.execute(
+        select(rs.gpu, bucket, func.avg(rs.utilization), func.avg(rs.memory), func.max(rs.task_id))
+        .where(*scope, rs.resolution == level, rs.time >= start // width * width, rs.time <= end)
+        .group_by(rs.gpu, bucket).order_by(rs.gpu, bucket))
+    series: dict = {}
+    for gpu, at, utilization, memory, holder in rows:
+        source = f"gpu{gpu}" if gpu is not None else ("cpu" if computer is not None else "task")
+        s = series.setdefault(source, {"source": source, "gpu": gpu, "resolution": width, "x": [],
+                                       "utilization": [], "memory": [], "task_id": []})
+        s["x"].append(int(at))
+        s["utilization"].append(None if utilization is None else round(float(utilization), 2))
+        s["memory"].append(None if memory is None else round(memory))
+        s["task_id"].append(holder if gpu is not None else None)
+    return sorted(series.values(), key=lambda s: (s["gpu"] is not None, s["gpu"] or 0))

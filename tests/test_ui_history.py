@@ -85,3 +85,18 @@ def test_one_point_series_are_values_and_resumes_are_marked(client, filled, stor
     [loss] = [f for f in body["figures"] if (f["name"], f["kind"]) == ("loss", "epoch")]
     assert [s["x0"] for s in loss["figure"]["layout"]["shapes"]] == [3, 3]
     go.Figure(loss["figure"])
+
+
+def test_x_axis_by_epoch_or_wall_time(ro_client, ro_filled):
+    url = f"/api/tasks/{ro_filled.train}/metrics?figures=1&name=loss"
+    by_step = ro_client.get(url).get_json()
+    by_epoch = ro_client.get(url + "&x=epoch").get_json()
+    by_time = ro_client.get(url + "&x=time").get_json()
+    batch = [s for s in by_epoch["series"] if s["kind"] == "batch"][0]
+    assert batch["x"][0] == 0 and all(0 <= x < 3 for x in batch["x"]) and batch["x"] == sorted(batch["x"])
+    assert [s["x"] for s in by_epoch["series"] if s["kind"] == "epoch"] == [
+        s["x"] for s in by_step["series"] if s["kind"] == "epoch"]  # an epoch point's step is its epoch
+    start = dt.datetime.fromisoformat(ro_client.get(f"/api/tasks/{ro_filled.train}").get_json()["started"])
+    assert {x for s in by_time["series"] for x in s["x"]} == {(start - dt.timedelta(seconds=6)).timestamp() * 1000}
+    assert {f["figure"]["layout"]["xaxis"]["type"] for f in by_time["figures"]} == {"date"}
+    assert ro_client.get(url + "&x=hour").status_code == 400

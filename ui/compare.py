@@ -9,10 +9,10 @@ from sqlalchemy import exists, select
 
 from mlcomp.db import Metric, Task
 from ui import plots, queries
-from ui.series import metric_series
+from ui.series import X_AXES, metric_series, relabel
 from ui.db import get_session
 from ui.errors import ApiError
-from ui.views import MAX_INT, twin
+from ui.views import MAX_INT, choice_arg, twin
 
 __all__ = ["bp", "run_labels", "summary"]
 
@@ -85,7 +85,8 @@ def summary(series: list[dict], labels: dict[int, str]) -> list[dict]:
 
 @twin(bp, "/compare", "compare/compare.html")
 def compare() -> dict:
-    """``?tasks=1,2,3&dags=4,5&name=&kind=epoch|batch``: the runs' series overlaid per metric."""
+    """``?tasks=1,2,3&dags=4,5&name=&kind=epoch|batch&x=step|epoch|time``: the runs' series
+    overlaid per metric."""
     session = get_session()
     ids = _task_ids(session)
     found = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(ids)))}
@@ -97,10 +98,12 @@ def compare() -> dict:
         raise ApiError(f"query argument kind={kind!r}: expected 'epoch' or 'batch'")
     name = request.args.get("name") or None
     series = metric_series(session, ids, name=name, kind=kind, max_points=current_app.config["MAX_POINTS"])
-    labels = run_labels([found[i] for i in ids])
+    summaries = summary(series, labels := run_labels([found[i] for i in ids]))
+    axis = choice_arg("x", X_AXES, "step")
+    relabel(session, series, axis)
     return {"tasks": [{"id": i, "name": found[i].name, "status": found[i].status.value, "dag_id": found[i].dag_id,
                        "label": labels[i], "colour": plots.PALETTE[n % len(plots.PALETTE)]}
                       for n, i in enumerate(ids)],
-            "kind": kind, "name": name or "", "series": series,
-            "figures": plots.metric_figures(series, labels=labels),
-            "scalars": plots.scalar_values(series, labels), "summary": summary(series, labels)}
+            "kind": kind, "name": name or "", "x": axis, "series": series,
+            "figures": plots.metric_figures(series, labels=labels, axis=axis),
+            "scalars": plots.scalar_values(series, labels), "summary": summaries}

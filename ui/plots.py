@@ -112,13 +112,13 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 DASHES = {"train": "solid", "valid": "dash"}
 
 
-def _traces(s: dict, label: str, colour: str, dash: str = "solid") -> list[dict]:
+def _traces(s: dict, label: str, colour: str, dash: str = "solid", axis: str = "step") -> list[dict]:
     """The line of one series; a bucketed series (:mod:`ui.series`) also gets its min–max band."""
     line = {
         "type": "scattergl" if len(s["x"]) > 500 else "scatter",
         "mode": "lines" if s["kind"] == "batch" else "lines+markers",
         "name": label, "legendgroup": label, "x": s["x"], "y": s["y"], "line": {"color": colour, "dash": dash},
-        "hovertemplate": f"{label} step %{{x}}: %{{y:.5g}}<extra></extra>",
+        "hovertemplate": f"{label} {axis} %{{x}}: %{{y:.5g}}<extra></extra>",
     }
     if "y_min" not in s:
         return [line]
@@ -146,7 +146,7 @@ def scalar_values(series: list[dict], labels: dict[int, str] | None = None) -> l
 
 
 def metric_figures(series: list[dict], *, labels: dict[int, str] | None = None,
-                   marks: list[dict] | None = None) -> list[dict]:
+                   marks: list[dict] | None = None, axis: str = "step") -> list[dict]:
     """One figure per (metric name, kind) with more than one point (one-point series are
     :func:`scalar_values`), one line per loader (bucketed series with their min–max band).
 
@@ -156,7 +156,9 @@ def metric_figures(series: list[dict], *, labels: dict[int, str] | None = None,
             colour across every figure (by its place in ``labels``) and its loaders a dash each
             (train solid, valid dashed, others dotted). None: one task, one colour per loader.
         marks: the one task's stage boundaries and resume points (:func:`ui.series.series_marks`),
-            drawn as labelled vertical lines on its epoch figures.
+            drawn as labelled vertical lines on its epoch figures (not on a wall-time axis).
+        axis: what ``x`` holds (:func:`ui.series.relabel`): ``step``, ``epoch`` or ``time``
+            (Unix milliseconds, drawn as dates).
 
     Returns:
         ``[{"name", "kind", "figure"}]`` in the order of the series; ``layout.meta`` is
@@ -172,13 +174,15 @@ def metric_figures(series: list[dict], *, labels: dict[int, str] | None = None,
         traces = figures.setdefault((s["name"], s["kind"]), [])
         if labels:
             traces.extend(_traces(s, f"{labels[s['task_id']]} · {loader}", colours[s["task_id"]],
-                                  DASHES.get(loader, "dot")))
+                                  DASHES.get(loader, "dot"), axis))
         else:
-            traces.extend(_traces(s, loader, PALETTE[sum(1 for t in traces if "hovertemplate" in t) % len(PALETTE)]))
+            colour = PALETTE[sum(1 for t in traces if "hovertemplate" in t) % len(PALETTE)]
+            traces.extend(_traces(s, loader, colour, axis=axis))
     return [{"name": name, "kind": kind, "figure": {"data": traces, "layout": {
         **_LAYOUT, "meta": "metric", "title": {"text": f"{name} ({kind})"}, "height": 320,
-        "xaxis": _step_axis(kind, traces), "yaxis": {"title": {"text": name}},
-        **(_marks(marks) if marks and kind == "epoch" else {})}}} for (name, kind), traces in figures.items()]
+        "xaxis": _x_axis(kind, traces, axis), "yaxis": {"title": {"text": name}},
+        **(_marks(marks) if marks and kind == "epoch" and axis != "time" else {})}}}
+        for (name, kind), traces in figures.items()]
 
 
 def _marks(marks: list[dict]) -> dict:
@@ -192,9 +196,11 @@ def _marks(marks: list[dict]) -> dict:
                             for m in marks]}
 
 
-def _step_axis(kind: str, traces: list[dict]) -> dict:
-    """The x axis: steps, or epochs with whole-number ticks (at most about 10)."""
-    if kind != "epoch":
+def _x_axis(kind: str, traces: list[dict], axis: str) -> dict:
+    """The x axis: wall time, steps, or epochs with whole-number ticks (at most about 10)."""
+    if axis == "time":
+        return {"title": {"text": "wall time"}, "type": "date"}
+    if kind != "epoch" and axis == "step":
         return {"title": {"text": "step"}}
     last = max((x for t in traces for x in t["x"]), default=1)
     return {"title": {"text": "epoch"}, "tick0": 0, "dtick": max(1, math.ceil(last / 10)), "tickformat": "d"}

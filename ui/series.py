@@ -30,10 +30,12 @@ from sqlalchemy.orm import Session
 
 from mlcomp.db import Metric
 from ui.downsample import lttb
+from ui.queries import unix
 
-__all__ = ["EXACT_FACTOR", "metric_series", "series_keys", "series_marks"]
+__all__ = ["EXACT_FACTOR", "X_AXES", "metric_series", "series_keys", "series_marks", "relabel"]
 
 EXACT_FACTOR = 8
+X_AXES = ("step", "epoch", "time")
 
 
 def series_keys(session: Session, task_id: int, *, name: str | None = None,
@@ -70,6 +72,35 @@ def series_marks(session: Session, task_id: int) -> list[dict]:
         stages.update({stage} - {None})
         attempts.add(attempt)
     return marks
+
+
+def relabel(session: Session, series: list[dict], axis: str) -> None:
+    """Replaces each series' ``x`` (steps) in place by its drawn points' ``epoch`` or wall ``time``
+    (Unix milliseconds), read for those points only (at most ``max_points`` index seeks per series).
+    A batch point's epoch is fractional: epoch ``e``'s points spread over ``[e - 1, e)`` in step
+    order, so that its epoch-level value, drawn at ``e``, closes it."""
+    if axis == "step":
+        return
+    for s in series:
+        same = Metric.loader.is_(None) if s["loader"] is None else Metric.loader == s["loader"]
+        where = (Metric.task_id == s["task_id"], Metric.name == s["name"], Metric.kind == s["kind"], same)
+        found: dict[int, tuple] = {}
+        for start in range(0, len(s["x"]), 500):
+            found.update((step, (epoch, when)) for step, epoch, when in session.execute(
+                select(Metric.step, Metric.epoch, Metric.time).where(*where, Metric.step.in_(s["x"][start:start + 500]))))
+        if axis == "time":
+            s["x"] = [round(unix(found[x][1], 0.0) * 1000) for x in s["x"]]
+        elif s["kind"] == "batch":
+            s["x"] = _fractional_epochs(s["x"], [found[x][0] for x in s["x"]])
+
+
+def _fractional_epochs(steps: list[int], epochs: list[int | None]) -> list[float]:
+    spans: dict = {}
+    for step, epoch in zip(steps, epochs):
+        lo, hi = spans.get(epoch, (step, step))
+        spans[epoch] = (min(lo, step), max(hi, step))
+    return [step if epoch is None else epoch - 1 + (step - spans[epoch][0]) / (spans[epoch][1] - spans[epoch][0] + 1)
+            for step, epoch in zip(steps, epochs)]
 
 
 def metric_series(session: Session, task_ids: Iterable[int], *, name: str | None = None,

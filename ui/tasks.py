@@ -10,13 +10,13 @@ from mlcomp import control
 from mlcomp.db import Checkpoint
 from mlcomp.errors import NotFoundError
 from ui import plots, queries
-from ui.series import metric_series, series_marks
+from ui.series import X_AXES, metric_series, relabel, series_marks
 from ui.api import control_response, json_body
 from ui.computers import history_body
 from ui.db import get_session, writer
 from ui.errors import ApiError
 from ui.security import confined_path
-from ui.views import MAX_INT, int_arg, twin
+from ui.views import MAX_INT, choice_arg, int_arg, twin
 
 __all__ = ["bp"]
 
@@ -42,7 +42,8 @@ def logs(task_id: int):
 
 @bp.get("/api/tasks/<int:task_id>/metrics")
 def metrics(task_id: int):
-    """Metric series (``?name=&kind=epoch|batch&max_points=``), downsampled server-side;
+    """Metric series (``?name=&kind=epoch|batch&max_points=&x=step|epoch|time``), downsampled
+    server-side, ``x`` the steps or the points' epochs or wall times (Unix ms);
     ``?figures=1`` adds one plotly figure per metric (stage boundaries and resume points marked)
     and the one-point series (test, infer) as ``scalars``."""
     session = get_session()
@@ -53,9 +54,11 @@ def metrics(task_id: int):
     series = metric_series(session, [task_id], name=request.args.get("name") or None, kind=kind,
                            max_points=int_arg("max_points", current_app.config["MAX_POINTS"], lo=3,
                                               hi=current_app.config["MAX_POINTS"]))
-    body: dict = {"task_ids": [task_id], "series": series}
+    axis = choice_arg("x", X_AXES, "step")
+    relabel(session, series, axis)
+    body: dict = {"task_ids": [task_id], "x": axis, "series": series}
     if request.args.get("figures"):
-        body["figures"] = plots.metric_figures(series, marks=series_marks(session, task_id))
+        body["figures"] = plots.metric_figures(series, marks=series_marks(session, task_id), axis=axis)
         body["scalars"] = plots.scalar_values(series)
     return jsonify(body)
 

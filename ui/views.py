@@ -18,7 +18,7 @@ from werkzeug.routing import IntegerConverter
 
 from ui.errors import ApiError
 
-__all__ = ["twin", "int_arg", "duration", "highlight", "pygments_css", "init_app", "MAX_INT"]
+__all__ = ["twin", "int_arg", "choice_arg", "duration", "highlight", "pygments_css", "init_app", "MAX_INT"]
 
 MAX_INT = 2 ** 31 - 1
 """The largest id or count a URL or query argument may carry (the store's integer columns)."""
@@ -78,6 +78,18 @@ def int_arg(name: str, default: int | None = None, *, lo: int = 0, hi: int = MAX
     if value is None or value < lo or value > hi:
         allowed = f"an integer ≥ {lo} and ≤ {hi}"
         raise ApiError(f"query argument {name}={raw!r}: expected {allowed}")
+    return value
+
+
+def choice_arg(name: str, choices: tuple[str, ...], default: str) -> str:
+    """The query argument ``name``, one of ``choices``.
+
+    Raises:
+        ApiError: 400 naming the argument, its value and the choices.
+    """
+    value = request.args.get(name) or default
+    if value not in choices:
+        raise ApiError(f"query argument {name}={value!r}: expected one of {', '.join(choices)}")
     return value
 
 

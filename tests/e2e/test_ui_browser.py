@@ -57,15 +57,13 @@ def test_grid_compare_and_computers_pages_render(page, live_server, filled, stor
 
     page.click("text=Compare the cells' curves")
     page.wait_for_selector(".plot .main-svg")
-    assert page.locator(".plot").count() == 2  # accuracy01 and loss
-    screenshot(page, "compare")
+    assert page.locator(".plot").count() == 2  # accuracy01 and loss (test_ui_live shoots this page)
 
     with store.begin() as session:  # the worker's heartbeat
         session.get(Computer, "box").heartbeat = utcnow()
     page.goto(f"{base}/computers")
     page.wait_for_selector("table.gpus")
     assert "Fake GPU" in page.content() and page.locator(".computer.alive").count() == 1
-    screenshot(page, "computers")
 
 
 def test_resume_a_failed_dag_from_the_list(page, live_server, filled, store):

@@ -61,7 +61,7 @@
 
   // -- plot settings (TensorBoard's scalar dashboard): smoothing, log axes -------------------
   const controls = document.getElementById("plot-controls");
-  const settings = Object.assign({smoothing: 0, logx: false, logy: false},
+  const settings = Object.assign({smoothing: 0, logx: false, logy: false, x: "step"},
                                  JSON.parse(localStorage.getItem("mlcomp-plot-settings") || "{}"));
 
   // TensorBoard's debiased exponential moving average: the weights of the points seen so far
@@ -94,9 +94,10 @@
     const layout = Object.assign({}, figure.layout, {uirevision: key});
     if (metric) {
       if (settings.logx) layout.xaxis = Object.assign({}, layout.xaxis, {dtick: undefined, tick0: undefined});
+      // a wall-time axis stays a date axis; log x applies to steps and epochs
       // an axis's zoom is kept until its type changes
-      layout.xaxis = Object.assign({}, layout.xaxis, {type: settings.logx ? "log" : "linear",
-                                                      uirevision: key + (settings.logx ? "/log" : "/linear")});
+      const xtype = layout.xaxis.type === "date" ? "date" : settings.logx ? "log" : "linear";
+      layout.xaxis = Object.assign({}, layout.xaxis, {type: xtype, uirevision: key + "/" + xtype});
       layout.yaxis = Object.assign({}, layout.yaxis, {type: settings.logy ? "log" : "linear",
                                                       uirevision: key + (settings.logy ? "/log" : "/linear")});
     }
@@ -133,8 +134,21 @@
     output.textContent = Number(settings.smoothing).toFixed(2);
     controls.querySelector('[name="logx"]').checked = settings.logx;
     controls.querySelector('[name="logy"]').checked = settings.logy;
+    const axis = controls.querySelector('[name="x"]');
+    axis.value = controls.dataset.x || settings.x;
     controls.addEventListener("submit", (event) => event.preventDefault());
-    controls.addEventListener("input", () => {
+    controls.addEventListener("input", (event) => {
+      if (event.target === axis) {  // other x values: curves fetched again, or the page drawn again
+        settings.x = axis.value;
+        localStorage.setItem("mlcomp-plot-settings", JSON.stringify(settings));
+        if (controls.dataset.x) {
+          const url = new URL(window.location.href);
+          url.searchParams.set("x", axis.value);
+          window.location = url;
+        }
+        document.querySelectorAll(".figures[data-axis]").forEach((c) => loadFigures(c).catch((e) => flash(e.message, true)));
+        return;
+      }
       settings.smoothing = Number(slider.value);
       settings.logx = controls.querySelector('[name="logx"]').checked;
       settings.logy = controls.querySelector('[name="logy"]').checked;
@@ -146,7 +160,7 @@
 
   // -- curves fetched from the API (metrics, resources), polled while the task runs ----------
   async function loadFigures(container) {
-    const data = await getJSON(container.dataset.url);
+    const data = await getJSON(container.dataset.url + (container.dataset.axis ? "&x=" + settings.x : ""));
     data.figures.forEach((f) => {
       const key = container.id + "-" + f.name + "-" + f.kind;
       let el = container.querySelector('[data-key="' + CSS.escape(key) + '"]');

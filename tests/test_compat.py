@@ -3,6 +3,7 @@ Catalyst's config names and features, expdir resolution, and MLComp's DAG and ex
 The folders under tests/compat/ were written for these tests."""
 import importlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -216,7 +217,7 @@ def test_an_mlcomp_dag_runs_unchanged(tmp_path, monkeypatch):
     shutil.copytree(COMPAT / "digit-recognizer", tmp_path / "digit-recognizer")
     result = CliRunner().invoke(cli, ["dag", "submit", str(tmp_path / "digit-recognizer/dag.yml"), "--wait"])
     assert result.exit_code == 0, result.output
-    dag_id = result.output.splitlines()[0]
+    dag_id = re.search(r"\d+", result.output.splitlines()[0]).group()
     shown = json.loads(CliRunner().invoke(cli, ["dag", "show", dag_id, "--json"]).output)
     tasks = {task["name"]: task for task in shown["tasks"]}
     assert tasks["preprocess"]["result"] == {"rows": 96}

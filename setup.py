@@ -43,6 +43,7 @@ setup(
         "tensorboard": ["tensorboard"],
         "mlflow": ["mlflow-skinny>=2.10"],  # the MLflowLogger callback (the tracking client, no server)
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
+        "bench": ["luigi>=3"],  # peers measured in the same run as mlcomp (bench/dag_overhead.py)
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},
 )

@@ -8,17 +8,21 @@ An executor is used twice in a task's life:
   naming the file, line, task and key through :meth:`SubmitContext.error`;
 * on a worker, :meth:`Executor.command` gives the argv to run directly (``bash`` runs
   ``["bash", "-c", cmd]``), or ``None`` to run :meth:`Executor.run` in the generic Python child.
+
+The port is narrow: an executor gets a :class:`TaskContext` with everything resolved in advance
+(resources, data folder, the model to use) and reports through the :class:`Reporter` protocol;
+executors import neither the store (``mlcomp.db``) nor the worker (``mlcomp.worker``).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 from mlcomp.errors import DagError
 
-__all__ = ["Executor", "SubmitContext", "TaskContext"]
+__all__ = ["Executor", "SubmitContext", "TaskContext", "Reporter", "ModelSource", "LOGDIR"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,21 +72,81 @@ def _as_path(key) -> tuple:
     return tuple(key)
 
 
+LOGDIR = "logdir"
+"""A train task's logdir, relative to its folder."""
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """What an executor reports through (``TaskContext.reporter``): the worker's batched writer
+    to the store implements it; executors never import it. Calls are cheap (buffered)."""
+
+    task_id: int
+
+    def log(self, text: str, level: str = "info", stream: str = "system") -> None:
+        """One log line; ``level`` debug/info/warning/error, ``stream`` stdout/stderr/system."""
+
+    def metric(self, name: str, value: float, *, loader: str | None = None, stage: str | None = None,
+               epoch: int | None = None, step: int, kind: str = "epoch") -> None:
+        """One metric value at ``step`` (the global epoch for ``kind="epoch"``, else the batch step)."""
+
+    def progress(self, progress: dict[str, Any]) -> None:
+        """The task's progress ``{stage, epoch, epochs, batch, batches, eta}`` (latest wins)."""
+
+    def checkpoint(self, path: str, stage: str | None = None, epoch: int | None = None,
+                   metric: float | None = None, size: int = 0) -> None:
+        """A checkpoint file, ``path`` relative to the task's folder, ``size`` in bytes."""
+
+    def flush(self) -> None:
+        """Writes what waits."""
+
+    def start(self) -> "Reporter":
+        """Starts flushing in the background; returns itself."""
+
+    def close(self) -> None:
+        """Stops flushing in the background and writes what waits."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """The train run a task takes its model from (``TaskContext.model``): its task id and name,
+    its logdir and the chosen checkpoint file."""
+
+    task_id: int
+    name: str
+    logdir: Path
+    checkpoint: Path
+
+    def describe(self) -> dict:
+        """JSON-able summary for a task's result."""
+        return {"source_task": self.task_id, "source_name": self.name, "checkpoint": str(self.checkpoint)}
+
+
 @dataclasses.dataclass
 class TaskContext:
-    """What an executor gets on the worker when its task runs.
+    """What an executor gets on the worker when its task runs: everything resolved in advance,
+    so an executor never reads the store (the port between executors and the orchestrator).
 
     Attributes:
         task_id, attempt, dag_id, name: the task row's identity; ``attempt`` counts from 1.
         folder: the task's folder, ``settings.tasks_dir / str(task_id)`` (logdir, outputs).
         code_dir: the task's copy of the DAG's code snapshot; the Python child's working folder.
         gpus: allocated physical GPU indices (``CUDA_VISIBLE_DEVICES`` holds the same).
+        cpu: allocated CPUs (a count).
+        distr: whether the task asked for distributed training (one process per GPU).
         config: the ``executor_config`` returned by :meth:`Executor.validate` at submission.
         grid_cell: this task's grid parameter values, or ``None``.
         settings: the worker's :class:`mlcomp.settings.Settings`.
         resume_from: ``"last"``, ``"best"``, a checkpoint path, or ``None`` (a fresh start).
-        reporter: the batched writer to the store (``mlcomp.worker.report``), or ``None``.
+        reporter: a :class:`Reporter` writing to the store, or ``None``.
+        open_reporter: a picklable callable returning a new :class:`Reporter` of this task, for a
+            process the executor starts itself (rank 0 of a distributed run), or ``None``.
         env: the task's extra environment variables from the DAG file.
+        data_dir: the project's data folder (``settings.data_dir / project``, created; also in
+            ``MLCOMP_DATA_DIR``), or ``None`` outside a worker.
+        model: the model this task builds on, when its executor asks for one
+            (:meth:`Executor.model_checkpoint`): the train run it depends on (a grid search's
+            best cell) and the checkpoint chosen.
     """
 
     task_id: int
@@ -96,19 +160,13 @@ class TaskContext:
     grid_cell: dict[str, Any] | None = None
     settings: Any = None
     resume_from: str | None = None
-    reporter: Any = None
+    reporter: Reporter | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def for_task(cls, task, settings, reporter=None) -> "TaskContext":
-        """The context of a :class:`mlcomp.db.Task` row under ``settings.tasks_dir``."""
-        folder = Path(settings.tasks_dir) / str(task.id)
-        return cls(
-            task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, name=task.name,
-            folder=folder, code_dir=folder / "code", gpus=list(task.gpus or []),
-            config=dict(task.executor_config or {}), grid_cell=task.grid_cell, settings=settings,
-            resume_from=task.resume_from, reporter=reporter, env=dict(task.env or {}),
-        )
+    cpu: int = 1
+    distr: bool = False
+    data_dir: Path | None = None
+    model: ModelSource | None = None
+    open_reporter: Callable[[], Reporter] | None = None
 
 
 class Executor:
@@ -161,6 +219,13 @@ class Executor:
                     raise ctx.error(parts[0], f"grid key {key!r} goes through {part!r}, which is not a mapping")
             node[parts[-1]] = copy.deepcopy(value)
         return spec
+
+    @classmethod
+    def model_checkpoint(cls, config: dict) -> str | None:
+        """Which checkpoint of the train run this task depends on its run needs (``best``,
+        ``last``, a file name or a path), resolved into ``TaskContext.model`` before :meth:`run`;
+        None (the default) for a task that builds on no model."""
+        return None
 
     @classmethod
     def command(cls, task: TaskContext) -> list[str] | None:

@@ -16,8 +16,8 @@ executors:
 ```
 
 The model is rebuilt from the source run's ``logdir/config.yml`` and loaded with the checkpoint's
-weights (:mod:`executors.lookup`). For each loader the model's outputs (``runner_params``
-``input_key`` → model → outputs) are written as ``predictions/<loader>.npy`` (the raw outputs) and
+weights (``TaskContext.model``, resolved by :mod:`mlcomp.worker.lookup` before the run). For each
+loader the model's outputs (``runner_params`` ``input_key`` → model → outputs) are written as ``predictions/<loader>.npy`` (the raw outputs) and
 ``predictions/<loader>.csv`` (row, predicted class, target when the data has one). When the
 batches hold targets (``runner_params.input_target_key``, default ``targets``) the loss (the
 config's criterion, else cross-entropy) and, for class scores, the accuracy are reported as
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from executors.base import Executor, SubmitContext, TaskContext
-from executors.lookup import export_data_dir, model_source
 from executors.registry import register
 from mlcomp.errors import ConfigError, ExecutorError
 
@@ -114,6 +113,12 @@ class InferExecutor(Executor):
     type_name = "infer"
 
     @classmethod
+    def model_checkpoint(cls, config: dict) -> str:
+        """The checkpoint named by the ``checkpoint`` key (``best`` by default) of the train run
+        it depends on, resolved into ``TaskContext.model``."""
+        return config.get("checkpoint", "best")
+
+    @classmethod
     def validate(cls, spec: dict, ctx: SubmitContext) -> dict:
         """Checks the keys; a ``dataset`` must name a registered dataset.
 
@@ -163,8 +168,7 @@ class InferExecutor(Executor):
         from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
         from mlcomp.runner.config import load_config, make_experiment
 
-        export_data_dir(task)
-        source = model_source(task, task.config.get("checkpoint", "best"))
+        source = task.model
         config = load_config(source.logdir / "config.yml")
         experiment = make_experiment(config)
         stage = experiment.stages[-1]

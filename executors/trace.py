@@ -19,7 +19,6 @@ opened again with :func:`~mlcomp.runner.trace.load_traced` before the task succe
 from __future__ import annotations
 
 from executors.base import Executor, SubmitContext, TaskContext
-from executors.lookup import export_data_dir, model_source
 from executors.registry import register
 
 __all__ = ["TraceExecutor", "KEYS"]
@@ -33,6 +32,12 @@ class TraceExecutor(Executor):
     """Exports the dependency's model to TorchScript. Config keys: :data:`KEYS`."""
 
     type_name = "trace"
+
+    @classmethod
+    def model_checkpoint(cls, config: dict) -> str:
+        """The checkpoint named by the ``checkpoint`` key (``best`` by default) of the train run
+        it depends on, resolved into ``TaskContext.model``."""
+        return config.get("checkpoint", "best")
 
     @classmethod
     def validate(cls, spec: dict, ctx: SubmitContext) -> dict:
@@ -66,9 +71,8 @@ class TraceExecutor(Executor):
         """
         from mlcomp.runner.trace import load_traced, trace_logdir, trace_name
 
-        export_data_dir(task)
         config = task.config
-        source = model_source(task, config["checkpoint"])
+        source = task.model
         name = source.checkpoint.name.removesuffix(".pth")
         out = task.folder / "trace" / trace_name(name, config["mode"], config["method_name"], config["requires_grad"])
         path = trace_logdir(source.logdir, source.checkpoint, method_name=config["method_name"], mode=config["mode"],

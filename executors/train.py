@@ -39,12 +39,10 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from executors.base import Executor, SubmitContext, TaskContext
-from executors.lookup import LOGDIR, export_data_dir, open_session
+from executors.base import LOGDIR, Executor, SubmitContext, TaskContext
 from executors.registry import register
 from executors.reporting import MAX_BATCH_POINTS, ReportingCallback
-from mlcomp.db import Task
-from mlcomp.errors import ConfigError, ExecutorError
+from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED, ConfigError, ExecutorError
 
 __all__ = ["TrainExecutor", "resolve_resume", "train_result", "KEYS"]
 
@@ -192,18 +190,13 @@ def _train_rank(payload: dict) -> dict[str, Any]:
     """One process of a distributed run (started by ``launch``); rank 0 reports to the store."""
     from mlcomp.runner import distributed
 
-    if not distributed.is_master():
+    if not distributed.is_master() or payload["open_reporter"] is None:
         return _train(payload, None)
-    from mlcomp.db import make_engine, make_sessionmaker
-    from mlcomp.worker.report import Reporter
-
-    engine = make_engine(payload["db_url"])
-    reporter = Reporter.from_env(make_sessionmaker(engine)).start()
+    reporter = payload["open_reporter"]().start()
     try:
         return _train(payload, reporter)
     finally:
         reporter.close()
-        engine.dispose()
 
 
 @register
@@ -259,8 +252,6 @@ class TrainExecutor(Executor):
             ExecutorError: a resume checkpoint is missing.
         """
         from mlcomp.runner.distributed import launch
-        from mlcomp.search import PAUSED_EXIT_CODE
-        from mlcomp.worker.launch import STOPPED_EXIT_CODE
 
         payload, nprocs = self._payload(task)
         if nprocs > 1:
@@ -269,24 +260,20 @@ class TrainExecutor(Executor):
             result = _train(payload, task.reporter)
         if "stopped" in result:
             print(f"mlcomp: {result['stopped']}", flush=True)
-            raise SystemExit(STOPPED_EXIT_CODE)
+            raise SystemExit(EXIT_STOPPED)
         if "paused" in result:
             print(f"mlcomp: paused at a rung of its search: {result['paused']}", flush=True)
-            raise SystemExit(PAUSED_EXIT_CODE)
+            raise SystemExit(EXIT_PAUSED)
         return result
 
     def _payload(self, task: TaskContext) -> tuple[dict, int]:
         """What each process of the run needs (config, logdir, resume file, threads…) and the
         number of processes: one per GPU, or ``processes`` on the CPU, with ``distr``."""
-        export_data_dir(task)
-        with open_session(task) as session:
-            row = session.get(Task, task.task_id)
-            distr, cpu = bool(row.distr), max(1, int(row.cpu or 1))
         logdir = task.folder / LOGDIR
-        nprocs = (len(task.gpus) or int(task.config.get("processes") or 1)) if distr else 1
+        nprocs = (len(task.gpus) or int(task.config.get("processes") or 1)) if task.distr else 1
         payload = {"config": self._config(task), "logdir": str(logdir), "resume": resolve_resume(task, logdir),
                    "folder": str(task.folder), "max_batch_points": task.config.get("max_batch_points", MAX_BATCH_POINTS),
-                   "threads": max(1, cpu // nprocs), "db_url": task.settings.db_url,
+                   "threads": max(1, task.cpu // nprocs), "open_reporter": task.open_reporter,
                    "pause_at": task.config.get("pause_at")}
         if payload["resume"] is not None and not _is_full(payload["resume"]):
             _warm_start(payload["config"], payload["resume"])

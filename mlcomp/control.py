@@ -2,7 +2,7 @@
 derived status.
 
 Each function takes the caller's session, never commits, and arranges for the in-process
-supervisors to wake when the caller commits (:func:`mlcomp.supervisor.wake.wake_after_commit`).
+supervisors to wake when the caller commits (:func:`mlcomp.wake.wake_after_commit`).
 A process without a supervisor (the CLI) calls :func:`wake` after its commit to poke the server
 serving the same root. On SQLite the caller frames a writer transaction
 (``mlcomp.db.immediate(session)``); on PostgreSQL the task rows are locked here.
@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from mlcomp.db import Dag, Task, TaskDependency, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
 from mlcomp.settings import Settings
-from mlcomp.supervisor import wake as wakeup
-from mlcomp.supervisor.ready import is_grid_parent
-from mlcomp.supervisor.status import rollup_status, set_task_status
+from mlcomp import wake as wakeup
+from mlcomp.gridsearch import is_grid_parent
+from mlcomp.lifecycle import rollup_status, set_task_status
 
 __all__ = [
     "submit_dag",
@@ -131,7 +131,7 @@ def resume_from(settings: Settings, task_id: int, from_: str | None, base: str |
         return from_
     if not str(from_).strip():
         raise StateError(f"resume from {from_!r}: expected 'last', 'best' or a checkpoint path")
-    from executors.lookup import task_folder, task_logdir
+    from mlcomp.worker.lookup import task_folder, task_logdir
     from mlcomp.runner.checkpoint import resolve_checkpoint
 
     folder = task_folder(settings, task_id).resolve()
@@ -219,7 +219,7 @@ def resume_dag(session: Session, dag_id: int, now: dt.datetime | None = None) ->
 
 
 def dag_status(session: Session, dag: Dag | int) -> TaskStatus:
-    """A DAG's status derived from its tasks (:func:`mlcomp.supervisor.status.rollup_status`).
+    """A DAG's status derived from its tasks (:func:`mlcomp.lifecycle.rollup_status`).
 
     Raises:
         NotFoundError: ``dag`` is an id that does not exist.

@@ -6,6 +6,8 @@ value and what is allowed.
 """
 
 __all__ = [
+    "EXIT_STOPPED",
+    "EXIT_PAUSED",
     "MlcompError",
     "ConfigError",
     "DagError",
@@ -13,6 +15,14 @@ __all__ = [
     "NotFoundError",
     "StateError",
 ]
+
+EXIT_STOPPED = 75
+"""The exit status of a run or task process that stopped on request, the only home of the number:
+sysexits ``EX_TEMPFAIL`` ("try again later", i.e. resume). The runner's ``mlcomp run``, a task's
+child and the worker, which maps it to ``stopped``, all take it from here."""
+EXIT_PAUSED = 76
+"""The exit status of a search trial's child that paused at a rung (:mod:`mlcomp.search`); the
+worker maps it to ``paused``."""
 
 
 class MlcompError(Exception):

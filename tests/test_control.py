@@ -4,7 +4,7 @@ import pytest
 from mlcomp import control
 from mlcomp.db import Task, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
-from mlcomp.supervisor import wake
+from mlcomp import wake
 from supervisor_helpers import add_task, make_dag
 
 S = TaskStatus

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from executors.base import SubmitContext, TaskContext
-from executors.grid_search import best_cell, grid_result, leaderboard
+from mlcomp.gridsearch import best_cell, grid_result, leaderboard
 from executors.infer import classification_metrics
-from executors.lookup import train_source
+from mlcomp.worker.lookup import train_source
 from executors.reporting import ReportingCallback
 from executors.train import TrainExecutor, resolve_resume
 from mlcomp.db import Metric, Task, TaskStatus

@@ -105,13 +105,17 @@ def test_default_apply_cell_sets_known_keys_by_dotted_path(tmp_path):
 
 
 def test_task_context_from_a_task_row(settings):
+    from mlcomp.worker.context import task_context
+
     class Row:
         id, attempt, dag_id, name, gpus, executor_config = 7, 2, 3, "train", [1], {"a": 1}
-        grid_cell, resume_from, env = {"lr": 1}, "last", {"X": "1"}
+        grid_cell, resume_from, env, cpu, distr = {"lr": 1}, "last", {"X": "1"}, 2, True
+        dag = type("Dag", (), {"project": type("Project", (), {"name": "p"})})
 
-    ctx = TaskContext.for_task(Row, settings, reporter="r")
+    ctx = task_context(Row, settings, reporter="r")
     assert (ctx.folder, ctx.code_dir) == (settings.tasks_dir / "7", settings.tasks_dir / "7" / "code")
     assert (ctx.task_id, ctx.attempt, ctx.dag_id, ctx.gpus, ctx.config) == (7, 2, 3, [1], {"a": 1})
     assert (ctx.grid_cell, ctx.resume_from, ctx.reporter, ctx.env) == ({"lr": 1}, "last", "r", {"X": "1"})
+    assert (ctx.cpu, ctx.distr, ctx.data_dir) == (2, True, settings.data_dir / "p")
     with pytest.raises(RuntimeError, match="grid search: it has no process"):
         GridSearchExecutor().run(ctx)

@@ -73,7 +73,7 @@ def test_asha_search_pauses_promotes_survives_stop_and_resume_and_feeds_its_best
         records = session.execute(select(SearchRung.task_id, SearchRung.rung, SearchRung.epoch)).all()
         steps = session.execute(select(Metric.task_id, Metric.step).where(
             Metric.name == "accuracy01", Metric.loader == "valid", Metric.kind == "epoch")).all()
-        from executors.lookup import train_source
+        from mlcomp.worker.lookup import train_source
         source = train_source(session, after_id)
         doc = dag_json(session, dag_id)
 

@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from mlcomp.db import Attempt, Task, TaskStatus
 from mlcomp.errors import StateError
-from mlcomp.supervisor.status import (
+from mlcomp.gridsearch import grid_parent_status
+from mlcomp.lifecycle import (
     TRANSITIONS,
-    grid_parent_status,
     retry_or_fail,
     rollup_status,
     set_task_status,

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from mlcomp.db import Computer, Task, TaskDependency, TaskStatus, immediate, utcnow
 from mlcomp.supervisor import RecordingDispatcher, Supervisor, set_task_status
-from mlcomp.supervisor import wake
-from mlcomp.supervisor.wake import poke
+from mlcomp import wake
+from mlcomp.wake import poke
 from supervisor_helpers import Clock, add_computer, add_task, make_dag, wait_for
 
 S = TaskStatus

@@ -140,7 +140,7 @@ def test_on_change_hook_runs_after_commit(settings, filled):
 
 def test_sql_dag_status_matches_rollup_status_for_every_combination(any_store):
     from mlcomp.db import Dag, Project
-    from mlcomp.supervisor.status import rollup_status
+    from mlcomp.lifecycle import rollup_status
     from ui.queries import list_dags
 
     combos = list(itertools.chain.from_iterable(itertools.combinations(list(S), n) for n in range(len(S) + 1)))

@@ -2,7 +2,7 @@
 import plotly.graph_objects as go
 import pytest
 
-from executors.grid_search import best_cell, leaderboard
+from mlcomp.gridsearch import best_cell, leaderboard
 from mlcomp.db import Task
 from ui_fill import app, client, filled, ro_app, ro_client, ro_filled, ro_shared  # noqa: F401 (fixtures)
 

@@ -392,7 +392,7 @@ def test_worker_command_runs_tasks_placed_on_it_from_the_store(settings, store):
 
 
 def test_server_command_supervises_its_local_worker(settings, store):
-    from mlcomp.supervisor.wake import poke
+    from mlcomp.wake import poke
 
     port = free_port()
     process = start_command(settings, "server", "--port", str(port), "--name", "srv", "--gpus", "0")

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from executors.grid_search import leaderboard, main_metric_of
 from mlcomp.db import (
     Attempt,
     Checkpoint,
@@ -32,7 +31,8 @@ from mlcomp.db import (
     utcnow,
 )
 from mlcomp.errors import NotFoundError
-from mlcomp.supervisor.status import ACTIVE, rollup_status
+from mlcomp.gridsearch import leaderboard, main_metric_of
+from mlcomp.lifecycle import ACTIVE, rollup_status
 
 __all__ = [
     "STATUSES",
@@ -120,7 +120,7 @@ def _dag_status(counts: dict[str, int]) -> str:
 
 
 def derived_dag_status() -> ColumnElement[str]:
-    """:func:`mlcomp.supervisor.status.rollup_status` as a SQL aggregate over the ``task`` rows of
+    """:func:`mlcomp.lifecycle.rollup_status` as a SQL aggregate over the ``task`` rows of
     a ``GROUP BY`` on DAGs (outer-joined: a DAG without tasks is ``not_ran``), so that the DAG list
     filters and pages by status in the database. ``tests/test_ui_dags.py`` checks it against
     ``rollup_status`` for every combination of statuses."""

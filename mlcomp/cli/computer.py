@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from mlcomp.cli.common import Services, pass_services, table
 from mlcomp.db import Computer, Task, utcnow
-from mlcomp.supervisor.status import ACTIVE
+from mlcomp.lifecycle import ACTIVE
 
 __all__ = ["computer"]
 

@@ -11,9 +11,9 @@ from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
 from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
+from mlcomp.lifecycle import rollup_status
 from mlcomp.search import SEARCH_TYPE
 from mlcomp.search.board import leaderboard
-from mlcomp.supervisor.status import rollup_status
 
 __all__ = ["dag", "dag_json"]
 

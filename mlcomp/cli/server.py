@@ -25,7 +25,7 @@ def server(host, port, name, gpus):
     otherwise their `mlcomp worker` takes them from the shared database.
     """
     from mlcomp.supervisor import run_local
-    from mlcomp.supervisor.wake import poke
+    from mlcomp.wake import poke
 
     settings = Settings.from_env(host=host, port=port)
     _check_bind(settings)  # before anything starts: a refused host must not leave a worker behind

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from mlcomp.errors import ConfigError
+from mlcomp.errors import EXIT_STOPPED, ConfigError
 from mlcomp.runner import distributed
 from mlcomp.runner.accumulators import Mean
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackScope
@@ -32,8 +32,6 @@ from mlcomp.runner.seed import get_rng_state, set_global_seed, set_rng_state
 
 __all__ = ["Runner", "RunStopped", "EXIT_STOPPED", "CHECK_BATCHES", "CHECK_EPOCHS", "to_device"]
 
-EXIT_STOPPED = 75
-"""Exit status of a stopped run: sysexits ``EX_TEMPFAIL`` ("try again later", i.e. resume)."""
 CHECK_BATCHES = 3
 """Batches per loader in check mode."""
 CHECK_EPOCHS = 2

@@ -7,11 +7,11 @@ train tasks, pauses them at rungs (:mod:`mlcomp.search.pause`) and promotes them
 (ASHA, :mod:`mlcomp.search.asha`) or stops them (the median rule, :mod:`mlcomp.search.median`).
 The store holds every trial and rung record (``search_trial``, ``search_rung``).
 
-Importing this package imports nothing else (the worker reads :data:`PAUSED_EXIT_CODE`).
+Importing this package imports only :mod:`mlcomp.errors` (its exit status,
+``PAUSED_EXIT_CODE``, is ``mlcomp.errors.EXIT_PAUSED``).
 """
 
-PAUSED_EXIT_CODE = 76
-"""Exit status of a task child that paused at a rung (75, ``EX_TEMPFAIL``, is a stop)."""
+from mlcomp.errors import EXIT_PAUSED as PAUSED_EXIT_CODE  # noqa: F401  (the number's home: mlcomp.errors)
 
 SEARCH_TYPE = "search"
 """The task type of a search (virtual: its trials are its child tasks)."""

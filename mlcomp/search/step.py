@@ -35,7 +35,7 @@ from mlcomp.search.median import median_stop
 from mlcomp.search.sampler import PastTrial, sample
 from mlcomp.search.space import Dimension
 from mlcomp.search.spec import trial_config
-from mlcomp.supervisor.status import ACTIVE, set_task_status
+from mlcomp.lifecycle import ACTIVE, set_task_status
 
 __all__ = ["advance_searches"]
 

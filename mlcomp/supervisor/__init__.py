@@ -1,13 +1,13 @@
 """The supervisor: status transitions, placement of ready tasks on computers, dispatch to workers,
 and the embedded supervisor + local worker used by ``mlcomp server`` and ``dag submit --wait``.
 
-Only the names below are public; :mod:`mlcomp.supervisor.status` is imported by the worker for
+Only the names below are public; :mod:`mlcomp.lifecycle` is imported by the worker for
 ``set_task_status``.
 """
 from mlcomp.supervisor.allocate import Free, Placement, free_resources, place
 from mlcomp.supervisor.dispatch import Dispatcher, HandOver, RecordingDispatcher
 from mlcomp.supervisor.embedded import LocalRun, run_local
-from mlcomp.supervisor.status import ACTIVE, retry_or_fail, rollup_status, set_task_status
+from mlcomp.lifecycle import ACTIVE, retry_or_fail, rollup_status, set_task_status
 from mlcomp.supervisor.supervisor import Supervisor
 
 __all__ = [

@@ -5,7 +5,7 @@ and, for a grid cell, its parent grid search has started. A dependency that fail
 was skipped makes the dependent ``skipped`` with a reason naming it. A grid parent (``type:
 grid_search``) needs no process: once ready it goes straight to ``in_progress``, its cells become
 ready (at most ``executor_config["parallel"]`` of them active at once, if set), and its status is
-rolled up from the cells (:func:`mlcomp.supervisor.status.grid_parent_status`).
+rolled up from the cells (:mod:`mlcomp.gridsearch`).
 
 Functions take the caller's session and never commit.
 """
@@ -19,63 +19,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from mlcomp.db import Task, TaskDependency, TaskStatus
-from mlcomp.search import SEARCH_TYPE
-from mlcomp.supervisor.status import ACTIVE, grid_parent_status, set_task_status
+from mlcomp.gridsearch import cell_rows, is_grid_parent
+from mlcomp.lifecycle import ACTIVE, set_task_status
 
-__all__ = ["GRID_TYPE", "WAITING_COLUMNS", "is_grid_parent", "rollup_grid_parents", "find_ready",
-           "set_waiting_reasons"]
+__all__ = ["WAITING_COLUMNS", "find_ready", "set_waiting_reasons"]
 
-GRID_TYPE = "grid_search"
 S = TaskStatus
 _BLOCKING = (S.failed, S.stopped, S.skipped)
-
-
-def is_grid_parent(task: Task) -> bool:
-    """True for a grid search or an adaptive search task, which run no process of their own."""
-    return task.type in (GRID_TYPE, SEARCH_TYPE)
-
-
-def _cells(session: Session, parent_ids) -> dict[int, list]:
-    """The cells of each grid parent in ``parent_ids`` as light rows (``id``, ``status``)."""
-    cells: dict[int, list] = defaultdict(list)
-    if parent_ids:
-        for row in session.execute(select(Task.parent_id, Task.id, Task.status)
-                                   .where(Task.parent_id.in_(list(parent_ids))).order_by(Task.id)):
-            cells[row.parent_id].append(row)
-    return cells
-
-
-def rollup_grid_parents(session: Session, now: dt.datetime, parent_ids: Collection[int] | None = None) -> int:
-    """Ends the running grid parents whose cells have all ended. Returns how many changed.
-
-    Args:
-        parent_ids: the active grid parents when the caller has read them (a tick, from its
-            active tasks); None reads them here.
-    """
-    if parent_ids is not None and not parent_ids:
-        return 0
-    stmt = select(Task).where(Task.type == GRID_TYPE, Task.status.in_([S.in_progress, S.stopping]))
-    if parent_ids is not None:
-        stmt = stmt.where(Task.id.in_(list(parent_ids)))
-    parents = session.scalars(stmt).all()
-    children = _cells(session, [p.id for p in parents])
-    changed = 0
-    for parent in parents:
-        cells = children[parent.id]
-        new = grid_parent_status(parent, cells)
-        if new is not None:
-            done = sum(c.status is S.success for c in cells)
-            set_task_status(session, parent, new, f"{done} of {len(cells)} grid cells succeeded", now)
-            parent.result = _grid_result(session, parent)
-            changed += 1
-    return changed
-
-
-def _grid_result(session: Session, parent: Task) -> dict:
-    """The leaderboard and best cell stored as a finished grid search's result."""
-    from executors.grid_search import grid_result  # light: no torch
-
-    return grid_result(session, parent)
 
 
 # Built once: a fresh alias per query would rebuild its column proxies and defeat the SQL cache.
@@ -118,7 +68,7 @@ def _slots(session: Session, parents: dict[int, Task]) -> dict[int, int]:
     """Free cell slots of running grid parents with a ``parallel`` limit."""
     limited = {pid: int(p.executor_config.get("parallel") or 0) for pid, p in parents.items()
                if p.status is S.in_progress and (p.executor_config or {}).get("parallel")}
-    cells = _cells(session, list(limited))
+    cells = cell_rows(session, list(limited))
     return {pid: limit - sum(c.status in ACTIVE for c in cells[pid]) for pid, limit in limited.items()}
 
 

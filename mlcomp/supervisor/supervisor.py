@@ -28,13 +28,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.settings import Settings
+from mlcomp import wake as wakeup
+from mlcomp.gridsearch import is_grid_parent, rollup_grid_parents
+from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.search import SEARCH_TYPE
 from mlcomp.search.step import advance_searches
-from mlcomp.supervisor import wake as wakeup
 from mlcomp.supervisor.allocate import free_resources, place
 from mlcomp.supervisor.dispatch import Dispatcher
-from mlcomp.supervisor.ready import find_ready, is_grid_parent, rollup_grid_parents, set_waiting_reasons
-from mlcomp.supervisor.status import ACTIVE, retry_or_fail, set_task_status
+from mlcomp.supervisor.ready import find_ready, set_waiting_reasons
 
 __all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "serving", "ACTIVE_COLUMNS"]
 
@@ -261,7 +262,7 @@ class Supervisor:
         writes a heartbeat row every ``heartbeat_ttl / 3`` seconds when it supervises every DAG
         (so ``dag submit --wait`` on any machine follows it instead of placing tasks itself),
         with ``listen`` listens on the root's wake socket, and with ``settings.broker_url``
-        subscribes to the database's Redis wake channel (:mod:`mlcomp.supervisor.wake`)."""
+        subscribes to the database's Redis wake channel (:mod:`mlcomp.wake`)."""
         self._closed = False
         self._scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
         self._scheduler.add_job(
@@ -296,7 +297,7 @@ class Supervisor:
 
     @property
     def listening(self) -> bool:
-        """True when this supervisor answers :func:`mlcomp.supervisor.wake.poke` for its root."""
+        """True when this supervisor answers :func:`mlcomp.wake.poke` for its root."""
         return self._listener is not None
 
     def shutdown(self) -> None:

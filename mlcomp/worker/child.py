@@ -23,11 +23,11 @@ import traceback
 
 from sqlalchemy import update
 
-from executors import TaskContext, get_executor
+from executors import get_executor
 from mlcomp.db import Task, make_engine, make_sessionmaker
-from mlcomp.errors import MlcompError
+from mlcomp.worker.context import WITH_PROJECT, resolve_inputs, task_context
+from mlcomp.errors import EXIT_STOPPED, MlcompError
 from mlcomp.settings import Settings
-from mlcomp.worker.launch import STOPPED_EXIT_CODE
 from mlcomp.worker.report import Reporter
 
 __all__ = ["TaskStopped", "main"]
@@ -53,17 +53,17 @@ def main(env=None) -> int:
     reporter = Reporter.from_env(sessionmaker, env).start()
     try:
         with sessionmaker() as session:
-            task = session.get(Task, reporter.task_id)
-            context = TaskContext.for_task(task, settings, reporter)
-            task_type = task.type
-        executor = get_executor(task_type, expdir=context.code_dir)()
-        result = executor.run(context)
+            task = session.get(Task, reporter.task_id, options=WITH_PROJECT)
+            context = task_context(task, settings, reporter)
+            executor = get_executor(task.type, expdir=context.code_dir)
+            context = resolve_inputs(session, context, executor)
+        result = executor().run(context)
         with sessionmaker.begin() as session:
             session.execute(update(Task).where(Task.id == context.task_id).values(result=result))
         return 0
     except TaskStopped as e:
         print(f"mlcomp: {e}", file=sys.stderr)
-        return STOPPED_EXIT_CODE
+        return EXIT_STOPPED
     except SystemExit as e:  # sys.exit() in the task: its code (None is 0, a message is 1)
         return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
     except MlcompError as e:  # the user's mistake: one line, which also becomes the task's reason

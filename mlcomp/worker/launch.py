@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 from mlcomp.db import Task, TaskStatus
-from mlcomp.search import PAUSED_EXIT_CODE
+from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED
+from mlcomp.worker.context import data_dir_of
 from mlcomp.worker.process import describe_exit
 
-__all__ = ["LaunchSpec", "child_env", "Outcome", "outcome", "STOPPED_EXIT_CODE", "CHILD_MODULE"]
-
-STOPPED_EXIT_CODE = 75
-"""A child that stops on request exits with this code (``EX_TEMPFAIL``): the task is ``stopped``."""
+__all__ = ["LaunchSpec", "child_env", "Outcome", "outcome", "CHILD_MODULE"]
 
 CHILD_MODULE = "mlcomp.worker.child"
 
@@ -27,8 +25,8 @@ def child_env(task: Task, settings, base: dict[str, str] | None = None) -> dict[
     ``MLCOMP_DATA_DIR`` (the project's data folder, ``settings.data_dir / project``, unless the
     task's ``env`` sets it) and ``PYTHONUNBUFFERED=1`` (so lines arrive as they are printed)."""
     env = dict(os.environ if base is None else base)
-    env["MLCOMP_DATA_DIR"] = str(Path(settings.data_dir) / task.dag.project.name)
     env.update({str(k): str(v) for k, v in (task.env or {}).items()})
+    env["MLCOMP_DATA_DIR"] = str(data_dir_of(task, settings))
     env.update(
         CUDA_VISIBLE_DEVICES=",".join(str(i) for i in task.gpus or []),
         MLCOMP_TASK_ID=str(task.id),
@@ -84,9 +82,9 @@ def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | 
         return Outcome(TaskStatus.failed, f"timed out after {timed_out:g} s ({how})")
     if returncode == 0:
         return Outcome(TaskStatus.success, "exit code 0")
-    if returncode == PAUSED_EXIT_CODE and not stop_requested:
-        return Outcome(TaskStatus.paused, "paused at a rung of its search (exit code 76)")
-    if returncode == STOPPED_EXIT_CODE or stop_requested:
+    if returncode == EXIT_PAUSED and not stop_requested:
+        return Outcome(TaskStatus.paused, f"paused at a rung of its search (exit code {EXIT_PAUSED})")
+    if returncode == EXIT_STOPPED or stop_requested:
         return Outcome(TaskStatus.stopped, f"stopped on request ({how})" if stop_requested
                        else f"the task stopped itself ({how})")
     return Outcome(TaskStatus.failed, f"{how}: {last_error}" if last_error else how)

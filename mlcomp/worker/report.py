@@ -65,6 +65,18 @@ class Reporter:
         self._last_flush = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._engine = None  # owned by a Reporter from connect()
+
+    @classmethod
+    def connect(cls, db_url: str, task_id: int, attempt: int = 1, **kwargs) -> "Reporter":
+        """A Reporter on a store of its own (an engine on ``db_url``, disposed by :meth:`close`):
+        for a process an executor starts itself (rank 0 of a distributed run)."""
+        from mlcomp.db import make_engine, make_sessionmaker
+
+        engine = make_engine(db_url)
+        reporter = cls(make_sessionmaker(engine), task_id, attempt, **kwargs)
+        reporter._engine = engine
+        return reporter
 
     @classmethod
     def from_env(cls, sessionmaker: sessionmaker[Session], env=None, **kwargs) -> "Reporter":
@@ -189,12 +201,15 @@ class Reporter:
             self.maybe_flush()
 
     def close(self) -> None:
-        """Stops the flushing thread (if any) and writes what waits."""
+        """Stops the flushing thread (if any) and writes what waits (and disposes the engine of a
+        Reporter from :meth:`connect`)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         self.flush()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def __enter__(self) -> "Reporter":
         return self.start()

@@ -12,7 +12,7 @@ claims the active tasks placed here that no child is watched for: queued tasks i
 handed (a lost dispatch, or a worker fed only through the store), and after a restart the
 children of the previous worker (adopted if alive, their recorded outcome stored if they ended).
 
-Every status change goes through :func:`mlcomp.supervisor.status.set_task_status` (or
+Every status change goes through :func:`mlcomp.lifecycle.set_task_status` (or
 ``retry_or_fail``) and is followed by ``on_change()``; a task's end is also followed by
 ``on_end()``, which makes a supervisor place the next tasks at once.
 """
@@ -31,13 +31,14 @@ from typing import Callable, Collection
 
 import psutil
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from executors import TaskContext, get_executor
+from executors import get_executor
 from mlcomp.dag import materialize
-from mlcomp.db import Attempt, Computer, Dag, Task, TaskStatus, immediate, utcnow
-from mlcomp.supervisor import ACTIVE, retry_or_fail, set_task_status
-from mlcomp.supervisor.wake import add_listener, remove_listener
+from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
+from mlcomp.wake import add_listener, remove_listener
+from mlcomp.worker.context import WITH_PROJECT, task_context
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
 from mlcomp.worker.launch import LaunchSpec, outcome
@@ -47,9 +48,6 @@ from mlcomp.worker.report import Reporter
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-# A launch reads the task with its DAG and project (the child's MLCOMP_DATA_DIR) in one query.
-_WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, innerjoin=True)]
 
 
 @dataclasses.dataclass
@@ -270,7 +268,7 @@ class Worker:
         try:
             with self.sessionmaker.begin() as session:
                 immediate(session)
-                task = session.get(Task, task_id, with_for_update={"of": Task}, options=_WITH_PROJECT)
+                task = session.get(Task, task_id, with_for_update={"of": Task}, options=WITH_PROJECT)
                 if task is None or task.status not in ACTIVE or task.computer != self.name or \
                         (self.dag_ids is not None and task.dag_id not in self.dag_ids):
                     return False
@@ -301,7 +299,7 @@ class Worker:
         """Prepares the code folder and starts ``task``'s child (registered in ``_runs``); on
         failure marks the task failed with the reason and returns None."""
         try:
-            context = TaskContext.for_task(task, self.settings)
+            context = task_context(task, self.settings)
             if not context.code_dir.exists():
                 _materialize(session, task.dag_id, context.code_dir)
             command = get_executor(task.type, expdir=context.code_dir).command(context)

@@ -1,36 +1,27 @@
-"""Finding what a task builds on: the train run it depends on, its logdir and checkpoints, the
-best cell of a grid search, the project's data folder.
+"""Finding what a task builds on, before its executor runs: the train run it depends on, its
+logdir and checkpoints, the best cell of a grid search, the project's data folder.
 
 A task's folder is ``settings.tasks_dir / <task id>``; a train task's logdir is ``<folder>/logdir``
-(:data:`LOGDIR`). ``infer`` and ``trace`` take the model of the train run they depend on: each
+(:data:`executors.base.LOGDIR`). ``infer`` and ``trace`` take the model of the train run they depend on: each
 dependency that is a ``train`` task counts as itself, a grid search as its best cell
-(:func:`executors.grid_search.best_cell`); other dependencies are searched through in turn
+(:func:`mlcomp.gridsearch.best_cell`); other dependencies are searched through in turn
 (``trace`` may depend on ``infer``). Among several candidates the best by the main metric wins,
 when they share one; else the first in dependency order.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from executors.base import TaskContext
-from executors.grid_search import best_cell, main_metric_of
+from executors.base import LOGDIR, ModelSource
+from mlcomp.gridsearch import best_cell, main_metric_of
 from mlcomp.db import Dag, Project, Task, TaskDependency, TaskStatus
 from mlcomp.errors import ExecutorError
 
-__all__ = ["LOGDIR", "DATA_ENV", "task_folder", "task_logdir", "open_session", "dependencies",
-           "train_source", "data_dir", "export_data_dir", "ModelSource", "model_source"]
+__all__ = ["task_folder", "task_logdir", "dependencies", "train_source", "data_dir", "resolve_model"]
 
-LOGDIR = "logdir"
-"""A train task's logdir, relative to its folder."""
-DATA_ENV = "MLCOMP_DATA_DIR"
-"""The environment variable holding the project's data folder (``settings.data_dir / project``)."""
 TRAIN_TYPE = "train"
 GRID_TYPE = "grid_search"
 SEARCH_TYPE = "search"
@@ -44,25 +35,6 @@ def task_folder(settings, task_id: int) -> Path:
 def task_logdir(settings, task_id: int) -> Path:
     """The logdir of train task ``task_id``."""
     return task_folder(settings, task_id) / LOGDIR
-
-
-@contextlib.contextmanager
-def open_session(task: TaskContext) -> Iterator[Session]:
-    """A read transaction on the store of ``task``: its reporter's sessionmaker when it has one,
-    else a new engine on ``task.settings.db_url`` (disposed afterwards)."""
-    maker = getattr(task.reporter, "sessionmaker", None)
-    engine = None
-    if maker is None:
-        from mlcomp.db import make_engine, make_sessionmaker
-
-        engine = make_engine(task.settings.db_url)
-        maker = make_sessionmaker(engine)
-    try:
-        with maker.begin() as session:
-            yield session
-    finally:
-        if engine is not None:
-            engine.dispose()
 
 
 def dependencies(session: Session, task_id: int) -> list[Task]:
@@ -144,38 +116,11 @@ def data_dir(session: Session, settings, task_id: int) -> Path:
     return Path(settings.data_dir) / name
 
 
-def export_data_dir(task: TaskContext) -> Path:
-    """Sets ``MLCOMP_DATA_DIR`` in this process's environment (unless the worker did) to the
-    task's project data folder, creates the folder, and returns it."""
-    value = os.environ.get(DATA_ENV)
-    if not value:
-        with open_session(task) as session:
-            value = str(data_dir(session, task.settings, task.task_id))
-        os.environ[DATA_ENV] = value
-    path = Path(value)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSource:
-    """The train run a task takes its model from: its task id and name, logdir and the chosen
-    checkpoint file."""
-
-    task_id: int
-    name: str
-    logdir: Path
-    checkpoint: Path
-
-    def describe(self) -> dict:
-        """JSON-able summary for a task's result."""
-        return {"source_task": self.task_id, "source_name": self.name, "checkpoint": str(self.checkpoint)}
-
-
-def model_source(task: TaskContext, which: str = "best") -> ModelSource:
-    """The :class:`ModelSource` of ``task``: the run of :func:`train_source` and its checkpoint
-    ``which`` (``best``, ``last``, a file name in its checkpoints folder, or a path inside its
-    logdir or the ``checkpoint_dirs`` setting's folders, relative to ``task``'s folder).
+def resolve_model(session: Session, settings, task_id: int, which: str = "best") -> ModelSource:
+    """The :class:`~executors.base.ModelSource` of task ``task_id``: the run of
+    :func:`train_source` and its checkpoint ``which`` (``best``, ``last``, a file name in its
+    checkpoints folder, or a path inside its logdir or the ``checkpoint_dirs`` setting's folders,
+    relative to the task's folder).
 
     Raises:
         ExecutorError: no train run to take the model from (see :func:`train_source`).
@@ -183,9 +128,7 @@ def model_source(task: TaskContext, which: str = "best") -> ModelSource:
     """
     from mlcomp.runner.checkpoint import resolve_checkpoint
 
-    with open_session(task) as session:
-        source = train_source(session, task.task_id)
-        logdir = task_logdir(task.settings, source.id)
-        found = ModelSource(source.id, source.name, logdir, resolve_checkpoint(
-            logdir, which, allowed_dirs=getattr(task.settings, "checkpoint_dirs", ()), base=task.folder))
-    return found
+    source = train_source(session, task_id)
+    logdir = task_logdir(settings, source.id)
+    return ModelSource(source.id, source.name, logdir, resolve_checkpoint(
+        logdir, which, allowed_dirs=getattr(settings, "checkpoint_dirs", ()), base=task_folder(settings, task_id)))

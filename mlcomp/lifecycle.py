@@ -1,5 +1,6 @@
-"""The task life cycle: the one function that changes a task's status, and the roll-ups derived
-from statuses (a DAG's status, a grid parent's status).
+"""The task life cycle: the one function that changes a task's status, and a group's status
+derived from its members' (a DAG's). Every layer that changes or reads statuses imports it: the
+supervisor, the worker, the commands of the CLI and the UI.
 
 The gate follows luigi's ``SimpleTaskState.set_status`` (one place where status changes, stamping
 ``updated``) with the transitions of DESIGN §4::
@@ -38,7 +39,6 @@ __all__ = [
     "set_task_status",
     "retry_or_fail",
     "rollup_status",
-    "grid_parent_status",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,23 +212,3 @@ def rollup_status(statuses: Iterable[TaskStatus]) -> TaskStatus:
         if status in present:
             return status
     return S.success
-
-
-def grid_parent_status(parent: Task, children: list) -> TaskStatus | None:
-    """The status a running grid parent (``type: grid_search``) should move to, or None to stay.
-
-    A parent needs no process: it is ``in_progress`` while its cells run and ends when all have
-    ended (success only if every cell succeeded); a ``stopping`` parent ends as ``stopped`` once no
-    cell is active. ``children`` are the cells: Task rows, or light rows with a ``status``.
-    """
-    statuses = [c.status for c in children]
-    if any(s in ACTIVE for s in statuses):
-        return None
-    if parent.status is S.stopping:
-        return S.stopped
-    if S.not_ran in statuses:
-        return None
-    if all(s is S.success for s in statuses):
-        return S.success
-    return S.failed if S.failed in statuses or S.skipped in statuses else S.stopped
-

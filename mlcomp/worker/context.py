@@ -1,0 +1,54 @@
+"""The :class:`~executors.base.TaskContext` of a task, with everything its executor needs resolved
+from the store in advance: resources, the project's data folder, the model it builds on."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+from sqlalchemy.orm import Session, joinedload
+
+from executors.base import Executor, TaskContext
+from mlcomp.db import Dag, Task
+from mlcomp.worker.lookup import resolve_model
+from mlcomp.worker.report import Reporter
+
+__all__ = ["task_context", "resolve_inputs", "data_dir_of", "WITH_PROJECT"]
+
+WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, innerjoin=True)]
+"""Load options reading a task with its DAG and project (the data folder) in one query."""
+
+
+def task_context(task: Task, settings, reporter=None) -> TaskContext:
+    """The context of ``task`` (a row loaded with its DAG and project) under ``settings``:
+    identity, folders, resources, config, grid cell, resume choice, environment, data folder."""
+    folder = Path(settings.tasks_dir) / str(task.id)
+    return TaskContext(
+        task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, name=task.name,
+        folder=folder, code_dir=folder / "code", gpus=list(task.gpus or []), cpu=max(1, int(task.cpu or 1)),
+        distr=bool(task.distr), config=dict(task.executor_config or {}), grid_cell=task.grid_cell,
+        settings=settings, resume_from=task.resume_from, reporter=reporter, env=dict(task.env or {}),
+        data_dir=data_dir_of(task, settings),
+    )
+
+
+def data_dir_of(task: Task, settings) -> Path:
+    """The data folder of ``task``'s project, ``settings.data_dir / project``, unless the task's
+    ``env`` sets ``MLCOMP_DATA_DIR`` (which the child gets either way)."""
+    return Path((task.env or {}).get("MLCOMP_DATA_DIR") or Path(settings.data_dir) / task.dag.project.name)
+
+
+def resolve_inputs(session: Session, context: TaskContext, executor: type[Executor]) -> TaskContext:
+    """``context`` made ready to run in the task's child: the data folder created, the model its
+    executor builds on resolved (:meth:`~executors.base.Executor.model_checkpoint`), and a
+    reporter factory for the processes the executor starts itself.
+
+    Raises:
+        ExecutorError: the model asked for has no train run to come from.
+        ConfigError: its checkpoint does not exist.
+    """
+    context.data_dir.mkdir(parents=True, exist_ok=True)
+    which = executor.model_checkpoint(context.config)
+    model = None if which is None else resolve_model(session, context.settings, context.task_id, which)
+    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt)
+    return dataclasses.replace(context, model=model, open_reporter=opener)

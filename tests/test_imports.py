@@ -1,0 +1,67 @@
+"""The import graph between packages: arrows point one way. Executors import neither the store nor
+the worker, and no two packages import each other, even through others (every ``import`` in the
+source counts, also one inside a function)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("mlcomp", "executors", "ui")
+
+
+def unit(module: str) -> str | None:
+    """The package a module belongs to, at the level the layering is about: ``executors``,
+    ``ui``, ``mlcomp.<subpackage>`` or ``mlcomp.<module>``; None outside the project."""
+    parts = module.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    return ".".join(parts[:2]) if parts[0] == "mlcomp" and len(parts) > 1 else parts[0]
+
+
+def imports(path: Path, module: str) -> set[str]:
+    """The project modules ``path`` (module ``module``) imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(module.split(".")[:-node.level] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if unit(name) is not None}
+
+
+def graph() -> nx.DiGraph:
+    """Units → the units they import."""
+    edges = nx.DiGraph()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            source = unit(module)
+            edges.add_node(source)
+            for name in imports(path, module):
+                target = unit(name)
+                if target != source and not (target == "mlcomp" and name.count(".") == 0):
+                    edges.add_edge(source, target, module=module, name=name)
+    return edges
+
+
+def test_executors_import_neither_the_store_nor_the_worker():
+    edges = graph()
+    bad = [(edges.edges["executors", t]["module"], t) for t in edges.successors("executors")
+           if t in ("mlcomp.db", "mlcomp.worker", "mlcomp.supervisor", "mlcomp.control", "mlcomp.lifecycle")]
+    assert bad == []
+
+
+def test_no_import_cycles_between_packages():
+    edges = graph()
+    cycles = [[(a, edges.edges[a, b]["module"], b) for a, b in zip(c, c[1:] + c[:1])]
+              for c in nx.simple_cycles(edges)]
+    assert cycles == []

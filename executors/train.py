@@ -81,13 +81,14 @@ def _main_metric(experiment) -> dict:
 
 def _relative_expdir(config: dict, expdir: Path) -> str | None:
     """Rewrites an ``args.expdir`` inside the DAG's expdir as a path relative to it (the task
-    runs on the snapshot copy); returns that relative path, or None."""
+    runs on the snapshot copy); returns that relative path, or None. A relative value (one set
+    by ``params`` or a grid cell) is taken from the DAG's expdir, like one in a config file."""
     args = config.get("args") or {}
     value = args.get("expdir")
     if not value:
         return None
     try:
-        relative = Path(value).resolve().relative_to(expdir.resolve())
+        relative = (expdir / value).resolve().relative_to(expdir.resolve())
     except ValueError:
         return None  # outside the snapshot: used as it is
     args["expdir"] = relative.as_posix()

@@ -16,6 +16,7 @@ exit on its own thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import select
@@ -131,8 +132,7 @@ class AttemptFiles:
 
     def watch(self) -> None:
         """Records that this process follows the attempt (``watcher``: pid and creation time)."""
-        me = psutil.Process()
-        self.path("watcher").write_text(f"{me.pid} {me.create_time()}\n")
+        self.path("watcher").write_text(_me())
 
     def watched_elsewhere(self) -> bool:
         """Whether another live process (a second worker of the same computer) follows it."""
@@ -254,7 +254,7 @@ class TaskProcess:
         for stream, line in lines:
             if stream == "stderr" and line.strip():
                 self.last_error_line = line.strip()
-        if lines or final:
+        if lines:  # nothing new: the stored offsets stand (an ended task's are never read again)
             self.reporter.output(lines, dict(self.offsets))
 
     def _advance(self, stream: str, data: bytes) -> None:
@@ -281,6 +281,13 @@ class TaskProcess:
             self.on_exit(self, returncode)
         finally:
             self.done.set()
+
+
+@functools.cache
+def _me() -> str:
+    """This process as a watcher record: ``"PID CREATION_TIME\\n"``."""
+    me = psutil.Process()
+    return f"{me.pid} {me.create_time()}\n"
 
 
 def _pidfd(pid: int) -> int | None:

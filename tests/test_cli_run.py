@@ -41,7 +41,8 @@ def test_digits_example_reaches_95_percent_valid_accuracy(tmp_path, capsys):
     assert best["valid_metrics"]["accuracy01"] >= 0.95
     assert best["stage"] in ("warmup", "main")
     saved = yaml.safe_load((logdir / "config.yml").read_text())
-    assert saved["args"]["logdir"] == str(logdir) and saved["model_params"] == {"model": "DigitsCNN", "width": 16}
+    assert saved["args"]["logdir"] == str(logdir) and saved["model_params"] == {"model": "DigitsCNN", "width": 16,
+                                                                                  "dropout": 0.0}
     assert (logdir / "checkpoints" / "last_full.pth").is_file()
     assert "best valid: " in out
 

@@ -108,3 +108,10 @@ def test_the_grid_page_of_bash_tasks(ro_app, ro_client):
     assert [cell["params"] for cell in body["cells"]] == [{"n": n} for n in range(1, 6)]
     assert body["metric"] is None and body["minimize"] is False
     assert ro_client.get(f"/grid/{grid}").status_code == 200
+
+
+def test_a_huge_request_body_is_refused_unread(make_client, ro_filled):
+    client = make_client(token=TOKEN)
+    response = client.post(f"/api/tasks/{ro_filled.broken}/resume", data=b"{" + b" " * (2 << 20) + b"}",
+                           content_type="application/json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 413 and response.get_json()["error"]["message"]

@@ -1,7 +1,8 @@
 """The API against its own ``ui/openapi.json`` with Schemathesis, on a live waitress server over
 a filled store (plus the bash example's grid): generated requests, valid and invalid, never get a
-5xx, and every response has a documented status, content type and body schema. Examples are
-bounded per operation so the test stays short."""
+5xx, and every response has a documented status, content type and body schema. The server has a
+token and requests carry it as a bearer token, so state changes (stop, resume with any ``from``)
+are exercised too. Examples are bounded per operation so the test stays short."""
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ui_fill import dispose, fill
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_EXAMPLES = 15
+TOKEN = "schemathesis-token"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def base_url(tmp_path_factory):
     from ui import create_app
 
     root = tmp_path_factory.mktemp("api") / "mlcomp"
-    settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}")
+    settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}", token=TOKEN)
     with open_store(settings).begin() as session:
         fill(session, settings)
         submit(session, settings, ROOT / "dags" / "bash.yml")
@@ -49,5 +51,5 @@ schema = schemathesis.openapi.from_path(ROOT / "ui" / "openapi.json")
 @hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
 def test_the_api_conforms_to_its_openapi_document(case, base_url):
-    case.call_and_validate(base_url=base_url, checks=[not_a_server_error, status_code_conformance,
+    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, checks=[not_a_server_error, status_code_conformance,
                                                       content_type_conformance, response_schema_conformance])

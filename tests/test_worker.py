@@ -15,7 +15,7 @@ import psutil
 import pytest
 from sqlalchemy import select, update
 
-from mlcomp.db import Attempt, Computer, LogLine, Metric, Task, TaskStatus, immediate
+from mlcomp.db import Attempt, Computer, LogLine, Metric, ResourceSample, Task, TaskStatus, immediate
 from mlcomp.supervisor import HandOver, Supervisor, set_task_status
 from mlcomp.worker import Worker
 from supervisor_helpers import make_dag, wait_for, wait_status
@@ -299,6 +299,9 @@ def test_heartbeat_updates_the_computer(settings, store):
     with store() as session:
         computer = session.get(Computer, "pc")
         assert computer.heartbeat > first and set(computer.usage) == {"cpu", "memory", "memory_bytes", "gpus", "tasks"}
+        [sample] = session.scalars(select(ResourceSample))  # and its history (mlcomp.worker.resources)
+        assert (sample.computer, sample.task_id, sample.gpu, sample.memory) == ("pc", None, None,
+                                                                                computer.usage["memory_bytes"])
 
 
 def test_python_task_runs_in_the_child_and_stores_its_result(worker, store, settings):

@@ -47,6 +47,7 @@ def create_app(settings=None, test_config: Mapping[str, Any] | None = None) -> F
         PAGE_SIZE=50,
         MAX_POINTS=2000,
         LOG_TAIL=200,
+        MAX_CONTENT_LENGTH=1 << 20,  # request bodies are small JSON commands: 413 beyond 1 MiB
     )
     app.json.sort_keys = False  # keep the order queries give (statuses in life-cycle order)
     if test_config:

@@ -65,8 +65,7 @@ class ResourceRecorder:
         is logged, never raised: the heartbeat it follows must go on."""
         try:
             with sessionmaker.begin() as session:
-                immediate(session)  # SQLite: take the writer lock up front, in turn with this process's writers
-                self._write(session, usage, int(self.clock()))
+                self._write(immediate(session), usage, int(self.clock()))
         except Exception:
             log.exception("computer %s: writing resource samples failed", self.computer)
 

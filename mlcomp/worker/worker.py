@@ -41,7 +41,7 @@ from mlcomp.wake import add_listener, remove_listener
 from mlcomp.worker.context import WITH_PROJECT, task_context
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
-from mlcomp.worker.launch import LaunchSpec, outcome
+from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
 from mlcomp.worker.process import AttemptFiles, TaskProcess
 from mlcomp.worker.report import Reporter
 
@@ -302,6 +302,7 @@ class Worker:
             context = task_context(task, self.settings)
             if not context.code_dir.exists():
                 _materialize(session, task.dag_id, context.code_dir)
+                link_project_folders(context.code_dir, self.settings, task.dag.project.name)
             command = get_executor(task.type, expdir=context.code_dir).command(context)
             spec = LaunchSpec.for_task(task, self.settings, command)
             process = TaskProcess.spawn(spec.argv, spec.cwd, spec.env, files, self._reporter(task),

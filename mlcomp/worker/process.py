@@ -31,13 +31,15 @@ import psutil
 
 from mlcomp.worker.report import Reporter
 
-__all__ = ["AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
+__all__ = ["ATTEMPTS", "AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
            "RECORDER"]
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 STREAMS = ("stdout", "stderr")
+ATTEMPTS = "attempts"
+"""The folder of a task's attempts, inside its task folder."""
 
 RECORDER = ('trap : TERM; d=$1; shift; echo $$ > "$d/pid"; "$@" & c=$!; '
             'while wait $c; rc=$?; [ $rc -gt 128 ] && kill -0 $c 2>/dev/null; do :; done; '
@@ -90,7 +92,7 @@ class AttemptFiles:
     @classmethod
     def of(cls, tasks_dir, task_id: int, attempt: int) -> "AttemptFiles":
         """The files of attempt ``attempt`` (from 1) of task ``task_id``."""
-        return cls(Path(tasks_dir) / str(task_id) / "attempts" / str(attempt))
+        return cls(Path(tasks_dir) / str(task_id) / ATTEMPTS / str(attempt))
 
     def path(self, name: str) -> Path:
         """``stdout``, ``stderr``, ``pid`` or ``exit``."""

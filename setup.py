@@ -34,6 +34,7 @@ setup(
         "psutil>=5.9",
         "scikit-learn>=1.3",
         "psycopg[binary]>=3.1",
+        "torch_optimizer>=0.3",  # Lamb and Lookahead for Catalyst configs (contrib optimizers)
         "optuna>=3.4",  # search sampling (mlcomp.search): ask-and-tell, Random/TPE/Grid samplers
     ],
     extras_require={
@@ -43,6 +44,7 @@ setup(
         "tensorboard": ["tensorboard"],
         "mlflow": ["mlflow-skinny>=2.10"],  # the MLflowLogger callback (the tracking client, no server)
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
+        "albumentations": ["albumentations"],  # transform_params names its transforms (A.Compose...)
         "bench": ["luigi>=3"],  # peers measured in the same run as mlcomp (bench/dag_overhead.py)
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},

@@ -199,9 +199,10 @@ def main(rounds: int, cli: bool) -> None:
                 for name, baseline in (("chain", baseline_chain), ("fan", baseline_fan)):
                     base = baseline()
                     total, submit, first, count = run_dag(local, settings, tmp / f"{name}.yml", changed)
+                    luigi_base = baseline()  # each peer against a loop run just before it
                     luigi = run_luigi(name, tmp / "luigi" / f"{name}{round_}")
                     for values, value in zip(results[name], (1000 * (total - submit - base) / count,
-                                                             1000 * (luigi - base) / count,
+                                                             1000 * (luigi - luigi_base) / count,
                                                              1000 * (submit + first), 1000 * first,
                                                              1000 * submit, total / base)):
                         values.append(value)

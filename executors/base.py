@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
+from mlcomp.configkit import PathError, set_path
 from mlcomp.errors import DagError
 
 __all__ = ["Executor", "SubmitContext", "TaskContext", "Reporter", "ModelSource", "LOGDIR"]
@@ -201,7 +202,7 @@ class Executor:
         """``spec`` with a grid cell's values applied, before :meth:`validate`.
 
         The default sets each cell key whose first dotted part is a key of ``spec`` at that
-        dotted path (``command``, ``args.lr``); other keys stay only in ``ctx.grid_cell`` for the
+        dotted path (``command``, ``args.lr``; :func:`mlcomp.configkit.set_path`); other keys stay only in ``ctx.grid_cell`` for the
         executor to use at run time (a runner config path, a ``$name`` substitution).
 
         Raises:
@@ -209,15 +210,11 @@ class Executor:
         """
         spec = copy.deepcopy(dict(spec))
         for key, value in cell.items():
-            parts = str(key).split(".")
-            if parts[0] not in spec:
-                continue
-            node = spec
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ctx.error(parts[0], f"grid key {key!r} goes through {part!r}, which is not a mapping")
-            node[parts[-1]] = copy.deepcopy(value)
+            if str(key).split(".")[0] in spec:
+                try:
+                    set_path(spec, str(key), value)
+                except PathError as e:
+                    raise ctx.error(str(key).split(".")[0], f"grid key {key!r}: {e}") from None
         return spec
 
     @classmethod

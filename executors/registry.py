@@ -27,12 +27,13 @@ BUILTINS = {
     "bash": "executors.bash",
     "python": "executors.python",
     "train": "executors.train",
+    "catalyst": "executors.catalyst",
     "infer": "executors.infer",
     "trace": "executors.trace",
     "grid_search": "executors.grid_search",
     "search": "executors.search",
 }
-USER_FILES = ("executors.py", "__init__.py")
+USER_FILES = ("executors.py", "executors/__init__.py", "__init__.py")
 
 _registered: dict[str, type[Executor]] = {}
 _user_cache: dict[tuple, dict[str, type[Executor]]] = {}
@@ -82,8 +83,10 @@ def known_types(expdir: str | Path | None = None) -> list[str]:
 
 
 def user_executors(expdir: str | Path) -> dict[str, type[Executor]]:
-    """The Executor subclasses defined in ``expdir/executors.py`` and ``expdir/__init__.py``,
-    by type name. A file is imported again only when it changes (size and mtime).
+    """The Executor subclasses defined in ``expdir/executors.py``, ``expdir/executors/__init__.py``
+    (MLComp's layout, a package whose modules it imports relatively) and ``expdir/__init__.py``,
+    by type name. A file is imported again only when it changes (size and mtime). Catalyst 20.x
+    imports resolve to mlcomp while they load (:mod:`mlcomp.runner.compat.catalyst`).
 
     Raises:
         ExecutorError: a file fails to import, a class uses a built-in type name, or two classes
@@ -121,17 +124,22 @@ def _builtin(type_name: str) -> type[Executor]:
 
 
 def _import_file(path: Path) -> ModuleType:
-    """Imports ``path`` as a uniquely named module with its folder on ``sys.path``; modules it
-    pulls in from that folder are dropped from ``sys.modules`` afterwards so two DAGs' helper
-    modules of the same name do not collide."""
+    """Imports ``path`` as a uniquely named module (a package for an ``__init__.py``) with its
+    folder on ``sys.path``; modules it pulls in from that folder are dropped from ``sys.modules``
+    afterwards so two DAGs' helper modules of the same name do not collide."""
+    from mlcomp.runner.compat.catalyst import catalyst_imports
+
     folder = str(path.parent)
     name = "mlcomp_user_executors_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
+    package = [folder] if path.name == "__init__.py" else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=package)
     module = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
     sys.path.insert(0, folder)
+    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with catalyst_imports():
+            spec.loader.exec_module(module)
     except Exception as e:
         raise ExecutorError(f"{path}: importing the user's executors failed: {type(e).__name__}: {e}") from e
     finally:
@@ -142,8 +150,24 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def _classes_in(module: ModuleType, path: Path) -> dict[str, type[Executor]]:
-    found = {}
+def _own_modules(module: ModuleType) -> list[ModuleType]:
+    """``module`` and, for a package, its submodules imported with it (``executors/prep.py``)."""
+    found = [module]
+    for value in vars(module).values():
+        if isinstance(value, ModuleType) and value.__name__.startswith(module.__name__ + "."):
+            found += _own_modules(value)
+    return found
+
+
+def _classes_in(package: ModuleType, path: Path) -> dict[str, type[Executor]]:
+    found: dict[str, type[Executor]] = {}
+    for module in _own_modules(package):
+        _add_classes_of(module, path, found)
+    return found
+
+
+def _add_classes_of(module: ModuleType, path: Path, found: dict[str, type[Executor]]) -> None:
+    """Adds the executor classes defined in ``module`` to ``found``, by type name."""
     for cls in _subclasses(module):
         if cls.__module__ != module.__name__ or "type_name" not in vars(cls):
             continue  # imported from elsewhere, or an abstract intermediate class
@@ -155,7 +179,6 @@ def _classes_in(module: ModuleType, path: Path) -> dict[str, type[Executor]]:
             raise ExecutorError(f"{path}: classes {found[name].__name__} and {cls.__name__} both have "
                                 f"type_name {name!r}")
         found[name] = cls
-    return found
 
 
 def _subclasses(module: ModuleType) -> list[type[Executor]]:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from executors.base import LOGDIR, Executor, SubmitContext, TaskContext
 from executors.registry import register
@@ -63,17 +63,6 @@ def _config_files(spec: dict, ctx: SubmitContext) -> list[str]:
     return files
 
 
-def _apply(config: dict, key: str, value: Any) -> None:
-    """Sets ``value`` at ``key`` (:func:`mlcomp.runner.config.set_by_path`); a mapping given for
-    a top-level key is deep-merged instead of replacing the section."""
-    from mlcomp.runner.config import TOP_LEVEL_KEYS, deep_merge, set_by_path
-
-    if isinstance(value, Mapping) and key in TOP_LEVEL_KEYS:
-        config[key] = deep_merge(config.get(key) or {}, value)
-    else:
-        set_by_path(config, key, copy.deepcopy(value))
-
-
 def _int_key(spec: dict, key: str, minimum: int, default: int | None, ctx: SubmitContext) -> int | None:
     value = spec.get(key, default)
     if value is None:
@@ -92,13 +81,14 @@ def _main_metric(experiment) -> dict:
 
 def _relative_expdir(config: dict, expdir: Path) -> str | None:
     """Rewrites an ``args.expdir`` inside the DAG's expdir as a path relative to it (the task
-    runs on the snapshot copy); returns that relative path, or None."""
+    runs on the snapshot copy); returns that relative path, or None. A relative value (one set
+    by ``params`` or a grid cell) is taken from the DAG's expdir, like one in a config file."""
     args = config.get("args") or {}
     value = args.get("expdir")
     if not value:
         return None
     try:
-        relative = Path(value).resolve().relative_to(expdir.resolve())
+        relative = (expdir / value).resolve().relative_to(expdir.resolve())
     except ValueError:
         return None  # outside the snapshot: used as it is
     args["expdir"] = relative.as_posix()
@@ -214,14 +204,14 @@ class TrainExecutor(Executor):
             DagError: an unknown key; a missing or malformed config file; a ``params`` or grid key
                 that matches no path of the config or several; a config the runner rejects.
         """
-        from mlcomp.runner.config import load_config, make_experiment
+        from mlcomp.runner.config import load_config, make_experiment, set_by_path
 
         unknown = sorted(set(spec) - set(KEYS))
         if unknown:
             raise ctx.error(unknown[0], f"unknown key for a train task; allowed: {', '.join(KEYS)}")
         files = _config_files(spec, ctx)
         try:
-            config = load_config(*(ctx.expdir / name for name in files))
+            config = load_config(*(ctx.expdir / name for name in files), base=ctx.expdir)
         except ConfigError as e:
             raise ctx.error("config", str(e)) from None
         params = spec.get("params") or {}
@@ -231,7 +221,7 @@ class TrainExecutor(Executor):
         for source, values in (("params", params), ("grid", cell)):
             for key, value in values.items():
                 try:
-                    _apply(config, str(key), value)
+                    set_by_path(config, str(key), value)
                 except ConfigError as e:
                     raise ctx.error(source, f"{source} key {key!r}: {e}") from None
         relative = _relative_expdir(config, ctx.expdir)

@@ -69,6 +69,11 @@ class Settings:
         """Folder for per-project data (``data/<project>``), shared by a project's DAGs."""
         return self.root / "data"
 
+    @property
+    def models_dir(self) -> Path:
+        """Folder for per-project models (``models/<project>``, MLComp's), e.g. traced models."""
+        return self.root / "models"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Reads settings from ``env`` (default ``os.environ``) and ``root/config.yml``.

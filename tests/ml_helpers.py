@@ -28,7 +28,7 @@ stages:
 """Two stages of two epochs on synthetic blobs: 10 train and 3 valid batches per epoch."""
 
 SLOW_CONFIG = """\
-args: {expdir: ../ext}
+args: {expdir: ext}   # relative to the working folder, the DAG's expdir for a task
 stages:
   callbacks_params:
     slow: {callback: SlowCallback, seconds: SECONDS}

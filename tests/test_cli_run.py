@@ -41,7 +41,8 @@ def test_digits_example_reaches_95_percent_valid_accuracy(tmp_path, capsys):
     assert best["valid_metrics"]["accuracy01"] >= 0.95
     assert best["stage"] in ("warmup", "main")
     saved = yaml.safe_load((logdir / "config.yml").read_text())
-    assert saved["args"]["logdir"] == str(logdir) and saved["model_params"] == {"model": "DigitsCNN", "width": 16}
+    assert saved["args"]["logdir"] == str(logdir)
+    assert saved["model_params"] == {"model": "DigitsCNN", "width": 16, "dropout": 0.0}
     assert (logdir / "checkpoints" / "last_full.pth").is_file()
     assert "best valid: " in out
 
@@ -129,7 +130,7 @@ def _stop_config(tmp_path, at: int) -> Path:
     (tmp_path / "stopper" / "__init__.py").write_text(STOP_EXPDIR)
     conf = tmp_path / f"stop{at}.yml"
     conf.write_text(textwrap.dedent(f"""
-        args: {{expdir: stopper}}
+        args: {{expdir: {tmp_path / "stopper"}}}
         stages:
           callbacks_params:
             stop: {{callback: StopAtBatch, at: {at}}}
@@ -192,7 +193,7 @@ def test_autoresume_without_checkpoint_starts_fresh(tmp_path, capsys):
     (["--stages.callbacks_params.accuracy.callback=AccuracyCallbak"],
      ["stages.warmup.callbacks_params.accuracy.callback: unknown callback 'AccuracyCallbak'",
       "did you mean AccuracyCallback"]),
-    (["--stages.data_params.loaders={train: {split: train}}"], ["stages.warmup: no valid loader 'valid'"]),
+    (["--stages.stage_params.valid_loader=validation"], ["stages.warmup: no valid loader 'validation'"]),
     (["--stages.stage_params.main_metric=nope"], ["nope"]),
     (["--num_epochs=2"], ["override 'num_epochs' is ambiguous", "stages.warmup.stage_params.num_epochs"]),
     (["--resume", "missing.pth"], ["checkpoint missing.pth: no such file"]),

@@ -60,10 +60,11 @@ def test_deep_merge_overrides_recursively_without_mutating():
     assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
 
 
-def test_load_config_merges_files_in_order_and_resolves_expdir(tmp_path):
+def test_load_config_merges_files_in_order_and_resolves_expdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative expdir is taken from the working folder, as in Catalyst
     a = write(tmp_path / "conf" / "a.yml", """
         model_params: {model: SimpleNet, hidden: 8}
-        args: {expdir: ../code, seed: 1}
+        args: {expdir: code, seed: 1}
         stages: {train: {stage_params: {num_epochs: 1}}}
     """)
     b = write(tmp_path / "b.yml", """
@@ -74,6 +75,7 @@ def test_load_config_merges_files_in_order_and_resolves_expdir(tmp_path):
     assert config["model_params"] == {"model": "SimpleNet", "hidden": 16}
     assert config["args"] == {"expdir": str((tmp_path / "code").resolve()), "seed": 2}
     assert config["stages"]["train"]["stage_params"]["num_epochs"] == 3
+    assert load_config(a, base=tmp_path / "conf")["args"]["expdir"] == str((tmp_path / "conf" / "code").resolve())
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
@@ -119,8 +121,10 @@ def test_set_by_path_full_path_creates_missing_mappings():
     assert set_by_path(config, "args.seed", 7) == "args.seed"
     assert set_by_path(config, "stages.train.stage_params.num_epochs", 4) == "stages.train.stage_params.num_epochs"
     assert config["args"]["seed"] == 7 and config["stages"]["train"]["stage_params"]["num_epochs"] == 4
-    with pytest.raises(ConfigError, match=r"stages.optimizer_params.lr is 0.1, not a mapping"):
+    with pytest.raises(ConfigError, match=r"cannot set 'x' inside float 0.1 \(at stages.optimizer_params.lr\)"):
         set_by_path(config, "stages.optimizer_params.lr.x", 1)
+    set_by_path(config, "stages.optimizer_params", {"weight_decay": 0.1})  # a mapping merges into a mapping
+    assert config["stages"]["optimizer_params"]["lr"] == 0.1 and config["stages"]["optimizer_params"]["weight_decay"] == 0.1
 
 
 def test_set_by_path_unique_suffix():
@@ -324,7 +328,8 @@ def make_expdir(root: Path, name: str, model: str) -> Path:
 
 
 @pytest.fixture
-def expdir(tmp_path):
+def expdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path = make_expdir(tmp_path, "myexp", "ExpNet")
     yield path
     registry.Model.remove("ExpNet")

@@ -43,6 +43,13 @@ def test_train_validate_applies_params_and_grid_keys_by_suffix_and_path(expdir):
     assert stored["stages"]["one"]["stage_params"]["num_epochs"] == 1
     assert stored["stages"]["two"]["stage_params"]["num_epochs"] == 3
     assert stored["model_params"] == {"model": "SimpleNet", "in_features": 8, "hidden": 4, "num_classes": 3}
+
+
+def test_train_validate_takes_a_relative_expdir_of_params_from_the_dags_expdir(expdir):
+    (expdir / "ext").mkdir()
+    (expdir / "ext" / "__init__.py").write_text("")
+    config = TrainExecutor.validate({"config": "configs/train.yml", "params": {"args.expdir": "ext"}}, context(expdir))
+    assert config["expdir"] == "ext" and config["config"]["args"]["expdir"] == "ext"
     assert config["main"] == {"metric": "accuracy01", "minimize": False, "loader": "valid"}
     assert config["max_batch_points"] == 200 and config["processes"] is None
 

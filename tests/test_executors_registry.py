@@ -98,7 +98,7 @@ def test_default_apply_cell_sets_known_keys_by_dotted_path(tmp_path):
     applied = Executor.apply_cell(spec, cell, context(tmp_path, cell))
     assert applied == {"command": "y", "args": {"lr": 0.1, "wd": 0}}
     assert spec == {"command": "x", "args": {"lr": 1, "wd": 0}}
-    with pytest.raises(DagError, match="key 'command': grid key 'command.x' goes through 'command'"):
+    with pytest.raises(DagError, match=r"key 'command': grid key 'command.x': cannot set 'x' inside str 'x' \(at command\)"):
         Executor.apply_cell(spec, {"command.x": 1}, context(tmp_path))
     assert Executor.validate({"a": [1]}, context(tmp_path)) == {"a": [1]}
     assert Executor.command(None) is None

@@ -76,7 +76,8 @@ def test_stop_mid_epoch_then_resume_ends_with_the_metrics_of_an_uninterrupted_ru
             control.resume_task(session, train_id)
         done = wait_status(store, train_id, S.success, S.failed, S.stopped, timeout=60)
     assert done.status is S.success and done.attempt == 2, done.reason
-    reference = run_config(load_config(tmp_path / "exp/configs/train.yml", tmp_path / "exp/configs/slow.yml"),
+    reference = run_config(load_config(tmp_path / "exp/configs/train.yml", tmp_path / "exp/configs/slow.yml",
+                                       base=tmp_path / "exp"),
                            logdir=tmp_path / "reference")
     assert done.result["last_metrics"] == reference.epoch_metrics  # bitwise: same floats
     assert done.result["best"] == reference.best_valid_metrics["accuracy01"]

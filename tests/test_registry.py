@@ -68,7 +68,8 @@ def test_unknown_name_names_the_key_path_and_close_matches(reg):
     assert str(e.value) == "model_params.model: unknown model 'DigitNet'; did you mean DigitsNet?"
     with pytest.raises(ConfigError, match=r"unknown model 'other'; did you mean Other\?"):
         reg.get("other")
-    with pytest.raises(ConfigError, match=r"unknown model 'Zzz'; register it with mlcomp.runner.registry.Model"):
+    with pytest.raises(ConfigError, match=r"unknown model 'Zzz'; looked in the defaults and .*; register it with "
+                                          r"mlcomp.runner.registry.Model\(...\) in the expdir's __init__.py"):
         reg.get("Zzz")
 
 

@@ -161,3 +161,31 @@ def _forget_queue(broker: str, name: str) -> None:
     for key in client.scan_iter(f"*{name}*"):
         client.delete(key)
     client.close()
+
+
+def test_a_worker_stopped_with_sigterm_leaves_its_task_running_for_the_next_one(settings, store, tmp_path):
+    env = {**os.environ, "MLCOMP_ROOT": str(settings.root), "MLCOMP_DB_URL": settings.db_url}
+    env.pop("MLCOMP_BROKER_URL", None)
+    dag_id, runs = submit(store, settings, tmp_path, "box")
+    worker = start(env, "worker", "--name", "box")
+    supervisor = start(env, "server", "--port", str(free_port()), "--name", "srv")
+    try:
+        with store() as session:
+            long_id = session.scalar(select(Task.id).where(Task.dag_id == dag_id, Task.name == "long"))
+        wait_for(lambda: _log_lines(store, long_id) >= 3, timeout=60)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        with store() as session:
+            assert session.get(Task, long_id).status is S.in_progress  # not stopped: it runs on
+        worker = start(env, "worker", "--name", "box")
+        wait_dag(store, dag_id)
+    finally:
+        for process in (worker, supervisor):
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    check_dag(store, dag_id, runs)
+
+
+def _log_lines(store, task_id: int) -> int:
+    with store() as session:
+        return len(session.scalars(select(LogLine.id).where(LogLine.task_id == task_id)).all())

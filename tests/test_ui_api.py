@@ -63,7 +63,7 @@ def test_every_page_and_command_on_postgresql(pg_url, tmp_path):
         ids = fill(session, settings)
     app = create_app(settings, {"TESTING": True})
     client = app.test_client()
-    for url in ["/dags", "/api/dags?status=failed&name=bash", f"/dags/{ids.dag}", f"/dags/{ids.dag}/files/train.py",
+    for url in ["/dags", "/api/dags?status=failed&name=bash&tag=x", f"/dags/{ids.dag}", f"/dags/{ids.dag}/files/train.py",
                 f"/tasks/{ids.train}", f"/api/tasks/{ids.train}/logs?after=3", f"/api/tasks/{ids.train}/metrics?figures=1",
                 f"/api/tasks/{ids.train}/metrics?max_points=100", f"/grid/{ids.grid}", f"/compare?tasks={ids.cells[0]}",
                 "/computers"]:

@@ -63,7 +63,9 @@ def test_dag_list_shows_best_main_metric_overrides_tags_and_note(client, filled,
     assert row["best"] == {"metric": "accuracy01", "value": 0.97, "minimize": False}
     assert (row["tags"], row["note"]) == (["baseline", "digits"], "first try")
     html = client.get("/dags").get_data(as_text=True)
-    assert '<span class="tag">baseline</span>' in html and "executors.train.args.lr=0.5" in html
+    assert ">baseline</a>" in html and "executors.train.args.lr=0.5" in html
+    assert [d["id"] for d in client.get("/api/dags?tag=baseline").get_json()["dags"]] == [filled.dag]
+    assert client.get("/api/dags?tag=base").get_json()["dags"] == []  # a whole tag, not a part
     assert csrf_post(client, f"/api/dags/{filled.dag}/meta", json={"tags": ["x" * 51]}).status_code == 400
     assert csrf_post(client, f"/api/dags/{filled.dag}/meta", json={"note": 3}).status_code == 400
     assert csrf_post(client, "/api/dags/987654/meta", json={"note": "x"}).status_code == 404

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from sqlalchemy import select, update
 
-from mlcomp.db import Attempt, Computer, LogLine, Metric, Task, TaskStatus, immediate
+from mlcomp.db import Attempt, Computer, LogLine, Metric, ResourceSample, Task, TaskStatus, immediate
 from mlcomp.supervisor import HandOver, Supervisor, set_task_status
 from mlcomp.worker import Worker
 from supervisor_helpers import make_dag, wait_for, wait_status
@@ -238,6 +238,26 @@ def test_a_child_that_ended_unwatched_gets_its_recorded_outcome_and_the_rest_of_
     assert logs(store, task_id) == ["not yet", "half", "partial"]
 
 
+def test_a_returning_worker_kills_the_child_of_a_task_failed_while_it_was_away(settings, store):
+    from mlcomp.worker.process import AttemptFiles
+
+    task_id = add_task(store, "sleep 30")
+    files = AttemptFiles.of(settings.tasks_dir, task_id, 1)
+    files.folder.mkdir(parents=True)
+    orphan = subprocess.Popen(["bash", "-c", f'echo $$ > {files.path("pid")}; exec sleep 30'], start_new_session=True)
+    wait_for(lambda: files.live_pid() == orphan.pid)
+    with store.begin() as session:
+        task = session.get(Task, task_id)
+        set_task_status(session, task, S.in_progress, "running")
+        set_task_status(session, task, S.failed, "computer 'pc' silent since …")  # the sweep, meanwhile
+    w = Worker(settings, store, name="pc", gpus=[], poll=0.05).start()
+    try:
+        assert orphan.wait(10) == -signal.SIGKILL
+    finally:
+        w.shutdown()
+    assert get(store, task_id).status is S.failed
+
+
 def test_offsets_stop_before_a_line_not_yet_complete(settings, store):
     from mlcomp.worker.process import AttemptFiles, TaskProcess
 
@@ -299,6 +319,9 @@ def test_heartbeat_updates_the_computer(settings, store):
     with store() as session:
         computer = session.get(Computer, "pc")
         assert computer.heartbeat > first and set(computer.usage) == {"cpu", "memory", "memory_bytes", "gpus", "tasks"}
+        [sample] = session.scalars(select(ResourceSample))  # and its history (mlcomp.worker.resources)
+        assert (sample.computer, sample.task_id, sample.gpu, sample.memory) == ("pc", None, None,
+                                                                                computer.usage["memory_bytes"])
 
 
 def test_python_task_runs_in_the_child_and_stores_its_result(worker, store, settings):

@@ -24,13 +24,13 @@ def index():
 
 @twin(bp, "/dags", "dags/list.html")
 def dags() -> dict:
-    """The DAG list: ``?project=&status=&name=&page=&per_page=``."""
+    """The DAG list: ``?project=&status=&name=&tag=&page=&per_page=``."""
     status = request.args.get("status") or None
     if status and status not in queries.STATUSES:
         raise ApiError(f"query argument status={status!r}: expected one of {', '.join(queries.STATUSES)}")
     return queries.list_dags(
         get_session(), project=request.args.get("project") or None, status=status,
-        name=request.args.get("name") or None, page=int_arg("page", 1, lo=1),
+        name=request.args.get("name") or None, tag=request.args.get("tag") or None, page=int_arg("page", 1, lo=1),
         per_page=int_arg("per_page", current_app.config["PAGE_SIZE"], lo=1, hi=500))
 
 

@@ -8,10 +8,11 @@ series are read by :mod:`ui.series`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from mlcomp.db import (
@@ -138,16 +139,16 @@ def derived_dag_status() -> ColumnElement[str]:
 
 
 def list_dags(session: Session, *, project: str | None = None, status: str | None = None,
-              name: str | None = None, page: int = 1, per_page: int = 50,
+              name: str | None = None, tag: str | None = None, page: int = 1, per_page: int = 50,
               now: dt.datetime | None = None) -> dict[str, Any]:
     """One page of DAGs, newest first, filtered by project name, derived status (the supervisor's
-    :func:`rollup_status` of the tasks, computed in SQL by :func:`derived_dag_status`) and a name
-    substring.
+    :func:`rollup_status` of the tasks, computed in SQL by :func:`derived_dag_status`), a name
+    substring and a tag.
 
     Returns:
         ``{"dags": [{id, name, project, created, status, counts: {status: n}, tasks, started,
-        finished, duration}], "page", "per_page", "pages", "total", "projects", "statuses",
-        "filters"}``.
+        finished, duration, overrides, best, tags, note}], "page", "per_page", "pages", "total",
+        "projects", "statuses", "filters"}``.
     """
     now = now or utcnow()
     ids = select(Dag.id).join(Project)
@@ -155,6 +156,8 @@ def list_dags(session: Session, *, project: str | None = None, status: str | Non
         ids = ids.where(Project.name == project)
     if name:
         ids = ids.where(Dag.name.contains(name, autoescape=True))
+    if tag:  # the JSON text of the list holds the tag's JSON string, quotes included
+        ids = ids.where(cast(Dag.tags, Text).contains(json.dumps(tag), autoescape=True))
     if status:
         ids = (ids.outerjoin(Task, Task.dag_id == Dag.id).group_by(Dag.id)
                .having(derived_dag_status() == status))
@@ -165,7 +168,7 @@ def list_dags(session: Session, *, project: str | None = None, status: str | Non
         "page": page, "per_page": per_page, "total": total, "pages": max(1, -(-total // per_page)),
         "projects": list(session.scalars(select(Project.name).order_by(Project.name))),
         "statuses": STATUSES,
-        "filters": {"project": project or "", "status": status or "", "name": name or ""},
+        "filters": {"project": project or "", "status": status or "", "name": name or "", "tag": tag or ""},
     }
 
 

@@ -21,6 +21,9 @@ __all__ = ["server"]
 def server(host, port, name, gpus):
     """Serves the UI (waitress) and runs the supervisor and a local worker until SIGINT/SIGTERM.
 
+    Running tasks go on when the server ends; the next server on this computer takes them back
+    (stop them first with `mlcomp task stop` or `dag stop` if they should end too).
+
     With MLCOMP_BROKER_URL set, tasks placed on other computers go to their Celery queues;
     otherwise their `mlcomp worker` takes them from the shared database.
     """
@@ -32,7 +35,7 @@ def server(host, port, name, gpus):
     if poke(settings.root):
         raise StateError(f"a server already serves {settings.root}; stop it first")
     listener = _listen(settings)  # binds now: a taken port fails before the worker starts
-    with interruptible(), run_local(settings, gpus=gpus, name=name) as local:
+    with interruptible(), run_local(settings, gpus=gpus, name=name, keep_tasks=True) as local:
         where = f"http://{settings.host}:{settings.port}" if listener else "no web UI (ui is not installed)"
         click.echo(f"mlcomp server: {where}; root {settings.root}; worker {local.worker.name} "
                    f"with {len(local.worker.gpus)} GPU(s)")

@@ -70,8 +70,8 @@ def worker(name, gpus):
     """Registers this computer and runs the tasks the supervisor places on it.
 
     With MLCOMP_BROKER_URL set, tasks arrive through this computer's Celery queue; without it the
-    worker takes the tasks placed on it from the shared database. Stops on SIGINT/SIGTERM after
-    stopping its running tasks.
+    worker takes the tasks placed on it from the shared database. Stops on SIGINT/SIGTERM; its
+    running tasks go on, and the next worker of this computer takes them back.
     """
     from mlcomp.control import wake
     from mlcomp.worker import Worker, consume, make_celery
@@ -90,5 +90,5 @@ def worker(name, gpus):
             else:
                 threading.Event().wait()
         finally:
-            the_worker.shutdown()
+            the_worker.shutdown(stop_tasks=False)
     click.echo(f"mlcomp worker {the_worker.name}: stopped")

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mlcomp.configkit import PathError, set_path
 from mlcomp.dag.graph import find_cycle
 from mlcomp.errors import DagError
 from mlcomp.yamlfile import LineMap, parse_yaml, read_yaml
@@ -21,7 +22,9 @@ __all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "apply
 SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
                 "retries", "priority", "timeout", "grid", "parallel", "search")
 TOP_KEYS = ("info", "executors", "grid")
-INFO_KEYS = ("name", "project", "expdir")
+INFO_KEYS = ("name", "project", "expdir", "layout")
+"""``layout`` names MLComp's report layout; it is accepted (a string) so MLComp's DAG files run
+unchanged, and unused: the UI draws every metric a task reports."""
 MAX_NAME = 200
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
@@ -106,8 +109,10 @@ def load_spec(path: str | Path, sets: Iterable[str] = ()) -> DagSpec:
 
 
 def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
-    """``data`` with each ``KEY=VALUE`` of ``sets`` applied by dotted path (a task name with
-    dots matches as a whole); values are parsed as YAML (``2`` → int, ``a`` → str).
+    """``data`` with each ``KEY=VALUE`` of ``sets`` applied by dotted path
+    (:func:`mlcomp.configkit.set_path`: a task name with dots matches as a whole, ``grid.0.lr``
+    indexes a list, a mapping merges into a mapping); values are parsed as YAML (``2`` → int,
+    ``a`` → str).
 
     Raises:
         DagError: an item has no ``=``, or its path goes through a value that is not a mapping.
@@ -123,29 +128,11 @@ def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
         except DagError:
             value = raw
         data = {} if data is None else data
-        _set_path(data, parts, value, item, file)
+        try:
+            set_path(data, parts, value)
+        except PathError as e:
+            raise DagError(f"{file}:1: --set {item!r}: {e}") from None
     return data
-
-
-def _set_path(node: Any, parts: list[str], value: Any, item: str, file: Path) -> None:
-    while True:
-        if isinstance(node, list) and re.fullmatch(r"\d+", parts[0]) and int(parts[0]) < len(node):
-            index, parts = int(parts[0]), parts[1:]  # a list item by position: grid.0.lr
-            if not parts:
-                node[index] = value
-                return
-            node = node[index]
-            continue
-        if not isinstance(node, dict):
-            raise DagError(f"{file}:1: --set {item!r}: cannot set {'.'.join(parts)!r} inside "
-                           f"{type(node).__name__} {node!r}; only mappings have keys")
-        # the longest run of parts naming an existing key wins ("executors.a.b.gpu" for task "a.b")
-        size = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 1)
-        key, parts = ".".join(parts[:size]), parts[size:]
-        if not parts:
-            node[key] = value
-            return
-        node = node.setdefault(key, {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +171,9 @@ def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
             raise where.error(("info", key), None, f"got {value!r}; allowed: a non-empty string of at most "
                                                    f"{MAX_NAME} characters", key=f"info.{key}")
+    if not isinstance(info.get("layout", ""), str):
+        raise where.error(("info", "layout"), None, f"got {info['layout']!r}; allowed: a layout name (a string)",
+                          key="info.layout")
     raw = info.get("expdir", ".")
     expdir = (file.parent / str(raw)).resolve()
     if not isinstance(raw, str) or not expdir.is_dir():

@@ -7,7 +7,7 @@ named stage (the stage's own values win); every other key names a stage, run in 
 (a stage set to ``null`` is skipped)::
 
     model_params: {model: DigitsCNN, width: 16}
-    args: {expdir: .., logdir: runs/digits, seed: 42}
+    args: {expdir: myexp, logdir: runs/digits, seed: 42}   # expdir: from the working folder
     stages:
       data_params: {dataset: DigitsDataset, batch_size: 64, loaders: {train: {split: train},
                                                                       valid: {split: valid}}}
@@ -19,19 +19,22 @@ named stage (the stage's own values win); every other key names a stage, run in 
       main: {stage_params: {num_epochs: 6}, optimizer_params: {load_from_previous_stage: true}}
 
 Several files are deep-merged in order (:func:`load_config`); ``--a.b.c=value`` overrides are set
-with :func:`set_by_path`, which also takes a unique key suffix (``lr``). :func:`run_config` runs
+with :func:`set_by_path`, which also takes a unique key suffix (``lr``); merging, setting and
+``${VAR}`` expansion follow :mod:`mlcomp.configkit`, as the DAG spec and grid cells do. :func:`run_config` runs
 a config dict end to end and is what ``mlcomp run`` and the train executor call.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import os
 import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mlcomp.configkit import PathError, deep_merge, expand_env, key_paths, set_path, split_path
 from mlcomp.errors import ConfigError
 from mlcomp.runner import registry
 from mlcomp.runner.checkpoint import resume_checkpoint
@@ -57,19 +60,24 @@ __all__ = [
     "run_config",
 ]
 
-TOP_LEVEL_KEYS = ("model_params", "args", "runner_params", "distributed_params", "stages")
+TOP_LEVEL_KEYS = ("model_params", "args", "runner_params", "distributed_params", "experiment_params", "stages")
 REQUIRED_KEYS = ("model_params", "stages")
 ARGS_KEYS = ("expdir", "logdir", "seed", "verbose", "check", "overfit", "timeit",
              "resume", "autoresume", "deterministic", "benchmark")
 RUNNER_KEYS = ("runner", "input_key", "output_key", "input_target_key", "device")
 STAGE_KEYS = ("data_params", "stage_params", "state_params", "criterion_params", "optimizer_params",
-              "scheduler_params", "callbacks_params")
+              "scheduler_params", "callbacks_params", "transform_params")
 STAGE_PARAMS_KEYS = ("num_epochs", "main_metric", "minimize_metric", "valid_loader", "checkpoint_data")
 STAGE_PARAMS_DEFAULTS = {"num_epochs": 1, "main_metric": "loss", "minimize_metric": True,
                          "valid_loader": "valid", "checkpoint_data": {}}
 LOADER_KEYS = ("batch_size", "num_workers", "drop_last", "shuffle", "pin_memory", "per_gpu_scaling",
                "persistent_workers", "prefetch_factor")
 """``data_params`` keys that configure the ``DataLoader``; the other keys go to ``get_datasets``."""
+LOADER_SECTIONS = ("loaders", "loaders_params", "samplers_params")
+"""``data_params`` keys read by :meth:`ConfigExperiment.get_loaders` itself, never given to
+``get_datasets``: the per-loader dataset arguments and options, Catalyst's per-loader
+``DataLoader`` options and the per-loader samplers."""
+EXPERIMENT_KEYS = ("experiment",)
 OPTIMIZER_OPTIONS = ("layerwise_params", "no_bias_weight_decay", "load_from_previous_stage",
                      "lr_linear_scaling", "optimizer_key", "_model")
 AUTORESUME = ("last", "best")
@@ -79,99 +87,33 @@ AUTORESUME = ("last", "best")
 # dict helpers
 
 
-def deep_merge(base: Mapping, override: Mapping) -> dict:
-    """A new dict: ``base`` with ``override`` merged in recursively; ``override`` wins, lists and
-    scalars are replaced, not concatenated (Catalyst's ``merge_dicts``)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-_UNSET_VAR = re.compile(r"\$\{(\w+)\}")
-
-
-def expand_env(node: Any, where: str = "") -> Any:
-    """``node`` with ``$VAR`` and ``${VAR}`` environment references expanded in every string
-    (``os.path.expandvars``), e.g. ``path: ${MLCOMP_DATA_DIR}/train.npz``; mappings and lists are
-    copied, other values kept. A ``$VAR`` of an unset variable stays as written (a ``$`` may
-    mean something else, e.g. in a regular expression); a ``${VAR}`` of an unset one is an error.
-
-    Args:
-        node: a config or a part of it.
-        where: the dotted key path of ``node``, for messages.
-
-    Raises:
-        ConfigError: a string refers to ``${VAR}`` and ``VAR`` is not set (the message names the
-            key and the variable).
-    """
-    if isinstance(node, str):
-        expanded = os.path.expandvars(node)
-        unset = _UNSET_VAR.search(expanded)
-        if unset:
-            raise ConfigError(f"{where or 'config'}: {node!r} refers to the environment variable "
-                              f"{unset.group(1)}, which is not set; set it or write the value")
-        return expanded
-    if isinstance(node, Mapping):
-        return {key: expand_env(value, f"{where}.{key}" if where else str(key)) for key, value in node.items()}
-    if isinstance(node, list):
-        return [expand_env(value, f"{where}[{index}]") for index, value in enumerate(node)]
-    return node
-
-
-def _paths(node: Any, prefix: tuple = ()) -> Iterable[tuple]:
-    """Every key path of nested mappings (inner nodes and leaves), depth first."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            path = (*prefix, str(key))
-            yield path
-            yield from _paths(value, path)
-
-
-def _assign(config: dict, path: Sequence[str], value: Any, key: str) -> None:
-    node = config
-    for depth, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            where = ".".join(path[:depth + 1])
-            raise ConfigError(f"override {key}: {where} is {child!r}, not a mapping")
-        node = child
-    node[path[-1]] = value
-
-
 def set_by_path(config: dict, key: str, value: Any) -> str:
     """Sets ``value`` in ``config`` (in place) at ``key`` and returns the full dotted path used.
 
-    ``key`` is a dotted path from the root (``stages.main.optimizer_params.lr``; missing
-    mappings on the way are created) when its first part is a top-level key; otherwise it is a
-    suffix of exactly one existing path (``lr``, ``main.optimizer_params.lr``), as a grid search
-    cell uses it.
+    ``key`` is a dotted path from the root (``stages.main.optimizer_params.lr``) when its first
+    part is a top-level key, set by :func:`mlcomp.configkit.set_path` (missing mappings created,
+    a mapping deep-merged into a mapping); otherwise it is a suffix of exactly one existing path
+    (``lr``, ``main.optimizer_params.lr``), as a grid search cell uses it.
 
     Raises:
         ConfigError: the suffix matches no path (close matches are listed) or several (all of
             them are listed), or a part of the path is not a mapping.
     """
-    parts = tuple(p for p in str(key).split("."))
-    if not all(parts):
-        raise ConfigError(f"override {key!r}: empty part in the dotted path")
-    if parts[0] in config or parts[0] in TOP_LEVEL_KEYS:
-        _assign(config, parts, value, key)
-        return ".".join(parts)
-    matches = [p for p in _paths(config) if p[-len(parts):] == parts]
-    if len(matches) == 1:
-        _assign(config, matches[0], value, key)
-        return ".".join(matches[0])
+    try:
+        parts = split_path(key)
+        if parts[0] in config or parts[0] in TOP_LEVEL_KEYS:
+            return ".".join(set_path(config, parts, value))
+        matches = [p for p in key_paths(config) if p[-len(parts):] == parts]
+        if len(matches) == 1:
+            return ".".join(set_path(config, matches[0], value))
+    except PathError as e:
+        raise ConfigError(f"override {key!r}: {e}") from None
     if matches:
         listed = ", ".join(".".join(p) for p in matches)
         raise ConfigError(f"override {key!r} is ambiguous: it matches {listed}; give a longer dotted path")
-    every = [".".join(p) for p in _paths(config)]
+    every = [".".join(p) for p in key_paths(config)]
     close = difflib.get_close_matches(key, every, n=5, cutoff=0.5) or \
-        difflib.get_close_matches(parts[-1], sorted({p[-1] for p in _paths(config)}), n=5, cutoff=0.5)
+        difflib.get_close_matches(parts[-1], sorted({p[-1] for p in key_paths(config)}), n=5, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else f"; top-level keys: {', '.join(TOP_LEVEL_KEYS)}"
     raise ConfigError(f"override {key!r} matches no key of the config{hint}")
 
@@ -216,10 +158,12 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_config(*paths: str | os.PathLike, overrides: Sequence[tuple[str, Any]] = ()) -> dict:
+def load_config(*paths: str | os.PathLike, overrides: Sequence[tuple[str, Any]] = (),
+                base: str | os.PathLike | None = None) -> dict:
     """Reads YAML configs, deep-merges them in order and applies ``overrides`` (key, value pairs,
-    see :func:`set_by_path`). A relative ``args.expdir`` is made absolute against the folder of the
-    file that sets it.
+    see :func:`set_by_path`). A relative ``args.expdir`` (from a file or an override) is made
+    absolute against ``base``, by default the working folder, as Catalyst's ``catalyst-dl run``
+    does (a DAG's train task passes its expdir, the folder MLComp runs the task in).
 
     Raises:
         ConfigError: no path, a missing file, a YAML syntax error (file, line and column), a
@@ -229,13 +173,13 @@ def load_config(*paths: str | os.PathLike, overrides: Sequence[tuple[str, Any]] 
         raise ConfigError("no config file given")
     config: dict = {}
     for path in map(Path, paths):
-        data = _read_yaml(path)
-        expdir = (data.get("args") or {}).get("expdir") if isinstance(data.get("args"), dict) else None
-        if isinstance(expdir, str) and not os.path.isabs(expdir):
-            data["args"]["expdir"] = str((path.parent / expdir).resolve())
-        config = deep_merge(config, data)
+        config = deep_merge(config, _read_yaml(path))
     for key, value in overrides:
         set_by_path(config, key, value)
+    args = config.get("args")
+    expdir = args.get("expdir") if isinstance(args, dict) else None
+    if isinstance(expdir, (str, Path)) and not os.path.isabs(expdir):
+        args["expdir"] = str((Path(base or os.getcwd()) / expdir).resolve())
     return config
 
 
@@ -338,6 +282,7 @@ def validate_config(config: Mapping) -> None:
         raise ConfigError(f"args.seed: {args['seed']!r} is not an int")
     _unknown(_mapping(config.get("runner_params"), "runner_params"), RUNNER_KEYS, "runner_params.")
     _mapping(config.get("distributed_params"), "distributed_params")
+    _unknown(_mapping(config.get("experiment_params"), "experiment_params"), EXPERIMENT_KEYS, "experiment_params.")
     _mapping(config.get("model_params"), "model_params", allow_none=False)
     for name, stage in stages_config(config).items():
         params = stage["stage_params"]
@@ -467,12 +412,17 @@ class ConfigExperiment(Experiment):
             for name, params in section["callbacks_params"].items():
                 registry.Callback.check_params(params, "callback", f"{where}callbacks_params.{name}")
             self._check_data(stage, section["data_params"])
+            _build_transform(section["transform_params"], where + "transform_params", check=True)
 
     def _check_data(self, stage: str, data: Mapping) -> None:
         where = f"stages.{stage}.data_params"
         loaders = _mapping(data.get("loaders"), f"{where}.loaders")
         for name, options in loaders.items():
             _mapping(options, f"{where}.loaders.{name}")
+        for name, options in _mapping(data.get("loaders_params"), f"{where}.loaders_params").items():
+            _unknown(_mapping(options, f"{where}.loaders_params.{name}"), LOADER_KEYS, f"{where}.loaders_params.{name}.")
+        for name, params in _mapping(data.get("samplers_params"), f"{where}.samplers_params").items():
+            registry.Sampler.check_params(params, "sampler", f"{where}.samplers_params.{name}")
         if "dataset" in data and type(self).get_datasets is ConfigExperiment.get_datasets:
             registry.Dataset.get(data["dataset"], f"{where}.dataset")
             if not loaders:
@@ -503,11 +453,23 @@ class ConfigExperiment(Experiment):
 
     def get_model(self, stage: str):
         """The model (built on the first call from ``model_params``, then the same object for
-        every stage). ``model_params`` may also map names to several models' params: a
-        ``torch.nn.ModuleDict``."""
+        every stage), passed through :meth:`_preprocess_model_for_stage` and
+        :meth:`_postprocess_model_for_stage`. ``model_params`` may also map names to several
+        models' params: a ``torch.nn.ModuleDict``."""
         if self._model is None:
             self._model = self._build_model(self._config["model_params"], "model_params")
+        self._model = self._postprocess_model_for_stage(stage, self._preprocess_model_for_stage(stage, self._model))
         return self._model
+
+    def _preprocess_model_for_stage(self, stage: str, model):
+        """Catalyst 20.x's hook, called with the model before each stage; returns the model to use."""
+        return model
+
+    def _postprocess_model_for_stage(self, stage: str, model):
+        """Catalyst 20.x's hook after :meth:`_preprocess_model_for_stage`: override it to change
+        the model per stage (e.g. freeze an encoder with ``requires_grad_(False)``; the stage's
+        optimizer then gets only the trainable parameters)."""
+        return model
 
     def get_criterion(self, stage: str):
         """The loss of ``stage`` from ``criterion_params`` (``criterion: Name`` plus keyword
@@ -583,6 +545,30 @@ class ConfigExperiment(Experiment):
         """``data_params`` of ``stage`` (a deep copy)."""
         return copy.deepcopy(self.stages_config[stage]["data_params"])
 
+    def get_transforms(self, stage: str | None = None, dataset: str | None = None):
+        """The transform of ``dataset`` in ``stage`` (Catalyst 20.x's hook, for datasets built in
+        an expdir's ``get_datasets``): a function from a sample dict to a sample dict, calling the
+        transform with the dict's items as keyword arguments (as albumentations takes
+        ``image=..., mask=...``); the identity when nothing is configured.
+
+        ``stages.<stage>.transform_params`` is ``{transform: Name, **kwargs}``, where a
+        ``transforms`` list holds nested transforms (``A.Compose``), or, with ``_key_value:
+        true``, one such mapping per dataset name. Names come from the ``Transform`` registry
+        (albumentations' transforms, as ``Name`` or ``A.Name``, when installed).
+
+        Raises:
+            ConfigError: an unknown transform or arguments it does not take.
+        """
+        stage = stage or self.stages[0]
+        params = copy.deepcopy(self.stages_config[stage]["transform_params"])
+        where = f"stages.{stage}.transform_params"
+        if params.pop("_key_value", False):
+            params, where = _mapping(params.get(dataset), f"{where}.{dataset}"), f"{where}.{dataset}"
+        transform = _build_transform(params, where)
+        if transform is None:
+            return lambda sample: sample
+        return lambda sample: transform(**sample)
+
     def get_datasets(self, stage: str, epoch: int | None = None, **data_params) -> "OrderedDict[str, Any]":
         """The datasets of ``stage`` by loader name (Catalyst 20.x's hook; override it in an
         expdir's ``Experiment`` to load your own data).
@@ -622,6 +608,7 @@ class ConfigExperiment(Experiment):
         data = self.stages_config[stage]["data_params"]
         options = {key: data[key] for key in LOADER_KEYS if key in data}
         if loader is not None:
+            options.update((data.get("loaders_params") or {}).get(loader) or {})
             own = (data.get("loaders") or {}).get(loader) or {}
             options.update({key: own[key] for key in LOADER_KEYS if key in own})
         options.setdefault("batch_size", 1)
@@ -634,28 +621,53 @@ class ConfigExperiment(Experiment):
             options["num_workers"] *= gpus
         return options
 
+    def _sampler(self, stage: str, name: str, dataset, params: Mapping):
+        where = f"stages.{stage}.data_params.samplers_params.{name}"
+        factory = registry.Sampler.check_params(params, "sampler", where)
+        kwargs = {k: v for k, v in params.items() if k != "sampler"}
+        accepted = inspect.signature(factory).parameters
+        if "data_len" in accepted and "data_len" not in kwargs:
+            kwargs["data_len"] = len(dataset)
+        if "labels" in accepted and "labels" not in kwargs:
+            target = (self._config.get("runner_params") or {}).get("input_target_key", "targets")
+            try:
+                kwargs["labels"] = _labels(dataset, target)
+            except (KeyError, TypeError, IndexError) as e:
+                raise ConfigError(f"{where}: no labels given and none found in the dataset (its 'targets' "
+                                  f"attribute or each sample's {target!r}: {e}); give labels: [...]") from None
+        try:
+            return registry.Sampler.create(params["sampler"], where, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: {e}") from None
+
     def get_loaders(self, stage: str, epoch: int | None = None) -> "OrderedDict[str, Any]":
         """The loaders of ``stage`` by name, in the order :meth:`get_datasets` returns them.
 
         Loader options (:data:`LOADER_KEYS`) come from ``data_params``, overridden per loader by
-        ``data_params.loaders.<name>``; ``shuffle`` defaults to True for ``train*`` loaders.
+        Catalyst's ``data_params.loaders_params.<name>``, then by ``data_params.loaders.<name>``;
+        ``shuffle`` defaults to True for ``train*`` loaders without a sampler.
+        ``data_params.samplers_params.<name>`` (``{sampler: Name, **kwargs}``, a registered
+        sampler) gives a loader its sampler; a sampler's ``data_len`` and ``labels`` arguments
+        default to the dataset's length and labels (:func:`_labels`).
         ``per_gpu_scaling`` multiplies batch size and workers by the number of GPUs when not
         distributed (Catalyst 20.x).
 
         Raises:
-            ConfigError: ``data_params.loaders`` names a loader ``get_datasets`` did not return.
+            ConfigError: ``loaders``, ``loaders_params`` or ``samplers_params`` name a loader
+                ``get_datasets`` did not return; a sampler that cannot be built.
         """
         from torch.utils.data import DataLoader, Dataset
 
         data = self.get_data_params(stage)
-        configured = data.pop("loaders", None) or {}
+        sections = {key: data.pop(key, None) or {} for key in LOADER_SECTIONS}
         for key in LOADER_KEYS:
             data.pop(key, None)
         datasets = self.get_datasets(stage, epoch=epoch, **data)
-        missing = [name for name in configured if name not in datasets]
-        if missing:
-            raise ConfigError(f"stages.{stage}.data_params.loaders: no dataset for {missing}; "
-                              f"get_datasets returned {list(datasets)}")
+        for key, section in sections.items():
+            missing = [name for name in section if name not in datasets]
+            if missing:
+                raise ConfigError(f"stages.{stage}.data_params.{key}: no dataset for {missing}; "
+                                  f"get_datasets returned {list(datasets)}")
         loaders: "OrderedDict[str, Any]" = OrderedDict()
         for name, dataset in datasets.items():
             extra = {}
@@ -666,12 +678,45 @@ class ConfigExperiment(Experiment):
                 loaders[name] = dataset
                 continue
             options = {**self._loader_options(stage, name), **extra}
-            options.setdefault("shuffle", name.startswith("train") and "sampler" not in extra)
+            if name in sections["samplers_params"]:
+                options["sampler"] = self._sampler(stage, name, dataset, sections["samplers_params"][name])
+            options.setdefault("shuffle", name.startswith("train") and "sampler" not in options)
             if options["num_workers"] == 0:
                 options.pop("persistent_workers", None)
                 options.pop("prefetch_factor", None)
             loaders[name] = DataLoader(dataset, **options)
         return loaders
+
+
+def _build_transform(params: Mapping, where: str, check: bool = False):
+    """The transform ``params`` describe (nested ``transforms`` built first), or None when
+    empty; with ``check``, only checks names and arguments (a ``_key_value`` mapping per
+    dataset included) and returns None."""
+    params = dict(params)
+    if params.pop("_key_value", False):
+        for key, value in params.items():
+            _build_transform(_mapping(value, f"{where}.{key}"), f"{where}.{key}", check)
+        return None
+    if not params:
+        return None
+    if "transforms" in params:
+        nested = params["transforms"]
+        if not isinstance(nested, list):
+            raise ConfigError(f"{where}.transforms: expected a list of transforms, got {nested!r}")
+        params["transforms"] = [_build_transform(_mapping(item, f"{where}.transforms[{i}]"),
+                                                 f"{where}.transforms[{i}]", check) for i, item in enumerate(nested)]
+    if check:
+        registry.Transform.check_params(params, "transform", where)
+        return None
+    return registry.Transform.create_from_params(params, "transform", where)
+
+
+def _labels(dataset, key: str) -> list:
+    """The label of every sample: ``dataset.targets`` when it has them, else ``sample[key]``."""
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = [dataset[index][key] for index in range(len(dataset))]
+    return [label.item() if hasattr(label, "item") else label for label in labels]
 
 
 def _param_groups(model, layerwise: Mapping[str, Mapping], no_bias_decay: bool) -> list[dict]:
@@ -694,16 +739,21 @@ def _param_groups(model, layerwise: Mapping[str, Mapping], no_bias_decay: bool) 
 
 
 def _load_optimizer_state(optimizer, previous, where: str) -> None:
-    """Loads ``previous``'s state (moments, step counts) into ``optimizer`` but keeps the
-    hyperparameters (lr, betas...) ``optimizer`` was configured with."""
-    hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-    try:
-        optimizer.load_state_dict(previous.state_dict())
-    except (ValueError, KeyError) as e:
-        raise ConfigError(f"{where}.load_from_previous_stage: the previous stage's optimizer state does not fit "
-                          f"({e})") from None
-    for group, values in zip(optimizer.param_groups, hyper):
-        group.update(values)
+    """Copies ``previous``'s per-parameter state (moments, step counts) into ``optimizer`` for
+    every parameter both optimize, matched by the parameter itself, so the two stages may group
+    parameters differently (``layerwise_params``, ``lr_linear_scaling``, a frozen part); the
+    groups and hyperparameters (lr, betas...) stay the ones ``optimizer`` was configured with.
+
+    Raises:
+        ConfigError: the optimizers are of different kinds (their states mean different things).
+    """
+    if type(optimizer) is not type(previous):
+        raise ConfigError(f"{where}.load_from_previous_stage: the previous stage's optimizer state does not fit: "
+                          f"it is a {type(previous).__name__}, this stage's a {type(optimizer).__name__}")
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param in previous.state:
+                optimizer.state[param] = copy.deepcopy(previous.state[param])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,11 +772,19 @@ def make_experiment(config: Mapping[str, Any]) -> Experiment:
 
 
 def _expdir_classes(config: Mapping):
+    """The expdir's ``Experiment`` and ``Runner`` (each None when absent); a registered
+    experiment named by ``experiment_params.experiment`` (Catalyst 20.x) wins over the export."""
     from mlcomp.runner.expdir import experiment_and_runner, import_expdir
 
     validate_config(config)
     expdir = (config.get("args") or {}).get("expdir")
-    return experiment_and_runner(import_expdir(expdir) if expdir else None)
+    experiment, runner = experiment_and_runner(import_expdir(expdir) if expdir else None)
+    name = (config.get("experiment_params") or {}).get("experiment")
+    if name is not None:
+        experiment = registry.Experiment.get(name, "experiment_params.experiment")
+        if not (isinstance(experiment, type) and issubclass(experiment, Experiment)):
+            raise ConfigError(f"experiment_params.experiment: {name!r} is {experiment!r}, not an Experiment subclass")
+    return experiment, runner
 
 
 def _make_runner(config: Mapping, runner_cls):

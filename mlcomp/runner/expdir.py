@@ -3,20 +3,29 @@
 
 The expdir's ``__init__.py`` registers its models, callbacks and datasets in
 :mod:`mlcomp.runner.registry` and may export ``Experiment`` (a ``ConfigExperiment`` subclass,
-typically overriding ``get_datasets``) and ``Runner``. The package is imported under the folder's
-name, so its modules can use relative imports (``from .model import Net``); the folder and its
-parent are put on ``sys.path`` so flat (``import model``) and package imports work too.
+typically overriding ``get_datasets``) and ``Runner``. The package is imported under its own
+name (:func:`package_name`: the folder's name made an identifier, ``digit-recognizer`` →
+``digit_recognizer``, prefixed with ``mlcomp_expdir_`` when that name is taken by another
+module), so its modules can use relative imports (``from .model import Net``) and no folder of
+the user's (``executors/``, ``ui/``...) can shadow one of mlcomp's packages. The folder is put at
+the end of ``sys.path``, so flat imports (``import model``) of names nothing else takes work too.
+Catalyst 20.x imports (``from catalyst.dl import registry``) resolve to mlcomp while the package
+loads (:mod:`mlcomp.runner.compat.catalyst`).
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
 
 from mlcomp.errors import ConfigError
 
-__all__ = ["import_expdir", "experiment_and_runner"]
+__all__ = ["import_expdir", "experiment_and_runner", "package_name"]
+
+PREFIX = "mlcomp_expdir_"
 
 
 def _same_location(module: ModuleType, init: Path) -> bool:
@@ -29,40 +38,60 @@ def _forget(name: str) -> None:
         del sys.modules[key]
 
 
+def package_name(folder: Path) -> str:
+    """The module name the expdir ``folder`` is imported under: its name with every character
+    that cannot be in an identifier replaced by ``_`` (and ``_`` before a leading digit), or
+    ``mlcomp_expdir_<that>`` when another module (mlcomp's ``executors``, the standard
+    library's ``json``...) already has it."""
+    name = re.sub(r"\W", "_", folder.name)
+    name = f"_{name}" if name[:1].isdigit() else name
+    init = folder / "__init__.py"
+    current = sys.modules.get(name)
+    if current is not None:
+        return name if _same_location(current, init) or name.startswith(PREFIX) else PREFIX + name
+    other = importlib.machinery.PathFinder.find_spec(name)
+    if name in sys.builtin_module_names or (other is not None and Path(other.origin or "").resolve() != init):
+        return PREFIX + name
+    return name
+
+
 def import_expdir(expdir: str | Path) -> ModuleType:
-    """Imports the folder ``expdir`` as a package named after it and returns the module.
+    """Imports the folder ``expdir`` as a package (see :func:`package_name`) and returns it.
 
     Importing the same folder twice returns the module already imported (its registrations run
     once). Another folder of the same name replaces the earlier package in ``sys.modules``.
 
     Raises:
-        ConfigError: the folder or its ``__init__.py`` is missing, its name is not a Python
-            identifier, or importing it raises (the message names the folder and the error).
+        ConfigError: the folder or its ``__init__.py`` is missing, or importing it raises (the
+            message names the folder and the error).
     """
+    from mlcomp.runner.compat.catalyst import catalyst_imports
+    from mlcomp.runner.registry import LOADED_EXPDIRS
+
     folder = Path(expdir).resolve()
     init = folder / "__init__.py"
     if not folder.is_dir():
         raise ConfigError(f"args.expdir: {folder} is not a folder")
     if not init.is_file():
         raise ConfigError(f"args.expdir: {folder} has no __init__.py; an expdir is a Python package")
-    name = folder.name
-    if not name.isidentifier():
-        raise ConfigError(f"args.expdir: folder name {name!r} is not a Python identifier")
+    name = package_name(folder)
     current = sys.modules.get(name)
     if current is not None and _same_location(current, init):
         return current
     _forget(name)
-    for entry in (str(folder.parent), str(folder)):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
     spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with catalyst_imports():
+            spec.loader.exec_module(module)
     except Exception as e:
         _forget(name)
         raise ConfigError(f"args.expdir: importing {folder} failed: {type(e).__name__}: {e}") from e
+    if str(folder) not in LOADED_EXPDIRS:
+        LOADED_EXPDIRS.append(str(folder))
     return module
 
 

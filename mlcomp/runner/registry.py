@@ -17,8 +17,12 @@ Default entries come from modules that are imported lazily, on the first lookup,
 =============  ==========================================================================
 ``Model``      ``mlcomp.runner.models.__all__``, then every ``torch.nn.Module`` in ``torch.nn``
 ``Criterion``  ``mlcomp.runner.losses.__all__`` (when present), then ``torch.nn``'s ``*Loss``
-``Optimizer``  every ``torch.optim.Optimizer`` subclass in ``torch.optim``
-``Scheduler``  every scheduler class in ``torch.optim.lr_scheduler``
+``Optimizer``  ``mlcomp.runner.optimizers.__all__`` (Ralamb, Lookahead), every ``torch.optim.Optimizer``
+               subclass in ``torch.optim``, then in ``torch_optimizer`` (Lamb...)
+``Scheduler``  every scheduler class in ``torch.optim.lr_scheduler``, then
+               ``mlcomp.runner.schedulers.__all__`` (OneCycleLRWithWarmup)
+``Sampler``    ``mlcomp.runner.samplers.__all__`` (for ``data_params.samplers_params``)
+``Transform``  the transforms of ``albumentations`` (when installed), also as ``A.Name``
 ``Callback``   ``mlcomp.runner.callbacks.__all__``
 ``Dataset``    ``mlcomp.runner.datasets.__all__``
 ``Experiment`` ``ConfigExperiment``
@@ -28,15 +32,25 @@ Default entries come from modules that are imported lazily, on the first lookup,
 Entries registered by the user (typically by the config's expdir) shadow the defaults, and a
 later registration of a name replaces an earlier one (re-running a notebook cell or importing
 an edited expdir works).
+
+Catalyst's other spellings are aliases of the same objects: ``Module`` (= ``Model``) and the
+upper-case ``MODEL``/``MODELS``, ``CRITERION``/``CRITERIONS``, ``OPTIMIZER``/``OPTIMIZERS``,
+``SCHEDULER``/``SCHEDULERS``, ``CALLBACK``/``CALLBACKS``, ``EXPERIMENT``/``EXPERIMENTS``,
+``RUNNER``/``RUNNERS``, ``SAMPLER``/``SAMPLERS``, ``TRANSFORM``/``TRANSFORMS``, ``DATASET``/
+``DATASETS``, ``MODULE``/``MODULES``.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from mlcomp.errors import ConfigError
+
+LOADED_EXPDIRS: list[str] = []
+"""Folders imported as expdirs in this process, in order (:func:`mlcomp.runner.expdir.import_expdir`
+appends); an unknown name's message says where registrations were looked for."""
 
 __all__ = [
     "Registry",
@@ -48,7 +62,11 @@ __all__ = [
     "Dataset",
     "Experiment",
     "Runner",
+    "Sampler",
+    "Transform",
+    "Module",
     "REGISTRIES",
+    "LOADED_EXPDIRS",
     "check_arguments",
 ]
 
@@ -113,6 +131,7 @@ class Registry:
     Args:
         kind: what the registry holds, used in messages (``"model"``, ``"callback"``).
         defaults: a callable returning ``{name: factory}``, called once, on the first lookup.
+        origin: where the defaults come from, for messages (``"torch.nn"``).
 
     Example:
         >>> reg = Registry("model")
@@ -122,8 +141,9 @@ class Registry:
         True
     """
 
-    def __init__(self, kind: str, defaults: Callable[[], Mapping[str, Any]] | None = None):
+    def __init__(self, kind: str, defaults: Callable[[], Mapping[str, Any]] | None = None, origin: str = ""):
         self.kind = kind
+        self.origin = origin
         self._defaults_loader = defaults
         self._defaults: dict[str, Any] | None = None
         self._user: dict[str, Any] = {}
@@ -146,6 +166,15 @@ class Registry:
         return factory
 
     add = __call__
+
+    def add_from_module(self, module, prefix: str | Sequence[str] = "") -> None:
+        """Registers every public callable of ``module`` (its ``__all__`` when it has one), under
+        each of ``prefix + name`` (Catalyst's ``Registry.add_from_module``)."""
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+        for prefix_ in [prefix] if isinstance(prefix, str) else prefix:
+            for name in names:
+                if callable(getattr(module, name, None)):
+                    self(getattr(module, name), name=f"{prefix_}{name}")
 
     def remove(self, name: str) -> None:
         """Forgets a user registration (defaults stay). Unknown names are ignored."""
@@ -179,9 +208,17 @@ class Registry:
         where = f"{key_path}: " if key_path else ""
         close = [n for n in entries if n.lower() == str(name).lower()]
         close += [n for n in difflib.get_close_matches(str(name), list(entries), n=5, cutoff=0.6) if n not in close]
-        hint = f"; did you mean {', '.join(close)}?" if close else \
-            f"; register it with mlcomp.runner.registry.{self.kind.capitalize()}(...) in the expdir"
-        raise ConfigError(f"{where}unknown {self.kind} {name!r}{hint}")
+        hint = f"did you mean {', '.join(close)}?" if close else self._looked()
+        raise ConfigError(f"{where}unknown {self.kind} {name!r}; {hint}")
+
+    def _looked(self) -> str:
+        """Where a name was looked for and how to add one, for an unknown-name message."""
+        origin = f"the defaults ({self.origin})" if self.origin else "the defaults"
+        users = f"registrations by the expdir {', '.join(LOADED_EXPDIRS)}" if LOADED_EXPDIRS else \
+            "no expdir was imported (the config has no args.expdir), so nothing of yours is registered"
+        return (f"looked in {origin} and {users}; register it with "
+                f"mlcomp.runner.registry.{self.kind.capitalize()}(...) in the expdir's __init__.py and set "
+                "args.expdir to that folder")
 
     def create(self, name: str, key_path: str | None = None, /, *args, **kwargs):
         """Calls the factory ``name`` with ``args`` and ``kwargs``.
@@ -257,6 +294,29 @@ def check_arguments(factory, description: str, key_path: str | None, args: tuple
                           f"signature {getattr(factory, '__name__', factory)}{signature}") from None
 
 
+def _optional(loader):
+    """A defaults loader that gives nothing when the module it needs is not installed."""
+
+    def load() -> dict[str, Any]:
+        try:
+            return loader()
+        except ModuleNotFoundError:
+            return {}
+
+    return load
+
+
+def _albumentations() -> dict[str, Any]:
+    import albumentations
+
+    entries = {}
+    for name in dir(albumentations):
+        obj = getattr(albumentations, name)
+        if not name.startswith("_") and inspect.isclass(obj):
+            entries.update({name: obj, f"A.{name}": obj, f"albu.{name}": obj})
+    return entries
+
+
 def _is_class(obj) -> bool:
     return inspect.isclass(obj)
 
@@ -282,19 +342,41 @@ def _experiments() -> dict[str, Any]:
 
 
 Model = Registry("model", _chain(_exports("mlcomp.runner.models", predicate=_is_class),
-                                 _subclasses_in("torch.nn", ("torch.nn", "Module"))))
+                                 _subclasses_in("torch.nn", ("torch.nn", "Module"))),
+                 "mlcomp.runner.models, torch.nn")
 Criterion = Registry("criterion", _chain(
     _exports("mlcomp.runner.losses"),
-    _subclasses_in("torch.nn", ("torch.nn", "Module"), lambda name: name.endswith("Loss"))))
-Optimizer = Registry("optimizer", _subclasses_in("torch.optim", ("torch.optim", "Optimizer")))
-Scheduler = Registry("scheduler", _torch_schedulers)
-Callback = Registry("callback", _exports("mlcomp.runner.callbacks", predicate=_is_class))
-Dataset = Registry("dataset", _exports("mlcomp.runner.datasets", predicate=_is_class))
-Experiment = Registry("experiment", _experiments)
-Runner = Registry("runner", _runners)
+    _subclasses_in("torch.nn", ("torch.nn", "Module"), lambda name: name.endswith("Loss"))),
+    "mlcomp.runner.losses, torch.nn's *Loss")
+Optimizer = Registry("optimizer", _chain(
+    _exports("mlcomp.runner.optimizers"),
+    _subclasses_in("torch.optim", ("torch.optim", "Optimizer")),
+    _optional(_subclasses_in("torch_optimizer", ("torch.optim", "Optimizer")))),
+    "mlcomp.runner.optimizers, torch.optim, torch_optimizer")
+Scheduler = Registry("scheduler", _chain(_torch_schedulers, _exports("mlcomp.runner.schedulers", predicate=_is_class)),
+                     "torch.optim.lr_scheduler, mlcomp.runner.schedulers")
+Callback = Registry("callback", _exports("mlcomp.runner.callbacks", predicate=_is_class), "mlcomp.runner.callbacks")
+Dataset = Registry("dataset", _exports("mlcomp.runner.datasets", predicate=_is_class), "mlcomp.runner.datasets")
+Experiment = Registry("experiment", _experiments, "ConfigExperiment")
+Runner = Registry("runner", _runners, "Runner, SupervisedRunner")
+Sampler = Registry("sampler", _exports("mlcomp.runner.samplers", predicate=_is_class), "mlcomp.runner.samplers")
+Transform = Registry("transform", _optional(_albumentations), "albumentations, when installed")
+Module = Model
 
 REGISTRIES: dict[str, Registry] = {
     "Model": Model, "Criterion": Criterion, "Optimizer": Optimizer, "Scheduler": Scheduler,
     "Callback": Callback, "Dataset": Dataset, "Experiment": Experiment, "Runner": Runner,
+    "Sampler": Sampler, "Transform": Transform,
 }
 """Every registry by its public name."""
+
+MODEL = MODELS = MODULE = MODULES = Model
+CRITERION = CRITERIONS = Criterion
+OPTIMIZER = OPTIMIZERS = Optimizer
+SCHEDULER = SCHEDULERS = Scheduler
+CALLBACK = CALLBACKS = Callback
+DATASET = DATASETS = Dataset
+EXPERIMENT = EXPERIMENTS = Experiment
+RUNNER = RUNNERS = Runner
+SAMPLER = SAMPLERS = Sampler
+TRANSFORM = TRANSFORMS = Transform

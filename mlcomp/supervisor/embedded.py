@@ -29,7 +29,8 @@ class LocalRun:
 def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | None = None,
               sessionmaker: SessionMaker | None = None, on_change: Callable[[], None] | None = None,
               interval: float = 1.0, listen: bool = True, dag_ids: Collection[int] | None = None,
-              dispatcher: Callable[[object], Dispatcher] | None = None) -> Iterator[LocalRun]:
+              dispatcher: Callable[[object], Dispatcher] | None = None,
+              keep_tasks: bool = False) -> Iterator[LocalRun]:
     """Runs a supervisor and a registered local worker until the block ends, then shuts both down
     (the worker first, so its tasks end as the worker decides on shutdown).
 
@@ -51,6 +52,8 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
             hand-over path, :class:`~mlcomp.supervisor.dispatch.HandOver` to the local worker,
             else to the computer's Celery queue with ``settings.broker_url``, else through the
             store). It is in place before the first tick.
+        keep_tasks: leave the running tasks running at the end (``mlcomp server``: the next
+            server takes them back); by default they are stopped (``dag submit --wait``).
     """
     from mlcomp.worker import Worker  # the worker imports the executors: only when running
 
@@ -70,7 +73,7 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
         yield LocalRun(store, supervisor, worker)
     finally:
         supervisor.shutdown()
-        worker.shutdown()
+        worker.shutdown(stop_tasks=not keep_tasks)
 
 
 def _remote(settings: Settings) -> Dispatcher | None:

@@ -13,7 +13,7 @@ from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED
 from mlcomp.worker.context import data_dir_of
 from mlcomp.worker.process import describe_exit
 
-__all__ = ["LaunchSpec", "child_env", "Outcome", "outcome", "CHILD_MODULE"]
+__all__ = ["LaunchSpec", "child_env", "link_project_folders", "Outcome", "outcome", "CHILD_MODULE"]
 
 CHILD_MODULE = "mlcomp.worker.child"
 
@@ -38,6 +38,23 @@ def child_env(task: Task, settings, base: dict[str, str] | None = None) -> dict[
     return env
 
 
+PROJECT_LINKS = {"data": "data_dir", "models": "models_dir"}
+"""Links MLComp puts in a task's working folder: name → the Settings folder of the project's."""
+
+
+def link_project_folders(code_dir: Path, settings, project: str) -> None:
+    """Makes ``code_dir/data`` and ``code_dir/models`` symbolic links to the project's folders
+    (``settings.data_dir / project``, ``settings.models_dir / project``, created if missing), as
+    MLComp's task folders have them; a name the code copy already has is left alone."""
+    for name, attribute in PROJECT_LINKS.items():
+        link = code_dir / name
+        if link.exists() or link.is_symlink():
+            continue
+        target = Path(getattr(settings, attribute)) / project
+        target.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class LaunchSpec:
     """Everything needed to start a task's child, read from its row in one short transaction."""
@@ -53,7 +70,9 @@ class LaunchSpec:
     @classmethod
     def for_task(cls, task: Task, settings, command: list[str] | None) -> "LaunchSpec":
         """``command`` is the executor's argv, or None for the generic Python child."""
-        argv = list(command) if command is not None else [sys.executable, "-m", CHILD_MODULE]
+        # -P: the code copy (the working folder) is not put on sys.path, so a user's folder
+        # named like one of mlcomp's packages (executors/, ui/) cannot shadow it.
+        argv = list(command) if command is not None else [sys.executable, "-P", "-m", CHILD_MODULE]
         return cls(task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, argv=argv,
                    cwd=Path(settings.tasks_dir) / str(task.id) / "code", env=child_env(task, settings),
                    timeout=task.timeout)

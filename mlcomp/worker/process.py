@@ -16,6 +16,7 @@ exit on its own thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import select
@@ -30,13 +31,15 @@ import psutil
 
 from mlcomp.worker.report import Reporter
 
-__all__ = ["AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
+__all__ = ["ATTEMPTS", "AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
            "RECORDER"]
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 STREAMS = ("stdout", "stderr")
+ATTEMPTS = "attempts"
+"""The folder of a task's attempts, inside its task folder."""
 
 RECORDER = ('trap : TERM; d=$1; shift; echo $$ > "$d/pid"; "$@" & c=$!; '
             'while wait $c; rc=$?; [ $rc -gt 128 ] && kill -0 $c 2>/dev/null; do :; done; '
@@ -89,7 +92,7 @@ class AttemptFiles:
     @classmethod
     def of(cls, tasks_dir, task_id: int, attempt: int) -> "AttemptFiles":
         """The files of attempt ``attempt`` (from 1) of task ``task_id``."""
-        return cls(Path(tasks_dir) / str(task_id) / "attempts" / str(attempt))
+        return cls(Path(tasks_dir) / str(task_id) / ATTEMPTS / str(attempt))
 
     def path(self, name: str) -> Path:
         """``stdout``, ``stderr``, ``pid`` or ``exit``."""
@@ -131,8 +134,7 @@ class AttemptFiles:
 
     def watch(self) -> None:
         """Records that this process follows the attempt (``watcher``: pid and creation time)."""
-        me = psutil.Process()
-        self.path("watcher").write_text(f"{me.pid} {me.create_time()}\n")
+        self.path("watcher").write_text(_me())
 
     def watched_elsewhere(self) -> bool:
         """Whether another live process (a second worker of the same computer) follows it."""
@@ -254,7 +256,7 @@ class TaskProcess:
         for stream, line in lines:
             if stream == "stderr" and line.strip():
                 self.last_error_line = line.strip()
-        if lines or final:
+        if lines:  # nothing new: the stored offsets stand (an ended task's are never read again)
             self.reporter.output(lines, dict(self.offsets))
 
     def _advance(self, stream: str, data: bytes) -> None:
@@ -281,6 +283,13 @@ class TaskProcess:
             self.on_exit(self, returncode)
         finally:
             self.done.set()
+
+
+@functools.cache
+def _me() -> str:
+    """This process as a watcher record: ``"PID CREATION_TIME\\n"``."""
+    me = psutil.Process()
+    return f"{me.pid} {me.create_time()}\n"
 
 
 def _pidfd(pid: int) -> int | None:

@@ -20,7 +20,7 @@ import psutil
 from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
-from mlcomp.db import ResourceSample, Task, TaskStatus
+from mlcomp.db import ResourceSample, Task, TaskStatus, immediate
 from mlcomp.worker.gpus import gpu_usage
 
 __all__ = ["LEVELS", "RETENTION", "ResourceRecorder", "compact", "resource_history"]
@@ -65,7 +65,7 @@ class ResourceRecorder:
         is logged, never raised: the heartbeat it follows must go on."""
         try:
             with sessionmaker.begin() as session:
-                self._write(session, usage, int(self.clock()))
+                self._write(immediate(session), usage, int(self.clock()))
         except Exception:
             log.exception("computer %s: writing resource samples failed", self.computer)
 

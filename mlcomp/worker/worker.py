@@ -41,8 +41,8 @@ from mlcomp.wake import add_listener, remove_listener
 from mlcomp.worker.context import WITH_PROJECT, task_context
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
-from mlcomp.worker.launch import LaunchSpec, outcome
-from mlcomp.worker.process import AttemptFiles, TaskProcess
+from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
+from mlcomp.worker.process import ATTEMPTS, AttemptFiles, TaskProcess, signal_group
 from mlcomp.worker.report import Reporter
 
 __all__ = ["Worker"]
@@ -148,8 +148,10 @@ class Worker:
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> "Worker":
-        """Registers the computer and starts the heartbeat and monitor threads."""
+        """Registers the computer, ends the orphans of its attempts (:meth:`reap_orphans`) and
+        starts the heartbeat and monitor threads."""
         self.register()
+        self.reap_orphans()
         self._stop.clear()
         self._closing = False
         add_listener(self)  # in-process stop requests (control.wake) reach the monitor at once
@@ -158,6 +160,31 @@ class Worker:
             thread.start()
             self._threads.append(thread)
         return self
+
+    def reap_orphans(self) -> list[int]:
+        """Kills the process groups of attempts that ran on this computer, still run, are followed
+        by no live worker, and that the store no longer has active (their task was failed or
+        retried while no worker of this computer beat, and their GPUs given to other tasks).
+        Returns the task ids whose children were killed."""
+        live = {}
+        for pid_file in Path(self.settings.tasks_dir).glob(f"*/{ATTEMPTS}/*/pid"):
+            files = AttemptFiles(pid_file.parent)
+            pid = files.live_pid()
+            if pid is not None and not files.watched_elsewhere() and pid_file.parts[-4].isdigit():
+                live[(int(pid_file.parts[-4]), int(pid_file.parts[-2]))] = pid
+        if not live:
+            return []
+        with self.sessionmaker() as session:
+            rows = session.execute(select(Attempt.task_id, Attempt.number, Attempt.status, Attempt.computer)
+                                   .where(Attempt.task_id.in_({task_id for task_id, _ in live}))).all()
+        killed = []
+        for task_id, number, status, computer in rows:
+            pid = live.get((task_id, number))
+            if pid is not None and computer == self.name and status not in ACTIVE and signal_group(pid, signal.SIGKILL):
+                log.warning("worker %s: task %s attempt %s is %s in the store but its process group %s ran on: "
+                            "killed", self.name, task_id, number, status.value, pid)
+                killed.append(task_id)
+        return killed
 
     def shutdown(self, stop_tasks: bool = True, timeout: float | None = None) -> None:
         """Stops the threads at once; with ``stop_tasks`` the running tasks are stopped first
@@ -302,6 +329,7 @@ class Worker:
             context = task_context(task, self.settings)
             if not context.code_dir.exists():
                 _materialize(session, task.dag_id, context.code_dir)
+                link_project_folders(context.code_dir, self.settings, task.dag.project.name)
             command = get_executor(task.type, expdir=context.code_dir).command(context)
             spec = LaunchSpec.for_task(task, self.settings, command)
             process = TaskProcess.spawn(spec.argv, spec.cwd, spec.env, files, self._reporter(task),

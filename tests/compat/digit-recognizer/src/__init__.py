@@ -1,0 +1,5 @@
+from catalyst.dl import registry
+
+from .model import Mlp
+
+registry.Model(Mlp)

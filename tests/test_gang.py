@@ -122,3 +122,35 @@ def test_two_gloo_ranks_on_two_computers_end_with_the_weights_of_two_ranks_on_on
     assert_same_weights(weights(cluster, a, done.id), weights(cluster, solo, ref.id))
     assert not (cluster.tasks_dir(b) / str(done.id) / "logdir" / "checkpoints").exists()  # only rank 0 writes
     assert holding(cluster) == []
+
+
+GANG = """\
+info: {name: NAME, project: p, expdir: .}
+executors:
+  gang: {type: train, config: [configs/train.yml, configs/slow.yml], gpu: 2, distr: true, single_node: false,
+         cpu: 1}
+"""
+
+
+def test_sigkill_of_one_worker_fails_the_whole_group_within_30_s_and_frees_every_gpu(cluster, tmp_path):
+    from mlcomp.worker.process import AttemptFiles
+
+    a, b = cluster.add("a"), cluster.add("b")
+    ids = submit(cluster, write_expdir(tmp_path / "kill", GANG.replace("NAME", "kill"), seconds=1.0))
+    cluster.supervise()
+    wait_for(lambda: epoch_points(cluster, ids["gang"]), timeout=240)  # both computers' ranks train
+    killed = time.monotonic()
+    cluster.kill(b)  # the worker only: its rank runs on, unwatched
+    failed = wait_status(cluster.store, ids["gang"], S.failed, S.success, S.stopped, timeout=30)
+    assert failed.status is S.failed and time.monotonic() - killed <= 30
+    assert failed.reason.startswith(f"computer {b!r} silent since"), failed.reason
+    assert holding(cluster) == []  # every GPU of both computers is free
+    rank0 = AttemptFiles.of(cluster.tasks_dir(a), ids["gang"], 1)
+    wait_for(lambda: rank0.live_pid() is None, timeout=30)  # a's worker killed its ranks
+    orphan = AttemptFiles.of(cluster.tasks_dir(b), ids["gang"], 1)
+    wait_for(lambda: orphan.live_pid() is None, timeout=60)  # b's rank lost its peers and ended
+
+
+def epoch_points(cluster, task_id: int) -> list:
+    with cluster.store() as session:
+        return session.scalars(select(Metric.step).where(Metric.task_id == task_id, Metric.kind == "epoch")).all()

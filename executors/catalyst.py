@@ -11,6 +11,7 @@ executors:
     params:                        # optional overrides (dotted or nested keys)
       stages.main.stage_params.num_epochs: 3
     trace: models/digits.pth       # optional: TorchScript of the best checkpoint, written after training
+                                   #   (a grid cell writes it inside its own task folder)
     grid:
       - lr: [0.001, 0.01]
 ```
@@ -18,8 +19,9 @@ executors:
 It is validated and run exactly as a ``train`` task (:class:`executors.train.TrainExecutor`):
 the ``args`` become the train task's ``config`` and the config's ``args``, ``trace`` names a file
 relative to the task's working folder (its code copy, where ``models/`` links to the project's
-models folder), as MLComp wrote it. An ``args`` key mlcomp does not honour (``logdir``: the
-task's logdir is mlcomp's) is an error.
+models folder), as MLComp wrote it; in a grid each cell writes it inside its own task folder
+(:func:`trace_path`), and every write is atomic (a temporary file, then a rename). An ``args``
+key mlcomp does not honour (``logdir``: the task's logdir is mlcomp's) is an error.
 """
 from __future__ import annotations
 
@@ -29,11 +31,23 @@ from executors.base import SubmitContext, TaskContext
 from executors.registry import register
 from executors.train import TrainExecutor
 
-__all__ = ["CatalystExecutor", "ARGS"]
+__all__ = ["CatalystExecutor", "ARGS", "trace_path"]
 
 ARGS = ("config", "configs", "expdir", "seed", "check", "verbose")
 """The ``args`` keys honoured (those of ``catalyst-dl run`` that make sense inside a task)."""
 KEYS = ("args", "params", "trace")
+
+
+def trace_path(task: TaskContext, trace: str) -> Path:
+    """Where the ``trace`` file of ``task`` goes: relative to the task's code copy (so
+    ``models/x.pth`` lands in the project's models folder through the ``models/`` link, as in
+    MLComp), or an absolute path; for a grid cell or a search trial (``task.grid_cell`` set) inside
+    the task's own folder instead (``<task folder>/models/x.pth``; an absolute path keeps only its
+    file name), since the cells would otherwise all write the same file."""
+    path = Path(trace)
+    if task.grid_cell is not None:
+        return task.folder / (path.name if path.is_absolute() else path)
+    return path if path.is_absolute() else task.code_dir / path
 
 
 @register
@@ -80,15 +94,13 @@ class CatalystExecutor(TrainExecutor):
 
     def run(self, task: TaskContext) -> dict | None:
         """Trains as a train task; then, with ``trace``, exports the best checkpoint's model to
-        TorchScript at that path (relative to the task's code copy) and adds it to the result."""
+        TorchScript at :func:`trace_path` (atomically) and adds it to the result."""
         result = super().run(task)
         trace = task.config.get("trace")
         if trace and result.get("checkpoints", {}).get("best"):
             from mlcomp.runner.trace import trace_logdir
 
-            out = Path(trace) if Path(trace).is_absolute() else task.code_dir / trace
-            out.parent.mkdir(parents=True, exist_ok=True)
-            path = trace_logdir(task.folder / result["logdir"], "best", out=out)
+            path = trace_logdir(task.folder / result["logdir"], "best", out=trace_path(task, trace))
             print(f"mlcomp catalyst: traced the best checkpoint to {path}", flush=True)
             result["paths"] = {**result.get("paths", {}), "traced model": str(path)}
         return result

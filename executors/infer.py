@@ -16,16 +16,25 @@ executors:
 ```
 
 The model is rebuilt from the source run's ``logdir/config.yml`` and loaded with the checkpoint's
-weights (``TaskContext.model``, resolved by :mod:`mlcomp.worker.lookup` before the run). For each
-loader the model's outputs (``runner_params`` ``input_key`` → model → outputs) are written as ``predictions/<loader>.npy`` (the raw outputs) and
+weights (``TaskContext.model``, resolved by :mod:`mlcomp.worker.lookup` before the run). The
+predictions are made by the runner of that config (its expdir's ``Runner`` or
+``runner_params.runner``, else ``SupervisedRunner`` with the config's ``runner_params``) in one
+inference stage (Catalyst 20.x's way: no criterion step, no optimizer, no backward pass) over the
+loaders, with the callbacks of the config's first ``infer*`` stage when it has one (a user's own
+inference callbacks run), an :class:`~mlcomp.runner.callbacks.InferCallback` collecting the
+outputs and targets, and a metric callback. For each loader the model's outputs
+(``runner.output[output_key]``) are written as ``predictions/<loader>.npy`` (the raw outputs) and
 ``predictions/<loader>.csv`` (row, predicted class, target when the data has one). When the
 batches hold targets (``runner_params.input_target_key``, default ``targets``) the loss (the
-config's criterion, else cross-entropy) and, for class scores, the accuracy are reported as
-metrics and returned in the result with the paths.
+config's criterion, else cross-entropy) and, for class scores, the accuracy of each batch are
+averaged by the runner over the loader (batch-size weighted); the loader metrics of every
+callback (``<loader>_<metric>``) are reported (through
+:class:`executors.reporting.ReportingCallback`) and returned in the result with the paths.
 """
 from __future__ import annotations
 
 import csv
+import functools
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -34,42 +43,17 @@ from executors.base import Executor, SubmitContext, TaskContext
 from executors.registry import register
 from mlcomp.errors import ConfigError, ExecutorError
 
-__all__ = ["InferExecutor", "predict", "classification_metrics", "KEYS", "FORMATS"]
+__all__ = ["InferExecutor", "classification_metrics", "KEYS", "FORMATS"]
 
 KEYS = ("checkpoint", "dataset", "loaders", "batch_size", "formats")
 FORMATS = ("npy", "csv")
 
 
-def predict(model, loader, input_key: str, target_key: str, device) -> tuple[Any, Any]:
-    """Runs ``model`` (eval mode, no gradients) on every batch of ``loader``.
-
-    Returns:
-        ``(outputs, targets)``: CPU tensors concatenated along the first axis; ``targets`` is
-        None when the batches have no ``target_key``.
-
-    Raises:
-        ConfigError: a batch is not a dict with ``input_key``.
-    """
-    import torch
-
-    outputs, targets = [], []
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            if not isinstance(batch, dict) or input_key not in batch:
-                keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-                raise ConfigError(f"infer: batches must be dicts with {input_key!r} (runner_params.input_key); "
-                                  f"got {keys}")
-            outputs.append(model(batch[input_key].to(device)).cpu())
-            if target_key in batch:
-                targets.append(batch[target_key])
-    output = torch.cat(outputs) if outputs else torch.empty(0)
-    return output, (torch.cat(targets) if targets and len(targets) == len(outputs) else None)
-
-
-def classification_metrics(outputs, targets, criterion=None) -> dict[str, float]:
-    """``loss`` (``criterion``, else cross-entropy for class scores) and ``accuracy`` (class scores
-    ``[N, C]`` against integer labels ``[N]``); empty when nothing applies."""
+def classification_metrics(outputs, targets, criterion=None) -> dict[str, Any]:
+    """The metrics of one batch as 0-dim tensors (no device sync): ``loss`` (``criterion``, else
+    cross-entropy for class scores) and ``accuracy`` (class scores ``[N, C]`` against integer
+    labels ``[N]``); empty when nothing applies. A criterion that does not fit plain
+    ``(outputs, targets)`` gives no loss."""
     import torch
 
     metrics = {}
@@ -78,31 +62,49 @@ def classification_metrics(outputs, targets, criterion=None) -> dict[str, float]
         torch.nn.CrossEntropyLoss() if is_scores else None)
     if loss_fn is not None:
         try:
-            metrics["loss"] = float(loss_fn(outputs, targets))
-        except (RuntimeError, ValueError):  # a criterion that does not fit plain outputs/targets
+            metrics["loss"] = loss_fn(outputs, targets)
+        except (RuntimeError, ValueError):
             pass
     if is_scores and len(targets):
-        metrics["accuracy"] = float((outputs.argmax(dim=1) == targets).float().mean())
+        metrics["accuracy"] = (outputs.argmax(dim=1) == targets).float().mean()
     return metrics
 
 
 def _write(folder: Path, name: str, outputs, targets, formats: list[str]) -> dict[str, str]:
+    """Writes ``outputs`` (an array ``[N, ...]``) as ``<name>.npy`` and the predicted class (the
+    argmax of ``[N, C]`` scores, else the first value of each row) with ``targets`` (``[N]`` or
+    None) as ``<name>.csv``, as ``formats`` asks; returns the paths by description."""
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     if "npy" in formats:
         paths[f"{name} outputs"] = str(folder / f"{name}.npy")
-        np.save(paths[f"{name} outputs"], outputs.numpy())
+        np.save(paths[f"{name} outputs"], outputs)
     if "csv" in formats:
         paths[f"{name} predictions"] = str(folder / f"{name}.csv")
-        predicted = outputs.argmax(dim=1).tolist() if outputs.dim() == 2 else outputs.reshape(len(outputs), -1)[:, 0].tolist()
+        predicted = outputs.argmax(axis=1) if outputs.ndim == 2 else outputs.reshape(len(outputs), -1)[:, 0]
         with open(paths[f"{name} predictions"], "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["row", "prediction"] + (["target"] if targets is not None else []))
-            for i, value in enumerate(predicted):
+            for i, value in enumerate(predicted.tolist()):
                 writer.writerow([i, value] + ([targets[i].item()] if targets is not None else []))
     return paths
+
+
+def _outputs(predictions: dict, output_key: str | None, loader: str):
+    """The model's outputs among a loader's collected ``predictions``: ``output_key``'s, or the
+    only output when the runner has no output key.
+
+    Raises:
+        ExecutorError: no such output, or several and no ``runner_params.output_key`` to choose.
+    """
+    if output_key in predictions:
+        return predictions[output_key]
+    if output_key is None and len(predictions) == 1:
+        return next(iter(predictions.values()))
+    raise ExecutorError(f"infer: loader {loader!r}: no output {output_key!r} to write among {sorted(predictions)}; "
+                        f"set runner_params.output_key")
 
 
 @register
@@ -159,38 +161,63 @@ class InferExecutor(Executor):
         """Writes the predictions; returns their paths, the metrics and the model's source.
 
         Raises:
-            ExecutorError: no train run to take the model from, or no loader to predict.
+            ExecutorError: no train run to take the model from, no loader to predict, no output
+                to write.
             ConfigError: the checkpoint is missing or does not fit the model; the dataset refers
-                to an unset ``${VAR}``.
+                to an unset ``${VAR}``; a callback of the config's infer stage fails.
         """
-        import torch
-
         from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
-        from mlcomp.runner.config import load_config, make_experiment
+        from mlcomp.runner.config import load_config, make_experiment, make_runner
 
         source = task.model
         config = load_config(source.logdir / "config.yml")
         experiment = make_experiment(config)
-        stage = experiment.stages[-1]
-        model = experiment.get_model(stage)
+        runner = make_runner(config)
+        stage = next((name for name in experiment.stages if name.startswith("infer")), None)
+        model = experiment.get_model(stage or experiment.stages[-1])
         load_state_checked(model, load_checkpoint(source.checkpoint)["model_state_dict"], source.checkpoint)
-        device = torch.device("cuda" if task.gpus and torch.cuda.is_available() else "cpu")
-        model.to(device)
-        params = config.get("runner_params") or {}
-        criterion = experiment.get_criterion(stage)
-        paths, metrics = {}, {}
-        for name, loader in self._loaders(task, experiment).items():
-            outputs, targets = predict(model, loader, params.get("input_key", "features"),
-                                       params.get("input_target_key", "targets"), device)
-            paths.update(_write(task.folder / "predictions", name, outputs, targets, task.config["formats"]))
-            for key, value in (classification_metrics(outputs, targets, criterion) if targets is not None
-                               else {}).items():
-                metrics[f"{name}_{key}"] = value
-                if task.reporter is not None:
-                    task.reporter.metric(key, value, loader=name, stage="infer", epoch=1, step=1, kind="epoch")
+        loaders = self._loaders(task, experiment)
+        keys = getattr(runner, "input_target_key", "targets"), getattr(runner, "output_key", None)
+        runner.run_experiment(self._experiment(task, experiment, stage, model, loaders, keys))
+        paths = {}
+        for name in loaders:
+            outputs, targets = _outputs(runner.predictions[name], keys[1], name), runner.predictions[name].get(keys[0])
+            paths.update(_write(task.folder / "predictions", name, outputs,
+                                targets if targets is not None and len(targets) == len(outputs) else None,
+                                task.config["formats"]))
+        metrics = {key: float(value) for key, value in runner.epoch_metrics.items()}
         print(f"mlcomp infer: model of task {source.task_id} {source.name!r} ({source.checkpoint}); "
               + (", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no targets: no metrics"), flush=True)
         return {"paths": paths, "metrics": metrics, **source.describe()}
+
+    @staticmethod
+    def _experiment(task: TaskContext, experiment, stage: str | None, model, loaders, keys: tuple):
+        """The inference stage: ``stage`` of the config (its callbacks, its name) or one named
+        ``infer``, over ``loaders``, with an InferCallback keeping the outputs and targets, the
+        :func:`classification_metrics` of each batch when the runner names its output, and the
+        task's reporting; no logdir (nothing of the source run is written).
+
+        Args:
+            keys: the runner's ``(input_target_key, output_key)``.
+        """
+        from mlcomp.runner.callbacks import InferCallback
+        from mlcomp.runner.callbacks.metric import BatchMetricCallback
+        from mlcomp.runner.simple import SimpleExperiment
+
+        from executors.reporting import ReportingCallback
+
+        criterion = experiment.get_criterion(stage or experiment.stages[-1])
+        target_key, output_key = keys
+        callbacks = experiment.get_callbacks(stage) if stage is not None else OrderedDict()
+        callbacks["_mlcomp_infer"] = InferCallback(input_keys=[target_key])
+        if isinstance(output_key, str):
+            callbacks["_mlcomp_infer_metrics"] = BatchMetricCallback(
+                "", functools.partial(classification_metrics, criterion=criterion), input_key=target_key,
+                output_key=output_key)
+        if task.reporter is not None:
+            callbacks["_mlcomp_report"] = ReportingCallback(task.reporter, task.folder)
+        return SimpleExperiment(model=model, loaders=loaders, criterion=criterion, callbacks=callbacks,
+                                stage=stage or "infer", initial_seed=experiment.initial_seed)
 
     @staticmethod
     def _loaders(task: TaskContext, experiment) -> "OrderedDict[str, Any]":

@@ -15,7 +15,7 @@ from runner_utils import TwoStageExperiment, one_thread  # noqa: F401 (autouse f
 from mlcomp.errors import ConfigError
 from mlcomp.runner import SupervisedRunner
 from mlcomp.runner.checkpoint import (check_plain, confine, load_checkpoint, resolve_checkpoint, resume_checkpoint,
-                                      save_checkpoint)
+                                      save_checkpoint, write_atomically)
 from mlcomp.runner.seed import get_rng_state, set_rng_state
 
 
@@ -125,3 +125,20 @@ def test_full_checkpoints_of_a_run_load_with_weights_only(tmp_path):
         assert "model_state_dict" in checkpoint
     full = load_checkpoint(tmp_path / "checkpoints" / "last_full.pth")
     assert isinstance(full["rng"]["numpy"]["key"], list) and full["optimizer_state_dict"]["state"]
+
+
+def test_write_atomically_replaces_whole_files_and_a_failed_write_leaves_the_old_one(tmp_path, monkeypatch):
+    import mlcomp.runner.checkpoint as checkpoint
+
+    path = tmp_path / "models" / "m.pth"
+    assert write_atomically(path, b"old") == path and path.read_bytes() == b"old"
+    write_atomically(path, b"new")
+    assert path.read_bytes() == b"new"
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, b"partial")
+    assert path.read_bytes() == b"new" and [p.name for p in path.parent.iterdir()] == ["m.pth"]

@@ -227,3 +227,24 @@ def test_an_mlcomp_dag_runs_unchanged(tmp_path, monkeypatch):
     assert train["paths"]["traced model"].endswith("code/models/digits.pth") and traced.is_file()
     assert load_traced(traced)(torch.zeros(2, 4)).shape == (2, 2)
     assert (tmp_path / "root/data/compat/train.npz").is_file()
+
+
+def test_grid_cells_of_a_catalyst_task_trace_into_their_own_task_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOMP_ROOT", str(tmp_path / "root"))
+    monkeypatch.delenv("MLCOMP_DB_URL", raising=False)
+    shutil.copytree(COMPAT / "digit-recognizer", tmp_path / "digit-recognizer")
+    dag = tmp_path / "digit-recognizer/dag.yml"
+    dag.write_text(dag.read_text() + "    grid:\n      - lr: [0.01, 0.003]\n")
+    result = CliRunner().invoke(cli, ["dag", "submit", str(dag), "--wait"])
+    assert result.exit_code == 0, result.output
+    dag_id = re.search(r"\d+", result.output.splitlines()[0]).group()
+    shown = json.loads(CliRunner().invoke(cli, ["dag", "show", dag_id, "--json"]).output)
+    traced = {task["id"]: Path(task["result"]["paths"]["traced model"]) for task in shown["tasks"]
+              if (task.get("result") or {}).get("paths", {}).get("traced model")}
+    assert len(traced) == 2  # one file per cell, each in its own task folder, none in the project's models
+    assert {path.resolve() for path in traced.values()} == {
+        (tmp_path / f"root/tasks/{task_id}/models/digits.pth").resolve() for task_id in traced}
+    assert not (tmp_path / "root/models/compat/digits.pth").exists()
+    for path in traced.values():
+        assert load_traced(path)(torch.zeros(2, 4)).shape == (2, 2)
+        assert [p.name for p in path.parent.iterdir()] == ["digits.pth"]  # no temporary file left

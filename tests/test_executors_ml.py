@@ -221,8 +221,10 @@ def test_classification_metrics_from_scores_and_labels():
 
     outputs = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
     metrics = classification_metrics(outputs, torch.tensor([0, 1, 1]))
-    assert metrics["accuracy"] == pytest.approx(2 / 3)
-    assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(outputs, torch.tensor([0, 1, 1]))))
+    assert float(metrics["accuracy"]) == pytest.approx(2 / 3)
+    expected = torch.nn.functional.cross_entropy(outputs, torch.tensor([0, 1, 1]))
+    assert float(metrics["loss"]) == pytest.approx(float(expected))
+    assert classification_metrics(outputs, torch.tensor([0.5, 1.0, 1.0])) == {}  # no class labels, no criterion
 
 
 def test_dag_file_with_a_train_grid_is_expanded_and_validated(store, settings, tmp_path, expdir):
@@ -329,18 +331,91 @@ def test_predictions_without_targets_have_no_target_column_and_no_metrics(tmp_pa
     import numpy as np
     import torch
 
-    from executors.infer import _write, predict
+    from executors.infer import _write
     from mlcomp.errors import ConfigError
+    from mlcomp.runner import SupervisedRunner
+    from mlcomp.runner.callbacks import InferCallback
 
     model = torch.nn.Linear(4, 3)
     batches = [{"features": torch.randn(5, 4)}, {"features": torch.randn(2, 4)}]
-    outputs, targets = predict(model, batches, "features", "targets", torch.device("cpu"))
-    assert outputs.shape == (7, 3) and targets is None
-    paths = _write(tmp_path, "infer", outputs, targets, ["npy", "csv"])
+    runner = SupervisedRunner().infer(model=model, loaders={"infer": batches},
+                                      callbacks=[InferCallback(input_keys=["targets"])])
+    assert list(runner.predictions["infer"]) == ["logits"] and not runner.epoch_metrics
+    outputs = runner.predictions["infer"]["logits"]
+    paths = _write(tmp_path, "infer", outputs, None, ["npy", "csv"])
     assert np.load(paths["infer outputs"]).shape == (7, 3)
     lines = Path(paths["infer predictions"]).read_text().splitlines()
     assert lines[0] == "row,prediction" and len(lines) == 8
     assert lines[1] == f"0,{int(outputs[0].argmax())}"
     assert list(_write(tmp_path / "csv", "x", outputs, None, ["csv"])) == ["x predictions"]
-    with pytest.raises(ConfigError, match="'features'.*got \\['x'\\]"):
-        predict(model, [{"x": torch.randn(1, 4)}], "features", "targets", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="batches must be dicts with \\['features'\\].*got \\['x'\\]"):
+        SupervisedRunner().infer(model=model, loaders={"infer": [{"x": torch.randn(1, 4)}]})
+
+
+MARK_CALLBACK = """\
+from mlcomp.runner import Callback, CallbackOrder, registry
+
+
+@registry.Callback
+class MarkInferCallback(Callback):
+    '''Writes marked = 1 for each batch of an infer stage, 0 elsewhere.'''
+
+    def __init__(self):
+        super().__init__(CallbackOrder.Metric)
+
+    def on_batch_end(self, runner):
+        runner.batch_metrics["marked"] = float(runner.is_infer_stage)
+"""
+
+INFER_STAGE = """\
+args: {expdir: mark}
+stages:
+  infer:
+    data_params: {loaders: {infer_a: {num_samples: 37, seed: 3}}}
+    callbacks_params:
+      mark: {callback: MarkInferCallback}
+"""
+
+
+def test_infer_runs_the_configs_infer_stage_through_the_runner(expdir, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    from executors.base import ModelSource
+    from executors.infer import InferExecutor
+    from mlcomp.runner.checkpoint import load_checkpoint
+    from mlcomp.runner.config import load_config, make_experiment, run_config
+
+    (expdir / "mark").mkdir()
+    (expdir / "mark" / "__init__.py").write_text(MARK_CALLBACK)
+    (expdir / "configs" / "infer.yml").write_text(INFER_STAGE)
+    monkeypatch.chdir(expdir)
+    logdir = tmp_path / "source" / "logdir"
+    run_config(load_config(expdir / "configs" / "train.yml", expdir / "configs" / "infer.yml"), logdir=logdir)
+    best = logdir / "checkpoints" / "best.pth"
+    task = task_context(tmp_path / "infer")
+    task.config = InferExecutor.validate({"batch_size": 8}, context(expdir))
+    task.model, task.reporter = ModelSource(3, "train", logdir, best), FakeReporter()
+    result = InferExecutor().run(task)
+
+    experiment = make_experiment(load_config(logdir / "config.yml"))
+    model = experiment.get_model("infer")
+    model.load_state_dict(load_checkpoint(best)["model_state_dict"])
+    data = experiment.get_loaders("infer")["infer_a"].dataset
+    features, targets = torch.stack([s["features"] for s in data]), torch.stack([s["targets"] for s in data])
+    with torch.no_grad():
+        expected = model.eval()(features)
+    outputs = np.load(result["paths"]["infer_a outputs"])
+    assert outputs.shape == (37, 3) and outputs == pytest.approx(expected.numpy(), abs=1e-6)
+    rows = Path(result["paths"]["infer_a predictions"]).read_text().splitlines()[1:]
+    assert rows == [f"{i},{p},{t}" for i, (p, t) in enumerate(zip(expected.argmax(1).tolist(), targets.tolist()))]
+    metrics = result["metrics"]
+    assert metrics["infer_a_marked"] == 1.0  # the config's own infer-stage callback ran, in an infer stage
+    assert metrics["infer_a_accuracy"] == pytest.approx(float((expected.argmax(1) == targets).float().mean()))
+    assert metrics["infer_a_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(expected, targets)),
+                                                    rel=1e-5)
+    assert metrics["infer_a_accuracy01"] == pytest.approx(metrics["infer_a_accuracy"])  # the stage's shared callback
+    reported = {m["name"]: m for m in task.reporter.metrics if m["kind"] == "epoch"}
+    assert reported["accuracy"]["value"] == metrics["infer_a_accuracy"]
+    assert (reported["accuracy"]["stage"], reported["accuracy"]["loader"]) == ("infer", "infer_a")
+    assert result["source_task"] == 3

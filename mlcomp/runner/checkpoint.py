@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -29,6 +30,7 @@ from mlcomp.errors import ConfigError
 
 __all__ = [
     "save_checkpoint",
+    "write_atomically",
     "load_checkpoint",
     "load_state_checked",
     "model_checkpoint",
@@ -52,9 +54,31 @@ _LEAVES = (str, int, float, bool, complex, bytes, type(None), torch.Size, torch.
 _CONTAINERS = (dict, OrderedDict, list, tuple, set)
 
 
+def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` through a temporary file of its own (a unique name in the same
+    folder) and ``os.replace``, creating folders; returns ``path``. A reader never sees a partial
+    file, a failed write leaves the previous file as it was, and writers racing for one path each
+    replace it whole (the last one wins).
+
+    Raises:
+        OSError: the folder cannot be created or written; the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, *more_paths) -> Path:
     """Write ``checkpoint`` to ``path`` (and ``more_paths``: serialised once, written to each)
-    atomically (a temporary file, then ``os.replace``), creating folders; returns ``path``.
+    atomically (:func:`write_atomically`), creating folders; returns ``path``.
 
     Raises:
         ConfigError: the checkpoint holds something other than tensors and plain types
@@ -64,11 +88,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, *more_p
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     for target in (path, *more_paths):
-        target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(buffer.getbuffer())
-        os.replace(tmp, target)
+        write_atomically(target, buffer.getbuffer())
     return Path(path)
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "set_by_path",
     "validate_config",
     "make_experiment",
+    "make_runner",
     "run_config",
 ]
 
@@ -769,6 +770,17 @@ def make_experiment(config: Mapping[str, Any]) -> Experiment:
     """
     cls, _ = _expdir_classes(config)
     return (cls or ConfigExperiment)(config)
+
+
+def make_runner(config: Mapping[str, Any]):
+    """The runner of ``config``, built with ``runner_params``: the registered runner named by
+    ``runner_params.runner``, else the expdir's ``Runner`` if it exports one, else
+    ``SupervisedRunner``.
+
+    Raises:
+        ConfigError: an unknown runner name, or ``runner_params`` its constructor does not take.
+    """
+    return _make_runner(config, _expdir_classes(config)[1])
 
 
 def _expdir_classes(config: Mapping):

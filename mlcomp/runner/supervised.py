@@ -6,6 +6,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from mlcomp.errors import ConfigError
 from mlcomp.runner import distributed
 from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
 from mlcomp.runner.defaults import default_callbacks
@@ -36,13 +37,13 @@ class SupervisedRunner(Runner):
                  input_target_key: str = "targets"):
         super().__init__(model=model, device=device)
         self.input_key, self.output_key, self.input_target_key = input_key, output_key, input_target_key
+        self._input_keys = [input_key] if isinstance(input_key, str) else list(input_key or ())
         if isinstance(input_key, str):
             self._forward = lambda model, batch: model(batch[input_key])
         elif input_key is None:
             self._forward = lambda model, batch: model(**batch)
         else:
-            keys = list(input_key)
-            self._forward = lambda model, batch: model(*[batch[k] for k in keys])
+            self._forward = lambda model, batch: model(*[batch[k] for k in self._input_keys])
         self._tuple_keys = (input_key if isinstance(input_key, str) else "features", input_target_key)
 
     def prepare_batch(self, batch) -> dict[str, Any]:
@@ -52,7 +53,15 @@ class SupervisedRunner(Runner):
         return super().prepare_batch(batch)
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The model's output on ``batch`` as a dict."""
+        """The model's output on ``batch`` as a dict.
+
+        Raises:
+            ConfigError: the batch is not a dict with every ``input_key`` (the message says what it is).
+        """
+        if self._input_keys and (not isinstance(batch, Mapping) or any(k not in batch for k in self._input_keys)):
+            got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+            raise ConfigError(f"{type(self).__name__}: batches must be dicts with {self._input_keys} "
+                              f"(runner_params.input_key); got {got}")
         output = self._forward(self.model, batch)
         return output if isinstance(output, dict) or self.output_key is None else {self.output_key: output}
 

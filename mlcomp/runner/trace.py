@@ -15,6 +15,7 @@ and :func:`load_traced` opens a file the same way.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import warnings
@@ -217,7 +218,8 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
         checkpoint: ``best``, ``last``, ``best_full``, ``last_full``, a file name in
             ``logdir/checkpoints`` or a path (see :func:`mlcomp.runner.checkpoint.resolve_checkpoint`).
         method_name, mode, requires_grad, script, device: as in :func:`trace_model`.
-        out: where to write; default ``logdir/trace/`` + :func:`trace_name`.
+        out: where to write (atomically: a temporary file, then a rename); default
+            ``logdir/trace/`` + :func:`trace_name`.
         config: a config file to use instead of ``logdir/config.yml``.
 
     Returns:
@@ -227,7 +229,7 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
         ConfigError: the logdir, config or checkpoint is missing, the checkpoint does not fit the
             model, the batch lacks the input key, or the model cannot be exported.
     """
-    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked, resolve_checkpoint
+    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked, resolve_checkpoint, write_atomically
 
     logdir = Path(logdir)
     if not logdir.is_dir():
@@ -248,8 +250,9 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
                          script=script, device=device)
     name = checkpoint_path.name[:-len(".pth")] if checkpoint_path.name.endswith(".pth") else checkpoint_path.stem
     out = Path(out) if out is not None else logdir / "trace" / trace_name(name, mode, method_name, requires_grad)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     with _torchscript():
-        torch.jit.save(traced, str(out))
+        torch.jit.save(traced, buffer)
+    write_atomically(out, buffer.getbuffer())
     logger.info("traced %s (%s) to %s", checkpoint_path, mode, out)
     return out

@@ -1,9 +1,10 @@
 """Collecting predictions of inference loaders (Catalyst 20.x ``InferCallback``).
 
 For every loader whose name starts with ``infer`` (and every loader of an ``infer*`` stage), each
-tensor of ``runner.output`` is kept, detached, on the device; at loader end they are
-concatenated along the batch axis into numpy arrays, stored in ``runner.predictions[loader][key]``
-and in the callback's ``predictions``, and optionally saved as ``.npy`` files.
+tensor of ``runner.output`` (and of the batch under ``input_keys``, e.g. the targets) is kept,
+detached, on the device; at loader end they are concatenated along the batch axis into numpy
+arrays, stored in ``runner.predictions[loader][key]`` and in the callback's ``predictions``, and
+optionally saved as ``.npy`` files.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from mlcomp.errors import ConfigError
 from mlcomp.runner.accumulators import List
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
 
@@ -30,21 +32,27 @@ class InferCallback(Callback):
         out_dir: folder of the ``.npy`` files.
         out_prefix: sub-folder (or the folder, without ``out_dir``).
         output_keys: the output keys to keep; default every tensor of ``runner.output``.
+        input_keys: batch keys to keep as well (an mlcomp addition, e.g. ``["targets"]`` to
+            compare predictions with labels); a key missing from a batch is skipped for it.
 
     Attributes:
         predictions: ``{key: np.ndarray}`` of the last loader collected.
 
     In a distributed run every rank's predictions are gathered (rank after rank) on every rank;
     the master writes the files.
+
+    Raises:
+        ConfigError: during a batch, an ``input_keys`` key is also a key of ``runner.output``.
     """
 
     metric_names = ()  # writes no metric
 
     def __init__(self, out_dir: str | None = None, out_prefix: str | None = None,
-                 output_keys: list[str] | None = None):
+                 output_keys: list[str] | None = None, input_keys: list[str] | None = None):
         super().__init__(order=CallbackOrder.Internal, node=CallbackNode.All)
         self.out_dir, self.out_prefix = out_dir, out_prefix
         self.output_keys = list(output_keys) if output_keys is not None else None
+        self.input_keys = list(input_keys or ())
         self.predictions: dict[str, np.ndarray] = {}
         self._values: dict[str, List] = defaultdict(List)
         self._active = False
@@ -55,11 +63,18 @@ class InferCallback(Callback):
         self._values = defaultdict(List)
 
     def on_batch_end(self, runner) -> None:
-        """Keep the batch's output tensors (detached, on the device)."""
+        """Keep the batch's output tensors and ``input_keys`` tensors (detached, on the device)."""
         if not self._active:
             return
         for key, value in runner.output.items():
             if isinstance(value, torch.Tensor) and (self.output_keys is None or key in self.output_keys):
+                self._values[key].update(value)
+        for key in self.input_keys:
+            if key in runner.output:
+                raise ConfigError(f"InferCallback: input key {key!r} is also an output key; outputs "
+                                  f"{sorted(runner.output)}")
+            value = runner.input.get(key) if isinstance(runner.input, Mapping) else None
+            if isinstance(value, torch.Tensor):
                 self._values[key].update(value)
 
     def on_loader_end(self, runner) -> None:

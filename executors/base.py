@@ -148,6 +148,10 @@ class TaskContext:
         model: the model this task builds on, when its executor asks for one
             (:meth:`Executor.model_checkpoint`): the train run it depends on (a grid search's
             best cell) and the checkpoint chosen.
+        group: for a distributed task spread over several computers, the rank group this
+            computer's processes join: ``{"world_size", "first_rank", "master_addr",
+            "master_port"}`` (one process per GPU of ``gpus``, ranks from ``first_rank``); None
+            when the task runs on one computer.
     """
 
     task_id: int
@@ -168,6 +172,7 @@ class TaskContext:
     data_dir: Path | None = None
     model: ModelSource | None = None
     open_reporter: Callable[[], Reporter] | None = None
+    group: dict[str, Any] | None = None
 
 
 class Executor:

@@ -28,9 +28,10 @@ attempt of a stopped or failed task continues from ``logdir/checkpoints/last_ful
 runner finish its batch, write ``last_full.pth`` and the child exit 75 (``stopped``). A
 model-only checkpoint (``best.pth``, ``main.3.pth``) given to resume starts a fresh run from its
 weights instead. With
-``distr: true`` the task runs one process per allocated GPU (NCCL), or ``processes`` CPU
-processes on gloo when it has no GPU, through :func:`mlcomp.runner.distributed.launch`; rank 0
-reports.
+``distr: true`` the task runs one process per allocated GPU (NCCL; gloo when CUDA is not
+available), or ``processes`` CPU processes on gloo when it has no GPU, through
+:func:`mlcomp.runner.distributed.launch`; rank 0 reports. A task spread over several computers
+(``single_node: false``) runs this computer's ranks of the group ``TaskContext.group`` names.
 """
 from __future__ import annotations
 
@@ -244,8 +245,13 @@ class TrainExecutor(Executor):
         from mlcomp.runner.distributed import launch
 
         payload, nprocs = self._payload(task)
-        if nprocs > 1:
-            result = launch(_train_rank, nprocs, payload, backend="nccl" if task.gpus else "gloo")
+        group = task.group or {}
+        if nprocs > 1 or group:  # NCCL when CUDA is there, else gloo (declared GPUs on a CPU box)
+            result = launch(_train_rank, nprocs, payload, master_port=group.get("master_port"),
+                            master_addr=group.get("master_addr", "127.0.0.1"), first_rank=group.get("first_rank", 0),
+                            world_size=group.get("world_size"))
+            if group.get("first_rank", 0) > 0:
+                return None  # rank 0's computer reports the result
         else:
             result = _train(payload, task.reporter)
         if "stopped" in result:

@@ -102,7 +102,7 @@ def set_task_status(
     if new is S.not_ran and (old.finished or old is S.paused):
         _new_attempt(session, task)
     elif new is S.not_ran:  # a placement taken back (a failed dispatch): same attempt, no computer
-        task.computer, task.gpus, task.queued = None, [], None
+        task.computer, task.gpus, task.placement, task.queued = None, [], None, None
     elif new is S.queued and old is S.in_progress:
         _new_attempt(session, task, keep_placement=True)
     task.status = new
@@ -143,6 +143,7 @@ def _new_attempt(session: Session, task: Task, keep_placement: bool = False) -> 
     if not keep_placement:
         task.computer = None
         task.gpus = []
+        task.placement = None
         task.queued = None
     _add_attempt(session, Attempt(task=task, number=task.attempt, status=S.not_ran, resume_from=task.resume_from),
                  task.id)

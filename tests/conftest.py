@@ -131,3 +131,16 @@ def tiny_config():
                            "stage1": {"stage_params": {"num_epochs": num_epochs}}},
                 **top_level}
     return make
+
+
+@pytest.fixture
+def cluster(pg_url, redis_url, tmp_path):
+    """A harness of several computers (:class:`cluster.Cluster`): ``cluster.add("a", gpus="0")``
+    starts an ``mlcomp worker`` with its own root folder and loopback address on a fresh
+    PostgreSQL database with Redis as the broker; ``cluster.supervise()`` runs the supervisor
+    in the test. Everything is stopped, and every task process killed, after the test."""
+    from cluster import Cluster
+
+    harness = Cluster(tmp_path / "computers", pg_url, redis_url[0])
+    yield harness
+    harness.close()

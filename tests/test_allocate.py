@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlcomp.gang import Part
 from mlcomp.supervisor.allocate import Free, Placement, describe_request, free_resources, place
 
 
@@ -47,16 +48,46 @@ def test_a_pin_is_kept():
     assert place(task(1, pin="c"), free) == "pinned computer 'c' is not alive (known alive: a, b)"
 
 
-def test_a_task_not_single_node_that_only_several_computers_could_hold_says_it_runs_on_one():
+def gang(gpu, gpu_max=None, cpu=1, memory=0.0):
+    """A distributed task that may span computers (distr: true, single_node: false)."""
+    spread = task(gpu, gpu_max, cpu, memory)
+    spread.distr, spread.single_node = True, False
+    return spread
+
+
+def test_a_gang_fits_on_one_computer_when_one_has_room():
     free = free_resources([computer("a"), computer("b")], [])
-    spread = task(6)
-    assert "single_node" not in place(spread, free)
-    spread.single_node = False
-    assert place(spread, free).endswith("single_node: false does not spread a task over computers: each task "
-                                        "runs on one")
-    too_big = task(9)
-    too_big.single_node = False
-    assert place(too_big, free).endswith("free)")  # two computers would not hold it either: no hint
+    assert place(gang(3), free) == Placement("a", [0, 1, 2])
+
+
+def test_a_gang_is_spread_over_the_fewest_computers_largest_first_in_one_placement():
+    free = free_resources([computer("a", gpus=1), computer("b", gpus=3), computer("c", gpus=2)], [])
+    where = place(gang(5), free)
+    assert where == Placement("b", [0, 1, 2], (Part("b", (0, 1, 2), 0), Part("c", (0, 1), 3)))
+    assert free["a"].gpus == [0] and free["b"].gpus == [] and free["c"].gpus == []
+    assert free["b"].cpu == free["c"].cpu == 7  # the task's CPUs on each computer
+
+
+def test_a_ranged_gang_takes_up_to_its_maximum():
+    free = free_resources([computer("a", gpus=2), computer("b", gpus=2)], [])
+    assert place(gang(3, 8), free).parts == (Part("a", (0, 1), 0), Part("b", (0, 1), 2))
+
+
+def test_a_gang_that_does_not_fit_waits_and_takes_nothing():
+    free = free_resources([computer("a", gpus=1), computer("b", gpus=1, cpu=1)], [])
+    before = {name: (list(f.gpus), f.cpu) for name, f in free.items()}
+    reason = place(gang(2, cpu=2), free)  # b has a GPU but not the 2 CPUs each part needs
+    assert reason.startswith("no computers together have room for 2 GPUs, 2 CPUs, 0 GB per computer")
+    assert {name: (list(f.gpus), f.cpu) for name, f in free.items()} == before
+    assert isinstance(place(task(2), free), str)  # without single_node: false no spreading at all
+
+
+def test_free_resources_take_every_part_of_a_gang():
+    held = task(cpu=2, memory=1, on="a", gpus=[0])
+    held.placement = {"parts": [{"computer": "a", "gpus": [0], "first_rank": 0},
+                                {"computer": "b", "gpus": [1, 2], "first_rank": 1}]}
+    free = free_resources([computer("a"), computer("b")], [held])
+    assert free["a"] == Free("a", [1, 2, 3], 6, 31.0) and free["b"] == Free("b", [0, 3], 6, 31.0)
 
 
 def test_no_computer_alive():

@@ -4,13 +4,10 @@ to its end is marked failed, none runs twice within an attempt, none is left han
 ends in success with no action by the user, and the long task's log is complete."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,8 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from mlcomp import control
-from mlcomp.db import Computer, LogLine, Task, TaskStatus, immediate, make_engine, make_sessionmaker, upgrade
+from mlcomp.db import LogLine, Task, TaskStatus, immediate, make_engine, make_sessionmaker, upgrade
 from mlcomp.settings import Settings
+from cluster import forget_queue, free_port, registered, start
 from supervisor_helpers import wait_for
 
 S = TaskStatus
@@ -43,17 +41,6 @@ def dag_yaml(runs: Path, computer: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(env: dict, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from mlcomp.cli import main; main()", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def kill_and_restart(store, launch, name: str, seed: int) -> subprocess.Popen:
     """Starts the process with ``launch()``, then KILLS times: waits until its worker has
     registered, lets it run a random 0–0.6 s, kills it with SIGKILL and starts it again; returns
@@ -62,23 +49,12 @@ def kill_and_restart(store, launch, name: str, seed: int) -> subprocess.Popen:
     process = launch()
     for _ in range(KILLS):
         started = time.time()
-        wait_for(lambda: _registered(store, name, started), timeout=60)
+        wait_for(lambda: registered(store, name, started), timeout=60)
         time.sleep(rng.uniform(0.0, 0.6))
         process.send_signal(signal.SIGKILL)
         process.wait()
         process = launch()
     return process
-
-
-def _registered(store, name: str, after: float) -> bool:
-    """Whether computer ``name`` registered (or beat) after ``after`` (epoch seconds)."""
-    with store() as session:
-        beat = session.scalar(select(Computer.heartbeat).where(Computer.name == name))
-    if beat is None:
-        return False
-    if beat.tzinfo is None:  # SQLite gives back naive UTC
-        beat = beat.replace(tzinfo=dt.timezone.utc)
-    return beat.timestamp() >= after
 
 
 def check_dag(store, dag_id: int, runs: Path) -> None:
@@ -150,17 +126,7 @@ def test_kill_9_of_a_worker_on_postgresql_and_redis_loses_nothing(settings, pg_u
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
         engine.dispose()
-        _forget_queue(broker, name)
-
-
-def _forget_queue(broker: str, name: str) -> None:
-    """Deletes the Redis keys of computer ``name``'s Celery queue."""
-    import redis
-
-    client = redis.Redis.from_url(broker)
-    for key in client.scan_iter(f"*{name}*"):
-        client.delete(key)
-    client.close()
+        forget_queue(broker, name)
 
 
 def test_a_worker_stopped_with_sigterm_leaves_its_task_running_for_the_next_one(settings, store, tmp_path):

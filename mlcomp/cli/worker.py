@@ -63,10 +63,29 @@ def interruptible() -> Iterator[None]:
             pass
 
 
+def ports_callback(ctx, param, value):
+    """Click callback of ``--ports``: ``"29500-29599"`` → ``(29500, 29599)``.
+
+    Raises:
+        click.BadParameter: not a range FIRST-LAST of ports (:func:`mlcomp.gang.parse_ports`).
+    """
+    from mlcomp.gang import PORTS, parse_ports
+
+    try:
+        return PORTS if value is None else parse_ports(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @click.command("worker")
 @click.option("--name", metavar="NAME", help="The computer's name (default: the host name).")
 @gpus_option
-def worker(name, gpus):
+@click.option("--address", metavar="HOST",
+              help="Where the other computers reach this one: the rendezvous of distributed tasks whose "
+                   "rank 0 runs here (default: this machine's primary address).")
+@click.option("--ports", callback=ports_callback, metavar="FIRST-LAST",
+              help="Rendezvous ports for distributed tasks whose rank 0 runs here (default 29500-29599).")
+def worker(name, gpus, address, ports):
     """Registers this computer and runs the tasks the supervisor places on it.
 
     With MLCOMP_BROKER_URL set, tasks arrive through this computer's Celery queue; without it the
@@ -78,7 +97,8 @@ def worker(name, gpus):
 
     settings = Settings.from_env()
     # a task's end wakes the server's supervisor (socket on this machine, Redis across machines)
-    the_worker = Worker(settings, open_store(settings), name=name, gpus=gpus, on_end=lambda: wake(settings))
+    the_worker = Worker(settings, open_store(settings), name=name, gpus=gpus, on_end=lambda: wake(settings),
+                        address=address, ports=ports)
     with interruptible():
         try:
             the_worker.start()

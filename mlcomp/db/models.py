@@ -176,6 +176,7 @@ class Task(Base):
     progress: Mapped[dict[str, Any] | None]  # {stage, epoch, epochs, batch, batches, eta}
     result: Mapped[dict[str, Any] | None]
     resume_from: Mapped[str | None] = mapped_column(String(1000))  # checkpoint for the next attempt
+    placement: Mapped[dict[str, Any] | None]  # a gang's parts on several computers (mlcomp.gang)
 
     dag: Mapped[Dag] = relationship(back_populates="tasks")
     parent: Mapped["Task | None"] = relationship(remote_side="Task.id", back_populates="children")
@@ -232,7 +233,8 @@ class Computer(Base):
 
     __tablename__ = "computer"
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    address: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(200))  # where other computers reach it
+    ports: Mapped[list[Any] | None]  # [first, last]: its rendezvous port range for distributed ranks
     gpus: Mapped[list[Any]] = mapped_column(default=list)
     cpu: Mapped[int] = mapped_column(default=1)
     memory: Mapped[float] = mapped_column(Float, default=0.0)  # gigabytes
@@ -311,7 +313,9 @@ class ResourceSample(Base):
 
 
 class Checkpoint(Base):
-    """A checkpoint file a task wrote; ``path`` is relative to the task's folder, ``size`` bytes."""
+    """A checkpoint file a task wrote; ``path`` is relative to the task's folder, ``size`` bytes;
+    ``sha256`` names its content in ``snapshot_blob`` when it was put in the store (the full
+    checkpoint a gang resumes from, for computers that do not share a filesystem)."""
 
     __tablename__ = "checkpoint"
     id: Mapped[intpk]
@@ -322,6 +326,7 @@ class Checkpoint(Base):
     epoch: Mapped[int | None]
     metric: Mapped[float | None] = mapped_column(Float)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # its content in snapshot_blob, when stored
     created: Mapped[timestamp]
 
 

@@ -325,10 +325,13 @@ def free_port(host: str = _LOOPBACK) -> int:
         return sock.getsockname()[1]
 
 
-def rank_env(rank_: int, nprocs: int, master_port: int, master_addr: str = _LOOPBACK) -> dict[str, str]:
-    """The ``torch.distributed`` environment of process ``rank_`` of ``nprocs`` on one machine
-    (``RANK`` = ``LOCAL_RANK`` = ``rank_``), as strings for ``os.environ``."""
-    return {"RANK": str(rank_), "LOCAL_RANK": str(rank_), "WORLD_SIZE": str(nprocs),
+def rank_env(rank_: int, nprocs: int, master_port: int, master_addr: str = _LOOPBACK, first_rank: int = 0,
+             world_size: int | None = None) -> dict[str, str]:
+    """The ``torch.distributed`` environment of the local process ``rank_`` of the ``nprocs`` a
+    machine runs (``LOCAL_RANK`` = ``rank_``, ``RANK`` = ``first_rank + rank_``) in a group of
+    ``world_size`` processes (default ``nprocs``: one machine) whose rank 0 listens on
+    ``master_addr:master_port``, as strings for ``os.environ``."""
+    return {"RANK": str(first_rank + rank_), "LOCAL_RANK": str(rank_), "WORLD_SIZE": str(world_size or nprocs),
             "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
 
 
@@ -337,12 +340,13 @@ def _check_nprocs(nprocs: int) -> None:
         raise ConfigError(f"nprocs should be a positive integer (processes, one per device), got {nprocs!r}")
 
 
-def _launch_entry(index, fn, nprocs, port, backend, outdir, args):
-    """Body of each process started by :func:`launch` (module level, so ``spawn`` can pickle it).
+def _launch_entry(index, fn, env, backend, outdir, args):
+    """Body of each process started by :func:`launch` (module level, so ``spawn`` can pickle it);
+    ``env[index]`` is its :func:`rank_env`.
 
     The outcome goes to a file, not a queue: a pipe holding a large result would block the child's
     exit and with it the parent's join."""
-    os.environ.update(rank_env(index, nprocs, port))
+    os.environ.update(env[index])
     try:
         setup(backend)
         result = fn(*args)
@@ -398,11 +402,15 @@ def _read_outcomes(outdir: str) -> dict[int, tuple[float, bool, Any]]:
 
 
 def launch(fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None = None,
-           master_port: int | None = None) -> Any:
-    """Run ``fn(*args)`` in ``nprocs`` new processes that form one process group, and wait.
+           master_port: int | None = None, master_addr: str = _LOOPBACK, first_rank: int = 0,
+           world_size: int | None = None) -> Any:
+    """Run ``fn(*args)`` in ``nprocs`` new processes that form one process group (or this
+    machine's part of a group of ``world_size`` processes on several machines, ranks
+    ``first_rank`` … ``first_rank + nprocs - 1``), and wait.
 
     Each process is started with ``torch.multiprocessing`` (``spawn``), gets the environment of
-    :func:`rank_env` (loopback master, ``master_port`` or a free port), calls :func:`setup` with
+    :func:`rank_env` (``master_addr``, loopback by default, and ``master_port`` or a free port:
+    give both for a group across machines), calls :func:`setup` with
     ``backend`` before ``fn`` and :func:`cleanup` after it. ``fn`` and ``args`` must be picklable
     (``fn`` defined at module level). The first process to fail makes the others terminate
     (``torch.multiprocessing``'s join), and its exception is raised here with its class and
@@ -411,10 +419,11 @@ def launch(fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None 
     comes back as a RuntimeError carrying that traceback.
     A SIGTERM received here while waiting (main thread only) is forwarded to the processes.
 
-    With ``nprocs == 1`` no process is started: ``fn(*args)`` runs here.
+    With ``nprocs == 1`` in a group of one no process is started: ``fn(*args)`` runs here.
 
     Returns:
-        What ``fn`` returned on rank 0 (it must be picklable).
+        What ``fn`` returned on this machine's first process (rank 0 on one machine; it must be
+        picklable).
 
     Raises:
         ConfigError: ``nprocs`` is not a positive integer.
@@ -422,14 +431,15 @@ def launch(fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None 
         without one (killed by a signal, or exited with a non-zero code).
     """
     _check_nprocs(nprocs)
-    if nprocs == 1:
+    if nprocs == 1 and (world_size or 1) == 1:
         return fn(*args)
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
     port = master_port or free_port()
+    env = [rank_env(i, nprocs, port, master_addr, first_rank, world_size) for i in range(nprocs)]
     with tempfile.TemporaryDirectory(prefix="mlcomp-launch-") as outdir:
-        context = mp.start_processes(_launch_entry, args=(fn, nprocs, port, backend, outdir, args),
+        context = mp.start_processes(_launch_entry, args=(fn, env, backend, outdir, args),
                                      nprocs=nprocs, join=False, start_method="spawn")
         try:
             with _forward_sigterm(lambda: [p.pid for p in context.processes if p.is_alive()]):

@@ -73,7 +73,8 @@ def _slots(session: Session, parents: dict[int, Task]) -> dict[int, int]:
 
 
 WAITING_COLUMNS = (Task.id, Task.name, Task.type, Task.parent_id, Task.waiting_reason, Task.gpu_min,
-                   Task.gpu_max, Task.cpu, Task.memory, Task.computer_pin, Task.single_node)
+                   Task.gpu_max, Task.cpu, Task.memory, Task.computer_pin, Task.single_node,
+                   Task.distr)
 """The columns :func:`find_ready` reads of each waiting task: what placement and its reasons need."""
 
 

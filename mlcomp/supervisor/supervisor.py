@@ -25,6 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mlcomp import gang
 from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.settings import Settings
@@ -76,7 +77,8 @@ def _when(value: dt.datetime) -> str:
     return _aware(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-ACTIVE_COLUMNS = (Task.id, Task.type, Task.status, Task.computer, Task.gpus, Task.cpu, Task.memory, Task.queued)
+ACTIVE_COLUMNS = (Task.id, Task.type, Task.status, Task.computer, Task.gpus, Task.cpu, Task.memory, Task.queued,
+                  Task.placement)
 """The columns :func:`active_tasks` reads: what free resources, stale hand-overs and the grid
 roll-up need."""
 
@@ -90,18 +92,20 @@ def active_tasks(session: Session) -> list:
 
 def sweep_dead_computers(session: Session, settings: Settings, alive: list[Computer], active: list,
                          now: dt.datetime) -> int:
-    """Fails (or re-queues, per ``retries``) the ``active`` tasks (rows with ``id`` and
-    ``computer``) of computers not in ``alive``, which frees their GPUs; a task being stopped ends
-    as stopped. Returns how many tasks changed."""
+    """Fails (or re-queues, per ``retries``) the ``active`` tasks (rows with ``id``, ``computer``
+    and ``placement``) that hold resources on a computer not in ``alive`` (for a gang, any of its
+    computers: the whole group), which frees their GPUs on every computer; a task being stopped
+    ends as stopped. Returns how many tasks changed."""
     names = {c.name for c in alive}
     changed = 0
     for row in active:
-        if row.computer in names:
+        silent = [name for name in gang.computers_of(row.computer, row.placement) if name not in names]
+        if not silent:
             continue
         task = session.get(Task, row.id)
-        computer = session.get(Computer, task.computer)
+        computer = session.get(Computer, silent[0])
         beat = _when(computer.heartbeat) if computer and computer.heartbeat else "never"
-        reason = (f"computer {task.computer!r} silent since {beat} (heartbeat_ttl "
+        reason = (f"computer {silent[0]!r} silent since {beat} (heartbeat_ttl "
                   f"{settings.heartbeat_ttl:g} s, checked at {_when(now)})")
         if task.status is S.stopping:
             set_task_status(session, task, S.stopped, reason, now)
@@ -152,7 +156,8 @@ class Supervisor:
             holding = [t for t in active if t.computer is not None]
             sweep_dead_computers(session, self.settings, alive, holding, now)
             names = {c.name for c in alive}
-            holding = [t for t in holding if t.computer in names]  # the others were just swept
+            holding = [t for t in holding  # the others were just swept
+                       if set(gang.computers_of(t.computer, t.placement)) <= names]
             ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
             ended += advance_searches(session, now, [t.id for t in active if t.type == SEARCH_TYPE])
             parents, ready = find_ready(session, now, self.dag_ids)
@@ -184,11 +189,12 @@ class Supervisor:
         if not ready:
             return []
         alive = [c for c in alive if _serves(c, self.dag_ids)]
+        addresses = {c.name: c.address or c.name for c in alive}  # a gang's rank 0 is reached there
         free = free_resources(alive, active)
         placed, reasons = [], {}
         waits: dict[tuple, str] = {}  # request → why it waits; free only shrinks within a tick
         for row in ready:
-            request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin, row.single_node)
+            request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin, row.single_node, row.distr)
             where = waits.get(request) or place(row, free)
             if isinstance(where, str):
                 waits[request] = where
@@ -197,7 +203,9 @@ class Supervisor:
                 continue
             task = session.get(Task, row.id)
             task.computer, task.gpus = where.computer, where.gpus
-            set_task_status(session, task, S.queued, f"placed on {where.computer}", now)
+            task.placement = gang.record(list(where.parts), addresses[where.computer]) if where.parts else None
+            names = ", ".join(p.computer for p in where.parts) or where.computer
+            set_task_status(session, task, S.queued, f"placed on {names}", now)
             placed.append((task.id, where.computer))
         set_waiting_reasons(session, reasons)
         return placed

@@ -24,6 +24,7 @@ import traceback
 from sqlalchemy import update
 
 from executors import get_executor
+from mlcomp import gang
 from mlcomp.db import Task, make_engine, make_sessionmaker
 from mlcomp.worker.context import WITH_PROJECT, resolve_inputs, task_context
 from mlcomp.errors import EXIT_STOPPED, MlcompError
@@ -54,12 +55,14 @@ def main(env=None) -> int:
     try:
         with sessionmaker() as session:
             task = session.get(Task, reporter.task_id, options=WITH_PROJECT)
-            context = task_context(task, settings, reporter)
+            context = task_context(task, settings, reporter, computer=env.get("MLCOMP_COMPUTER"),
+                                   group=gang.group_from_env(env))
             executor = get_executor(task.type, expdir=context.code_dir)
             context = resolve_inputs(session, context, executor)
         result = executor().run(context)
-        with sessionmaker.begin() as session:
-            session.execute(update(Task).where(Task.id == context.task_id).values(result=result))
+        if context.group is None or context.group["first_rank"] == 0:  # a gang's rank 0 reports
+            with sessionmaker.begin() as session:
+                session.execute(update(Task).where(Task.id == context.task_id).values(result=result))
         return 0
     except TaskStopped as e:
         print(f"mlcomp: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, joinedload
 
 from executors.base import Executor, TaskContext
+from mlcomp import gang
 from mlcomp.db import Dag, Task
 from mlcomp.worker.lookup import resolve_model
 from mlcomp.worker.report import Reporter
@@ -19,13 +20,18 @@ WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, inn
 """Load options reading a task with its DAG and project (the data folder) in one query."""
 
 
-def task_context(task: Task, settings, reporter=None) -> TaskContext:
+def task_context(task: Task, settings, reporter=None, computer: str | None = None,
+                 group: dict | None = None) -> TaskContext:
     """The context of ``task`` (a row loaded with its DAG and project) under ``settings``:
-    identity, folders, resources, config, grid cell, resume choice, environment, data folder."""
+    identity, folders, resources, config, grid cell, resume choice, environment, data folder.
+    For a gang (:mod:`mlcomp.gang`), ``gpus`` are those of ``computer``'s part and ``group`` the
+    rank group it joins."""
     folder = Path(settings.tasks_dir) / str(task.id)
+    part = gang.part_of(computer, task.computer, task.gpus, task.placement) if computer else None
+    gpus = list(part.gpus) if part is not None else list(task.gpus or [])
     return TaskContext(
-        task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, name=task.name,
-        folder=folder, code_dir=folder / "code", gpus=list(task.gpus or []), cpu=max(1, int(task.cpu or 1)),
+        task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, name=task.name, group=group,
+        folder=folder, code_dir=folder / "code", gpus=gpus, cpu=max(1, int(task.cpu or 1)),
         distr=bool(task.distr), config=dict(task.executor_config or {}), grid_cell=task.grid_cell,
         settings=settings, resume_from=task.resume_from, reporter=reporter, env=dict(task.env or {}),
         data_dir=data_dir_of(task, settings),

@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from mlcomp import gang
 from mlcomp.db import Task, TaskStatus
+from mlcomp.gang import Part
 from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED
 from mlcomp.worker.context import data_dir_of
 from mlcomp.worker.process import describe_exit
@@ -18,17 +20,22 @@ __all__ = ["LaunchSpec", "child_env", "link_project_folders", "Outcome", "outcom
 CHILD_MODULE = "mlcomp.worker.child"
 
 
-def child_env(task: Task, settings, base: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(task: Task, settings, base: dict[str, str] | None = None, part: Part | None = None,
+              group: dict | None = None) -> dict[str, str]:
     """The environment of ``task``'s child: ``base`` (default ``os.environ``), the task's ``env``,
-    ``CUDA_VISIBLE_DEVICES`` (allocated indices, comma-separated; empty when none),
-    ``MLCOMP_TASK_ID``, ``MLCOMP_ATTEMPT``, ``MLCOMP_ROOT``, ``MLCOMP_DB_URL``,
+    ``CUDA_VISIBLE_DEVICES`` (allocated indices of this computer, ``part`` of a gang, comma-separated;
+    empty when none), ``MLCOMP_TASK_ID``, ``MLCOMP_ATTEMPT``, ``MLCOMP_ROOT``, ``MLCOMP_DB_URL``,
     ``MLCOMP_DATA_DIR`` (the project's data folder, ``settings.data_dir / project``, unless the
-    task's ``env`` sets it) and ``PYTHONUNBUFFERED=1`` (so lines arrive as they are printed)."""
+    task's ``env`` sets it), ``PYTHONUNBUFFERED=1`` (so lines arrive as they are printed), and
+    for a gang ``MLCOMP_COMPUTER`` (whose part it runs) with the rank ``group``'s variables
+    (:func:`mlcomp.gang.group_env`)."""
     env = dict(os.environ if base is None else base)
     env.update({str(k): str(v) for k, v in (task.env or {}).items()})
     env["MLCOMP_DATA_DIR"] = str(data_dir_of(task, settings))
+    if group is not None:
+        env.update(gang.group_env(group), MLCOMP_COMPUTER=part.computer)
     env.update(
-        CUDA_VISIBLE_DEVICES=",".join(str(i) for i in task.gpus or []),
+        CUDA_VISIBLE_DEVICES=",".join(str(i) for i in (part.gpus if part is not None else task.gpus or [])),
         MLCOMP_TASK_ID=str(task.id),
         MLCOMP_ATTEMPT=str(task.attempt),
         MLCOMP_ROOT=str(settings.root),
@@ -68,13 +75,15 @@ class LaunchSpec:
     timeout: float | None
 
     @classmethod
-    def for_task(cls, task: Task, settings, command: list[str] | None) -> "LaunchSpec":
-        """``command`` is the executor's argv, or None for the generic Python child."""
+    def for_task(cls, task: Task, settings, command: list[str] | None, part: Part | None = None,
+                 group: dict | None = None) -> "LaunchSpec":
+        """``command`` is the executor's argv, or None for the generic Python child; ``part`` and
+        ``group`` are this computer's part of a gang and its rank group (:func:`child_env`)."""
         # -P: the code copy (the working folder) is not put on sys.path, so a user's folder
         # named like one of mlcomp's packages (executors/, ui/) cannot shadow it.
         argv = list(command) if command is not None else [sys.executable, "-P", "-m", CHILD_MODULE]
         return cls(task_id=task.id, attempt=task.attempt, dag_id=task.dag_id, argv=argv,
-                   cwd=Path(settings.tasks_dir) / str(task.id) / "code", env=child_env(task, settings),
+                   cwd=Path(settings.tasks_dir) / str(task.id) / "code", env=child_env(task, settings, part=part, group=group),
                    timeout=task.timeout)
 
 

@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Callable, Collection
 
 import psutil
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from executors import get_executor
+from mlcomp import gang
 from mlcomp.dag import materialize
 from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.wake import add_listener, remove_listener
 from mlcomp.worker.context import WITH_PROJECT, task_context
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class _Run:
     task_id: int
+    attempt: int
     timeout: float | None  # seconds
     process: TaskProcess
     started: float  # monotonic seconds
@@ -78,13 +81,20 @@ class Worker:
         dag_ids: claim only these DAGs' tasks (the worker of ``dag submit --wait``, which may
             share its computer with another one); the computer row says so, so supervisors
             place other DAGs' tasks elsewhere. None: every DAG's.
+        address: where the other computers reach this one (rank 0 of a gang placed here is
+            ``MASTER_ADDR``); None: the machine's primary address.
+        ports: the inclusive range of rendezvous ports (``MASTER_PORT``) for gangs whose rank 0
+            runs here (:data:`mlcomp.gang.PORTS` by default).
     """
 
     def __init__(self, settings, sessionmaker: sessionmaker[Session], name: str | None = None,
                  gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
                  on_end: Callable[[], None] | None = None, poll: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic, dag_ids: Collection[int] | None = None):
+                 clock: Callable[[], float] = time.monotonic, dag_ids: Collection[int] | None = None,
+                 address: str | None = None, ports: tuple[int, int] = gang.PORTS):
         self.settings = settings
+        self.address = address or _address()
+        self.ports = tuple(ports)
         self.sessionmaker = sessionmaker
         self.name = name or socket.gethostname()
         self.declared_gpus = gpus
@@ -111,7 +121,7 @@ class Worker:
         self.gpus = detect_gpus(self.declared_gpus)
         self.resources = ResourceRecorder(self.name, self.gpus)
         now = utcnow()
-        values = dict(address=_address(), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
+        values = dict(address=self.address, ports=list(self.ports), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
                       memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=now)
         with self.sessionmaker.begin() as session:
             immediate(session)
@@ -296,19 +306,29 @@ class Worker:
             with self.sessionmaker.begin() as session:
                 immediate(session)
                 task = session.get(Task, task_id, with_for_update={"of": Task}, options=WITH_PROJECT)
-                if task is None or task.status not in ACTIVE or task.computer != self.name or \
+                part = None if task is None else gang.part_of(self.name, task.computer, task.gpus, task.placement)
+                if part is None or task.status not in ACTIVE or \
                         (self.dag_ids is not None and task.dag_id not in self.dag_ids):
                     return False
                 files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
                 if files.started() and files.watched_elsewhere():
                     return False  # another worker of this computer follows it
-                if files.started():
+                if self.name in (task.placement or {}).get("ended", {}):
+                    return False  # this part of a gang ended; the others run on
+                if part.first_rank > 0 and task.status is TaskStatus.stopping and not files.started():
+                    self._end_part(session, task, TaskStatus.stopped, "stopped before its ranks started")
+                    process = None
+                elif files.started():
                     process = self._adopt(session, task, files)
-                elif task.status is TaskStatus.queued:
-                    process = self._spawn(session, task, files)
+                elif part.first_rank > 0 and task.status is not TaskStatus.in_progress:
+                    return False  # a gang's other parts start once rank 0's worker chose the port
+                elif task.status is TaskStatus.queued or part.first_rank > 0:
+                    process = self._spawn(session, task, files, part)
                 else:
                     process = self._vanished(session, task)
-                if process is not None and task.status is TaskStatus.queued:
+                if process is not None and part.first_rank > 0:
+                    task.placement = {**task.placement, "pids": {**task.placement["pids"], self.name: process.pid}}
+                elif process is not None and task.status is TaskStatus.queued:
                     task.pid = process.pid
                     set_task_status(session, task, TaskStatus.in_progress,
                                     f"running on {self.name} as pid {process.pid}")
@@ -322,24 +342,52 @@ class Worker:
         self.on_change()
         return process is not None
 
-    def _spawn(self, session: Session, task: Task, files: AttemptFiles) -> TaskProcess | None:
-        """Prepares the code folder and starts ``task``'s child (registered in ``_runs``); on
-        failure marks the task failed with the reason and returns None."""
+    def _spawn(self, session: Session, task: Task, files: AttemptFiles, part: gang.Part) -> TaskProcess | None:
+        """Prepares the code folder and starts ``task``'s child for ``part`` of it (the whole
+        task unless it is a gang; rank 0's part chooses the gang's rendezvous port first) and
+        registers it in ``_runs``; on failure fails (or retries) the task with the reason and
+        returns None."""
         try:
-            context = task_context(task, self.settings)
+            group = self._rank_group(session, task, part)
+            context = task_context(task, self.settings, computer=self.name, group=group)
             if not context.code_dir.exists():
                 _materialize(session, task.dag_id, context.code_dir)
                 link_project_folders(context.code_dir, self.settings, task.dag.project.name)
             command = get_executor(task.type, expdir=context.code_dir).command(context)
-            spec = LaunchSpec.for_task(task, self.settings, command)
+            spec = LaunchSpec.for_task(task, self.settings, command, part, group)
             process = TaskProcess.spawn(spec.argv, spec.cwd, spec.env, files, self._reporter(task),
                                         self._exited)
         except Exception as e:  # a task that cannot start fails; the worker goes on
             log.exception("worker %s: task %s cannot start", self.name, task.id)
-            set_task_status(session, task, TaskStatus.failed, f"cannot start: {type(e).__name__}: {e}")
+            reason = f"cannot start on {self.name}: {type(e).__name__}: {e}"
+            if part.first_rank > 0:
+                retry_or_fail(session, task, reason)  # the whole group: its other ranks wait in vain
+            else:
+                set_task_status(session, task, TaskStatus.failed, reason)
             return None
         self._watch(task, process, self.clock())
         return process
+
+    def _rank_group(self, session: Session, task: Task, part: gang.Part) -> dict | None:
+        """The rank group ``part`` of a gang joins (:func:`mlcomp.gang.rank_group`), None for a
+        task on one computer. Rank 0's part takes the first port of this computer's range that no
+        other active gang of the store uses and that binds now, and records it in the placement.
+
+        Raises:
+            MlcompError: every port of the range is taken.
+        """
+        if not task.placement:
+            return None
+        if part.first_rank == 0:
+            used = {t.get("master_port") for t in session.scalars(
+                select(Task.placement).where(Task.computer == self.name, Task.status.in_(ACTIVE),
+                                             Task.placement.is_not(None), Task.id != task.id)) if t}
+            port = gang.pick_port(range(self.ports[0], self.ports[1] + 1), used,
+                                  lambda p: _bindable(task.placement["master_addr"], p))
+            if port is None:
+                raise MlcompError(f"no free rendezvous port in {self.ports[0]}-{self.ports[1]} on {self.name}")
+            task.placement = {**task.placement, "master_port": port}
+        return gang.rank_group(task.placement, part)
 
     def _adopt(self, session: Session, task: Task, files: AttemptFiles) -> TaskProcess:
         """Follows the child of ``task``'s attempt that another worker (or this one before a
@@ -365,7 +413,7 @@ class Worker:
     def _watch(self, task: Task, process: TaskProcess, started: float) -> None:
         process.files.watch()
         with self._lock:
-            self._runs[task.id] = _Run(task.id, task.timeout, process, started)
+            self._runs[task.id] = _Run(task.id, task.attempt, task.timeout, process, started)
 
     def _abandon(self, task_id: int) -> None:
         """Kills a child whose start could not be committed."""
@@ -384,7 +432,8 @@ class Worker:
             with self.sessionmaker.begin() as session:
                 immediate(session)
                 task = session.get(Task, task_id, with_for_update=True)
-                if task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or task.pid != process.pid:
+                if task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or \
+                        task.attempt != process.reporter.attempt or self._pid_of(task) != process.pid:
                     log.warning("worker %s: task %s exited but is %s now; left as it is",
                                 self.name, task_id, task.status.value)
                 else:
@@ -395,27 +444,58 @@ class Worker:
         self.on_end()
         self.on_change()
 
+    def _pid_of(self, task: Task) -> int | None:
+        """The recorder pid of this computer's part of ``task`` (a gang's other parts keep theirs
+        in the placement record)."""
+        part = gang.part_of(self.name, task.computer, task.gpus, task.placement)
+        if part is not None and part.first_rank > 0:
+            return task.placement["pids"].get(self.name)
+        return task.pid
+
     def _finish(self, session: Session, task: Task, run: _Run | None, returncode: int | None) -> None:
+        """Records the end of this computer's part of ``task``. Rank 0's part ends the task; the
+        end of another part of a gang changes it only when that part failed: the whole group
+        fails (or is retried), and the workers of the other parts kill theirs."""
         result = outcome(returncode, stop_requested=task.status is TaskStatus.stopping,
                          timed_out=task.timeout if run is not None and run.timed_out else None,
                          last_error=run.process.last_error_line if run is not None else None)
         log.info("worker %s: task %s %s (%s)", self.name, task.id, result.status.value, result.reason)
-        if result.status is TaskStatus.failed:
-            retry_or_fail(session, task, result.reason)
-        else:
-            set_task_status(session, task, result.status, result.reason)
+        self._end_part(session, task, result.status, result.reason)
+
+    def _end_part(self, session: Session, task: Task, status: TaskStatus, reason: str) -> None:
+        """Records that this computer's part of ``task`` ended with ``status``. A failure fails
+        (or retries) the task, the whole group of a gang, whose other workers then kill their
+        parts; otherwise a task on one computer takes the status, and a gang takes rank 0's once
+        every part has ended (each is noted in the placement record's ``ended``)."""
+        if status is TaskStatus.failed:
+            retry_or_fail(session, task, f"ranks on {self.name}: {reason}" if task.placement else reason)
+            return
+        if not task.placement:
+            set_task_status(session, task, status, reason)
+            return
+        ended = {**task.placement.get("ended", {}), self.name: [status.value, reason]}
+        task.placement = {**task.placement, "ended": ended}
+        spread = gang.parts(task.placement)
+        if len(ended) == len(spread):
+            final, why = ended[spread[0].computer]
+            set_task_status(session, task, TaskStatus(final), f"{why} (all {len(spread)} computers' ranks ended)")
 
     # -- monitoring ------------------------------------------------------------------------------
     def monitor(self) -> None:
         """One monitor pass: read the active tasks the store places on this computer; signal the
         ones asked to stop, enforce timeouts and the stop grace period, and claim the ones no
         child is watched for here (queued ones not handed over, children of a previous worker)."""
-        stmt = select(Task.id, Task.status).where(Task.computer == self.name, Task.status.in_(ACTIVE))
+        stmt = select(Task.id, Task.status, Task.attempt, Task.computer, Task.gpus, Task.placement).where(
+            Task.status.in_(ACTIVE), or_(Task.computer == self.name, Task.placement.is_not(None)))
         if self.dag_ids is not None:
             stmt = stmt.where(Task.dag_id.in_(self.dag_ids))
+        with self._lock:
+            watched = {run.task_id: run for run in self._runs.values()}  # before the read: see below
         with self.sessionmaker() as session:
-            rows = session.execute(stmt).all()
-        for task_id, status in rows:
+            rows = [r for r in session.execute(stmt).all()
+                    if gang.part_of(self.name, r.computer, r.gpus, r.placement) is not None]
+        self._kill_ended(watched, {(r.id, r.attempt) for r in rows})
+        for task_id, status, *_ in rows:
             with self._lock:
                 run = self._runs.get(task_id)
             if run is None:
@@ -426,6 +506,17 @@ class Worker:
             runs = list(self._runs.values())
         for run in runs:
             self._enforce(run)
+
+    def _kill_ended(self, watched: dict[int, _Run], active: set[tuple[int, int]]) -> None:
+        """Kills (SIGKILL to the group) the children of ``watched`` (runs known before the store
+        was read, so a launch committed after the read is never taken for one) whose attempt the
+        store no longer has active here: a gang failed by another of its computers, or a task
+        failed or retried by the supervisor while this worker's beats did not arrive."""
+        for run in watched.values():
+            if (run.task_id, run.attempt) not in active and not run.killed and run.process.signal(signal.SIGKILL):
+                run.killed = True
+                log.warning("worker %s: task %s attempt %s is no longer active in the store: its process "
+                            "group %s killed", self.name, run.task_id, run.attempt, run.process.pid)
 
     def _request_stop(self, run: _Run) -> None:
         if run.stop_sent is None:
@@ -464,3 +555,13 @@ def _address() -> str:
             return sock.getsockname()[0]
     except OSError:
         return socket.gethostname()
+
+
+def _bindable(address: str, port: int) -> bool:
+    """Whether TCP ``port`` can be bound on ``address`` now (the rendezvous of a gang's rank 0)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((address, port))
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,114 @@
+"""A distributed task spread over several computers (a gang): its placement record and the
+``torch.distributed`` rank group each computer's part of it runs.
+
+A task placed on one computer has ``Task.computer`` and ``Task.gpus`` and no placement record. A
+gang (``distr: true``, ``single_node: false``, more GPUs than one computer has free) also has
+``Task.placement``, a JSON record written by the supervisor in the tick that places all its ranks::
+
+    {"parts": [{"computer": "a", "gpus": [0, 1], "first_rank": 0},
+               {"computer": "b", "gpus": [0], "first_rank": 2}],
+     "world_size": 3, "master_addr": "10.0.0.1",
+     "master_port": 29500,        # written by rank 0's worker when it starts its ranks
+     "pids": {"b": 4242}}         # the recorder pid of each part after the first, by computer
+
+The first part is rank 0's and is also ``Task.computer``/``Task.gpus``; each part runs one
+process per GPU, ranks ``first_rank`` … ``first_rank + len(gpus) - 1``. This module is pure (no
+store, no torch), so the supervisor, the worker and the task's child share it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping
+
+__all__ = ["Part", "PORTS", "parts", "computers_of", "part_of", "record", "rank_group", "group_env",
+           "group_from_env", "pick_port", "parse_ports", "GROUP_ENV"]
+
+PORTS = (29500, 29599)
+"""The default rendezvous port range of a worker (inclusive), torchrun's default port first."""
+
+GROUP_ENV = ("MLCOMP_WORLD_SIZE", "MLCOMP_FIRST_RANK", "MLCOMP_MASTER_ADDR", "MLCOMP_MASTER_PORT")
+"""Environment variables of a task's child that say which ranks of which group it runs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """The ranks one computer runs: one process per GPU index of ``gpus``, from ``first_rank``."""
+
+    computer: str
+    gpus: tuple[int, ...]
+    first_rank: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The part as stored in the placement record."""
+        return {"computer": self.computer, "gpus": list(self.gpus), "first_rank": self.first_rank}
+
+
+def parts(placement: Mapping | None) -> list[Part]:
+    """The parts of a placement record (rank 0's first); ``[]`` for None."""
+    return [Part(p["computer"], tuple(int(g) for g in p["gpus"]), int(p["first_rank"]))
+            for p in (placement or {}).get("parts", [])]
+
+
+def computers_of(computer: str | None, placement: Mapping | None) -> list[str]:
+    """The computers a task holds resources on: its parts' computers, else ``[computer]`` (none
+    when it has no computer)."""
+    spread = [p.computer for p in parts(placement)]
+    return spread or ([computer] if computer else [])
+
+
+def part_of(name: str, computer: str | None, gpus: Iterable[int], placement: Mapping | None) -> Part | None:
+    """The part computer ``name`` runs of a task placed on ``computer`` with ``gpus`` (its whole
+    request when there is no placement record), or None when it runs none."""
+    if placement:
+        return next((p for p in parts(placement) if p.computer == name), None)
+    return Part(name, tuple(int(g) for g in gpus or ()), 0) if computer == name else None
+
+
+def record(spread: list[Part], master_addr: str) -> dict[str, Any]:
+    """The placement record of the parts ``spread`` (rank 0's first) with rank 0's computer at
+    ``master_addr``; the master port is added by rank 0's worker."""
+    return {"parts": [p.as_dict() for p in spread], "world_size": sum(len(p.gpus) for p in spread),
+            "master_addr": master_addr, "master_port": None, "pids": {}}
+
+
+def rank_group(placement: Mapping, part: Part) -> dict[str, Any]:
+    """What ``part``'s processes need to join the group: ``world_size``, ``first_rank``,
+    ``master_addr`` and ``master_port`` (None until rank 0's worker chose it)."""
+    return {"world_size": int(placement["world_size"]), "first_rank": part.first_rank,
+            "master_addr": placement["master_addr"], "master_port": placement.get("master_port")}
+
+
+def group_env(group: Mapping[str, Any]) -> dict[str, str]:
+    """``group`` (from :func:`rank_group`) as the :data:`GROUP_ENV` variables of a child."""
+    keys = ("world_size", "first_rank", "master_addr", "master_port")
+    return {name: str(group[key]) for name, key in zip(GROUP_ENV, keys)}
+
+
+def group_from_env(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The group a child's environment names (:func:`group_env`), or None when it names none."""
+    if not env.get(GROUP_ENV[0]):
+        return None
+    world, first, addr, port = (env[name] for name in GROUP_ENV)
+    return {"world_size": int(world), "first_rank": int(first), "master_addr": addr, "master_port": int(port)}
+
+
+def parse_ports(text: str) -> tuple[int, int]:
+    """``"29500-29599"`` → ``(29500, 29599)``.
+
+    Raises:
+        ValueError: not two port numbers ``FIRST-LAST`` with 1 ≤ FIRST ≤ LAST ≤ 65535.
+    """
+    first, sep, last = text.partition("-")
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port range FIRST-LAST, e.g. 29500-29599") from None
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"{text!r}: ports must satisfy 1 <= FIRST <= LAST <= 65535")
+    return low, high
+
+
+def pick_port(ports: Iterable[int], used: set[int], bindable: Callable[[int], bool]) -> int | None:
+    """The first port of ``ports`` (a computer's rendezvous range) that no other group of the
+    store uses (``used``) and that ``bindable(port)`` says is free on the machine; None when none is."""
+    return next((p for p in ports if p not in used and bindable(p)), None)

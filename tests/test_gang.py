@@ -1,0 +1,124 @@
+"""One distributed task across several computers, on a harness of real ``mlcomp worker``
+processes that share only PostgreSQL and Redis (``cluster`` fixture): gang placement that waits
+holding nothing, two gloo ranks on two computers ending with the weights of the same two ranks
+on one computer, a killed worker failing the whole group and freeing every GPU, and stop and
+resume on other computers through the store."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from mlcomp import control
+from mlcomp.db import Attempt, LogLine, Metric, Task, TaskStatus, immediate
+from mlcomp.lifecycle import ACTIVE
+from mlcomp.runner.checkpoint import load_checkpoint
+from ml_helpers import write_expdir
+from supervisor_helpers import wait_for, wait_status
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+S = TaskStatus
+
+
+def submit(cluster, path: Path) -> dict[str, int]:
+    """Submits the DAG file ``path``; its task ids by name."""
+    with cluster.store.begin() as session:
+        immediate(session)
+        (dag,) = control.submit_dag(session, cluster.settings, path)
+        return {t.name: t.id for t in dag.tasks}
+
+
+def task(cluster, task_id: int) -> Task:
+    with cluster.store() as session:
+        return session.get(Task, task_id)
+
+
+def log(cluster, task_id: int) -> list[str]:
+    with cluster.store() as session:
+        return list(session.scalars(select(LogLine.text).where(LogLine.task_id == task_id).order_by(LogLine.id)))
+
+
+def holding(cluster) -> list[tuple]:
+    """The tasks that hold resources now: (name, computer, gpus, placement)."""
+    with cluster.store() as session:
+        return session.execute(select(Task.name, Task.computer, Task.gpus, Task.placement)
+                               .where(Task.status.in_(ACTIVE))).all()
+
+
+WAITS = """\
+info: {name: waits, project: p, expdir: .}
+executors:
+  blocker: {type: bash, gpu: 1, computer: {B}, command: 'while [ ! -e {GO} ]; do sleep 0.1; done'}
+  gang: {type: bash, gpu: 2, distr: true, single_node: false,
+         command: 'echo rank $MLCOMP_FIRST_RANK of $MLCOMP_WORLD_SIZE at $MLCOMP_MASTER_ADDR on $CUDA_VISIBLE_DEVICES'}
+  other: {type: bash, gpu: 1, command: 'while [ ! -e {GO} ]; do sleep 0.1; done'}
+"""
+
+
+def test_with_one_computer_free_a_two_computer_task_waits_and_holds_nothing(cluster, tmp_path):
+    a, b = cluster.add("a"), cluster.add("b")
+    go = tmp_path / "go"
+    dag = tmp_path / "waits.yml"
+    dag.write_text(WAITS.replace("{B}", b).replace("{GO}", str(go)))
+    ids = submit(cluster, dag)
+    cluster.supervise()
+    # placed in that order in one tick: the gang finds one computer free, waits, and `other` gets a's GPU
+    wait_status(cluster.store, ids["other"], S.in_progress, timeout=60)
+    waiting = task(cluster, ids["gang"])
+    assert waiting.status is S.not_ran and waiting.computer is None and waiting.placement is None
+    assert waiting.waiting_reason.startswith("no computers together have room for 2 GPUs"), waiting.waiting_reason
+    assert sorted((name, computer, gpus) for name, computer, gpus, _ in holding(cluster)) == \
+        [("blocker", b, [0]), ("other", a, [0])]
+    go.write_text("")
+    done = wait_status(cluster.store, ids["gang"], S.success, S.failed, timeout=60)
+    assert done.status is S.success, done.reason
+    assert [p["computer"] for p in done.placement["parts"]] == [a, b]
+    assert sorted(log(cluster, ids["gang"])) == [f"rank 0 of 2 at {cluster.addresses[a]} on 0",
+                                                 f"rank 1 of 2 at {cluster.addresses[a]} on 0"]
+    assert holding(cluster) == []
+
+
+TRAIN = """\
+info: {name: NAME, project: p, expdir: .}
+executors:
+  ref: {type: train, config: CONFIGS, gpu: 2, distr: true, cpu: 2, computer: SOLO}
+  gang: {type: train, config: CONFIGS, gpu: 2, distr: true, single_node: false, cpu: 1}
+"""
+"""The same two-rank run on one computer (``ref``, pinned to the one with two GPUs, placed first,
+so the gang cannot fit there) and on two (``gang``); one torch thread per rank in both."""
+
+
+def train_dag(tmp_path: Path, solo: str, name: str, seconds: float = 0.0) -> Path:
+    configs = "[configs/train.yml, configs/slow.yml]" if seconds else "configs/train.yml"
+    return write_expdir(tmp_path / name, TRAIN.replace("NAME", name).replace("CONFIGS", configs)
+                        .replace("SOLO", solo), seconds=seconds)
+
+
+def weights(cluster, computer: str, task_id: int, name: str = "last.pth") -> dict[str, torch.Tensor]:
+    """The model weights a task's rank 0 saved on ``computer`` (its own root folder)."""
+    path = cluster.tasks_dir(computer) / str(task_id) / "logdir" / "checkpoints" / name
+    return load_checkpoint(path)["model_state_dict"]
+
+
+def assert_same_weights(left: dict, right: dict) -> None:
+    assert left.keys() == right.keys()
+    assert all(torch.equal(left[k], right[k]) for k in left), "the weights differ"
+
+
+def test_two_gloo_ranks_on_two_computers_end_with_the_weights_of_two_ranks_on_one(cluster, tmp_path):
+    solo, a, b = cluster.add("solo", gpus="0,1"), cluster.add("a"), cluster.add("b")
+    ids = submit(cluster, train_dag(tmp_path, solo, "same"))
+    cluster.supervise()
+    ref = wait_status(cluster.store, ids["ref"], S.success, S.failed, timeout=240)
+    done = wait_status(cluster.store, ids["gang"], S.success, S.failed, timeout=240)
+    assert ref.status is S.success and done.status is S.success, (ref.reason, done.reason)
+    assert done.placement["parts"] == [{"computer": a, "gpus": [0], "first_rank": 0},
+                                       {"computer": b, "gpus": [0], "first_rank": 1}]
+    assert done.placement["master_addr"] == cluster.addresses[a] and done.placement["master_port"] == 29500
+    assert done.result["last_metrics"] == ref.result["last_metrics"]
+    assert_same_weights(weights(cluster, a, done.id), weights(cluster, solo, ref.id))
+    assert not (cluster.tasks_dir(b) / str(done.id) / "logdir" / "checkpoints").exists()  # only rank 0 writes
+    assert holding(cluster) == []

@@ -47,7 +47,8 @@ def data_dir_of(task: Task, settings) -> Path:
 def resolve_inputs(session: Session, context: TaskContext, executor: type[Executor]) -> TaskContext:
     """``context`` made ready to run in the task's child: the data folder created, the model its
     executor builds on resolved (:meth:`~executors.base.Executor.model_checkpoint`), and a
-    reporter factory for the processes the executor starts itself.
+    reporter factory for the processes the executor starts itself (one that also stores the
+    content of full checkpoints for a task spread over computers: :mod:`mlcomp.worker.carry`).
 
     Raises:
         ExecutorError: the model asked for has no train run to come from.
@@ -56,5 +57,6 @@ def resolve_inputs(session: Session, context: TaskContext, executor: type[Execut
     context.data_dir.mkdir(parents=True, exist_ok=True)
     which = executor.model_checkpoint(context.config)
     model = None if which is None else resolve_model(session, context.settings, context.task_id, which)
-    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt)
+    carry = {"carry_from": context.folder} if context.group is not None else {}  # a gang's full checkpoints
+    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt, **carry)
     return dataclasses.replace(context, model=model, open_reporter=opener)

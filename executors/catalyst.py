@@ -84,8 +84,9 @@ class CatalystExecutor(TrainExecutor):
         if "expdir" in args:
             overrides["args.expdir"] = str((ctx.expdir / str(args["expdir"])).resolve())
         trace = spec.get("trace")
-        if trace is not None and not (isinstance(trace, str) and trace.strip()):
-            raise ctx.error("trace", f"got {trace!r}; allowed: a file path relative to the task's folder")
+        if trace is not None and not (isinstance(trace, str) and trace.strip() and ".." not in Path(trace).parts):
+            raise ctx.error("trace", f"got {trace!r}; allowed: a file path relative to the task's folder "
+                                     f"(no '..') or an absolute path")
         params = spec.get("params") or {}
         if not isinstance(params, dict):
             raise ctx.error("params", f"got {params!r}; allowed: a mapping of config keys (dotted or nested) to values")

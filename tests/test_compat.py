@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from mlcomp.cli import cli, main
-from mlcomp.errors import ConfigError
+from mlcomp.errors import ConfigError, DagError
 from mlcomp.runner import registry
 from mlcomp.runner.callbacks import SchedulerCallback
 from mlcomp.runner.compat.catalyst import catalyst_imports
@@ -248,3 +248,19 @@ def test_grid_cells_of_a_catalyst_task_trace_into_their_own_task_folders(tmp_pat
     for path in traced.values():
         assert load_traced(path)(torch.zeros(2, 4)).shape == (2, 2)
         assert [p.name for p in path.parent.iterdir()] == ["digits.pth"]  # no temporary file left
+
+
+@pytest.mark.parametrize("trace", ["../../escape.pth", "models/../../x.pth", "", 3])
+def test_a_trace_path_that_climbs_out_of_the_task_folder_is_refused_at_submission(tmp_path, monkeypatch, trace):
+    monkeypatch.setenv("MLCOMP_ROOT", str(tmp_path / "root"))
+    monkeypatch.delenv("MLCOMP_DB_URL", raising=False)
+    shutil.copytree(COMPAT / "digit-recognizer", tmp_path / "digit-recognizer")
+    dag = tmp_path / "digit-recognizer/dag.yml"
+    text = dag.read_text()
+    assert "trace: models/digits.pth" in text
+    dag.write_text(text.replace("trace: models/digits.pth", f"trace: {json.dumps(trace)}"))
+    result = CliRunner().invoke(cli, ["dag", "submit", str(dag)])
+    assert isinstance(result.exception, DagError), result.output
+    line = next(n for n, row in enumerate(dag.read_text().splitlines(), 1) if "trace:" in row)
+    assert f"dag.yml:{line}: task 'train', key 'trace': got {trace!r}" in str(result.exception)
+    assert not (tmp_path / "root/tasks").exists()  # nothing written

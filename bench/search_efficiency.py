@@ -10,7 +10,7 @@ The model is the digits CNN (``dags/digits/configs/train.yml``) trained in one s
 - (a) random search: every trial trained to ``max_epochs``;
 - (b) mlcomp ASHA (grace 1 epoch, η = 3: rungs at 1, 3, 9 epochs): the promotion rule of
   :func:`mlcomp.search.asha.promotion`, one trial at a time as ``parallel: 1`` runs it; a trial is
-  paused at its rung by :class:`mlcomp.search.pause.PauseCallback` and promoted by resuming its
+  paused at its rung by :class:`executors.pause.PauseCallback` and promoted by resuming its
   ``last_full.pth`` (the runner's exact resume), as the orchestrator does, but in this process
   (no child processes, no store), so wall times compare the algorithms, not process start-up;
 - (c) Optuna alone: a study with the same configurations enqueued, ``SuccessiveHalvingPruner``
@@ -39,7 +39,7 @@ import torch
 from mlcomp.runner import Callback, CallbackOrder
 from mlcomp.runner.config import load_config, run_config
 from mlcomp.search.asha import RungRecord, promotion, rung_epochs
-from mlcomp.search.pause import PauseCallback, TrialPaused
+from executors.pause import PauseCallback, TrialPaused
 from mlcomp.search.sampler import PastTrial, sample
 from mlcomp.search.space import parse_space
 from mlcomp.search.spec import trial_config

@@ -139,6 +139,9 @@ class TaskContext:
         grid_cell: this task's grid parameter values, or ``None``.
         settings: the worker's :class:`mlcomp.settings.Settings`.
         resume_from: ``"last"``, ``"best"``, a checkpoint path, or ``None`` (a fresh start).
+        resume: the checkpoint file this attempt continues from, resolved from ``resume_from``
+            by the worker for an executor that is :attr:`Executor.resumable`; ``None`` for a
+            fresh start.
         reporter: a :class:`Reporter` writing to the store, or ``None``.
         open_reporter: a picklable callable returning a new :class:`Reporter` of this task, for a
             process the executor starts itself (rank 0 of a distributed run), or ``None``.
@@ -171,6 +174,7 @@ class TaskContext:
     distr: bool = False
     data_dir: Path | None = None
     model: ModelSource | None = None
+    resume: Path | None = None
     open_reporter: Callable[[], Reporter] | None = None
     group: dict[str, Any] | None = None
 
@@ -186,10 +190,13 @@ class Executor:
         type_name: the DAG's ``type:`` value, e.g. ``"bash"``.
         virtual: True for types that never run a process; the supervisor rolls their status up
             from their children (``grid_search``).
+        resumable: True for types whose later attempts continue from a checkpoint of the task's
+            logdir (``train``); the worker then resolves ``TaskContext.resume`` before :meth:`run`.
     """
 
     type_name: ClassVar[str]
     virtual: ClassVar[bool] = False
+    resumable: ClassVar[bool] = False
 
     @classmethod
     def validate(cls, spec: dict, ctx: SubmitContext) -> dict:

@@ -24,7 +24,8 @@ On the worker ``MLCOMP_DATA_DIR`` is set to the project's data folder (the runne
 logdir is ``<task folder>/logdir``,
 and the run reports to the store through :class:`executors.reporting.ReportingCallback`. A new
 attempt of a stopped or failed task continues from ``logdir/checkpoints/last_full.pth`` (or
-``best_full.pth``, or a given file: ``Task.resume_from``). A stop request (SIGTERM) makes the
+``best_full.pth``, or a given file: ``Task.resume_from``; the worker resolves it into
+``TaskContext.resume``, :func:`mlcomp.worker.context.resolve_resume`). A stop request (SIGTERM) makes the
 runner finish its batch, write ``last_full.pth`` and the child exit 75 (``stopped``). A
 model-only checkpoint (``best.pth``, ``main.3.pth``) given to resume starts a fresh run from its
 weights instead. With
@@ -36,7 +37,6 @@ available), or ``processes`` CPU processes on gloo when it has no GPU, through
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,8 @@ from executors.registry import register
 from executors.reporting import MAX_BATCH_POINTS, ReportingCallback
 from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED, ConfigError, ExecutorError
 
-__all__ = ["TrainExecutor", "resolve_resume", "train_result", "KEYS"]
+__all__ = ["TrainExecutor", "train_result", "KEYS"]
 
-log = logging.getLogger(__name__)
 
 KEYS = ("config", "params", "processes", "max_batch_points")
 
@@ -96,28 +95,6 @@ def _relative_expdir(config: dict, expdir: Path) -> str | None:
     return args["expdir"]
 
 
-def resolve_resume(task: TaskContext, logdir: Path) -> Path | None:
-    """The full checkpoint a run of ``task`` continues from, or None for a fresh start:
-    ``task.resume_from`` (``"last"`` by default from the second attempt on) through
-    :func:`mlcomp.runner.checkpoint.resolve_checkpoint`, confined to ``logdir`` and the
-    ``checkpoint_dirs`` setting's folders, a path relative to the task folder. A missing
-    ``last_full.pth`` starts afresh (the run stopped before its first checkpoint).
-
-    Raises:
-        ConfigError: ``best_full.pth`` or the given file does not exist, or lies outside.
-    """
-    from mlcomp.runner.checkpoint import resolve_checkpoint
-
-    choice = task.resume_from or ("last" if task.attempt > 1 else None)
-    if choice is None:
-        return None
-    path = resolve_checkpoint(logdir, choice, full=True, allowed_dirs=getattr(task.settings, "checkpoint_dirs", ()),
-                              base=task.folder, missing_ok=choice == "last")
-    if path is None:
-        log.warning("task %s: no last_full.pth yet; attempt %s starts afresh", task.task_id, task.attempt)
-    return path
-
-
 def _is_full(path: Path) -> bool:
     """Whether ``path`` is a full (resumable) checkpoint rather than a model-only one."""
     from mlcomp.runner.checkpoint import FULL_KEYS, load_checkpoint
@@ -159,7 +136,7 @@ def _train(payload: dict, reporter) -> dict[str, Any]:
 
     from mlcomp.runner import RunStopped
     from mlcomp.runner.config import run_config
-    from mlcomp.search.pause import PauseCallback, TrialPaused
+    from executors.pause import PauseCallback, TrialPaused
 
     torch.set_num_threads(payload["threads"])
     callbacks = {}
@@ -196,6 +173,7 @@ class TrainExecutor(Executor):
     :data:`KEYS` (see the module docstring)."""
 
     type_name = "train"
+    resumable = True
 
     @classmethod
     def validate(cls, spec: dict, ctx: SubmitContext) -> dict:
@@ -267,7 +245,7 @@ class TrainExecutor(Executor):
         number of processes: one per GPU, or ``processes`` on the CPU, with ``distr``."""
         logdir = task.folder / LOGDIR
         nprocs = (len(task.gpus) or int(task.config.get("processes") or 1)) if task.distr else 1
-        payload = {"config": self._config(task), "logdir": str(logdir), "resume": resolve_resume(task, logdir),
+        payload = {"config": self._config(task), "logdir": str(logdir), "resume": task.resume,
                    "folder": str(task.folder), "max_batch_points": task.config.get("max_batch_points", MAX_BATCH_POINTS),
                    "threads": max(1, task.cpu // nprocs), "open_reporter": task.open_reporter,
                    "pause_at": task.config.get("pause_at")}

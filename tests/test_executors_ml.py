@@ -2,6 +2,7 @@
 the reporting callback, resume checkpoint choice, grid leaderboard and best cell, model lookup."""
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import pytest
 from executors.base import SubmitContext, TaskContext
 from mlcomp.gridsearch import best_cell, grid_result, leaderboard
 from executors.infer import classification_metrics
+from mlcomp.worker.context import resolve_inputs, resolve_resume
 from mlcomp.worker.lookup import train_source
 from executors.reporting import ReportingCallback
-from executors.train import TrainExecutor, resolve_resume
+from executors.train import TrainExecutor
 from mlcomp.db import Metric, Task, TaskStatus
 from mlcomp.errors import ConfigError, DagError, ExecutorError
 from ml_helpers import TINY_CONFIG
@@ -147,19 +149,35 @@ def task_context(tmp_path, attempt=1, resume_from=None) -> TaskContext:
 def test_resume_choice_defaults_to_last_full_from_the_second_attempt(tmp_path):
     logdir = tmp_path / "logdir"
     (logdir / "checkpoints").mkdir(parents=True)
-    assert resolve_resume(task_context(tmp_path, attempt=2), logdir) is None  # nothing saved yet: afresh
+    assert resolve_resume(task_context(tmp_path, attempt=2)) is None  # nothing saved yet: afresh
     for name in ("last_full.pth", "best_full.pth", "other.pth"):
         (logdir / "checkpoints" / name).write_bytes(b"x")
-    assert resolve_resume(task_context(tmp_path), logdir) is None
-    assert resolve_resume(task_context(tmp_path, attempt=2), logdir) == logdir / "checkpoints" / "last_full.pth"
-    assert resolve_resume(task_context(tmp_path, 2, "best"), logdir) == logdir / "checkpoints" / "best_full.pth"
-    assert resolve_resume(task_context(tmp_path, 2, "logdir/checkpoints/other.pth"), logdir) == \
+    assert resolve_resume(task_context(tmp_path)) is None
+    assert resolve_resume(task_context(tmp_path, attempt=2)) == logdir / "checkpoints" / "last_full.pth"
+    assert resolve_resume(task_context(tmp_path, 2, "best")) == logdir / "checkpoints" / "best_full.pth"
+    assert resolve_resume(task_context(tmp_path, 2, "logdir/checkpoints/other.pth")) == \
         tmp_path / "logdir/checkpoints/other.pth"
     with pytest.raises(ConfigError, match="missing.pth"):
-        resolve_resume(task_context(tmp_path, 2, "missing.pth"), logdir)
+        resolve_resume(task_context(tmp_path, 2, "missing.pth"))
     (tmp_path / "outside.pth").write_bytes(b"x")  # in the task folder, not in its logdir
     with pytest.raises(ConfigError, match="outside.pth' refused: only files inside"):
-        resolve_resume(task_context(tmp_path, 2, "outside.pth"), logdir)
+        resolve_resume(task_context(tmp_path, 2, "outside.pth"))
+
+
+def test_the_worker_resolves_the_resume_file_only_for_an_executor_that_resumes(tmp_path):
+    from executors.bash import BashExecutor
+    from mlcomp.settings import Settings
+
+    (tmp_path / "logdir" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "logdir" / "checkpoints" / "last_full.pth").write_bytes(b"x")
+    settings = Settings(root=tmp_path / "root", db_url=f"sqlite:///{tmp_path / 'root' / 'db'}")
+    context = dataclasses.replace(task_context(tmp_path, attempt=2), settings=settings, data_dir=tmp_path / "data")
+    assert resolve_inputs(None, context, TrainExecutor).resume == tmp_path / "logdir" / "checkpoints" / "last_full.pth"
+    assert resolve_inputs(None, context, BashExecutor).resume is None
+    best = dataclasses.replace(context, resume_from="best")  # no best_full.pth: only a train task fails
+    assert resolve_inputs(None, best, BashExecutor).resume is None
+    with pytest.raises(ConfigError, match="best_full.pth"):
+        resolve_inputs(None, best, TrainExecutor)
 
 
 def add_grid(session, values, minimize, statuses=None):

@@ -8,7 +8,7 @@ import torch
 
 from mlcomp.runner import Callback, CallbackOrder
 from mlcomp.runner.config import run_config
-from mlcomp.search.pause import PauseCallback, TrialPaused
+from executors.pause import PauseCallback, TrialPaused
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,7 @@
 A task with a ``search:`` block (:mod:`mlcomp.search.spec`) becomes a virtual ``search`` task; the
 supervisor's tick (:mod:`mlcomp.search.step`) samples trials through Optuna
 (:mod:`mlcomp.search.sampler`) over the space (:mod:`mlcomp.search.space`), creates them as child
-train tasks, pauses them at rungs (:mod:`mlcomp.search.pause`) and promotes them by exact resume
+train tasks, pauses them at rungs (the train executor's :mod:`executors.pause`) and promotes them by exact resume
 (ASHA, :mod:`mlcomp.search.asha`) or stops them (the median rule, :mod:`mlcomp.search.median`).
 The store holds every trial and rung record (``search_trial``, ``search_rung``).
 

@@ -1,20 +1,24 @@
 """The :class:`~executors.base.TaskContext` of a task, with everything its executor needs resolved
-from the store in advance: resources, the project's data folder, the model it builds on."""
+from the store in advance: resources, the project's data folder, the model it builds on, the
+checkpoint it resumes from."""
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from pathlib import Path
 
 from sqlalchemy.orm import Session, joinedload
 
-from executors.base import Executor, TaskContext
+from executors.base import LOGDIR, Executor, TaskContext
 from mlcomp import gang
 from mlcomp.db import Dag, Task
 from mlcomp.worker.lookup import resolve_model
 from mlcomp.worker.report import Reporter
 
-__all__ = ["task_context", "resolve_inputs", "data_dir_of", "WITH_PROJECT"]
+__all__ = ["task_context", "resolve_inputs", "resolve_resume", "data_dir_of", "WITH_PROJECT"]
+
+log = logging.getLogger(__name__)
 
 WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, innerjoin=True)]
 """Load options reading a task with its DAG and project (the data folder) in one query."""
@@ -46,17 +50,43 @@ def data_dir_of(task: Task, settings) -> Path:
 
 def resolve_inputs(session: Session, context: TaskContext, executor: type[Executor]) -> TaskContext:
     """``context`` made ready to run in the task's child: the data folder created, the model its
-    executor builds on resolved (:meth:`~executors.base.Executor.model_checkpoint`), and a
-    reporter factory for the processes the executor starts itself (one that also stores the
-    content of full checkpoints for a task spread over computers: :mod:`mlcomp.worker.carry`).
+    executor builds on resolved (:meth:`~executors.base.Executor.model_checkpoint`), the
+    checkpoint a resumable executor continues from (:func:`resolve_resume`), and a reporter
+    factory for the processes the executor starts itself (one that also stores the content of
+    full checkpoints for a task spread over computers: :mod:`mlcomp.worker.carry`).
 
     Raises:
         ExecutorError: the model asked for has no train run to come from.
-        ConfigError: its checkpoint does not exist.
+        ConfigError: its checkpoint, or the resume checkpoint asked for, does not exist or lies
+            outside the allowed folders.
     """
     context.data_dir.mkdir(parents=True, exist_ok=True)
     which = executor.model_checkpoint(context.config)
     model = None if which is None else resolve_model(session, context.settings, context.task_id, which)
+    resume = resolve_resume(context) if executor.resumable else None
     carry = {"carry_from": context.folder} if context.group is not None else {}  # a gang's full checkpoints
     opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt, **carry)
-    return dataclasses.replace(context, model=model, open_reporter=opener)
+    return dataclasses.replace(context, model=model, resume=resume, open_reporter=opener)
+
+
+def resolve_resume(context: TaskContext) -> Path | None:
+    """The checkpoint an attempt of the task of ``context`` continues from, or None for a fresh
+    start: ``context.resume_from`` (``"last"`` by default from the second attempt on) through
+    :func:`mlcomp.runner.checkpoint.resolve_checkpoint`, confined to the task's logdir and the
+    ``checkpoint_dirs`` setting's folders, a path relative to the task folder. A missing
+    ``last_full.pth`` starts afresh (the run stopped before its first checkpoint).
+
+    Raises:
+        ConfigError: ``best_full.pth`` or the given file does not exist, or lies outside.
+    """
+    from mlcomp.runner.checkpoint import resolve_checkpoint  # torch: only for a task that resumes
+
+    choice = context.resume_from or ("last" if context.attempt > 1 else None)
+    if choice is None:
+        return None
+    path = resolve_checkpoint(context.folder / LOGDIR, choice, full=True,
+                              allowed_dirs=getattr(context.settings, "checkpoint_dirs", ()),
+                              base=context.folder, missing_ok=choice == "last")
+    if path is None:
+        log.warning("task %s: no last_full.pth yet; attempt %s starts afresh", context.task_id, context.attempt)
+    return path

@@ -1,4 +1,6 @@
-"""Pausing a trial at a rung: a runner callback and the exit status of a paused task.
+"""Pausing a search trial at a rung: the runner callback a train task adds when its config has
+``pause_at`` (set by :mod:`mlcomp.search.step`); the train executor turns :class:`TrialPaused` into
+the exit status of a paused task (``mlcomp.errors.EXIT_PAUSED``).
 
 The callback runs last at the end of every epoch (after the checkpoint callback has written
 ``last_full.pth`` for that epoch, positioned "epoch done", and after the reporting callback has
@@ -12,9 +14,9 @@ from pathlib import Path
 
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder, CallbackScope
 from mlcomp.runner.runner import RunStopped
-from mlcomp.search import PAUSED_EXIT_CODE
 
-__all__ = ["PAUSED_EXIT_CODE", "TrialPaused", "PauseCallback"]
+__all__ = ["TrialPaused", "PauseCallback"]
+
 
 class TrialPaused(RunStopped):
     """The run paused after global epoch ``epoch``; ``checkpoint`` (``last_full.pth``) resumes it."""

@@ -71,13 +71,14 @@ class Cluster:
 
     Args:
         folder: where each computer's root folder is made (``folder/NAME``).
-        db_url: the store (a fresh PostgreSQL database).
-        broker_url: Redis, the workers' Celery broker and wake channel.
+        db_url: the store (a fresh PostgreSQL database; a SQLite file works on one machine).
+        broker_url: Redis, the workers' Celery broker and wake channel; None: the workers take
+            their tasks from the store.
         heartbeat_ttl: seconds after which a silent computer is dead (short, so a killed worker's
             tasks are swept quickly).
     """
 
-    def __init__(self, folder: Path, db_url: str, broker_url: str, heartbeat_ttl: float = 10.0):
+    def __init__(self, folder: Path, db_url: str, broker_url: str | None, heartbeat_ttl: float = 10.0):
         self.folder = folder
         self.engine = make_engine(db_url)
         upgrade(self.engine)
@@ -105,8 +106,10 @@ class Cluster:
         address = address or self.addresses.get(name) or f"127.0.0.{len(self.addresses) + 2}"
         self.addresses[name] = address
         env = {**os.environ, "MLCOMP_ROOT": str(self.root(name)), "MLCOMP_DB_URL": self.settings.db_url,
-               "MLCOMP_BROKER_URL": self.settings.broker_url, "MLCOMP_HEARTBEAT_TTL": str(self.settings.heartbeat_ttl),
-               "MLCOMP_STOP_GRACE": str(self.settings.stop_grace)}
+               "MLCOMP_STOP_GRACE": str(self.settings.stop_grace), "MLCOMP_HEARTBEAT_TTL": str(self.settings.heartbeat_ttl)}
+        env.pop("MLCOMP_BROKER_URL", None)
+        if self.settings.broker_url:
+            env["MLCOMP_BROKER_URL"] = self.settings.broker_url
         self.root(name).mkdir(parents=True, exist_ok=True)
         began = dt.datetime.now(dt.timezone.utc).timestamp()
         self.workers[name] = start(env, "worker", "--name", name, "--gpus", gpus, "--address", address,
@@ -121,11 +124,13 @@ class Cluster:
         process.wait(60)
 
     def supervise(self, interval: float = 0.2):
-        """Starts the supervisor in this process (placements go to the workers' Celery queues)."""
+        """Starts the supervisor in this process (placements go to the workers' Celery queues, or
+        stay in the store without a broker)."""
         from mlcomp.supervisor import HandOver, Supervisor
         from mlcomp.worker import CeleryDispatcher, make_celery
 
-        route = HandOver(remote=CeleryDispatcher(make_celery(self.settings)))
+        broker = self.settings.broker_url
+        route = HandOver(remote=CeleryDispatcher(make_celery(self.settings)) if broker else None)
         self._supervisor = Supervisor(self.settings, self.store, route, interval=interval).start(listen=False)
         return self._supervisor
 
@@ -142,6 +147,6 @@ class Cluster:
             pid = AttemptFiles(pid_file.parent).live_pid()
             if pid is not None:
                 signal_group(pid, signal.SIGKILL)
-        for name in self.addresses:
+        for name in self.addresses if self.settings.broker_url else ():
             forget_queue(self.settings.broker_url, name)
         self.engine.dispose()

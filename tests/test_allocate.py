@@ -99,3 +99,30 @@ def test_no_computer_alive():
     (task(2, 4), "2-4 GPUs, 1 CPU, 0 GB")])
 def test_describe_request(request_, words):
     assert describe_request(request_) == words
+
+
+def test_a_gang_record_names_each_computer_part_and_the_group_it_joins():
+    from mlcomp import gang as g
+
+    spread = [Part("a", (0, 1), 0), Part("b", (3,), 2)]
+    record = g.record(spread, "10.0.0.1")
+    assert g.parts(record) == spread and record["world_size"] == 3
+    assert g.computers_of("a", record) == ["a", "b"] and g.computers_of("a", None) == ["a"]
+    assert g.part_of("b", "a", [0, 1], record) == Part("b", (3,), 2)
+    assert g.part_of("c", "a", [0, 1], record) is None
+    assert g.part_of("a", "a", [5], None) == Part("a", (5,), 0)  # one computer: the whole task
+    group = g.rank_group({**record, "master_port": 29501}, spread[1])
+    assert g.group_from_env(g.group_env(group)) == {"world_size": 3, "first_rank": 2,
+                                                    "master_addr": "10.0.0.1", "master_port": 29501}
+    assert g.group_from_env({}) is None
+
+
+def test_rendezvous_ports():
+    from mlcomp import gang as g
+
+    assert g.parse_ports("29500-29599") == (29500, 29599) and g.parse_ports("7000") == (7000, 7000)
+    for bad in ("x-1", "10-5", "0-3", "1-70000"):
+        with pytest.raises(ValueError):
+            g.parse_ports(bad)
+    assert g.pick_port(range(100, 105), used={100}, bindable=lambda p: p != 101) == 102
+    assert g.pick_port(range(100, 102), used={100}, bindable=lambda p: False) is None

@@ -2,8 +2,9 @@
 same run.
 
 Three ``mlcomp worker`` processes with their own root folders and loopback addresses share a
-SQLite store (the test harness ``tests/cluster.py``; no broker: workers take their tasks from the
-store): ``solo`` declares GPUs 0 and 1, ``a`` and ``b`` one each. Rounds alternate, one task at a
+store on PostgreSQL, as computers do (a database made for the run and dropped after it; the test
+harness ``tests/cluster.py``; no broker: workers take their tasks from the store): ``solo``
+declares GPUs 0 and 1, ``a`` and ``b`` one each. Rounds alternate, one task at a
 time:
 
 - **one computer**: a ``distr: true`` train task with ``gpu: 2`` pinned to ``solo``: two gloo
@@ -16,16 +17,21 @@ each. The task is an MLP (64 → 256 → 10) on 4,096 synthetic samples, batch 3
 Printed: the median time from the task's start (rank 0's launch) to its end in the store, and
 from submission to the end, for each, and the ratio two/one. Target: ≤ 1.10×.
 
-Usage: python bench/multi_computer.py [--rounds 5]
+Usage: python bench/multi_computer.py [--rounds 5] [--pg "host=127.0.0.1 port=5432 user=postgres dbname=test"]
+       [--pg-url "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+import psycopg
 
 from mlcomp import control
 from mlcomp.db import Task, TaskStatus, immediate
@@ -79,13 +85,30 @@ def run(cluster: Cluster, folder: Path, name: str, tasks: str) -> tuple[float, f
     return (done.finished - done.started).total_seconds(), done.finished.timestamp() - submitted, parts
 
 
+@contextlib.contextmanager
+def database(admin: str, url: str):
+    """A new PostgreSQL database (its SQLAlchemy URL), dropped afterwards."""
+    name = f"mlcomp_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.format(db=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=test",
+                        help="libpq connection string of a PostgreSQL role that may create databases")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+                        help="SQLAlchemy URL of the new database, {db} its name")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mlcomp-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mlcomp-bench-") as tmp, database(args.pg, args.pg_url) as url:
         folder = Path(tmp)
-        cluster = Cluster(folder / "computers", f"sqlite:///{folder / 'store.db'}", None)
+        cluster = Cluster(folder / "computers", url, None)
         try:
             solo, a, b = cluster.add("solo", gpus="0,1"), cluster.add("a"), cluster.add("b")
             cluster.supervise()

@@ -176,7 +176,8 @@ class Task(Base):
     progress: Mapped[dict[str, Any] | None]  # {stage, epoch, epochs, batch, batches, eta}
     result: Mapped[dict[str, Any] | None]
     resume_from: Mapped[str | None] = mapped_column(String(1000))  # checkpoint for the next attempt
-    placement: Mapped[dict[str, Any] | None]  # a gang's parts on several computers (mlcomp.gang)
+    # a gang's parts on several computers (mlcomp.gang); None is SQL NULL, so "IS NOT NULL" finds gangs
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     dag: Mapped[Dag] = relationship(back_populates="tasks")
     parent: Mapped["Task | None"] = relationship(remote_side="Task.id", back_populates="children")

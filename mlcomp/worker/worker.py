@@ -302,7 +302,9 @@ class Worker:
         a queued task whose attempt never started is started; a task whose attempt has a child
         already (a launch whose commit was lost, or a worker restart) is adopted: a live child is
         followed from the stored log offsets, an ended one gets the outcome it recorded. The
-        output is followed once the status is committed."""
+        output is followed once the status is committed. Of a gang, each computer claims its own
+        part: rank 0's as a whole task, the others once rank 0's runs (:meth:`_part_may_start`),
+        their pids kept in the placement record."""
         try:
             with self.sessionmaker.begin() as session:
                 immediate(session)
@@ -314,15 +316,10 @@ class Worker:
                 files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
                 if files.started() and files.watched_elsewhere():
                     return False  # another worker of this computer follows it
-                if self.name in (task.placement or {}).get("ended", {}):
-                    return False  # this part of a gang ended; the others run on
-                if part.first_rank > 0 and task.status is TaskStatus.stopping and not files.started():
-                    self._end_part(session, task, TaskStatus.stopped, "stopped before its ranks started")
-                    process = None
-                elif files.started():
+                if part.first_rank > 0 and not self._part_may_start(session, task, files):
+                    return False
+                if files.started():
                     process = self._adopt(session, task, files)
-                elif part.first_rank > 0 and task.status is not TaskStatus.in_progress:
-                    return False  # a gang's other parts start once rank 0's worker chose the port
                 elif task.status is TaskStatus.queued or part.first_rank > 0:
                     process = self._spawn(session, task, files, part)
                 else:
@@ -370,6 +367,17 @@ class Worker:
             return None
         self._watch(task, process, self.clock())
         return process
+
+    def _part_may_start(self, session: Session, task: Task, files: AttemptFiles) -> bool:
+        """Whether this computer's part of gang ``task`` (not rank 0's) is to be started or
+        adopted now: not when it already ended, nor before rank 0's worker has started its ranks
+        (and chosen the port); one never started of a gang being stopped ends at once as stopped."""
+        if self.name in task.placement.get("ended", {}):
+            return False
+        if task.status is TaskStatus.stopping and not files.started():
+            self._end_part(session, task, TaskStatus.stopped, "stopped before its ranks started")
+            return False
+        return files.started() or task.status is TaskStatus.in_progress
 
     def _rank_group(self, session: Session, task: Task, part: gang.Part) -> dict | None:
         """The rank group ``part`` of a gang joins (:func:`mlcomp.gang.rank_group`), None for a

@@ -5,6 +5,7 @@ on one computer, a killed worker failing the whole group and freeing every GPU, 
 resume on other computers through the store."""
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from sqlalchemy import select
 
 from mlcomp import control
-from mlcomp.db import Attempt, LogLine, Metric, Task, TaskStatus, immediate
+from mlcomp.db import LogLine, Metric, Task, TaskStatus, immediate
 from mlcomp.lifecycle import ACTIVE
 from mlcomp.runner.checkpoint import load_checkpoint
 from ml_helpers import write_expdir
@@ -122,3 +123,71 @@ def test_two_gloo_ranks_on_two_computers_end_with_the_weights_of_two_ranks_on_on
     assert_same_weights(weights(cluster, a, done.id), weights(cluster, solo, ref.id))
     assert not (cluster.tasks_dir(b) / str(done.id) / "logdir" / "checkpoints").exists()  # only rank 0 writes
     assert holding(cluster) == []
+
+
+GANG = """\
+info: {name: NAME, project: p, expdir: .}
+executors:
+  gang: {type: train, config: [configs/train.yml, configs/slow.yml], gpu: 2, distr: true, single_node: false,
+         cpu: 1}
+"""
+
+
+def test_sigkill_of_one_worker_fails_the_whole_group_within_30_s_and_frees_every_gpu(cluster, tmp_path):
+    from mlcomp.worker.process import AttemptFiles
+
+    a, b = cluster.add("a"), cluster.add("b")
+    ids = submit(cluster, write_expdir(tmp_path / "kill", GANG.replace("NAME", "kill"), seconds=1.0))
+    cluster.supervise()
+    wait_for(lambda: epoch_points(cluster, ids["gang"]), timeout=240)  # both computers' ranks train
+    killed = time.monotonic()
+    cluster.kill(b)  # the worker only: its rank runs on, unwatched
+    failed = wait_status(cluster.store, ids["gang"], S.failed, S.success, S.stopped, timeout=30)
+    assert failed.status is S.failed and time.monotonic() - killed <= 30
+    assert failed.reason.startswith(f"computer {b!r} silent since"), failed.reason
+    assert holding(cluster) == []  # every GPU of both computers is free
+    rank0 = AttemptFiles.of(cluster.tasks_dir(a), ids["gang"], 1)
+    wait_for(lambda: rank0.live_pid() is None, timeout=30)  # a's worker killed its ranks
+    orphan = AttemptFiles.of(cluster.tasks_dir(b), ids["gang"], 1)
+    wait_for(lambda: orphan.live_pid() is None, timeout=60)  # b's rank lost its peers and ended
+
+
+def epoch_points(cluster, task_id: int) -> list:
+    with cluster.store() as session:
+        return session.scalars(select(Metric.step).where(Metric.task_id == task_id, Metric.kind == "epoch")).all()
+
+
+def test_stop_and_resume_on_other_computers_ends_with_the_weights_of_an_uninterrupted_run(cluster, tmp_path):
+    """Attempt 1 runs on a (rank 0) and b and is stopped inside an epoch; a's worker goes away
+    and c comes, so attempt 2 runs on b (rank 0) and c, neither of which has the checkpoint a
+    wrote (solo, which ran the reference, goes away too): it comes through the store. The weights equal those of the same two ranks run
+    straight through on one computer."""
+    from cluster import registered
+
+    solo, a, b = cluster.add("solo", gpus="0,1"), cluster.add("a"), cluster.add("b")
+    ids = submit(cluster, train_dag(tmp_path, solo, "resume", seconds=0.3))
+    cluster.supervise()
+    wait_for(lambda: epoch_points(cluster, ids["gang"]), timeout=240)
+    with cluster.store.begin() as session:
+        immediate(session)
+        control.stop_task(session, ids["gang"])
+    stopped = wait_status(cluster.store, ids["gang"], S.stopped, S.failed, S.success, timeout=60)
+    assert stopped.status is S.stopped, stopped.reason
+    position = load_checkpoint(cluster.tasks_dir(a) / str(stopped.id) / "logdir/checkpoints/last_full.pth")["position"]
+    assert not position["epoch_done"]  # stopped inside an epoch
+    ref = wait_status(cluster.store, ids["ref"], S.success, S.failed, timeout=240)
+    for gone in (a, solo):  # solo's two GPUs would hold the whole resumed gang
+        cluster.kill(gone, signal.SIGTERM)
+    c = cluster.add("c")
+    for gone in (a, solo):
+        wait_for(lambda: not registered(cluster.store, gone, time.time() - cluster.settings.heartbeat_ttl), 60)
+    with cluster.store.begin() as session:
+        immediate(session)
+        control.resume_task(session, ids["gang"])
+    done = wait_status(cluster.store, ids["gang"], S.success, S.failed, S.stopped, timeout=240)
+    assert done.status is S.success and done.attempt == 2 and ref.status is S.success, (done.reason, ref.reason)
+    assert [p["computer"] for p in done.placement["parts"]] == [b, c]
+    assert done.result["last_metrics"] == ref.result["last_metrics"]
+    assert_same_weights(weights(cluster, b, done.id), weights(cluster, solo, ref.id))
+    assert_same_weights(weights(cluster, c, done.id, "last_full.pth"), load_checkpoint(
+        cluster.tasks_dir(a) / str(done.id) / "logdir/checkpoints/last_full.pth")["model_state_dict"])

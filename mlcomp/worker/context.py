@@ -52,7 +52,8 @@ def resolve_inputs(session: Session, context: TaskContext, executor: type[Execut
     """``context`` made ready to run in the task's child: the data folder created, the model its
     executor builds on resolved (:meth:`~executors.base.Executor.model_checkpoint`), the
     checkpoint a resumable executor continues from (:func:`resolve_resume`), and a reporter
-    factory for the processes the executor starts itself.
+    factory for the processes the executor starts itself (one that also stores the content of
+    full checkpoints for a task spread over computers: :mod:`mlcomp.worker.carry`).
 
     Raises:
         ExecutorError: the model asked for has no train run to come from.
@@ -63,7 +64,8 @@ def resolve_inputs(session: Session, context: TaskContext, executor: type[Execut
     which = executor.model_checkpoint(context.config)
     model = None if which is None else resolve_model(session, context.settings, context.task_id, which)
     resume = resolve_resume(context) if executor.resumable else None
-    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt)
+    carry = {"carry_from": context.folder} if context.group is not None else {}  # a gang's full checkpoints
+    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt, **carry)
     return dataclasses.replace(context, model=model, resume=resume, open_reporter=opener)
 
 

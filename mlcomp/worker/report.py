@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlcomp.db import Attempt, Checkpoint, LogLine, Metric, Task, utcnow
+from mlcomp.dag.rows import insert_ignore
+from mlcomp.db import Attempt, Checkpoint, LogLine, Metric, SnapshotBlob, Task, utcnow
+from mlcomp.worker.carry import blob, is_carried
 
 __all__ = ["Reporter", "LEVELS"]
 
@@ -35,6 +38,9 @@ class Reporter:
         flush_every: seconds between flushes while entries wait.
         max_items: a flush happens at once when this many entries wait.
         clock: a monotonic clock in seconds (injected by tests).
+        carry_from: the task's folder when the content of its full checkpoints is to be stored
+            too (rank 0 of a task spread over computers: :mod:`mlcomp.worker.carry`); None: only
+            their records.
 
     Thread-safe: the worker's pipe readers and a flushing thread share one Reporter.
     """
@@ -48,6 +54,7 @@ class Reporter:
         flush_every: float = 0.2,
         max_items: int = 100,
         clock: Callable[[], float] = time.monotonic,
+        carry_from: str | Path | None = None,
     ):
         self.sessionmaker = sessionmaker
         self.task_id = task_id
@@ -60,6 +67,8 @@ class Reporter:
         self._logs: list[dict] = []
         self._metrics: list[dict] = []
         self._checkpoints: list[dict] = []
+        self._blobs: list[dict] = []
+        self.carry_from = None if carry_from is None else Path(carry_from)
         self._progress: dict | None = None
         self._offsets: dict | None = None
         self._last_flush = clock()
@@ -138,9 +147,16 @@ class Reporter:
 
     def checkpoint(self, path: str, stage: str | None = None, epoch: int | None = None,
                    metric: float | None = None, size: int = 0) -> None:
-        """Records a checkpoint file: ``path`` relative to the task's folder, ``size`` in bytes."""
+        """Records a checkpoint file: ``path`` relative to the task's folder, ``size`` in bytes;
+        with ``carry_from`` a full checkpoint's content is stored too (read now: it was just
+        written, and is replaced only by a rename)."""
         row = dict(task_id=self.task_id, attempt=self.attempt, path=str(path), stage=stage, epoch=epoch,
-                   metric=None if metric is None else float(metric), size=int(size), created=utcnow())
+                   metric=None if metric is None else float(metric), size=int(size), created=utcnow(), sha256=None)
+        if self.carry_from is not None and is_carried(str(path)):
+            content = blob((self.carry_from / path).read_bytes())
+            row.update(sha256=content["sha256"], size=content["size"])
+            with self._lock:
+                self._blobs.append(content)
         self._add(self._checkpoints, row)
 
     # -- flushing -----------------------------------------------------------------------------
@@ -174,12 +190,15 @@ class Reporter:
                 logs, self._logs = self._logs, []
                 metrics, self._metrics = self._metrics, []
                 checkpoints, self._checkpoints = self._checkpoints, []
+                blobs, self._blobs = self._blobs, []
                 progress, self._progress = self._progress, None
                 offsets, self._offsets = self._offsets, None
                 self._last_flush = self.clock()
             if not (logs or metrics or checkpoints or progress is not None or offsets is not None):
                 return
             with self.sessionmaker.begin() as session:
+                if blobs:  # before the checkpoint rows that name them
+                    insert_ignore(session, SnapshotBlob, blobs, ["sha256"])
                 for model, rows in ((LogLine, logs), (Metric, metrics), (Checkpoint, checkpoints)):
                     if rows:
                         session.execute(insert(model), rows)

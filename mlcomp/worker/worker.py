@@ -41,6 +41,7 @@ from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
 from mlcomp.wake import add_listener, remove_listener
 from mlcomp.worker.context import WITH_PROJECT, task_context
+from mlcomp.worker import carry
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
 from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
@@ -353,6 +354,8 @@ class Worker:
             if not context.code_dir.exists():
                 _materialize(session, task.dag_id, context.code_dir)
                 link_project_folders(context.code_dir, self.settings, task.dag.project.name)
+            if group is not None and task.attempt > 1:  # where the last attempt's ranks ran matters not
+                carry.fetch(session, task.id, context.folder)
             command = get_executor(task.type, expdir=context.code_dir).command(context)
             spec = LaunchSpec.for_task(task, self.settings, command, part, group)
             process = TaskProcess.spawn(spec.argv, spec.cwd, spec.env, files, self._reporter(task),

@@ -15,7 +15,10 @@ output file, Luigi's way of knowing a task is done). The baseline runs the same 
 slots). Rounds are interleaved; medians are printed: the overhead per task in ms beyond the
 baseline (mlcomp's submission itself excluded), and mlcomp's time to the first task's start, from
 the submit call (parsing, snapshot, rows, commit) and from its commit. Targets: ≤ 5 ms per task
-and below Luigi's, ≤ 50 ms to the first start.
+and below Luigi's, ≤ 50 ms to the first start. Two CPU figures per task say where mlcomp's time
+goes, and vary less with the machine's load than wall times: the CPU of this process (supervisor,
+worker, following; the submission excluded) and the CPU its task processes used beyond the loop's
+(the recorder shell and the bash task's own shell around each ``python -c pass``).
 
 Then, once, the cold path: ``mlcomp dag submit chain.yml --wait`` as a new process with no
 server running, which starts its supervisor and worker after the submission (imports, store,
@@ -30,6 +33,7 @@ import argparse
 import shlex
 import datetime as dt
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -136,24 +140,34 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def run_dag(local, settings: Settings, path: Path, changed: threading.Event) -> tuple[float, float, float, int]:
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's ended and reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_dag(local, settings: Settings, path: Path,
+            changed: threading.Event) -> tuple[float, float, float, int, float, float]:
     """Submits ``path`` as ``dag submit --wait`` does. Returns the seconds from the start of the
     submission to the DAG's end, the seconds the submission itself took (parse, snapshot, rows,
-    commit), the seconds from its commit to the first task's start, and the task count."""
+    commit), the seconds from its commit to the first task's start, the task count, and the CPU
+    seconds of this process and of its children from the commit to the end."""
     start = time.perf_counter()
     with local.sessionmaker.begin() as session:
         immediate(session)
         (dag,) = control.submit_dag(session, settings, path)
         dag_id = dag.id
     committed_wall, committed = time.time(), time.perf_counter()
+    cpu, child_cpu = time.process_time(), children_cpu()
     control.wake(settings)
     ok = follow_dags(local.sessionmaker, [dag_id], lambda line: None, changed, poll=0.05)
     total = time.perf_counter() - start
+    cpu, child_cpu = time.process_time() - cpu, children_cpu() - child_cpu
     assert ok, f"dag {dag_id} did not succeed"
     with local.sessionmaker.begin() as session:
         first = session.scalar(select(func.min(Task.started)).where(Task.dag_id == dag_id))
         count = session.scalar(select(func.count()).select_from(Task).where(Task.dag_id == dag_id))
-    return total, committed - start, _aware(first).timestamp() - committed_wall, count
+    return total, committed - start, _aware(first).timestamp() - committed_wall, count, cpu, child_cpu
 
 
 def run_cli(tmp: Path) -> tuple[float, float, float]:
@@ -194,28 +208,34 @@ def main(rounds: int, cli: bool) -> None:
             with local.sessionmaker.begin() as session:
                 immediate(session)
                 session.get(Computer, "bench").cpu = 2  # two slots for the fan-out
-            results = {name: ([], [], [], [], [], []) for name in ("chain", "fan")}
+            results = {name: ([], [], [], [], [], [], [], []) for name in ("chain", "fan")}
             for round_ in range(rounds):
                 for name, baseline in (("chain", baseline_chain), ("fan", baseline_fan)):
+                    base_cpu = children_cpu()
                     base = baseline()
-                    total, submit, first, count = run_dag(local, settings, tmp / f"{name}.yml", changed)
+                    base_cpu = children_cpu() - base_cpu
+                    total, submit, first, count, cpu, child_cpu = run_dag(local, settings, tmp / f"{name}.yml",
+                                                                          changed)
                     luigi_base = baseline()  # each peer against a loop run just before it
                     luigi = run_luigi(name, tmp / "luigi" / f"{name}{round_}")
                     for values, value in zip(results[name], (1000 * (total - submit - base) / count,
                                                              1000 * (luigi - luigi_base) / count,
                                                              1000 * (submit + first), 1000 * first,
-                                                             1000 * submit, total / base)):
+                                                             1000 * submit, total / base, 1000 * cpu / count,
+                                                             1000 * (child_cpu - base_cpu) / count)):
                         values.append(value)
         cold = run_cli(tmp) if cli else None
     print(f"{'dag':<6} {'tasks':>5} {'mlcomp ms/task':>15} {'luigi ms/task':>14} {'first start ms':>15} "
-          f"{'(after commit)':>15} {'submit ms':>10} {'ratio to loop':>14}")
+          f"{'(after commit)':>15} {'submit ms':>10} {'ratio to loop':>14} {'cpu ms/task':>12} "
+          f"{'child cpu+':>11}")
     for name, count in (("chain", 20), ("fan", 52)):
-        per_task, luigi, first, after_commit, submit, ratio = (statistics.median(v) for v in results[name])
+        per_task, luigi, first, after_commit, submit, ratio, cpu, child = (statistics.median(v) for v in results[name])
         print(f"{name:<6} {count:>5} {per_task:>15.1f} {luigi:>14.1f} {first:>15.1f} {after_commit:>15.1f} "
-              f"{submit:>10.1f} {ratio:>14.2f}")
+              f"{submit:>10.1f} {ratio:>14.2f} {cpu:>12.1f} {child:>11.1f}")
     print(f"(medians of {rounds} interleaved rounds; overhead per task over the plain loop, mlcomp's excluding the "
           f"submission itself; first start is measured from the submit call, and from its commit; targets: "
-          f"<= 5 ms/task and below Luigi's, <= 50 ms)")
+          f"<= 5 ms/task and below Luigi's, <= 50 ms; cpu: this process's CPU per task after the commit, child "
+          f"cpu+: its task processes' CPU per task beyond the loop's)")
     if cold is not None:
         total, base, first = cold
         print(f"cold `mlcomp dag submit chain.yml --wait` (new process, no server): {1000 * total:.0f} ms against "

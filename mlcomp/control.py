@@ -229,11 +229,12 @@ def dag_status(session: Session, dag: Dag | int) -> TaskStatus:
 
 
 def wake(settings: Settings) -> bool:
-    """Wakes the supervisors of this process, the server serving ``settings.root`` on this
-    machine and, with ``settings.broker_url``, the servers sharing the database through Redis;
-    call it after committing. Returns True when a server process received the wake-up."""
+    """Wakes the supervisors and workers of this process, then other processes through one
+    transport chosen by the configuration: with ``settings.broker_url`` the database's Redis
+    channel (every server sharing the store, on any machine, subscribes to it), else the wake
+    socket of ``settings.root`` (the server of this root on this machine). Call it after
+    committing. Returns True when a server process received the wake-up."""
     wakeup.notify()
-    served = wakeup.poke(settings.root)
     if settings.broker_url:
-        served = wakeup.publish(settings.broker_url, settings.db_url) > 0 or served
-    return served
+        return wakeup.publish(settings.broker_url, settings.db_url) > 0
+    return wakeup.poke(settings.root)

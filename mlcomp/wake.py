@@ -1,6 +1,7 @@
 """Waking a running supervisor at once after a change (a submission, a stop or resume request).
 
-Two paths, both best effort (a supervisor also ticks on an interval):
+Three mechanisms, all best effort (a supervisor also ticks on an interval);
+:func:`mlcomp.control.wake` uses the first and one of the other two, chosen by the configuration:
 
 - in the same process (the server's UI, an embedded supervisor): :func:`wake_after_commit`
   registers a one-shot ``after_commit`` hook on the session that calls every supervisor
@@ -11,7 +12,8 @@ Two paths, both best effort (a supervisor also ticks on an interval):
   which is how ``mlcomp dag submit --wait`` decides to run an embedded supervisor;
 - across machines (``settings.broker_url`` set): the supervisor subscribes to a Redis channel
   named after the database URL (:class:`RedisWakeListener`) and :func:`publish` sends to it; the
-  number of receivers says whether a server listens.
+  number of receivers says whether a server listens. With a broker this replaces the socket for
+  wake-ups; the socket's listener stays, as the guard that one server serves a root.
 
 On Linux the socket lives in the abstract namespace (no file left behind, no path length limit);
 elsewhere it is ``root/supervisor.sock``.

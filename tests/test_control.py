@@ -1,11 +1,13 @@
 """Control functions shared by the CLI and the UI: stop, resume, DAG status, wake-ups."""
+import dataclasses
+
 import pytest
 
 from mlcomp import control
 from mlcomp.db import Task, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
 from mlcomp import wake
-from supervisor_helpers import add_task, make_dag
+from supervisor_helpers import add_task, make_dag, wait_for
 
 S = TaskStatus
 
@@ -102,6 +104,26 @@ def test_wake_reports_whether_a_server_listens(settings, listener):
     assert server.start()
     try:
         assert control.wake(settings) is True
+    finally:
+        server.close()
+
+
+@pytest.mark.redis
+def test_with_a_broker_the_wake_goes_through_its_redis_channel(settings, listener, redis_url):
+    settings = dataclasses.replace(settings, broker_url=redis_url[0])
+    socket_server = wake.WakeListener(settings.root, Listener().wake)
+    assert socket_server.start()
+    try:
+        assert control.wake(settings) is False  # nobody subscribed; the socket is not the transport
+    finally:
+        socket_server.close()
+    received = Listener()
+    server = wake.RedisWakeListener(settings.broker_url, settings.db_url, received.wake, sleep=0.05)
+    assert server.start()
+    try:
+        assert wait_for(lambda: control.wake(settings)) is True
+        assert wait_for(lambda: received.woken) >= 1
+        assert listener.woken >= 2  # this process's supervisors and workers, every time
     finally:
         server.close()
 

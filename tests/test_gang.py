@@ -14,7 +14,7 @@ import torch
 from sqlalchemy import select
 
 from mlcomp import control
-from mlcomp.db import LogLine, Metric, Task, TaskStatus, immediate
+from mlcomp.db import Attempt, LogLine, Metric, Task, TaskStatus, immediate
 from mlcomp.lifecycle import ACTIVE
 from mlcomp.runner.checkpoint import load_checkpoint
 from ml_helpers import write_expdir
@@ -191,3 +191,34 @@ def test_stop_and_resume_on_other_computers_ends_with_the_weights_of_an_uninterr
     assert_same_weights(weights(cluster, b, done.id), weights(cluster, solo, ref.id))
     assert_same_weights(weights(cluster, c, done.id, "last_full.pth"), load_checkpoint(
         cluster.tasks_dir(a) / str(done.id) / "logdir/checkpoints/last_full.pth")["model_state_dict"])
+
+
+FAILS = """\
+info: {name: fails, project: p, expdir: .}
+executors:
+  gang: {type: bash, gpu: 2, distr: true, single_node: false, retries: RETRIES,
+         command: 'if [ "$MLCOMP_FIRST_RANK $MLCOMP_ATTEMPT" = "1 1" ]; then exit 3; fi; sleep 600'}
+"""
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_failing_rank_fails_or_retries_the_whole_group_and_its_other_ranks_are_killed(cluster, tmp_path, retries):
+    from mlcomp.worker.process import AttemptFiles
+
+    a, b = cluster.add("a"), cluster.add("b")
+    dag = tmp_path / "fails.yml"
+    dag.write_text(FAILS.replace("RETRIES", str(retries)))
+    ids = submit(cluster, dag)
+    cluster.supervise()
+    if retries:  # attempt 2 runs both ranks on (rank 1 fails only in attempt 1)
+        wait_for(lambda: task(cluster, ids["gang"]).attempt == 2 and
+                 AttemptFiles.of(cluster.tasks_dir(b), ids["gang"], 2).live_pid(), timeout=60)
+        with cluster.store() as session:
+            first = session.scalar(select(Attempt.reason).where(Attempt.task_id == ids["gang"], Attempt.number == 1))
+        assert first == f"ranks on {b}: exit code 3"
+    else:
+        failed = wait_status(cluster.store, ids["gang"], S.failed, S.success, timeout=60)
+        assert failed.status is S.failed and failed.reason == f"ranks on {b}: exit code 3"
+        assert holding(cluster) == []
+    rank0 = AttemptFiles.of(cluster.tasks_dir(a), ids["gang"], 1)
+    wait_for(lambda: rank0.live_pid() is None, timeout=30)  # a's worker killed rank 0 of attempt 1

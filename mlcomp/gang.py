@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["Part", "PORTS", "parts", "computers_of", "part_of", "record", "rank_group", "group_env",
+__all__ = ["Part", "PORTS", "parts", "holdings", "computers_of", "part_of", "part_pid", "record", "rank_group", "group_env",
            "group_from_env", "pick_port", "parse_ports", "GROUP_ENV"]
 
 PORTS = (29500, 29599)
@@ -49,19 +49,30 @@ def parts(placement: Mapping | None) -> list[Part]:
             for p in (placement or {}).get("parts", [])]
 
 
+def holdings(computer: str | None, gpus: Iterable[int], placement: Mapping | None) -> list[Part]:
+    """What a task holds, computer by computer: its parts, else all of ``gpus`` on ``computer``
+    (none when it has no computer)."""
+    if placement:
+        return parts(placement)
+    return [Part(computer, tuple(int(g) for g in gpus or ()), 0)] if computer else []
+
+
+def part_pid(part: Part, pid: int | None, placement: Mapping | None) -> int | None:
+    """The recorder pid of ``part``: the task's ``pid`` for rank 0's, else the one its worker
+    noted in the placement record (None before it started)."""
+    return pid if part.first_rank == 0 else (placement or {}).get("pids", {}).get(part.computer)
+
+
 def computers_of(computer: str | None, placement: Mapping | None) -> list[str]:
     """The computers a task holds resources on: its parts' computers, else ``[computer]`` (none
     when it has no computer)."""
-    spread = [p.computer for p in parts(placement)]
-    return spread or ([computer] if computer else [])
+    return [p.computer for p in holdings(computer, (), placement)]
 
 
 def part_of(name: str, computer: str | None, gpus: Iterable[int], placement: Mapping | None) -> Part | None:
     """The part computer ``name`` runs of a task placed on ``computer`` with ``gpus`` (its whole
     request when there is no placement record), or None when it runs none."""
-    if placement:
-        return next((p for p in parts(placement) if p.computer == name), None)
-    return Part(name, tuple(int(g) for g in gpus or ()), 0) if computer == name else None
+    return next((p for p in holdings(computer, gpus, placement) if p.computer == name), None)
 
 
 def record(spread: list[Part], master_addr: str) -> dict[str, Any]:

@@ -135,11 +135,15 @@ executors:
 
 def test_sigkill_of_one_worker_fails_the_whole_group_within_30_s_and_frees_every_gpu(cluster, tmp_path):
     from mlcomp.worker.process import AttemptFiles
+    from ui.queries import list_computers
 
     a, b = cluster.add("a"), cluster.add("b")
     ids = submit(cluster, write_expdir(tmp_path / "kill", GANG.replace("NAME", "kill"), seconds=1.0))
     cluster.supervise()
     wait_for(lambda: epoch_points(cluster, ids["gang"]), timeout=240)  # both computers' ranks train
+    with cluster.store() as session:  # the UI's computers page shows the gang on both computers
+        shown = {c["name"]: [(t["id"], t["gpus"]) for t in c["tasks"]] for c in list_computers(session)["computers"]}
+    assert shown == {a: [(ids["gang"], [0])], b: [(ids["gang"], [0])]}
     killed = time.monotonic()
     cluster.kill(b)  # the worker only: its rank runs on, unwatched
     failed = wait_status(cluster.store, ids["gang"], S.failed, S.success, S.stopped, timeout=30)

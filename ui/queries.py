@@ -30,6 +30,7 @@ from mlcomp.db import (
     TaskStatus,
     utcnow,
 )
+from mlcomp import gang
 from mlcomp.errors import NotFoundError
 from mlcomp.gridsearch import leaderboard, main_metric_of
 from mlcomp.lifecycle import ACTIVE, rollup_status
@@ -464,8 +465,9 @@ def list_computers(session: Session, now: dt.datetime | None = None) -> dict[str
     running: dict[str, list[dict]] = defaultdict(list)
     for task in session.scalars(select(Task).where(Task.status.in_(list(ACTIVE)), Task.computer.is_not(None))
                                 .order_by(Task.id)):
-        running[task.computer].append({**_task_ref(task), "gpus": list(task.gpus or []),
-                                       "dag_id": task.dag_id, "cpu": task.cpu, "memory": task.memory})
+        for part in gang.holdings(task.computer, task.gpus, task.placement):  # a gang: on each of its computers
+            running[part.computer].append({**_task_ref(task), "gpus": list(part.gpus),
+                                           "dag_id": task.dag_id, "cpu": task.cpu, "memory": task.memory})
     computers = []
     for c in session.scalars(select(Computer).order_by(Computer.name)):
         usage = c.usage or {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Protocol
 
-from mlcomp.gang import Part, parts
+from mlcomp.gang import Part, holdings
 
 __all__ = ["Free", "Placement", "free_resources", "place", "place_gang", "spreads", "describe_request"]
 
@@ -87,8 +87,7 @@ def free_resources(computers: Iterable[_ComputerLike], active: Iterable[_TaskLik
     """
     free = {c.name: Free(c.name, _gpu_indices(c), int(c.cpu), float(c.memory)) for c in computers}
     for task in active:
-        held = parts(getattr(task, "placement", None)) or [Part(task.computer, tuple(task.gpus or ()), 0)]
-        for part in held:
+        for part in holdings(task.computer, task.gpus, getattr(task, "placement", None)):
             if part.computer in free:
                 free[part.computer].take([int(g) for g in part.gpus], task.cpu, task.memory)
     return free

@@ -20,6 +20,7 @@ import psutil
 from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
+from mlcomp import gang
 from mlcomp.db import ResourceSample, Task, TaskStatus, immediate
 from mlcomp.worker.gpus import gpu_usage
 
@@ -70,12 +71,16 @@ class ResourceRecorder:
             log.exception("computer %s: writing resource samples failed", self.computer)
 
     def _write(self, session: Session, usage: dict, now: int) -> None:
-        tasks = session.execute(select(Task.id, Task.pid, Task.gpus).where(
-            Task.computer == self.computer, Task.status.in_([TaskStatus.in_progress, TaskStatus.stopping])))
+        tasks = session.execute(select(Task.id, Task.pid, Task.computer, Task.gpus, Task.placement).where(
+            or_(Task.computer == self.computer, Task.placement.is_not(None)),
+            Task.status.in_([TaskStatus.in_progress, TaskStatus.stopping])))
         holders, rows, seen = {}, [], {}
-        for task_id, pid, gpus in tasks:
-            holders.update({gpu: task_id for gpu in gpus or []})
-            tree = self._process_tree(pid, seen)
+        for task_id, pid, computer, gpus, placement in tasks:
+            part = gang.part_of(self.computer, computer, gpus, placement)  # of a gang: this computer's part
+            if part is None:
+                continue
+            holders.update({gpu: task_id for gpu in part.gpus})
+            tree = self._process_tree(gang.part_pid(part, pid, placement), seen)
             if tree is not None:
                 rows.append({"task_id": task_id, "gpu": None, "utilization": tree[0], "memory": tree[1]})
         self._processes = seen

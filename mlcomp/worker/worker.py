@@ -456,12 +456,9 @@ class Worker:
         self.on_change()
 
     def _pid_of(self, task: Task) -> int | None:
-        """The recorder pid of this computer's part of ``task`` (a gang's other parts keep theirs
-        in the placement record)."""
+        """The recorder pid of this computer's part of ``task`` (:func:`mlcomp.gang.part_pid`)."""
         part = gang.part_of(self.name, task.computer, task.gpus, task.placement)
-        if part is not None and part.first_rank > 0:
-            return task.placement["pids"].get(self.name)
-        return task.pid
+        return None if part is None else gang.part_pid(part, task.pid, task.placement)
 
     def _finish(self, session: Session, task: Task, run: _Run | None, returncode: int | None) -> None:
         """Records the end of this computer's part of ``task``. Rank 0's part ends the task; the

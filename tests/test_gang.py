@@ -118,7 +118,8 @@ def test_two_gloo_ranks_on_two_computers_end_with_the_weights_of_two_ranks_on_on
     assert ref.status is S.success and done.status is S.success, (ref.reason, done.reason)
     assert done.placement["parts"] == [{"computer": a, "gpus": [0], "first_rank": 0},
                                        {"computer": b, "gpus": [0], "first_rank": 1}]
-    assert done.placement["master_addr"] == cluster.addresses[a] and done.placement["master_port"] == 29500
+    # a free port of rank 0's range (the reference run beside it may hold the first one)
+    assert done.placement["master_addr"] == cluster.addresses[a] and 29500 <= done.placement["master_port"] <= 29599
     assert done.result["last_metrics"] == ref.result["last_metrics"]
     assert_same_weights(weights(cluster, a, done.id), weights(cluster, solo, ref.id))
     assert not (cluster.tasks_dir(b) / str(done.id) / "logdir" / "checkpoints").exists()  # only rank 0 writes

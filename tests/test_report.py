@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, func, select
 
-from mlcomp.db import Checkpoint, Dag, LogLine, Metric, Project, Task
+from mlcomp.db import Checkpoint, Dag, LogLine, Metric, Project, SnapshotBlob, Task
 from mlcomp.worker import Reporter
+from mlcomp.worker.carry import fetch
 
 
 class FakeClock:
@@ -104,3 +105,24 @@ def test_from_env_reads_the_task_and_attempt(store, task_id):
 def test_bad_level_is_a_bug(store, task_id):
     with pytest.raises(ValueError, match="log level"):
         Reporter(store, task_id).log("x", level="loud")
+
+
+def test_carried_full_checkpoints_keep_only_the_latest_content_of_each_path(store, task_id, tmp_path):
+    checkpoints = tmp_path / "logdir/checkpoints"
+    checkpoints.mkdir(parents=True)
+    reporter = Reporter(store, task_id, flush_every=3600, clock=FakeClock(), carry_from=tmp_path)
+    for epoch in (1, 2, 3):
+        for name in ("last_full.pth", "best_full.pth"):
+            kept = epoch if name == "last_full.pth" else min(epoch, 2)  # the best stays at epoch 2
+            (checkpoints / name).write_bytes(f"{name} {kept}".encode())
+            reporter.checkpoint(f"logdir/checkpoints/{name}", epoch=epoch)
+        reporter.checkpoint("logdir/checkpoints/last.pth", epoch=epoch)  # not a full one: not carried
+        reporter.flush()
+    with store() as session:
+        stored = set(session.scalars(select(SnapshotBlob.content)))
+        named = session.scalars(select(Checkpoint.sha256).where(Checkpoint.sha256.is_not(None))).all()
+        assert stored == {b"last_full.pth 3", b"best_full.pth 2"} and len(named) == 3  # best's epochs 2 and 3
+        elsewhere = tmp_path / "other"
+        assert fetch(session, task_id, elsewhere) == ["logdir/checkpoints/best_full.pth",
+                                                       "logdir/checkpoints/last_full.pth"]
+    assert (elsewhere / "logdir/checkpoints/last_full.pth").read_bytes() == b"last_full.pth 3"

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp.dag.rows import insert_ignore
 from mlcomp.db import Attempt, Checkpoint, LogLine, Metric, SnapshotBlob, Task, utcnow
-from mlcomp.worker.carry import blob, is_carried
+from mlcomp.worker.carry import blob, is_carried, prune
 
 __all__ = ["Reporter", "LEVELS"]
 
@@ -184,7 +184,8 @@ class Reporter:
         return True
 
     def flush(self) -> None:
-        """Writes every waiting entry in one transaction (three bulk inserts, at most two updates)."""
+        """Writes every waiting entry in one transaction (bulk inserts, a few updates; for a gang's
+        rank 0 also the full checkpoints' contents, the superseded ones dropped)."""
         with self._write_lock:
             with self._lock:
                 logs, self._logs = self._logs, []
@@ -202,6 +203,8 @@ class Reporter:
                 for model, rows in ((LogLine, logs), (Metric, metrics), (Checkpoint, checkpoints)):
                     if rows:
                         session.execute(insert(model), rows)
+                if blobs:  # only the latest content of each full checkpoint is kept
+                    prune(session, self.task_id)
                 if progress is not None:
                     session.execute(update(Task).where(Task.id == self.task_id).values(progress=progress))
                 if offsets is not None:

@@ -8,6 +8,11 @@ written to a SQLite store):
 - a chain of 20 tasks;
 - a fan-out 1 → 50 → 1 with two slots (each task asks for 1 CPU on a computer with 2 CPUs).
 
+Their tasks use the bash type's list form (``command: [python, -c, pass]``: that argv, no shell),
+so mlcomp, Luigi and the loop start the same process. A third row, ``shell``, runs the chain with
+the command as a string, as most DAG files write it: ``bash -c 'python -c pass'`` per task, against
+the same loop, so its overhead includes bash's start.
+
 The same DAGs run through Luigi's local scheduler (``luigi.build(..., local_scheduler=True)``,
 one worker for the chain, two for the fan-out; each task runs the command and touches its
 output file, Luigi's way of knowing a task is done). The baseline runs the same commands with
@@ -18,7 +23,7 @@ the submit call (parsing, snapshot, rows, commit) and from its commit. Targets: 
 and below Luigi's, ≤ 50 ms to the first start. Two CPU figures per task say where mlcomp's time
 goes, and vary less with the machine's load than wall times: the CPU of this process (supervisor,
 worker, following; the submission excluded) and the CPU its task processes used beyond the loop's
-(the recorder shell and the bash task's own shell around each ``python -c pass``).
+(the recorder shell around each ``python -c pass``, and bash in the ``shell`` row).
 
 Then, once, the cold path: ``mlcomp dag submit chain.yml --wait`` as a new process with no
 server running, which starts its supervisor and worker after the submission (imports, store,
@@ -30,10 +35,12 @@ Usage: python bench/dag_overhead.py [--rounds 5] [--no-cli]
 from __future__ import annotations
 
 import argparse
-import shlex
 import datetime as dt
+import json
+import math
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -52,24 +59,26 @@ from mlcomp.settings import Settings
 from mlcomp.supervisor import run_local
 
 COMMAND = [sys.executable, "-c", "pass"]
-SHELL_COMMAND = shlex.join(COMMAND)
+EXEC_FORM = json.dumps(COMMAND)  # a bash task's list form: this argv, no shell, as the loop and Luigi run it
+SHAPES = {"chain": 20, "fan": 52, "shell": 20}
+"""The DAGs and their task counts: ``shell`` is the chain with each command a string (``bash -c``)."""
 
 
-def chain_yaml(n: int = 20) -> str:
-    """A DAG file: ``n`` no-op bash tasks, each depending on the previous one."""
+def chain_yaml(n: int = 20, command: str = EXEC_FORM) -> str:
+    """A DAG file: ``n`` no-op bash tasks running ``command`` (YAML), each depending on the previous one."""
     lines = ["info: {name: chain, project: bench, expdir: code}", "executors:"]
     for i in range(n):
         depends = f", depends: t{i - 1}" if i else ""
-        lines.append(f"  t{i}: {{type: bash, command: '{SHELL_COMMAND}'{depends}}}")
+        lines.append(f"  t{i}: {{type: bash, command: {command}{depends}}}")
     return "\n".join(lines) + "\n"
 
 
 def fan_yaml(width: int = 50) -> str:
     """A DAG file: one task, ``width`` tasks depending on it, one task depending on them all."""
     lines = ["info: {name: fan, project: bench, expdir: code}", "executors:",
-             f"  src: {{type: bash, command: '{SHELL_COMMAND}'}}"]
-    lines += [f"  m{i}: {{type: bash, command: '{SHELL_COMMAND}', depends: src}}" for i in range(width)]
-    lines.append(f"  sink: {{type: bash, command: '{SHELL_COMMAND}', "
+             f"  src: {{type: bash, command: {EXEC_FORM}}}"]
+    lines += [f"  m{i}: {{type: bash, command: {EXEC_FORM}, depends: src}}" for i in range(width)]
+    lines.append(f"  sink: {{type: bash, command: {EXEC_FORM}, "
                  f"depends: [{', '.join(f'm{i}' for i in range(width))}]}}")
     return "\n".join(lines) + "\n"
 
@@ -200,6 +209,7 @@ def main(rounds: int, cli: bool) -> None:
         (tmp / "code").mkdir()
         (tmp / "chain.yml").write_text(chain_yaml())
         (tmp / "fan.yml").write_text(fan_yaml())
+        (tmp / "shell.yml").write_text(chain_yaml(command=json.dumps(shlex.join(COMMAND))))
         settings = Settings(root=tmp / "root", db_url=f"sqlite:///{tmp / 'root' / 'mlcomp.db'}")
         changed = threading.Event()
         started = time.perf_counter()
@@ -208,16 +218,16 @@ def main(rounds: int, cli: bool) -> None:
             with local.sessionmaker.begin() as session:
                 immediate(session)
                 session.get(Computer, "bench").cpu = 2  # two slots for the fan-out
-            results = {name: ([], [], [], [], [], [], [], []) for name in ("chain", "fan")}
+            results = {name: ([], [], [], [], [], [], [], []) for name in SHAPES}
             for round_ in range(rounds):
-                for name, baseline in (("chain", baseline_chain), ("fan", baseline_fan)):
+                for name, baseline in (("chain", baseline_chain), ("fan", baseline_fan), ("shell", baseline_chain)):
                     base_cpu = children_cpu()
                     base = baseline()
                     base_cpu = children_cpu() - base_cpu
                     total, submit, first, count, cpu, child_cpu = run_dag(local, settings, tmp / f"{name}.yml",
                                                                           changed)
                     luigi_base = baseline()  # each peer against a loop run just before it
-                    luigi = run_luigi(name, tmp / "luigi" / f"{name}{round_}")
+                    luigi = run_luigi(name, tmp / "luigi" / f"{name}{round_}") if name != "shell" else math.nan
                     for values, value in zip(results[name], (1000 * (total - submit - base) / count,
                                                              1000 * (luigi - luigi_base) / count,
                                                              1000 * (submit + first), 1000 * first,
@@ -228,14 +238,15 @@ def main(rounds: int, cli: bool) -> None:
     print(f"{'dag':<6} {'tasks':>5} {'mlcomp ms/task':>15} {'luigi ms/task':>14} {'first start ms':>15} "
           f"{'(after commit)':>15} {'submit ms':>10} {'ratio to loop':>14} {'cpu ms/task':>12} "
           f"{'child cpu+':>11}")
-    for name, count in (("chain", 20), ("fan", 52)):
+    for name, count in SHAPES.items():
         per_task, luigi, first, after_commit, submit, ratio, cpu, child = (statistics.median(v) for v in results[name])
         print(f"{name:<6} {count:>5} {per_task:>15.1f} {luigi:>14.1f} {first:>15.1f} {after_commit:>15.1f} "
               f"{submit:>10.1f} {ratio:>14.2f} {cpu:>12.1f} {child:>11.1f}")
     print(f"(medians of {rounds} interleaved rounds; overhead per task over the plain loop, mlcomp's excluding the "
           f"submission itself; first start is measured from the submit call, and from its commit; targets: "
           f"<= 5 ms/task and below Luigi's, <= 50 ms; cpu: this process's CPU per task after the commit, child "
-          f"cpu+: its task processes' CPU per task beyond the loop's)")
+          f"cpu+: its task processes' CPU per task beyond the loop's; shell: the chain with each command a string, "
+          f"run by bash -c)")
     if cold is not None:
         total, base, first = cold
         print(f"cold `mlcomp dag submit chain.yml --wait` (new process, no server): {1000 * total:.0f} ms against "

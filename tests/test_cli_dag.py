@@ -281,3 +281,45 @@ def test_follow_prints_each_epoch_a_running_task_starts(store):
     assert follow_dags(store, [task.dag_id], echo, poll=0.01)
     assert lines == [f"task {task.id} 'train': in_progress", f"task {task.id} 'train': stage main epoch 1/3, ETA 12 s",
                      f"task {task.id} 'train': stage main epoch 2/3", f"task {task.id} 'train': success"]
+
+
+def test_follow_reads_what_changed_and_catches_a_lagging_writer_on_a_full_read(store):
+    """Between full reads the follower reads only recent and active tasks; a change stamped with
+    a clock far behind (another machine's) is still printed, and the end is decided on a full read."""
+    import datetime as dt
+
+    from sqlalchemy import event
+
+    from mlcomp.cli.common import follow_dags
+    from mlcomp.db import utcnow
+    from supervisor_helpers import add_task, make_dag
+
+    long_ago = utcnow() - dt.timedelta(days=1)
+    with store.begin() as session:
+        dag = make_dag(session)
+        running = add_task(session, dag, "running", status=TaskStatus.in_progress, updated=utcnow())
+        waiting = add_task(session, dag, "waiting", updated=long_ago)
+        done = [add_task(session, dag, f"done{i}", status=TaskStatus.success, updated=long_ago) for i in range(30)]
+    statements = []
+    engine = store.kw["bind"]
+    listener = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    lines = []
+
+    def echo(line):
+        lines.append(line)
+        if line == f"task {done[-1].id} 'done29': success":  # the first full read has been printed
+            with store.begin() as session:
+                session.get(Task, running.id).status = TaskStatus.success
+                session.get(Task, running.id).updated = utcnow()
+                row = session.get(Task, waiting.id)
+                row.status, row.updated = TaskStatus.success, long_ago  # a writer whose clock lags a day
+
+    try:
+        assert follow_dags(store, [dag.id], echo, poll=0.05)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert f"task {running.id} 'running': success" in lines and f"task {waiting.id} 'waiting': success" in lines
+    reads = [s for s in statements if s.lstrip().startswith("SELECT task.id, task.name")]
+    assert any("task.updated >=" in s for s in reads)  # partial reads between the full ones
+    assert "task.updated >=" not in reads[-1]  # the end was seen on a full read

@@ -43,10 +43,23 @@ def test_bash_accepts_variables_the_command_assigns(tmp_path):
     assert run_bash(config) == "6 d\n"
 
 
+def test_bash_list_form_runs_its_argv_without_a_shell(tmp_path):
+    cell = {"lr": 0.1, "name": "a b; rm -rf /"}
+    bash = get_executor("bash")
+    config = bash.validate({"command": ["printf", "%s|", "$lr", "${name}", "x${lr}y", "*", "$(id)"]},
+                           context(tmp_path, cell))
+    assert config["command"] == ["printf", "%s|", "0.1", "a b; rm -rf /", "x0.1y", "*", "$(id)"]
+    assert bash.command(TaskContext(1, 1, 1, "t", tmp_path, tmp_path, config=config))[0] == "printf"
+    assert run_bash(config) == "0.1|a b; rm -rf /|x0.1y|*|$(id)|"  # nothing globbed, expanded or run
+
+
 @pytest.mark.parametrize("spec, message", [
     ({}, "key 'command': expected a non-empty string"),
     ({"command": "   "}, "expected a non-empty string"),
-    ({"command": ["echo"]}, "expected a non-empty string"),
+    ({"command": 3}, "expected a non-empty string (the shell command) or a list of strings"),
+    ({"command": []}, "expected a non-empty list of strings"),
+    ({"command": ["echo", 3]}, "expected a non-empty list of strings (a program and its arguments), got ['echo', 3]"),
+    ({"command": ["echo", "$HOME"]}, "key 'command.1': $HOME is not a grid name (grid names: lr); the list form"),
     ({"command": "echo", "shell": "zsh"}, "key 'shell': unknown key for a bash task; allowed: command"),
     ({"command": "echo $lr_typo"}, "$lr_typo is not a grid name (grid names: lr)"),
 ])

@@ -3,7 +3,8 @@ import hashlib
 
 import pytest
 
-from mlcomp.dag.snapshot import blob_count, collect, list_files, materialize, read_file, store
+from mlcomp.dag import snapshot
+from mlcomp.dag.snapshot import SnapshotCache, blob_count, collect, list_files, materialize, read_file, store
 from mlcomp.db import Dag, Project, SnapshotBlob, SnapshotFile
 from mlcomp.errors import DagError, NotFoundError
 
@@ -103,3 +104,22 @@ def test_an_unreadable_file_is_a_dag_error_naming_it(expdir, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", refuse)  # chmod does not stop root, who may run the tests
     with pytest.raises(DagError, match=r"cannot read .*pkg/model\.py for the code snapshot: Permission denied"):
         collect(expdir)
+
+
+def test_snapshot_cache_reads_a_dag_once_and_evicts_the_oldest(store, expdir, tmp_path):
+    entries = collect(expdir)
+    with store.begin() as session:
+        first, second = make_dags(session, 2)
+        snapshot.store(session, [first, second], entries)
+    size = sum(entry.size for entry in entries)
+    cache = SnapshotCache(max_bytes=size)  # room for one DAG's files
+    with store.begin() as session:
+        files = cache.files(session, first, "t1")
+        assert sorted(path for path, _ in files) == sorted(entry.path for entry in entries)
+        session.query(SnapshotFile).filter_by(dag_id=first).delete()
+        assert cache.files(session, first, "t1") is files  # served from memory: the rows are gone
+        assert cache.files(session, first, "t2") == []  # an id reused by a later DAG: read again
+        assert len(cache.files(session, second, "t1")) == len(files)  # evicts first's entries
+        assert cache.files(session, first, "t1") == []
+    assert materialize(None, first, tmp_path / "code", files) == len(files)
+    assert (tmp_path / "code/main.py").read_text() == "print('v1')\n"

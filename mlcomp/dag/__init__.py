@@ -4,14 +4,14 @@ The supervisor, worker, CLI and UI use only these names.
 """
 from mlcomp.dag.graph import build_graph, find_cycle, generations, task_graph
 from mlcomp.dag.grid import Cell, expand_grid
-from mlcomp.dag.snapshot import collect, list_files, materialize, read_file
+from mlcomp.dag.snapshot import SnapshotCache, collect, list_files, materialize, read_file
 from mlcomp.dag.spec import SERVICE_KEYS, DagSpec, TaskSpec, load_spec
 from mlcomp.dag.submit import GRID_SEARCH, DagPlan, TaskPlan, plan, submit
 
 __all__ = [
     "build_graph", "find_cycle", "generations", "task_graph",
     "Cell", "expand_grid",
-    "collect", "list_files", "materialize", "read_file",
+    "SnapshotCache", "collect", "list_files", "materialize", "read_file",
     "SERVICE_KEYS", "DagSpec", "TaskSpec", "load_spec",
     "GRID_SEARCH", "DagPlan", "TaskPlan", "plan", "submit",
 ]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pathspec
 from sqlalchemy import func, insert, select
@@ -23,7 +25,7 @@ from mlcomp.db import SnapshotBlob, SnapshotFile
 from mlcomp.errors import DagError, NotFoundError
 
 __all__ = ["FileEntry", "ALWAYS_IGNORED", "IGNORE_FILES", "ignore_spec", "collect", "own_paths", "store", "materialize",
-           "list_files", "read_file", "blob_count"]
+           "snapshot_files", "SnapshotCache", "list_files", "read_file", "blob_count"]
 
 ALWAYS_IGNORED = ("data/", "runs/", "logs/", "__pycache__/", ".git/", "*.pyc")
 IGNORE_FILES = (".gitignore", ".mlcompignore")
@@ -127,17 +129,31 @@ def store(session: Session, dag_ids: Iterable[int], entries: list[FileEntry]) ->
         session.execute(insert(SnapshotFile), rows)
 
 
-def materialize(session: Session, dag_id: int, dest: str | Path) -> int:
-    """Writes DAG ``dag_id``'s snapshot under ``dest`` (created; files there are overwritten);
-    returns the number of files written."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
+def snapshot_files(session: Session, dag_id: int) -> Iterator[tuple[str, bytes]]:
+    """``(path, content)`` of each file of DAG ``dag_id``'s snapshot, read 100 rows at a time."""
     statement = (select(SnapshotFile.path, SnapshotBlob.content)
                  .join(SnapshotBlob, SnapshotBlob.sha256 == SnapshotFile.sha256)
                  .where(SnapshotFile.dag_id == dag_id).execution_options(yield_per=100))
-    count = 0
     for path, content in session.execute(statement):
+        yield path, content
+
+
+def materialize(session: Session, dag_id: int, dest: str | Path,
+                files: Iterable[tuple[str, bytes]] | None = None) -> int:
+    """Writes DAG ``dag_id``'s snapshot under ``dest`` (created; files there are overwritten);
+    returns the number of files written. ``files``: the snapshot's ``(path, content)`` pairs
+    when the caller has them (:class:`SnapshotCache`), else they are read from the store.
+
+    Raises:
+        DagError: a path leaves ``dest``.
+    """
+    dest = Path(dest)
+    if not dest.is_dir():
+        dest.mkdir(parents=True)
+    count = 0
+    root = None
+    for path, content in snapshot_files(session, dag_id) if files is None else files:
+        root = root or dest.resolve()  # resolved once there is a file: an empty snapshot costs no lookups
         target = (root / path).resolve()
         if not target.is_relative_to(root):
             raise DagError(f"DAG {dag_id}: snapshot path {path!r} leaves the task's folder")
@@ -145,6 +161,40 @@ def materialize(session: Session, dag_id: int, dest: str | Path) -> int:
         target.write_bytes(content)
         count += 1
     return count
+
+
+class SnapshotCache:
+    """The snapshots of the DAGs a worker ran last, kept in memory up to ``max_bytes`` of file
+    content in all (least recently used first out), so a worker reads a DAG's snapshot from the
+    store once, not once per task: a 100-cell grid on a remote PostgreSQL sends its code once.
+
+    A snapshot never changes after its DAG's submission; entries are keyed by the DAG's id and
+    creation time, so an id reused after a deletion never gets another DAG's files. Safe to use
+    from several threads.
+    """
+
+    def __init__(self, max_bytes: int = 64 * MB):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, tuple[list[tuple[str, bytes]], int]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def files(self, session: Session, dag_id: int, created) -> list[tuple[str, bytes]]:
+        """``(path, content)`` of each file of DAG ``dag_id`` (created at ``created``)."""
+        key = (dag_id, created)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        files = list(snapshot_files(session, dag_id))
+        size = sum(len(content) for _, content in files)
+        with self._lock:
+            if size <= self.max_bytes and key not in self._entries:
+                self._entries[key] = (files, size)
+                self._size += size
+                while self._size > self.max_bytes:
+                    self._size -= self._entries.popitem(last=False)[1][1]
+        return files
 
 
 def list_files(session: Session, dag_id: int) -> list[tuple[str, int]]:

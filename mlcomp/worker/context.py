@@ -20,8 +20,10 @@ __all__ = ["task_context", "resolve_inputs", "resolve_resume", "data_dir_of", "W
 
 log = logging.getLogger(__name__)
 
-WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).joinedload(Dag.project, innerjoin=True)]
-"""Load options reading a task with its DAG and project (the data folder) in one query."""
+WITH_PROJECT = [joinedload(Task.dag, innerjoin=True).load_only(Dag.id, Dag.name, Dag.project_id, Dag.created)
+                .joinedload(Dag.project, innerjoin=True)]
+"""Load options reading a task with its DAG (not the DAG file's text, which can be large) and
+project (the data folder) in one query."""
 
 
 def task_context(task: Task, settings, reporter=None, computer: str | None = None,

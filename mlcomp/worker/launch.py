@@ -13,7 +13,7 @@ from mlcomp.db import Task, TaskStatus
 from mlcomp.gang import Part
 from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED
 from mlcomp.worker.context import data_dir_of
-from mlcomp.worker.process import describe_exit
+from mlcomp.worker.process import describe_exit, ensure_folder
 
 __all__ = ["LaunchSpec", "child_env", "link_project_folders", "Outcome", "outcome", "CHILD_MODULE"]
 
@@ -54,12 +54,12 @@ def link_project_folders(code_dir: Path, settings, project: str) -> None:
     (``settings.data_dir / project``, ``settings.models_dir / project``, created if missing), as
     MLComp's task folders have them; a name the code copy already has is left alone."""
     for name, attribute in PROJECT_LINKS.items():
-        link = code_dir / name
-        if link.exists() or link.is_symlink():
-            continue
         target = Path(getattr(settings, attribute)) / project
-        target.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target, target_is_directory=True)
+        ensure_folder(target)
+        try:
+            (code_dir / name).symlink_to(target, target_is_directory=True)
+        except FileExistsError:
+            pass
 
 
 @dataclasses.dataclass(frozen=True)

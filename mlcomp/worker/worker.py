@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from executors import get_executor
 from mlcomp import gang
-from mlcomp.dag import materialize
+from mlcomp.dag import SnapshotCache, materialize
 from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
@@ -45,7 +45,7 @@ from mlcomp.worker import carry
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
 from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
-from mlcomp.worker.process import ATTEMPTS, AttemptFiles, TaskProcess, signal_group
+from mlcomp.worker.process import ATTEMPTS, AttemptFiles, TaskProcess, ensure_folder, signal_group
 from mlcomp.worker.report import Reporter
 
 __all__ = ["Worker"]
@@ -112,6 +112,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._snapshots = SnapshotCache()
 
     # -- computer --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -349,7 +350,8 @@ class Worker:
             group = self._rank_group(session, task, part)
             context = task_context(task, self.settings, computer=self.name, group=group)
             if not context.code_dir.exists():
-                _materialize(session, task.dag_id, context.code_dir)
+                _materialize(session, task.dag_id, context.code_dir,
+                             self._snapshots.files(session, task.dag_id, task.dag.created))
                 link_project_folders(context.code_dir, self.settings, task.dag.project.name)
             if group is not None and task.attempt > 1:  # where the last attempt's ranks ran matters not
                 carry.fetch(session, task.id, context.folder)
@@ -541,13 +543,17 @@ class Worker:
             run.process.signal(signal.SIGKILL)
 
 
-def _materialize(session: Session, dag_id: int, dest: Path) -> None:
-    """Writes the DAG's code snapshot to ``dest`` through a temporary folder, so a failed copy
-    leaves no half-written code folder behind."""
+def _materialize(session: Session, dag_id: int, dest: Path, files: list[tuple[str, bytes]]) -> None:
+    """Writes the DAG's code snapshot (``files``: ``(path, content)`` pairs) to ``dest`` through a
+    temporary folder, so a failed copy leaves no half-written code folder behind."""
     partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    materialize(session, dag_id, partial)
+    ensure_folder(dest.parent)
+    try:
+        partial.mkdir()
+    except FileExistsError:  # left by a copy that failed
+        shutil.rmtree(partial)
+        partial.mkdir()
+    materialize(session, dag_id, partial, files)
     partial.rename(dest)
 
 

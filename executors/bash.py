@@ -23,9 +23,9 @@ misspelt grid name and rejected.
 
 A list of strings is the *exec form* (a Dockerfile's ``CMD ["python", "fit.py"]``, a Kubernetes
 container's ``command:``): the program runs as that argv with no shell, so no quoting, globbing or
-expansion happens and no bash process starts (about 2 ms less per task). Grid values replace
-``$name`` and ``${name}`` inside its items as plain text; any other ``$name`` is rejected, since no
-shell would expand it.
+expansion happens and no bash process starts (1.5 ms less per task on a 2-core machine). Grid
+values replace ``$name`` and ``${name}`` inside its items as plain text; any other ``$name`` is
+rejected, since no shell would expand it.
 """
 from __future__ import annotations
 

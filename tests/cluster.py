@@ -98,10 +98,11 @@ class Cluster:
         """Where computer ``name`` keeps its task folders."""
         return Settings(root=self.root(name), db_url=self.settings.db_url).tasks_dir
 
-    def add(self, name: str, gpus: str = "0", address: str | None = None) -> str:
+    def add(self, name: str, gpus: str = "0", address: str | None = None, ports: str | None = None) -> str:
         """Starts ``mlcomp worker --name NAME-RUN --gpus GPUS --address ADDRESS`` (the next
-        loopback address by default; a name seen before keeps its address) with its own root,
-        waits until it has registered, and returns the computer's name (``NAME-RUN``)."""
+        loopback address by default; a name seen before keeps its address; ``--ports PORTS`` when
+        given) with its own root, waits until it has registered, and returns the computer's name
+        (``NAME-RUN``)."""
         name = name if name.endswith(self.run) else f"{name}-{self.run}"
         address = address or self.addresses.get(name) or f"127.0.0.{len(self.addresses) + 2}"
         self.addresses[name] = address
@@ -113,7 +114,7 @@ class Cluster:
         self.root(name).mkdir(parents=True, exist_ok=True)
         began = dt.datetime.now(dt.timezone.utc).timestamp()
         self.workers[name] = start(env, "worker", "--name", name, "--gpus", gpus, "--address", address,
-                                   log=self.root(name) / "worker.log")
+                                   *(("--ports", ports) if ports else ()), log=self.root(name) / "worker.log")
         wait_for(lambda: registered(self.store, name, began), timeout=60)
         return name
 

@@ -1,8 +1,9 @@
 """One distributed task across several computers, on a harness of real ``mlcomp worker``
 processes that share only PostgreSQL and Redis (``cluster`` fixture): gang placement that waits
 holding nothing, two gloo ranks on two computers ending with the weights of the same two ranks
-on one computer, a killed worker failing the whole group and freeing every GPU, and stop and
-resume on other computers through the store."""
+on one computer, a killed worker failing the whole group and freeing every GPU, killed workers
+started again adopting their ranks, a stop before a part started, every rendezvous port taken,
+and stop and resume on other computers through the store."""
 from __future__ import annotations
 
 import signal
@@ -227,3 +228,87 @@ def test_a_failing_rank_fails_or_retries_the_whole_group_and_its_other_ranks_are
         assert holding(cluster) == []
     rank0 = AttemptFiles.of(cluster.tasks_dir(a), ids["gang"], 1)
     wait_for(lambda: rank0.live_pid() is None, timeout=30)  # a's worker killed rank 0 of attempt 1
+
+
+def test_workers_killed_and_restarted_mid_run_adopt_their_ranks_and_the_gang_ends_once(cluster, tmp_path):
+    """SIGKILL of each computer's worker in turn (rank 1's, then rank 0's) while the gang trains,
+    each started again within ``heartbeat_ttl``: the new workers adopt the running ranks, and the
+    task ends successfully in its first attempt with every epoch recorded once."""
+    from mlcomp.worker.process import AttemptFiles
+
+    a, b = cluster.add("a"), cluster.add("b")
+    ids = submit(cluster, write_expdir(tmp_path / "adopt", GANG.replace("NAME", "adopt"), seconds=0.3))
+    cluster.supervise()
+    wait_for(lambda: epoch_points(cluster, ids["gang"]), timeout=240)  # both computers' ranks train
+    for computer in (b, a):
+        cluster.kill(computer)  # the worker only: its ranks run on, unwatched
+        cluster.add(computer)  # same name, root and address
+        files = AttemptFiles.of(cluster.tasks_dir(computer), ids["gang"], 1)
+        wait_for(lambda: files.path("watcher").read_text().split()[0] == str(cluster.workers[computer].pid),
+                 timeout=30)  # the new worker follows the ranks it found running
+        running = task(cluster, ids["gang"])
+        assert running.status is S.in_progress and running.attempt == 1, running.reason
+    done = wait_status(cluster.store, ids["gang"], S.success, S.failed, S.stopped, timeout=240)
+    assert done.status is S.success and done.attempt == 1, done.reason
+    with cluster.store() as session:
+        points = session.execute(select(Metric.name, Metric.loader, Metric.step).where(
+            Metric.task_id == done.id, Metric.kind == "epoch")).all()
+    assert sorted({step for *_, step in points}) == [1, 2, 3, 4] and len(points) == len(set(points))
+    assert holding(cluster) == []
+
+
+SLEEPS = """\
+info: {name: sleeps, project: p, expdir: .}
+executors:
+  gang: {type: bash, gpu: 2, distr: true, single_node: false, command: 'sleep 600'}
+"""
+
+
+def test_a_gang_stopped_before_its_other_part_started_ends_stopped_and_that_part_never_starts(cluster, tmp_path):
+    """b's worker is down (its heartbeat still fresh) when the gang is placed on a and b: rank 0
+    runs on a, b's part waits in b's queue. The stop ends rank 0; the worker of b, started again,
+    ends its part as stopped without starting it, and the task is stopped with every part ended."""
+    import dataclasses
+
+    from mlcomp.worker.process import AttemptFiles
+
+    cluster.settings = dataclasses.replace(cluster.settings, heartbeat_ttl=60.0)  # b stays "alive" while down
+    a, b = cluster.add("a"), cluster.add("b")
+    cluster.kill(b)
+    dag = tmp_path / "sleeps.yml"
+    dag.write_text(SLEEPS)
+    ids = submit(cluster, dag)
+    cluster.supervise()
+    rank0 = AttemptFiles.of(cluster.tasks_dir(a), ids["gang"], 1)
+    wait_for(lambda: rank0.live_pid(), timeout=30)
+    with cluster.store.begin() as session:
+        immediate(session)
+        control.stop_task(session, ids["gang"])
+    wait_for(lambda: rank0.exit_status() is not None, timeout=30)
+    assert task(cluster, ids["gang"]).status is S.stopping  # b's part has not ended yet
+    cluster.add(b)
+    done = wait_status(cluster.store, ids["gang"], S.stopped, S.failed, S.success, timeout=30)
+    assert done.status is S.stopped and done.reason.endswith("(all 2 computers' ranks ended)"), done.reason
+    assert done.placement["ended"][b] == ["stopped", "stopped before its ranks started"]
+    assert not AttemptFiles.of(cluster.tasks_dir(b), ids["gang"], 1).started()
+    assert holding(cluster) == []
+
+
+def test_a_gang_whose_rank_0_finds_every_rendezvous_port_taken_fails_saying_so(cluster, tmp_path):
+    import socket
+
+    from cluster import free_port
+
+    port = free_port()
+    a, b = cluster.add("a", ports=f"{port}-{port}"), cluster.add("b")
+    with socket.socket() as taken:  # another program holds the one port of a's range
+        taken.bind((cluster.addresses[a], port))
+        taken.listen()
+        dag = tmp_path / "sleeps.yml"
+        dag.write_text(SLEEPS)
+        ids = submit(cluster, dag)
+        cluster.supervise()
+        failed = wait_status(cluster.store, ids["gang"], S.failed, S.success, S.stopped, timeout=30)
+    assert failed.status is S.failed
+    assert failed.reason == f"cannot start on {a}: MlcompError: no free rendezvous port in {port}-{port} on {a}"
+    assert holding(cluster) == []

@@ -323,3 +323,30 @@ def test_follow_reads_what_changed_and_catches_a_lagging_writer_on_a_full_read(s
     reads = [s for s in statements if s.lstrip().startswith("SELECT task.id, task.name")]
     assert any("task.updated >=" in s for s in reads)  # partial reads between the full ones
     assert "task.updated >=" not in reads[-1]  # the end was seen on a full read
+
+
+def test_follow_prints_why_tasks_wait_when_it_changes_once_per_reason(store):
+    from mlcomp.cli.common import follow_dags
+    from supervisor_helpers import add_task, make_dag
+
+    no_room = "no computer has room for 1 GPU, 1 CPU, 0 GB (box: 0 GPUs, 2 CPUs, 8 GB free)"
+    with store.begin() as session:
+        dag = make_dag(session)
+        cells = [add_task(session, dag, f"cell{i}", waiting_reason=no_room) for i in range(3)]
+    lines = []
+
+    def echo(line):  # the reason changes once, then the cells run and end
+        lines.append(line)
+        with store.begin() as session:
+            rows = [session.get(Task, cell.id) for cell in cells]
+            if len(lines) == 1:
+                for row in rows:
+                    row.waiting_reason = "pinned computer 'box' is not alive (known alive: none)"
+            elif len(lines) == 2:
+                for row in rows:
+                    row.status = TaskStatus.success
+
+    assert follow_dags(store, [dag.id], echo, poll=0.01)
+    first = f"task {cells[0].id} 'cell0' and 2 more: waits: "
+    assert lines[:2] == [first + no_room, first + "pinned computer 'box' is not alive (known alive: none)"]
+    assert lines[2:] == [f"task {cell.id} '{cell.name}': success" for cell in cells]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -117,6 +118,18 @@ def test_failure_names_exit_code_and_last_error_line(worker, store):
     worker.submit(task_id)
     task = wait_status(store, task_id, S.failed)
     assert task.reason == "exit code 3: no such thing"
+
+
+def test_failure_reason_is_the_exception_line_not_a_later_warning(worker, store):
+    script = ("import sys, warnings\n"
+              "try:\n    raise ValueError('bad lr: -1')\n"
+              "except ValueError:\n    import traceback; traceback.print_exc()\n"
+              "print('see https://example.org/warnings for details', file=sys.stderr)\n"
+              "sys.exit(1)\n")
+    task_id = add_task(store, f"{sys.executable} -c {shlex.quote(script)}")
+    worker.submit(task_id)
+    task = wait_status(store, task_id, S.failed)
+    assert task.reason == "exit code 1: ValueError: bad lr: -1"
 
 
 def test_submit_twice_starts_once_and_ignores_foreign_tasks(worker, store):

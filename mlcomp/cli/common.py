@@ -65,6 +65,20 @@ def _describe(task_id: int, name: str, status: TaskStatus, reason: str | None) -
     return f"{line} ({reason})" if reason else line
 
 
+def _describe_waits(changed: dict[int, tuple[str, str]]) -> list[str]:
+    """One line per distinct waiting reason among ``changed`` (task id → (name, reason)): the first
+    task's id and name and how many more wait for the same reason (a grid's cells share one)."""
+    by_reason: dict[str, list[tuple[int, str]]] = {}
+    for task_id, (name, reason) in changed.items():
+        by_reason.setdefault(reason, []).append((task_id, name))
+    lines = []
+    for reason, tasks in by_reason.items():
+        (task_id, name), more = tasks[0], len(tasks) - 1
+        others = f" and {more} more" if more else ""
+        lines.append(f"task {task_id} {name!r}{others}: waits: {reason}")
+    return lines
+
+
 def _describe_epoch(task_id: int, name: str, progress: dict) -> str:
     line = f"task {task_id} {name!r}: stage {progress.get('stage')} epoch {progress.get('epoch')}"
     if progress.get("epochs"):
@@ -82,8 +96,10 @@ _RECENT = dt.timedelta(seconds=0.5)  # how far back a partial read looks before 
 
 def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], None],
                 changed: threading.Event | None = None, poll: float = 0.2) -> bool:
-    """Prints a line per task status change of the DAGs ``dag_ids``, and a line per epoch a
-    running task starts (its stage, epoch and ETA), until every task has ended.
+    """Prints a line per task status change of the DAGs ``dag_ids``, a line each time the reason a
+    ready task waits for placement changes (the supervisor's ``waiting_reason``, e.g. "no computer
+    has room for 1 GPU, …"), and a line per epoch a running task starts (its stage, epoch and
+    ETA), until every task has ended.
 
     A read costs what changed, not the DAGs' size (a 10,000-cell grid is followed without reading
     10,000 rows per change): between full reads (every :data:`FULL_READ_EVERY` seconds) only the
@@ -100,13 +116,14 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
     """
     seen: dict[int, TaskStatus] = {}
     epochs: dict[int, tuple] = {}
+    waits: dict[int, str | None] = {}
     newest, last_full = None, None
     while True:
         if changed is not None:
             changed.clear()
         full = last_full is None or time.monotonic() - last_full >= FULL_READ_EVERY
-        stmt = select(Task.id, Task.name, Task.status, Task.reason, Task.progress, Task.updated) \
-            .where(Task.dag_id.in_(dag_ids))
+        stmt = select(Task.id, Task.name, Task.status, Task.reason, Task.progress, Task.updated,
+                      Task.waiting_reason).where(Task.dag_id.in_(dag_ids))
         if full:
             last_full = time.monotonic()
         else:
@@ -115,17 +132,24 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
             stmt = stmt.where(or_(*recent, Task.status.in_(ACTIVE), Task.id.in_(active)))
         with store.begin() as session:
             rows = session.execute(stmt.order_by(Task.updated, Task.id)).all()
-        for task_id, name, status, reason, progress, updated in rows:
+        new_waits: dict[int, tuple[str, str]] = {}
+        for task_id, name, status, reason, progress, updated, waiting_reason in rows:
             if updated is not None and (newest is None or updated > newest):
                 newest = updated
             if seen.get(task_id, TaskStatus.not_ran) is not status:
                 echo(_describe(task_id, name, status, reason))
             seen[task_id] = status
+            waiting_reason = waiting_reason if status is TaskStatus.not_ran else None
+            if waiting_reason and waits.get(task_id) != waiting_reason:
+                new_waits[task_id] = (name, waiting_reason)
+            waits[task_id] = waiting_reason
             position = (progress.get("stage"), progress.get("epoch")) if isinstance(progress, dict) else None
             if status is TaskStatus.in_progress and position and position[1] is not None \
                     and epochs.get(task_id) != position:
                 epochs[task_id] = position
                 echo(_describe_epoch(task_id, name, progress))
+        for line in _describe_waits(new_waits):
+            echo(line)
         # a paused search trial waits for its search, which ends it (pruned: stopped early, not a failure)
         if all(status.finished or status is TaskStatus.paused for status in seen.values()):
             if full:

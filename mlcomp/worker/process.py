@@ -29,6 +29,7 @@ from typing import Callable
 
 import psutil
 
+from mlcomp.worker.reason import ReasonLine
 from mlcomp.worker.report import Reporter
 
 __all__ = ["ATTEMPTS", "AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
@@ -177,7 +178,7 @@ class TaskProcess:
         self.on_exit = on_exit
         self.popen = popen
         self.pump = pump or PUMP
-        self.last_error_line: str | None = None
+        self.reason = ReasonLine()  # the failure reason among the stderr lines read
         self.offsets = {s: int((offsets or {}).get(s, 0)) for s in STREAMS}  # where unread lines start
         self.positions = dict(self.offsets)  # bytes read from each file
         self.splitters = {s: LineSplitter() for s in STREAMS}
@@ -261,8 +262,8 @@ class TaskProcess:
                 lines += [(stream, line) for line in splitter.close()]
                 self.offsets[stream] = self.positions[stream]
         for stream, line in lines:
-            if stream == "stderr" and line.strip():
-                self.last_error_line = line.strip()
+            if stream == "stderr":
+                self.reason.feed(line)
         if lines:  # nothing new: the stored offsets stand (an ended task's are never read again)
             self.reporter.output(lines, dict(self.offsets))
 

@@ -468,7 +468,7 @@ class Worker:
         fails (or is retried), and the workers of the other parts kill theirs."""
         result = outcome(returncode, stop_requested=task.status is TaskStatus.stopping,
                          timed_out=task.timeout if run is not None and run.timed_out else None,
-                         last_error=run.process.last_error_line if run is not None else None)
+                         last_error=run.process.reason.value if run is not None else None)
         log.info("worker %s: task %s %s (%s)", self.name, task.id, result.status.value, result.reason)
         self._end_part(session, task, result.status, result.reason)
 

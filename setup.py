@@ -12,6 +12,7 @@ setup(
     include_package_data=True,
     package_data={
         "mlcomp.db": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py"],
+        "mlcomp.runner.compat": ["*.json"],  # Catalyst 20.x's surface (mlcomp.runner.compat.derive)
         "ui": ["templates/*.html", "templates/*/*.html", "static/*", "static/*/*", "openapi.json"],
     },
     install_requires=[
@@ -45,6 +46,8 @@ setup(
         "mlflow": ["mlflow-skinny>=2.10"],  # the MLflowLogger callback (the tracking client, no server)
         "nvml": ["nvidia-ml-py"],  # GPU detection and usage through NVML (else torch.cuda)
         "albumentations": ["albumentations"],  # transform_params names its transforms (A.Compose...)
+        "vision": ["torchvision"],  # downloads of catalyst.contrib.datasets.MNIST (torchvision's mirrors)
+        "kaggle": ["kaggle>=1.5"],  # the download and submit task types (MLComp's Kaggle executors)
         "bench": ["luigi>=3"],  # peers measured in the same run as mlcomp (bench/dag_overhead.py)
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},

@@ -182,9 +182,9 @@ class TaskContext:
 class Executor:
     """Base class of the task types; subclass it, set ``type_name`` and register it.
 
-    A subclass in a DAG's expdir (its package ``__init__.py`` or ``executors.py``) is found by
-    its ``type_name`` without registering (as in MLComp). Built-ins live in ``executors/`` and
-    are imported only when their type is used.
+    A subclass in any module of a DAG's folder or of its direct sub-folders is found by its
+    ``type_name`` without registering (MLComp's rule; :mod:`executors.discovery`). Built-ins
+    live in ``executors/`` and are imported only when their type is used.
 
     Attributes:
         type_name: the DAG's ``type:`` value, e.g. ``"bash"``.

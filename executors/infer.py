@@ -43,7 +43,7 @@ from executors.base import Executor, SubmitContext, TaskContext
 from executors.registry import register
 from mlcomp.errors import ConfigError, ExecutorError
 
-__all__ = ["InferExecutor", "classification_metrics", "KEYS", "FORMATS"]
+__all__ = ["InferExecutor", "classification_metrics", "rebuild_model", "predict", "KEYS", "FORMATS"]
 
 KEYS = ("checkpoint", "dataset", "loaders", "batch_size", "formats")
 FORMATS = ("npy", "csv")
@@ -107,6 +107,50 @@ def _outputs(predictions: dict, output_key: str | None, loader: str):
                         f"set runner_params.output_key")
 
 
+def rebuild_model(source):
+    """The model of ``source`` (a :class:`~executors.base.ModelSource`) as the runner runs it:
+    ``(experiment, runner, stage, model)`` from the run's ``logdir/config.yml``, ``stage`` the
+    config's first ``infer*`` stage or None, ``model`` loaded with the checkpoint's weights.
+
+    Raises:
+        ConfigError: the checkpoint is missing or does not fit the model.
+    """
+    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
+    from mlcomp.runner.config import load_config, make_experiment, make_runner
+
+    config = load_config(source.logdir / "config.yml")
+    experiment = make_experiment(config)
+    runner = make_runner(config)
+    stage = next((name for name in experiment.stages if name.startswith("infer")), None)
+    model = experiment.get_model(stage or experiment.stages[-1])
+    load_state_checked(model, load_checkpoint(source.checkpoint)["model_state_dict"], source.checkpoint)
+    return experiment, runner, stage, model
+
+
+def predict(task: TaskContext, loaders, model, runner=None, experiment=None, stage: str | None = None) -> dict:
+    """Runs ``model`` over ``loaders`` (name → DataLoader) in one inference stage of ``runner``
+    (a ``SupervisedRunner`` when None; see :meth:`InferExecutor._experiment`); returns for each
+    loader ``(outputs, targets)``: the model's outputs ``[N, ...]`` and the batches' targets, or
+    None when they have none (numpy arrays). ``model`` may be a TorchScript module (MLComp's
+    traced models), ``experiment`` None for a model without a config.
+
+    Raises:
+        ExecutorError: no output to take (see :func:`_outputs`).
+    """
+    if runner is None:
+        from mlcomp.runner import SupervisedRunner
+
+        runner = SupervisedRunner()
+    target_key, output_key = getattr(runner, "input_target_key", "targets"), getattr(runner, "output_key", None)
+    runner.run_experiment(InferExecutor._experiment(task, experiment, stage, model, loaders, (target_key, output_key)))
+    found = {}
+    for name in loaders:
+        outputs = _outputs(runner.predictions[name], output_key, name)
+        targets = runner.predictions[name].get(target_key)
+        found[name] = outputs, targets if targets is not None and len(targets) == len(outputs) else None
+    return found
+
+
 @register
 class InferExecutor(Executor):
     """Predicts with the best (or a chosen) checkpoint of the train run it depends on. Config keys:
@@ -166,25 +210,12 @@ class InferExecutor(Executor):
             ConfigError: the checkpoint is missing or does not fit the model; the dataset refers
                 to an unset ``${VAR}``; a callback of the config's infer stage fails.
         """
-        from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
-        from mlcomp.runner.config import load_config, make_experiment, make_runner
-
         source = task.model
-        config = load_config(source.logdir / "config.yml")
-        experiment = make_experiment(config)
-        runner = make_runner(config)
-        stage = next((name for name in experiment.stages if name.startswith("infer")), None)
-        model = experiment.get_model(stage or experiment.stages[-1])
-        load_state_checked(model, load_checkpoint(source.checkpoint)["model_state_dict"], source.checkpoint)
+        experiment, runner, stage, model = rebuild_model(source)
         loaders = self._loaders(task, experiment)
-        keys = getattr(runner, "input_target_key", "targets"), getattr(runner, "output_key", None)
-        runner.run_experiment(self._experiment(task, experiment, stage, model, loaders, keys))
         paths = {}
-        for name in loaders:
-            outputs, targets = _outputs(runner.predictions[name], keys[1], name), runner.predictions[name].get(keys[0])
-            paths.update(_write(task.folder / "predictions", name, outputs,
-                                targets if targets is not None and len(targets) == len(outputs) else None,
-                                task.config["formats"]))
+        for name, (outputs, targets) in predict(task, loaders, model, runner, experiment, stage).items():
+            paths.update(_write(task.folder / "predictions", name, outputs, targets, task.config["formats"]))
         metrics = {key: float(value) for key, value in runner.epoch_metrics.items()}
         print(f"mlcomp infer: model of task {source.task_id} {source.name!r} ({source.checkpoint}); "
               + (", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "no targets: no metrics"), flush=True)
@@ -195,7 +226,8 @@ class InferExecutor(Executor):
         """The inference stage: ``stage`` of the config (its callbacks, its name) or one named
         ``infer``, over ``loaders``, with an InferCallback keeping the outputs and targets, the
         :func:`classification_metrics` of each batch when the runner names its output, and the
-        task's reporting; no logdir (nothing of the source run is written).
+        task's reporting; no logdir (nothing of the source run is written). With no
+        ``experiment`` (a model without a config) there is no criterion and no config callbacks.
 
         Args:
             keys: the runner's ``(input_target_key, output_key)``.
@@ -206,7 +238,7 @@ class InferExecutor(Executor):
 
         from executors.reporting import ReportingCallback
 
-        criterion = experiment.get_criterion(stage or experiment.stages[-1])
+        criterion = experiment.get_criterion(stage or experiment.stages[-1]) if experiment is not None else None
         target_key, output_key = keys
         callbacks = experiment.get_callbacks(stage) if stage is not None else OrderedDict()
         callbacks["_mlcomp_infer"] = InferCallback(input_keys=[target_key])
@@ -217,7 +249,8 @@ class InferExecutor(Executor):
         if task.reporter is not None:
             callbacks["_mlcomp_report"] = ReportingCallback(task.reporter, task.folder)
         return SimpleExperiment(model=model, loaders=loaders, criterion=criterion, callbacks=callbacks,
-                                stage=stage or "infer", initial_seed=experiment.initial_seed)
+                                stage=stage or "infer",
+                                initial_seed=experiment.initial_seed if experiment is not None else 42)
 
     @staticmethod
     def _loaders(task: TaskContext, experiment) -> "OrderedDict[str, Any]":

@@ -1,26 +1,26 @@
 """Type name → :class:`~executors.base.Executor` class: built-ins, registered classes, and the
-user's executors found in a DAG's expdir (MLComp finds them by ``type_name`` the same way).
+user's executors found in a DAG's folder (:mod:`executors.discovery`, MLComp's rule).
 
 Built-ins are named by module and imported on first use, so resolving ``bash`` never imports
 torch. :func:`known_types` lists every built-in name whether or not its module imports (a type
 whose module is missing fails in :func:`get_executor` with the import error): checking them all
-would import torch and the runner on every submission.
+would import torch and the runner on every submission. A type is looked up in this order: a
+built-in's own name, a registered class, the DAG folder's executors, then a built-in under
+MLComp's class-name form (``type: Submit`` is ``submit``, as MLComp registered its ``Submit``).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
 import inspect
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
 
+from executors import discovery
 from executors.base import Executor
 from mlcomp.errors import ExecutorError
 
-__all__ = ["BUILTINS", "register", "get_executor", "known_types", "user_executors"]
+__all__ = ["BUILTINS", "register", "get_executor", "known_types"]
 
 # type name -> module defining an Executor subclass with that type_name
 BUILTINS = {
@@ -32,8 +32,11 @@ BUILTINS = {
     "trace": "executors.trace",
     "grid_search": "executors.grid_search",
     "search": "executors.search",
+    "click": "executors.click",
+    "download": "executors.download",
+    "split": "executors.split",
+    "submit": "executors.submit",
 }
-USER_FILES = ("executors.py", "executors/__init__.py", "__init__.py")
 
 _registered: dict[str, type[Executor]] = {}
 _user_cache: dict[tuple, dict[str, type[Executor]]] = {}
@@ -56,56 +59,59 @@ def register(cls: type[Executor]) -> type[Executor]:
 
 
 def get_executor(type_name: str, expdir: str | Path | None = None) -> type[Executor]:
-    """The Executor class for ``type_name``: a built-in, a registered class, or an Executor
-    subclass with that ``type_name`` in ``expdir``'s ``executors.py`` or ``__init__.py``.
+    """The Executor class for ``type_name``: a built-in, a registered class, an Executor
+    subclass declaring that type in a module of ``expdir`` or of its direct sub-folders
+    (:mod:`executors.discovery`; only that module is imported), or a built-in named the way
+    MLComp named its classes (``Submit``).
 
     Raises:
-        ExecutorError: the type is unknown (the message lists the known types), a built-in's
-            module cannot be imported, or the user's file fails to import.
+        ExecutorError: the type is unknown (the message lists the known types and any module
+            that could not be read), declared in two modules (both named), a built-in's module
+            cannot be imported, or the user's module fails to import.
     """
     if type_name in BUILTINS:
         return _builtin(type_name)
     if type_name in _registered:
         return _registered[type_name]
-    found = user_executors(expdir) if expdir is not None else {}
+    folder = Path(expdir).resolve() if expdir is not None else None
+    found, unreadable = discovery.declarations(folder) if folder is not None else ({}, [])
     if type_name in found:
-        return found[type_name]
+        return _user_executor(type_name, found[type_name], folder)
+    if discovery.to_snake(type_name) in BUILTINS:
+        return _builtin(discovery.to_snake(type_name))
     known = ", ".join(known_types(expdir))
-    raise ExecutorError(f"unknown executor type {type_name!r}; known types: {known}")
+    unread = f"; modules that could not be read: {'; '.join(unreadable)}" if unreadable else ""
+    raise ExecutorError(f"unknown executor type {type_name!r}; known types: {known}{unread}")
 
 
 def known_types(expdir: str | Path | None = None) -> list[str]:
-    """Sorted names of the built-in, registered and (with ``expdir``) user executor types."""
+    """Sorted names of the built-in, registered and (with ``expdir``) user executor types; the
+    user's are read from source (:func:`executors.discovery.declarations`), nothing is imported."""
     names = set(BUILTINS) | set(_registered)
     if expdir is not None:
-        names |= set(user_executors(expdir))
+        names |= set(discovery.declarations(Path(expdir).resolve())[0])
     return sorted(names)
 
 
-def user_executors(expdir: str | Path) -> dict[str, type[Executor]]:
-    """The Executor subclasses defined in ``expdir/executors.py``, ``expdir/executors/__init__.py``
-    (MLComp's layout, a package whose modules it imports relatively) and ``expdir/__init__.py``,
-    by type name. A file is imported again only when it changes (size and mtime). Catalyst 20.x
-    imports resolve to mlcomp while they load (:mod:`mlcomp.runner.compat.catalyst`).
-
-    Raises:
-        ExecutorError: a file fails to import, a class uses a built-in type name, or two classes
-            share one.
-    """
-    found: dict[str, type[Executor]] = {}
-    for path in (Path(expdir).resolve() / name for name in USER_FILES):
-        if not path.is_file():
-            continue
-        stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-        with _lock:
-            if key not in _user_cache:
-                _user_cache[key] = _classes_in(_import_file(path), path)
-        for name, cls in _user_cache[key].items():
-            if name in found and found[name] is not cls:
-                raise ExecutorError(f"{path}: executor type {name!r} is also defined by {_where(found[name])}")
-            found[name] = cls
-    return found
+def _user_executor(type_name: str, places: list[discovery.Declaration], folder: Path) -> type[Executor]:
+    """Imports the one module of the DAG folder ``folder`` declaring ``type_name`` (again only
+    when it changed) and returns its class for the type."""
+    files = list(dict.fromkeys(place.path for place in places))
+    if len(files) > 1:
+        raise ExecutorError(f"executor type {type_name!r} is declared in {len(files)} modules: "
+                            f"{' and '.join(map(str, places))}; rename one of the classes")
+    path = files[0]
+    stat = path.stat()
+    key = (str(folder), str(path), stat.st_mtime_ns, stat.st_size)
+    with _lock:
+        if key not in _user_cache:
+            _user_cache[key] = _classes_in(discovery.import_module(folder, path), path)
+    classes = _user_cache[key]
+    if type_name not in classes:
+        raise ExecutorError(f"{places[0]} declares executor type {type_name!r}, but importing {path.name} "
+                            f"gives no Executor subclass of that type (subclass executors.Executor or "
+                            f"mlcomp.worker.executors.Executor)")
+    return classes[type_name]
 
 
 def _builtin(type_name: str) -> type[Executor]:
@@ -123,51 +129,13 @@ def _builtin(type_name: str) -> type[Executor]:
     raise ExecutorError(f"module {module_name} defines no Executor subclass with type_name {type_name!r}")
 
 
-def _import_file(path: Path) -> ModuleType:
-    """Imports ``path`` as a uniquely named module (a package for an ``__init__.py``) with its
-    folder on ``sys.path``; modules it pulls in from that folder are dropped from ``sys.modules``
-    afterwards so two DAGs' helper modules of the same name do not collide."""
-    from mlcomp.runner.compat.catalyst import catalyst_imports
+def _classes_in(module: ModuleType, path: Path) -> dict[str, type[Executor]]:
+    """The executor classes defined in ``module`` (not imported into it), by type name.
 
-    folder = str(path.parent)
-    name = "mlcomp_user_executors_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    package = [folder] if path.name == "__init__.py" else None
-    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=package)
-    module = importlib.util.module_from_spec(spec)
-    before = set(sys.modules)
-    sys.path.insert(0, folder)
-    sys.modules[name] = module
-    try:
-        with catalyst_imports():
-            spec.loader.exec_module(module)
-    except Exception as e:
-        raise ExecutorError(f"{path}: importing the user's executors failed: {type(e).__name__}: {e}") from e
-    finally:
-        sys.path.remove(folder)
-        for added in set(sys.modules) - before:
-            if str(getattr(sys.modules[added], "__file__", None) or "").startswith(folder):
-                del sys.modules[added]
-    return module
-
-
-def _own_modules(module: ModuleType) -> list[ModuleType]:
-    """``module`` and, for a package, its submodules imported with it (``executors/prep.py``)."""
-    found = [module]
-    for value in vars(module).values():
-        if isinstance(value, ModuleType) and value.__name__.startswith(module.__name__ + "."):
-            found += _own_modules(value)
-    return found
-
-
-def _classes_in(package: ModuleType, path: Path) -> dict[str, type[Executor]]:
+    Raises:
+        ExecutorError: a class has no usable ``type_name``, takes a built-in's, or shares one.
+    """
     found: dict[str, type[Executor]] = {}
-    for module in _own_modules(package):
-        _add_classes_of(module, path, found)
-    return found
-
-
-def _add_classes_of(module: ModuleType, path: Path, found: dict[str, type[Executor]]) -> None:
-    """Adds the executor classes defined in ``module`` to ``found``, by type name."""
     for cls in _subclasses(module):
         if cls.__module__ != module.__name__ or "type_name" not in vars(cls):
             continue  # imported from elsewhere, or an abstract intermediate class
@@ -179,6 +147,7 @@ def _add_classes_of(module: ModuleType, path: Path, found: dict[str, type[Execut
             raise ExecutorError(f"{path}: classes {found[name].__name__} and {cls.__name__} both have "
                                 f"type_name {name!r}")
         found[name] = cls
+    return found
 
 
 def _subclasses(module: ModuleType) -> list[type[Executor]]:

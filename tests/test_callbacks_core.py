@@ -44,10 +44,12 @@ def test_best_checkpoint_follows_main_metric(tmp_path, minimize, best_epoch, kep
     assert best["epoch"] == best_epoch and best["valid_metrics"]["score"] == pytest.approx(values[best_epoch - 1])
     assert torch.load(folder / "best_full.pth", weights_only=True)["position"]["epoch"] == best_epoch
     assert torch.load(folder / "last.pth", weights_only=True)["epoch"] == 4
-    assert {p.stem for p in folder.glob("train.*.pth")} == kept
+    assert {p.name for p in folder.glob("train.*.pth")} == {f"{k}{s}.pth" for k in kept for s in ("", "_full")}
     metrics = json.loads((folder / "_metrics.json").read_text())
-    assert metrics["best"]["epoch"] == best_epoch and metrics["last"]["epoch"] == 4
-    assert [metrics[f"train.{e}"]["valid_score"] for e in range(1, 5)] == pytest.approx(values)
+    assert metrics["best"]["score"] == pytest.approx(values[best_epoch - 1])
+    assert metrics["last"]["score"] == pytest.approx(values[3])
+    assert [metrics[f"train.{e}"]["score"] for e in range(1, 5)] == pytest.approx(values)
+    assert metrics["epoch_1"] == ["checkpoints/train.2.pth", pytest.approx(0.1), metrics["train.2"]]
     assert runner.best_valid_metrics["score"] == pytest.approx(values[best_epoch - 1])
 
 
@@ -271,6 +273,21 @@ def test_checkpoint_resume_and_load_on_stage_start_load_weights(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in best["model_state_dict"].items())
     with pytest.raises(ConfigError, match="nope.pth: no such file"):
         train(logdir=tmp_path / "c", callbacks={"_saver": CheckpointCallback(resume=str(tmp_path / "nope.pth"))})
+
+
+def test_load_on_stage_specs_by_part_need_their_paths_and_skip_last_at_the_end(tmp_path, capsys):
+    with pytest.raises(ValueError, match="load_on_stage_start should be a checkpoint name, a path or a dict"):
+        CheckpointCallback(load_on_stage_start=["best"])
+    with pytest.raises(ConfigError, match="nope.pth: no such file"):
+        train(logdir=tmp_path, callbacks={"_saver": CheckpointCallback(
+            load_on_stage_start={"optimizer": str(tmp_path / "nope.pth")})})
+    train(logdir=tmp_path, num_epochs=1)
+    capsys.readouterr()
+    train(logdir=tmp_path, num_epochs=1, callbacks={"_saver": CheckpointCallback(
+        load_on_stage_start={"model": "best"}, load_on_stage_end={"model": "last", "optimizer": "best"})})
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("=> Loading")] == [
+        f"=> Loading model from {tmp_path / 'checkpoints' / 'best.pth'}",  # the last run's, at the start
+        f"=> Loading optimizer from {tmp_path / 'checkpoints' / 'best_full.pth'}"]  # the last one is current
 
 
 @pytest.mark.parametrize("flag", ["amp", "fp16"])

@@ -98,7 +98,7 @@ def test_iteration_checkpoints_keep_the_last_n_and_resume_exactly(tmp_path):
     """6 batches per epoch (4 train, 2 valid), 2 epochs: saves after batches 5 and 10."""
     reference, net = train(OrderedDict(iters=IterationCheckpointCallback(save_n_last=2, period=5)), tmp_path / "a")
     folder = tmp_path / "a" / "checkpoints"
-    kept = sorted(p.name for p in folder.glob("train.*_full.pth"))
+    kept = sorted(p.name for p in folder.glob("train.*.*_full.pth"))  # not the epochs' train.E_full.pth
     assert kept == ["train.1.valid.1_full.pth", "train.2.train.4_full.pth"]
     listed = json.loads((folder / "_metrics_iter.json").read_text())
     assert sorted(listed) == kept and listed["train.1.valid.1_full.pth"]["global_batch_step"] == 5

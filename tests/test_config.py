@@ -116,6 +116,52 @@ def test_parse_overrides_reads_yaml_scalars():
         parse_overrides(["--lr"])
 
 
+def test_parse_overrides_reads_catalyst_typed_values():
+    tokens = ["--stages/state_params/num_epochs=3:int", "--a/lr=1e-3:float", "--a/on=True:bool", "--a/off=0:bool",
+              "--a/ids=[1, 2]:list", "--a/size=(2, 3):tuple", "--a/kw={'k': 1}:dict", "--a/zero=:int",
+              "--a/name=none:str", "--a/text=1:str", "--out_dir=none:str", "--out_prefix", "/preds/:str",
+              "--url=http://host:8080", "--pair=a:b"]
+    assert parse_overrides(tokens) == [
+        ("stages/state_params/num_epochs", 3), ("a/lr", 0.001), ("a/on", True), ("a/off", False),
+        ("a/ids", [1, 2]), ("a/size", (2, 3)), ("a/kw", {"k": 1}), ("a/zero", 0), ("a/name", None), ("a/text", "1"),
+        ("args/out_dir", "none"), ("args/out_prefix", "/preds/"),  # a key without / is an args key (Catalyst)
+        ("url", "http://host:8080"), ("pair", "a:b")]  # no type suffix: mlcomp's YAML values
+
+
+@pytest.mark.parametrize("token, message", [
+    ("--a/b=abc:int", "'abc' is not a Python literal of type int"),
+    ("--a/b=[1:list", r"'\[1' is not a Python literal of type list"),
+    ("--a/b=__import__('os'):str", None),  # str is taken as text, never evaluated
+    ("--a/b=__import__('os'):int", "is not a Python literal of type int"),
+])
+def test_typed_values_are_literals_never_code(token, message):
+    if message is None:
+        assert parse_overrides([token]) == [("a/b", "__import__('os')")]
+        return
+    with pytest.raises(ConfigError, match=message):
+        parse_overrides([token])
+
+
+def test_set_by_path_slash_paths_and_args_keys():
+    config = minimal()
+    assert set_by_path(config, "stages/state_params/num_epochs", 2) == "stages.state_params.num_epochs"
+    assert set_by_path(config, "/stages/train/callbacks_params/", {}) == "stages.train.callbacks_params"
+    assert set_by_path(config, "out_dir", "preds") == "args.out_dir"  # in no path, but an args key
+    assert set_by_path(config, "lr", 0.5) == "stages.optimizer_params.lr"  # a unique suffix, as before
+    assert config["stages"]["state_params"] == {"num_epochs": 2} and config["args"] == {"out_dir": "preds"}
+    with pytest.raises(ConfigError, match="override 'out_dri' matches no key"):
+        set_by_path(config, "out_dri", "x")
+    with pytest.raises(ConfigError, match="empty part"):
+        set_by_path(config, "stages//lr", 1)
+
+
+def test_relative_out_dir_is_taken_from_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    conf = write(tmp_path / "c.yml", "model_params: {model: SimpleNet}\nstages: {train: {}}\n")
+    config = load_config(conf, overrides=[("args/out_dir", "logs/"), ("args/out_prefix", "/predictions/")])
+    assert config["args"] == {"out_dir": str(tmp_path / "logs"), "out_prefix": "/predictions/"}
+
+
 def test_set_by_path_full_path_creates_missing_mappings():
     config = minimal()
     assert set_by_path(config, "args.seed", 7) == "args.seed"
@@ -227,8 +273,9 @@ def test_experiment_is_cheap_and_builds_parts_on_demand():
     assert batch["features"].shape == (64, 1, 8, 8) and batch["features"].dtype == torch.float32
     assert batch["targets"].dtype == torch.int64
     assert isinstance(experiment.get_criterion("main"), torch.nn.CrossEntropyLoss)
-    names = list(experiment.get_callbacks("main"))
-    assert names == ["accuracy"]
+    assert list(experiment.get_callbacks("warmup")) == ["accuracy"]
+    main = experiment.get_callbacks("main")  # a later stage starts from the best model, as in Catalyst
+    assert list(main) == ["accuracy", "_saver"] and main["_saver"].load_on_stage_start == "best"
 
 
 def test_loader_options_per_loader_and_shuffle_default():

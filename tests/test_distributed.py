@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -140,6 +146,24 @@ def test_launch_raises_the_first_failure_with_its_type():
         distributed.launch(_fail_on_rank_one, 2, "bad value on rank 1")
 
 
+@pytest.mark.slow
+def test_launch_runs_a_function_of_the_main_script(tmp_path):
+    """As with multiprocessing's spawn, each process runs the script as ``__mp_main__`` first."""
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent("""
+        from mlcomp.runner import distributed
+
+        def ranks():
+            return distributed.world_size(), __name__
+
+        if __name__ == "__main__":  # not in the processes, or each would launch again
+            print(*distributed.launch(ranks, 2, backend="gloo"))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "__mp_main__"]
+
+
 def test_outcomes_keep_the_class_and_attributes_of_errors(tmp_path):
     from mlcomp.runner import RunStopped
 
@@ -152,16 +176,94 @@ def test_outcomes_keep_the_class_and_attributes_of_errors(tmp_path):
     distributed._write_outcome(folder, 2, False, Local("made in a function"))
     outcomes = distributed._read_outcomes(folder)
     assert outcomes[0][1:] == (True, {"ok": 1})
-    stopped = distributed._first_error(outcomes, RuntimeError("exited"))
+    stopped = distributed._launch_error(outcomes, 1, 1, 0)
     assert isinstance(stopped, RunStopped) and (stopped.stage, stopped.batch) == ("main", 5)
     assert "raised on rank 1" in stopped.__notes__[0]
     local = outcomes[2][2]
     assert type(local) is RuntimeError and "Local: made in a function" in str(local)
+    died = distributed._launch_error(outcomes, 3, -9, 4)  # no outcome of its own: killed
+    assert type(died) is RuntimeError and str(died) == "a distributed process failed: rank 7 was killed by SIGKILL"
+
+
+def _record_pid(folder):
+    (Path(folder) / f"{distributed.rank()}.pid").write_text(str(os.getpid()))
+
+
+def _fail_at_batch(folder, how, k):
+    """Every rank all-reduces once per batch; rank 1 fails at batch ``k``, raising or exiting."""
+    _record_pid(folder)
+    for batch in range(10_000):
+        if distributed.rank() == 1 and batch == k:
+            if how == "raise":
+                raise ValueError(f"rank 1 failed at batch {batch}")
+            os._exit(3)
+        distributed.all_reduce_mean({"loss": 1.0})
+
+
+def _swallow_sigterm_and_wait(folder):
+    """Rank 0 swallows SIGTERM and waits outside any collective; rank 1 fails once it does."""
+    _record_pid(folder)
+    if distributed.rank() == 0:
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    distributed.barrier()
+    if distributed.rank() == 1:
+        raise ValueError("rank 1 failed")
+    while True:
+        time.sleep(0.1)
+
+
+def _assert_no_rank_left(folder, ranks=2):
+    """Every rank recorded its pid in ``folder``, and none of them is still a child of this process."""
+    pids = {int(path.read_text()) for path in Path(folder).glob("*.pid")}
+    assert len(pids) == ranks
+    assert not pids & {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)  # the ranks must not wait for gloo's timeout (30 minutes)
+@pytest.mark.parametrize("how, error", [("raise", "rank 1 failed at batch 3"), ("exit", "rank 1 exited with code 3")])
+def test_a_failing_rank_ends_the_launch_and_every_rank(tmp_path, how, error):
+    with pytest.raises(ValueError if how == "raise" else RuntimeError, match=error):
+        distributed.launch(_fail_at_batch, 2, str(tmp_path), how, 3, backend="gloo")
+    _assert_no_rank_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_rank_that_swallows_sigterm_is_killed_after_the_grace(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=distributed.__name__):
+        with pytest.raises(ValueError, match="rank 1 failed"):
+            distributed.launch(_swallow_sigterm_and_wait, 2, str(tmp_path), backend="gloo", grace=0.5)
+    swallower = int((tmp_path / "0.pid").read_text())
+    killed = [r.getMessage() for r in caplog.records if "after SIGTERM" in r.getMessage()]
+    assert killed == [f"rank process {swallower} did not end 0.5 s after SIGTERM; killing it"]
+    _assert_no_rank_left(tmp_path)
+
+
+def test_cleanup_skips_the_barrier_while_an_error_propagates(monkeypatch):
+    """A failing rank's peers may wait in another collective: it must not wait for them."""
+    calls = []
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.cleanup()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(ValueError):
+        try:
+            raise ValueError("failed in the run")
+        finally:
+            distributed.cleanup()
+    assert calls == ["destroy"]
 
 
 SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, signal, sys, time
+    if {swallow}:
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
     env = {{key: os.environ.get(key) for key in {keys!r}}}
+    with open(os.path.join({folder!r}, env["RANK"] + ".pid"), "w") as f:
+        f.write(str(os.getpid()))
     with open(os.path.join({folder!r}, env["RANK"] + ".json"), "w") as f:
         json.dump(env, f)
     if env["RANK"] == "1":  # exit once every rank has written its file
@@ -172,11 +274,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("code, sleep", [(0, 0), (75, 60)])
-def test_spawn_processes_sets_the_environment_and_returns_the_first_failure(tmp_path, code, sleep):
-    script = SCRIPT.format(keys=DIST_ENV, folder=str(tmp_path), code=code, sleep=sleep)
-    result = distributed.spawn_processes([sys.executable, "-c", script], 3, env=dict(os.environ), grace=5)
-    assert result == code  # with 75, ranks 0 and 2 (sleeping) were terminated, not waited for
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("code, sleep, swallow", [(0, 0, False), (75, 600, False), (75, 600, True)])
+def test_spawn_processes_sets_the_environment_and_returns_the_first_failure(tmp_path, code, sleep, swallow):
+    script = SCRIPT.format(keys=DIST_ENV, folder=str(tmp_path), code=code, sleep=sleep, swallow=swallow)
+    result = distributed.spawn_processes([sys.executable, "-c", script], 3, env=dict(os.environ), grace=0.5)
+    assert result == code  # with 75, ranks 0 and 2 (sleeping) were terminated or killed, not waited for
+    _assert_no_rank_left(tmp_path, ranks=3)
     envs = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(3)]
     assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"]) for e in envs] == [(str(r), str(r), "3") for r in range(3)]
     assert len({e["MASTER_PORT"] for e in envs}) == 1 and envs[0]["MASTER_ADDR"] == "127.0.0.1"
@@ -293,3 +397,35 @@ def test_setup_picks_nccl_on_gpus_and_gloo_on_the_cpu(alone, monkeypatch, cuda, 
     calls.clear()
     distributed.setup(backend="gloo")
     assert calls["group"]["backend"] == "gloo"
+
+
+def _second_stage_start(folder):
+    """A two-stage run whose best epoch is the first; each rank saves its weights as stage2's
+    first epoch starts (after rank 0's saver loaded ``best.pth``)."""
+    from runner_utils import callback
+    from test_catalyst_outputs import catalyst_config
+
+    from mlcomp.runner import CallbackOrder
+    from mlcomp.runner.config import run_config
+
+    torch.set_num_threads(1)
+    config = catalyst_config({"stage1": 3, "stage2": 1}, save_n_best=1)
+    config["stages"]["stage_params"]["minimize_metric"] = False  # the best epoch is the first: best != last
+
+    def save(runner):
+        if runner.stage_name == "stage2":
+            torch.save(runner.model.state_dict(), folder / f"stage2-{distributed.rank()}.pt")
+
+    run_config(config, logdir=folder / f"logs{distributed.rank()}",  # rank 1 has no best.pth of its own
+               extra_callbacks={"save": callback(CallbackOrder.External, on_epoch_start=save)})
+
+
+@pytest.mark.slow
+def test_every_rank_starts_a_later_stage_from_the_weights_rank_zero_loaded(tmp_path):
+    from mlcomp.runner.checkpoint import load_checkpoint
+
+    distributed.launch(_second_stage_start, 2, tmp_path, backend="gloo")
+    best = load_checkpoint(tmp_path / "logs0" / "checkpoints" / "stage1.1.pth")["model_state_dict"]
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"stage2-{rank}.pt")
+        assert all(torch.equal(value.cpu(), best[key.removeprefix("module.")]) for key, value in state.items())

@@ -60,12 +60,15 @@ def test_user_executor_is_found_in_the_expdir_and_reloaded_when_edited(write_fil
         get_executor("shout", tmp_path / "exp")
 
 
+X = "from executors import Executor\nclass X(Executor):\n    type_name = 'x'\n"
+
+
 @pytest.mark.parametrize("source, fragment", [
-    ("raise RuntimeError('boom')\n", "importing the user's executors failed: RuntimeError: boom"),
-    ("from executors import Executor\nclass B(Executor):\n    type_name = 'bash'\n", "built-in type name 'bash'"),
-    ("from executors import Executor\nclass A(Executor):\n    type_name = 'x'\nclass B(Executor):\n"
-     "    type_name = 'x'\n", "both have type_name 'x'"),
-    ("from executors import Executor\nclass A(Executor):\n    type_name = ''\n", "non-empty string"),
+    (X + "raise RuntimeError('boom')\n", "importing the user's executors failed: RuntimeError: boom"),
+    (X + "class B(Executor):\n    type_name = 'bash'\n", "class B uses the built-in type name 'bash'"),
+    (X + "class B(Executor):\n    type_name = 'x'\n", "classes X and B both have type_name 'x'"),
+    (X + "class A(Executor):\n    type_name = ''\n", "type_name must be a non-empty string"),
+    ("class X:\n    type_name = 'x'\n", "declares executor type 'x', but importing __init__.py gives no Executor"),
 ])
 def test_bad_user_executors(write_file, tmp_path, source, fragment):
     write_file("exp/__init__.py", source)

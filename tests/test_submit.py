@@ -170,7 +170,7 @@ def count_rows(sessionmaker):
 
 REJECTED = [  # (text replaced in DAG, replacement, line of the error, part of the message)
     ("type: echo\n    text: prep", "type: nope\n    text: prep", 7,
-     "task 'prep', key 'type': unknown executor type 'nope'; known types: bash, catalyst, echo, grid_search, infer"),
+     "task 'prep', key 'type': unknown executor type 'nope'; known types: bash, catalyst, click, download, echo, grid_search, infer"),
     ("text: prep", "text: 3", 8, "task 'prep', key 'text': expected a string, got 3"),
     ("command: echo done", "command: echo $oops", 26, "task 'report', key 'command': $oops"),
     ("- text: [a, b]", "- text: []", 22, "task 'sweep', key 'grid': text: the list of values is empty"),

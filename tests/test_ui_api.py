@@ -100,7 +100,7 @@ def _documented(with_ids_only: bool = False) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("path, method", _documented(with_ids_only=True))
 def test_every_endpoint_answers_an_unknown_id_with_a_404_naming_it(ro_client, path, method):
-    url = path.format(dag_id=987654, task_id=987654, path="train.py")
+    url = path.format(dag_id=987654, task_id=987654, model_id=987654, path="train.py")
     response = csrf_post(ro_client, url) if method == "post" else ro_client.get(url)
     assert response.status_code == 404 and response.mimetype == "application/json", url
     assert response.get_json()["error"]["status"] == 404 and "987654" in response.get_json()["error"]["message"]
@@ -114,7 +114,7 @@ def test_every_endpoint_needs_the_token_when_one_is_set(ro_app, ro_filled, path,
 
     settings = dataclasses.replace(ro_app.config["MLCOMP_SETTINGS"], token="t0ken")
     app = create_app(settings, {"TESTING": True})
-    url = path.format(dag_id=ro_filled.dag, task_id=ro_filled.train, path="train.py", computer="box")
+    url = path.format(dag_id=ro_filled.dag, task_id=ro_filled.train, model_id=1, path="train.py", computer="box")
     response = app.test_client().open(url, method=method.upper())
     dispose(app)
     assert response.status_code == 401 and response.get_json()["error"]["status"] == 401, url

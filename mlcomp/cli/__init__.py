@@ -18,6 +18,8 @@ __all__ = ["cli", "main"]
 # so `mlcomp --help` and `mlcomp run` do not pay for the web layer or the database.
 COMMANDS = {
     "run": "mlcomp.cli.run:run",
+    "tune": "mlcomp.cli.tune:tune",
+    "model": "mlcomp.cli.model:model",
     "trace": "mlcomp.cli.trace:trace",
     "dag": "mlcomp.cli.dag:dag",
     "task": "mlcomp.cli.task:task",

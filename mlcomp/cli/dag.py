@@ -15,7 +15,7 @@ from mlcomp.lifecycle import rollup_status
 from mlcomp.search import SEARCH_TYPE
 from mlcomp.search.board import leaderboard
 
-__all__ = ["dag", "dag_json"]
+__all__ = ["dag", "dag_json", "wake_and_wait"]
 
 
 @click.group()
@@ -40,12 +40,15 @@ def dag_submit(app: Services, file, wait, sets, gpus):
     """
     with app.write() as session:
         ids = [d.id for d in control.submit_dag(session, app.settings, file, sets)]
+    if not ids:  # a pipe file (mlcomp.dag.pipe): registered, nothing runs
+        click.echo(f"{file}: pipes registered; see them with mlcomp model pipes")
+        return
     for dag_id in ids:  # the bare ids for scripts; a sentence when a person follows the run
         click.echo(f"DAG {dag_id} submitted" if wait else dag_id)
-    _wake_and_wait(app, ids, wait, gpus)
+    wake_and_wait(app, ids, wait, gpus)
 
 
-def _wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | None) -> None:
+def wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | None) -> None:
     """Wakes the server; with ``wait`` follows the DAGs and exits 1 unless every task succeeded.
 
     When no server serves the store (none answers on this machine's wake socket or the broker's
@@ -191,4 +194,4 @@ def dag_resume(app: Services, dag_id, wait, gpus):
     with app.write() as session:
         count = len(control.resume_dag(session, dag_id))
     click.echo(f"dag {dag_id}: {count} task(s) resumed")
-    _wake_and_wait(app, [dag_id], wait, gpus)
+    wake_and_wait(app, [dag_id], wait, gpus)

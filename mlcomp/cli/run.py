@@ -2,8 +2,10 @@
 
 Exit status: 0 on success; 2 with one line for a user error (a bad config, an unknown name, a
 missing checkpoint...; printed by :func:`mlcomp.cli.main`); 75 (``EXIT_STOPPED``) when the run
-was stopped and can be resumed. With ``--nproc N`` the config is validated here, then run by N
-processes forming one ``torch.distributed`` group; the first failing process's code is returned.
+was stopped and can be resumed. With ``--nproc N`` (or ``--distributed`` on a machine with several
+GPUs) the config is validated here, then run by N processes forming one ``torch.distributed``
+group; the first failing process's code is returned. The flags are Catalyst's
+(:mod:`mlcomp.cli.catalyst`).
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from pathlib import Path
 
 import click
 
-__all__ = ["run"]
+from mlcomp.cli.catalyst import (DEFAULT_LOGDIR, CatalystCommand, catalyst_config, catalyst_options,
+                                 overrides_argument, process_count)
 
-DEFAULT_LOGDIR = "runs/{name}"
-"""Logdir when neither ``--logdir`` nor ``args.logdir`` gives one: ``runs/<first config's stem>``."""
+__all__ = ["run", "RunExit", "DEFAULT_LOGDIR"]
 
 
 class RunExit(click.ClickException):
@@ -30,41 +32,21 @@ class RunExit(click.ClickException):
         click.echo(self.format_message(), err=True)
 
 
-def _overrides(ctx, param, value):
-    """Turns the extra ``--dotted.key=value`` tokens into (key, value) pairs (YAML scalars)."""
-    from mlcomp.runner.config import parse_overrides
-
-    return parse_overrides(value)
-
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": False})
-@click.option("--config", "configs", multiple=True, required=True, metavar="FILE",
-              type=click.Path(dir_okay=False), help="A YAML runner config; repeat to deep-merge several, in order.")
-@click.option("--logdir", metavar="DIR", help="Where checkpoints and logs go (overrides args.logdir).")
-@click.option("--resume", metavar="PATH", help="Continue from this full checkpoint (*_full.pth).")
-@click.option("--autoresume", type=click.Choice(["last", "best"]),
-              help="Continue from LOGDIR/checkpoints/{last,best}_full.pth when it exists.")
-@click.option("--check", is_flag=True, help="Run a few batches per loader and at most 2 epochs per stage.")
-@click.option("--overfit", is_flag=True, help="Run the same first batch of every loader each epoch.")
-@click.option("--seed", type=int, metavar="N", help="Initial seed (overrides args.seed).")
-@click.option("--verbose", is_flag=True, help="Show progress bars.")
+@click.command(cls=CatalystCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": False})
+@catalyst_options
 @click.option("--nproc", type=click.IntRange(min=1), default=1, metavar="N",
               help="Run N processes of one distributed run on this machine (one per GPU; gloo on CPU).")
-@click.argument("overrides", nargs=-1, type=click.UNPROCESSED, callback=_overrides, metavar="[--KEY=VALUE]...")
-def run(configs, logdir, resume, autoresume, check, overfit, seed, verbose, nproc, overrides):
-    """Trains the experiment of the config FILEs, with --a.b.c=VALUE overrides (a dotted path
-    or a unique key suffix, e.g. --stages.main.stage_params.num_epochs=5 or --lr=0.01)."""
-    from mlcomp.runner.config import load_config
-
-    config = load_config(*configs, overrides=overrides)
-    args = config["args"] = dict(config.get("args") or {})
-    flags = {"logdir": logdir, "resume": resume, "autoresume": autoresume, "seed": seed,
-             "check": check or None, "overfit": overfit or None, "verbose": verbose or None}
-    args.update({key: value for key, value in flags.items() if value is not None})
-    if not args.get("logdir"):
-        args["logdir"] = DEFAULT_LOGDIR.format(name=Path(configs[0]).stem)
-    if nproc > 1:
-        _run_distributed(config, nproc)
+@overrides_argument
+def run(configs, nproc, distributed, overrides, **flags):
+    """Trains the experiment of the config FILEs (Catalyst 20.x's catalyst-dl run, same flags),
+    with overrides: --a.b.c=VALUE (a dotted path or a unique key suffix, VALUE read as YAML, e.g.
+    --stages.main.stage_params.num_epochs=5 or --lr=0.01) or Catalyst's --a/b/c=VALUE:TYPE
+    (TYPE int, float, bool, str, list, tuple or dict; without a / the key is an args key, e.g.
+    --out_dir=preds:str)."""
+    config = catalyst_config(configs, overrides, **flags)
+    processes = process_count(nproc, distributed)
+    if processes > 1:
+        _run_distributed(config, processes)
         return
     _run_here(config)
 
@@ -101,7 +83,7 @@ def _run_distributed(config: dict, nproc: int) -> None:
     resume_checkpoint(config["args"], experiment.logdir)
     with tempfile.TemporaryDirectory(prefix="mlcomp-run-") as folder:
         path = save_config(config, Path(folder) / "config.yml")
-        code = spawn_processes([sys.executable, "-c", "from mlcomp.cli import main; main()", "run",
+        code = spawn_processes([sys.executable, "-P", "-c", "from mlcomp.cli import main; main()", "run",
                                 "--config", str(path)], nproc)
     if code == EXIT_STOPPED:
         last = Path(experiment.logdir) / "checkpoints" / "last_full.pth" if experiment.logdir else None

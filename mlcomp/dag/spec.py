@@ -1,7 +1,9 @@
 """A DAG's YAML file → a validated :class:`DagSpec`, with the line of every key for errors.
 
 The format is MLComp's: ``info`` (``name``, ``project``, ``expdir``), ``executors`` (task name →
-spec) and an optional DAG-level ``grid``. A task's service keys (:data:`SERVICE_KEYS`) are checked
+spec) and an optional DAG-level ``grid``; or, for a pipe file (MLComp's ``info: {type: pipe}``),
+``pipes`` (pipe name → task name → spec), named templates registered rather than run
+(:mod:`mlcomp.dag.pipe`). A task's service keys (:data:`SERVICE_KEYS`) are checked
 here; its other keys are the executor's, checked by its ``validate`` at submission. Every error is a
 :class:`~mlcomp.errors.DagError` whose message starts with ``FILE:LINE:``.
 """
@@ -21,10 +23,12 @@ __all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "apply
 
 SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
                 "retries", "priority", "timeout", "grid", "parallel", "search")
-TOP_KEYS = ("info", "executors", "grid")
-INFO_KEYS = ("name", "project", "expdir", "layout")
+TOP_KEYS = ("info", "executors", "grid", "pipes")
+INFO_KEYS = ("name", "project", "expdir", "layout", "type")
 """``layout`` names MLComp's report layout; it is accepted (a string) so MLComp's DAG files run
 unchanged, and unused: the UI draws every metric a task reports."""
+PIPE = "pipe"
+"""``info.type`` of a pipe file (MLComp's); a file with ``pipes:`` is one without saying so."""
 MAX_NAME = 200
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
@@ -63,7 +67,8 @@ class TaskSpec:
 @dataclasses.dataclass(frozen=True)
 class DagSpec:
     """A parsed and checked DAG file; ``tasks`` keep the file's order, ``text`` is the YAML as
-    written, ``expdir`` is absolute."""
+    written, ``expdir`` is absolute. A pipe file has no ``tasks`` and its ``pipes`` (pipe name →
+    tasks, each checked as ``executors`` are) in the file's order."""
 
     file: Path
     text: str
@@ -73,6 +78,7 @@ class DagSpec:
     tasks: dict[str, TaskSpec]
     lines: LineMap
     grid: Any = None
+    pipes: dict[str, dict[str, TaskSpec]] = dataclasses.field(default_factory=dict)
 
     def error(self, path: Sequence, message: str) -> DagError:
         """A DagError ``"FILE:LINE: message"`` for the key at ``path``."""
@@ -96,16 +102,42 @@ def load_spec(path: str | Path, sets: Iterable[str] = ()) -> DagSpec:
         raise where.error((), None, "expected a mapping with 'info' and 'executors'")
     _no_unknown(where, data, TOP_KEYS, ())
     name, project, expdir = _info(where, data.get("info"), file)
-    raw_tasks = data.get("executors")
+    if data["info"].get("type") == PIPE or "pipes" in data:
+        return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks={}, lines=lines,
+                       pipes=_pipes(where, data))
+    tasks = _tasks(where, data.get("executors"), ("executors",))
+    return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks=tasks,
+                   lines=lines, grid=data.get("grid"))
+
+
+def _tasks(where: _Where, raw_tasks: Any, path: tuple) -> dict[str, TaskSpec]:
+    """The tasks of the mapping at ``path`` (``executors``, or a pipe's), checked."""
     if not isinstance(raw_tasks, dict) or not raw_tasks:
-        raise where.error(("executors",), None, f"'executors' must be a non-empty mapping of task name to spec, "
-                                                f"got {raw_tasks!r}")
-    tasks = {task.name: task for task in (_task(where, n, spec) for n, spec in raw_tasks.items())}
+        raise where.error(path, None, f"'{'.'.join(path)}' must be a non-empty mapping of task name to spec, "
+                                      f"got {raw_tasks!r}")
+    tasks = {task.name: task for task in (_task(where, n, spec, path) for n, spec in raw_tasks.items())}
     _check_depends(where, tasks)
     tasks = _grid_search_templates(where, tasks)
     _check_acyclic(where, tasks)
-    return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks=tasks,
-                   lines=lines, grid=data.get("grid"))
+    return tasks
+
+
+def _pipes(where: _Where, data: dict) -> dict[str, dict[str, TaskSpec]]:
+    """The pipes of a pipe file (MLComp's ``pipes:``): a non-empty mapping of pipe names to tasks;
+    the file has neither ``executors`` nor a DAG-level ``grid``."""
+    for key in ("executors", "grid"):
+        if key in data:
+            raise where.error((key,), None, f"a pipe file (info.type: {PIPE}) registers 'pipes' and runs nothing; "
+                                            f"move '{key}' to a DAG file", key=key)
+    raw = data.get("pipes")
+    if not isinstance(raw, dict) or not raw:
+        raise where.error(("pipes",), None, f"'pipes' must be a non-empty mapping of pipe name to its executors, "
+                                            f"got {raw!r}", key="pipes")
+    for name in raw:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise where.error(("pipes", str(name)), None, f"pipe name {name!r}: allowed: a non-empty string of at "
+                                                          f"most {MAX_NAME} characters", key="pipes")
+    return {name: _tasks(where, tasks, ("pipes", name)) for name, tasks in raw.items()}
 
 
 def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
@@ -171,6 +203,9 @@ def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
             raise where.error(("info", key), None, f"got {value!r}; allowed: a non-empty string of at most "
                                                    f"{MAX_NAME} characters", key=f"info.{key}")
+    if info.get("type", PIPE) != PIPE:
+        raise where.error(("info", "type"), None, f"got {info['type']!r}; allowed: {PIPE} (a file of pipes), or "
+                                                  f"no type (a DAG)", key="info.type")
     if not isinstance(info.get("layout", ""), str):
         raise where.error(("info", "layout"), None, f"got {info['layout']!r}; allowed: a layout name (a string)",
                           key="info.layout")
@@ -251,8 +286,8 @@ CHECKS = {
 }
 
 
-def _task(where: _Where, name: Any, raw: Any) -> TaskSpec:
-    path = ("executors", str(name))
+def _task(where: _Where, name: Any, raw: Any, parent: tuple = ("executors",)) -> TaskSpec:
+    path = parent + (str(name),)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         raise where.error(path, None, f"task name {name!r}: allowed: a non-empty string of at most {MAX_NAME} "
                                       f"characters")
@@ -276,18 +311,18 @@ def _task(where: _Where, name: Any, raw: Any) -> TaskSpec:
     if raw.get("search") is not None and (raw.get("grid") is not None or type_name == "grid_search"):
         raise where.error(path + ("search",), name, "a task has either a 'grid' or a 'search', not both",
                           key="search")
-    return TaskSpec(name=name, type=type_name, path=path, depends=_depends(where, name, raw.get("depends")),
+    return TaskSpec(name=name, type=type_name, path=path, depends=_depends(where, path, raw.get("depends")),
                     params={k: v for k, v in raw.items() if k not in SERVICE_KEYS},
                     grid=raw.get("grid"), grid_path=path + ("grid",), search=raw.get("search"), **fields)
 
 
-def _depends(where: _Where, name: str, value: Any) -> tuple[str, ...]:
+def _depends(where: _Where, path: tuple, value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise where.error(("executors", name, "depends"), name, f"got {value!r}; allowed: a task name or a list "
-                                                                f"of task names", key="depends")
+        raise where.error(path + ("depends",), path[-1], f"got {value!r}; allowed: a task name or a list "
+                                                         f"of task names", key="depends")
     return tuple(dict.fromkeys(items))
 
 

@@ -9,7 +9,8 @@ task's type and executor keys —, ``parallel`` and ``cells``; no resources, no 
 child per cell (``parent_id`` set, ``grid_cell`` the cell's values, named ``"{task} {cell}"``),
 each child validated by the template's executor with the cell applied. Children depend on the
 template's dependencies; the tasks that depend on the grid depend on the parent. A DAG-level grid
-makes one DAG per cell, named ``"{name} {cell}"``.
+makes one DAG per cell, named ``"{name} {cell}"``. A pipe file registers its pipes instead
+(:func:`mlcomp.dag.pipe.register_pipes`) and makes no DAG.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.errors import DagError, ExecutorError
 from mlcomp.search import SEARCH_TYPE
 
-__all__ = ["submit", "plan", "TaskPlan", "DagPlan", "GRID_SEARCH"]
+__all__ = ["submit", "plan", "write_tasks", "TaskPlan", "DagPlan", "GRID_SEARCH"]
 
 GRID_SEARCH = "grid_search"
 MAX_DAG_NAME = 200
@@ -60,7 +61,8 @@ class DagPlan:
 
 def submit(session: Session, settings, path: str | Path, sets: Iterable[str] = ()) -> list[Dag]:
     """Parses, validates and expands the DAG file ``path`` and writes it; returns the new DAGs
-    (one, or one per DAG-level grid cell), flushed so their ids are set. Does not commit.
+    (one, or one per DAG-level grid cell), flushed so their ids are set; for a pipe file, registers
+    its pipes and returns none. Does not commit.
 
     Args:
         settings: :class:`mlcomp.settings.Settings` (``snapshot_max_mb``, ``grid_max_cells``), or
@@ -73,6 +75,11 @@ def submit(session: Session, settings, path: str | Path, sets: Iterable[str] = (
     """
     sets = tuple(sets)
     spec = load_spec(path, sets)
+    if spec.pipes:
+        from mlcomp.dag.pipe import register_pipes
+
+        register_pipes(session, settings, spec, _collect(spec, settings))
+        return []
     plans = plan(spec, settings)
     entries = _collect(spec, settings)
     return _write(session, spec, plans, entries, sets)
@@ -184,13 +191,14 @@ def _write(session: Session, spec: DagSpec, plans: list[DagPlan], entries: list[
     session.flush()
     store(session, [dag.id for dag in dags], entries)
     for dag, dag_plan in zip(dags, plans):
-        _write_tasks(session, dag, dag_plan)
+        write_tasks(session, dag, dag_plan)
     return dags
 
 
-def _write_tasks(session: Session, dag: Dag, dag_plan: DagPlan) -> None:
-    """Bulk inserts (SQLAlchemy's ORM bulk INSERT with RETURNING): ids come back in file order,
-    then one bulk UPDATE links the grid cells to their parents."""
+def write_tasks(session: Session, dag: Dag, dag_plan: DagPlan) -> None:
+    """Writes the tasks of ``dag_plan`` into ``dag`` (flushed). Bulk inserts (SQLAlchemy's ORM
+    bulk INSERT with RETURNING): ids come back in file order, then one bulk UPDATE links the grid
+    cells to their parents."""
     items = [item for task in dag_plan.tasks for item in [task, *task.children]]
     ids = session.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True),
                           [_task_values(dag.id, item) for item in items]).all()

@@ -8,6 +8,10 @@ from mlcomp.db.models import (
     Dag,
     LogLine,
     Metric,
+    Model,
+    ModelRun,
+    Pipe,
+    PipeFile,
     Project,
     ResourceSample,
     SearchRung,
@@ -23,7 +27,8 @@ from mlcomp.db.models import (
 from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_store, upgrade
 
 __all__ = [
-    "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Project",
+    "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Model", "ModelRun",
+    "Pipe", "PipeFile", "Project",
     "ResourceSample", "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task",
     "TaskDependency", "TaskStatus", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",

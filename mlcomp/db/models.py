@@ -45,6 +45,10 @@ __all__ = [
     "SnapshotFile",
     "SearchTrial",
     "SearchRung",
+    "Pipe",
+    "PipeFile",
+    "Model",
+    "ModelRun",
     "utcnow",
 ]
 
@@ -382,3 +386,64 @@ class SearchRung(Base):
     created: Mapped[timestamp]
 
     __table_args__ = (UniqueConstraint("task_id", "rung"),)
+
+
+class Pipe(Base):
+    """A named template of tasks registered by a ``type: pipe`` DAG file (MLComp's pipes), run
+    later for a registered :class:`Model` (``mlcomp model start``).
+
+    ``config`` is the pipe file's YAML as written; ``tasks`` the pipe's tasks as validated at
+    registration (:mod:`mlcomp.dag.pipe`), so a start writes rows without the user's files;
+    ``files`` the snapshot of the file's expdir. Registering the same name again replaces it.
+    """
+
+    __tablename__ = "pipe"
+    id: Mapped[intpk]
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    config: Mapped[str] = mapped_column(Text)
+    tasks: Mapped[list[Any]] = mapped_column(default=list)
+    source: Mapped[str | None] = mapped_column(String(1000))  # the file it came from
+    created: Mapped[timestamp]
+    updated: Mapped[timestamp]
+    project: Mapped[Project] = relationship()
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class PipeFile(Base):
+    """A path of a pipe's expdir snapshot, pointing at its content (as :class:`SnapshotFile`)."""
+
+    __tablename__ = "pipe_file"
+    pipe_id: Mapped[int] = mapped_column(ForeignKey("pipe.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("snapshot_blob.sha256"), index=True)
+
+
+class Model(Base):
+    """A trained model given a name (MLComp's "model add"): the train run ``task_id`` it came
+    from (whose ``logdir/config.yml`` rebuilds it) and a copy of the chosen checkpoint at
+    ``checkpoint`` (``settings.models_dir / project / <name>_weight.pth``), so later attempts of the
+    run do not change it; ``which`` is the checkpoint that was chosen (``best``, ``last``, …)."""
+
+    __tablename__ = "model"
+    id: Mapped[intpk]
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    which: Mapped[str] = mapped_column(String(1000))
+    checkpoint: Mapped[str] = mapped_column(String(1000))
+    created: Mapped[timestamp]
+    project: Mapped[Project] = relationship()
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class ModelRun(Base):
+    """DAG ``dag_id`` was started from pipe ``pipe_id`` for model ``model_id``: its tasks that
+    build on a model take this one (:func:`mlcomp.worker.lookup.resolve_model`)."""
+
+    __tablename__ = "model_run"
+    dag_id: Mapped[int] = mapped_column(ForeignKey("dag.id"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"), index=True)
+    pipe_id: Mapped[int] = mapped_column(ForeignKey("pipe.id"), index=True)

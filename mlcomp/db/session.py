@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # alembic is imported where migrations run: task children and
 __all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immediate", "at_head", "SCHEMA_REVISION"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "gang_placement"
+SCHEMA_REVISION = "pipes_models"
 """The head of the Alembic migrations (a test checks it against them): a database already at it
 is opened without importing Alembic, which would cost every CLI command about 0.2 s."""
 _IMMEDIATE = "mlcomp_immediate"

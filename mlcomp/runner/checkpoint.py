@@ -8,11 +8,12 @@ cuda: the generators at the moment of saving), ``loader_rng`` (the generators at
 current loader, before its iterator drew a permutation), ``position`` and ``runner`` (counters
 and metrics, see :meth:`mlcomp.runner.runner.Runner.state_dict`) and ``checkpoint_data``.
 
-Every checkpoint holds only tensors and plain Python types (``save_checkpoint`` checks it, naming
-the key of anything else), so it is read with ``torch.load(weights_only=True)``, which never runs
-code from the file: a pickled payload is refused. :func:`resolve_checkpoint` is the one place a
-checkpoint name (``best``, ``last``, a file name, a path) becomes a file, confined where asked to
-the run's logdir and the folders the settings allow (``checkpoint_dirs``).
+Every checkpoint holds only what ``torch.load(weights_only=True)`` of the installed torch reads
+back (``save_checkpoint`` checks it, naming the key of anything else: :func:`check_plain`), and is
+read that way, which never runs code from the file: a pickled payload is refused.
+:func:`resolve_checkpoint` is the one place a checkpoint name (``best``, ``last``, a file name, a
+path) becomes a file, confined where asked to the run's logdir and the folders the settings allow
+(``checkpoint_dirs``).
 """
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ import io
 import os
 import pickle
 import uuid
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import torch
 
@@ -41,6 +41,7 @@ __all__ = [
     "confine",
     "check_plain",
     "NAMED",
+    "PARTS",
     "FULL_KEYS",
 ]
 
@@ -50,8 +51,10 @@ FULL_KEYS = ("model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
 
 NAMED = ("best", "last", "best_full", "last_full")
 """Checkpoint names that stand for ``logdir/checkpoints/{name}.pth``."""
-_LEAVES = (str, int, float, bool, complex, bytes, type(None), torch.Size, torch.dtype, torch.device)
-_CONTAINERS = (dict, OrderedDict, list, tuple, set)
+PARTS = ("model", "criterion", "optimizer", "scheduler")
+"""The runner's parts a checkpoint holds states of (:func:`unpack_checkpoint`)."""
+_OPCODE_TYPES = (str, int, float, bool, bytes, type(None))
+"""Exact types pickle writes with opcodes of its own, which the weights-only unpickler always reads."""
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> Path:
@@ -93,26 +96,58 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike, *more_p
 
 
 def check_plain(value: Any, key: str = "checkpoint") -> None:
-    """Checks that ``value`` holds only what ``torch.load(weights_only=True)`` reads back: tensors,
-    ``torch.Size``/``dtype``/``device``, str, int, float, bool, complex, bytes, None, and dicts,
-    lists, tuples and sets of them (exact types: a numpy scalar, a ``defaultdict`` or a user
-    object is refused).
+    """Checks that ``value`` holds only what ``torch.load(weights_only=True)`` of the installed torch
+    reads back, so that a checkpoint saved now also loads. Dicts, lists, tuples and torch's own
+    allowed containers (sets, ``OrderedDict``, ``Counter`` such as ``MultiStepLR``'s milestones,
+    ``torch.Size``) are walked; tensors and str/int/float/bool/bytes/None pass at once; any other
+    value (a dtype, a device, a complex, a class the user allowed with
+    ``torch.serialization.add_safe_globals``) passes when it survives a weights-only round trip
+    through memory, the one judge of what torch accepts. A ``defaultdict``, a ``deque``, a
+    ``frozenset``, a numpy scalar or a user object is refused.
 
     Raises:
         ConfigError: names the dotted key of the first value that is not allowed and its type.
     """
+    _check_value(value, key, _weights_only_containers())
+
+
+def _weights_only_containers() -> frozenset[type]:
+    """The container types the weights-only unpickler of the installed torch builds: the classes in
+    its built-in allow-list (``torch._weights_only_unpickler``, private but the only source) that are
+    dicts, lists, tuples or sets, plus the plain ones pickle builds with opcodes."""
+    from torch import _weights_only_unpickler
+
+    allowed = _weights_only_unpickler._get_allowed_globals().values()
+    return frozenset({dict, list, tuple, *(kind for kind in allowed if isinstance(kind, type)
+                                          and issubclass(kind, (dict, list, tuple, set)))})
+
+
+def _check_value(value: Any, key: str, containers: frozenset[type]) -> None:
     kind = type(value)
-    if isinstance(value, torch.Tensor) or kind in _LEAVES:
+    if kind in _OPCODE_TYPES or kind in (torch.Tensor, torch.nn.Parameter):
         return
-    if kind not in _CONTAINERS:
+    if kind in containers:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for name, item in items:
+            _check_value(name, f"{key} key", containers)
+            _check_value(item, f"{key}.{name}", containers)
+    elif not _loads_back(value):
         raise ConfigError(f"{key}: a {kind.__module__}.{kind.__qualname__} cannot be saved in a checkpoint; "
-                          f"allowed: tensors and plain types (str, int, float, bool, None, lists, tuples, dicts), "
-                          f"so that checkpoints load with torch.load(weights_only=True); convert it in the "
-                          f"state_dict() that returns it")
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for name, item in items:
-        check_plain(name, f"{key} key")
-        check_plain(item, f"{key}.{name}")
+                          f"allowed: what torch.load(weights_only=True) reads back (tensors, str, int, float, bool, "
+                          f"None, bytes, lists, tuples, sets, dicts, OrderedDict, Counter, torch dtypes and "
+                          f"devices); convert it in the state_dict() that returns it")
+
+
+def _loads_back(value: Any) -> bool:
+    """Whether ``torch.load(weights_only=True)`` reads back what ``torch.save(value)`` writes."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(value, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception:  # noqa: BLE001 - pickling fails with many types (TypeError, PicklingError, ...)
+        return False
+    return True
 
 
 def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], what: str = "checkpoint") -> Path:
@@ -264,26 +299,26 @@ def full_checkpoint(runner, epoch_done: bool = False, with_batch: bool = False) 
     return checkpoint
 
 
-def unpack_checkpoint(runner, checkpoint: dict[str, Any], path, components: bool = True,
+def unpack_checkpoint(runner, checkpoint: dict[str, Any], path, parts: Collection[str] = PARTS,
                       callbacks: bool = False) -> None:
-    """Load ``checkpoint`` into ``runner``'s model; with ``components`` also into its optimizer,
-    scheduler and criterion (the states present), with ``callbacks`` into its callbacks (by name).
+    """Load ``checkpoint`` into those of ``runner``'s model, criterion, optimizer and scheduler that
+    ``parts`` names (the states present; a model-only checkpoint sets the model), with ``callbacks``
+    also into its callbacks (by name).
 
     Raises:
         ConfigError: a state does not fit (the message names ``path`` and what differs).
     """
     from mlcomp.runner import distributed
 
-    load_state_checked(distributed.unwrap_model(runner.model), checkpoint["model_state_dict"], path)
-    if components:
-        for key, obj in (("optimizer", runner.optimizer), ("scheduler", runner.scheduler),
-                         ("criterion", runner.criterion)):
-            state = checkpoint.get(f"{key}_state_dict")
-            if obj is not None and state is not None:
-                try:
-                    obj.load_state_dict(state)
-                except (KeyError, ValueError, RuntimeError) as e:
-                    raise ConfigError(f"checkpoint {path}: {key} state does not fit: {e}") from e
+    if "model" in parts:
+        load_state_checked(distributed.unwrap_model(runner.model), checkpoint["model_state_dict"], path)
+    for key in (part for part in PARTS[1:] if part in parts):
+        obj, state = getattr(runner, key), checkpoint.get(f"{key}_state_dict")
+        if obj is not None and state is not None:
+            try:
+                obj.load_state_dict(state)
+            except (KeyError, ValueError, RuntimeError) as e:
+                raise ConfigError(f"checkpoint {path}: {key} state does not fit: {e}") from e
     for name, state in (checkpoint.get("callbacks") or {}).items() if callbacks else ():
         callback = runner.callbacks.get(name)
         if callback is not None and hasattr(callback, "load_state_dict"):

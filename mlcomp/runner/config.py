@@ -18,8 +18,9 @@ named stage (the stage's own values win); every other key names a stage, run in 
       warmup: {stage_params: {num_epochs: 2}}
       main: {stage_params: {num_epochs: 6}, optimizer_params: {load_from_previous_stage: true}}
 
-Several files are deep-merged in order (:func:`load_config`); ``--a.b.c=value`` overrides are set
-with :func:`set_by_path`, which also takes a unique key suffix (``lr``); merging, setting and
+Several files are deep-merged in order (:func:`load_config`); overrides (``--a.b.c=value``, or
+Catalyst's typed ``--a/b/c=value:int``, read by :func:`parse_overrides`) are set with
+:func:`set_by_path`, which also takes a unique key suffix (``lr``); merging, setting and
 ``${VAR}`` expansion follow :mod:`mlcomp.configkit`, as the DAG spec and grid cells do. :func:`run_config` runs
 a config dict end to end and is what ``mlcomp run`` and the train executor call.
 """
@@ -37,9 +38,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from mlcomp.configkit import PathError, deep_merge, expand_env, key_paths, set_path, split_path
 from mlcomp.errors import ConfigError
 from mlcomp.runner import registry
+from mlcomp.runner.augmentor import per_key
+from mlcomp.runner.check import check_rule
 from mlcomp.runner.checkpoint import resume_checkpoint
 from mlcomp.runner.experiment import Experiment
 from mlcomp.runner.simple import callbacks_by_name
+from mlcomp.runner.weights import LoadWeightsCallback, is_full_checkpoint
 
 __all__ = [
     "TOP_LEVEL_KEYS",
@@ -54,6 +58,7 @@ __all__ = [
     "load_config",
     "save_config",
     "parse_overrides",
+    "OVERRIDE_TYPES",
     "set_by_path",
     "validate_config",
     "make_experiment",
@@ -63,8 +68,11 @@ __all__ = [
 
 TOP_LEVEL_KEYS = ("model_params", "args", "runner_params", "distributed_params", "experiment_params", "stages")
 REQUIRED_KEYS = ("model_params", "stages")
-ARGS_KEYS = ("expdir", "logdir", "seed", "verbose", "check", "overfit", "timeit",
-             "resume", "autoresume", "deterministic", "benchmark")
+ARGS_KEYS = ("expdir", "logdir", "baselogdir", "seed", "verbose", "check", "overfit", "timeit",
+             "resume", "autoresume", "deterministic", "benchmark", "out_dir", "out_prefix")
+"""``args`` keys (Catalyst 20.x ``catalyst-dl run``'s): ``baselogdir`` gives a logdir under it when
+there is none (see :func:`mlcomp.cli.catalyst.derived_logdir`); ``out_dir``/``out_prefix`` say where
+an ``InferCallback`` writes its ``.npy`` files, as Catalyst's run state handed them to it."""
 RUNNER_KEYS = ("runner", "input_key", "output_key", "input_target_key", "device")
 STAGE_KEYS = ("data_params", "stage_params", "state_params", "criterion_params", "optimizer_params",
               "scheduler_params", "callbacks_params", "transform_params")
@@ -82,6 +90,8 @@ EXPERIMENT_KEYS = ("experiment",)
 OPTIMIZER_OPTIONS = ("layerwise_params", "no_bias_weight_decay", "load_from_previous_stage",
                      "lr_linear_scaling", "optimizer_key", "_model")
 AUTORESUME = ("last", "best")
+FOLDER_ARGS = ("expdir", "out_dir")
+"""``args`` keys that :func:`load_config` makes absolute against the working folder."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,22 +101,34 @@ AUTORESUME = ("last", "best")
 def set_by_path(config: dict, key: str, value: Any) -> str:
     """Sets ``value`` in ``config`` (in place) at ``key`` and returns the full dotted path used.
 
-    ``key`` is a dotted path from the root (``stages.main.optimizer_params.lr``) when its first
-    part is a top-level key, set by :func:`mlcomp.configkit.set_path` (missing mappings created,
-    a mapping deep-merged into a mapping); otherwise it is a suffix of exactly one existing path
-    (``lr``, ``main.optimizer_params.lr``), as a grid search cell uses it.
+    ``key`` is, in this order:
+
+    - a ``/``-separated path from the root (``stages/state_params/num_epochs``, Catalyst 20.x's
+      ``catalyst-dl run`` form): set there, missing mappings created, as Catalyst's
+      ``parse_config_args`` did;
+    - a dotted path from the root (``stages.main.optimizer_params.lr``) when its first part is a
+      top-level key, set by :func:`mlcomp.configkit.set_path` (missing mappings created, a
+      mapping deep-merged into a mapping);
+    - otherwise a suffix of exactly one existing path (``lr``, ``main.optimizer_params.lr``), as a
+      grid search cell uses it; a single name that matches no path but is an ``args`` key
+      (:data:`ARGS_KEYS`, e.g. ``out_dir``) is set under ``args``.
 
     Raises:
         ConfigError: the suffix matches no path (close matches are listed) or several (all of
             them are listed), or a part of the path is not a mapping.
     """
+    matches = []
     try:
+        if "/" in key:
+            return ".".join(set_path(config, tuple(key.strip("/").split("/")), value))
         parts = split_path(key)
         if parts[0] in config or parts[0] in TOP_LEVEL_KEYS:
             return ".".join(set_path(config, parts, value))
         matches = [p for p in key_paths(config) if p[-len(parts):] == parts]
         if len(matches) == 1:
             return ".".join(set_path(config, matches[0], value))
+        if not matches and len(parts) == 1 and key in ARGS_KEYS:
+            return ".".join(set_path(config, ("args", key), value))
     except PathError as e:
         raise ConfigError(f"override {key!r}: {e}") from None
     if matches:
@@ -119,27 +141,68 @@ def set_by_path(config: dict, key: str, value: Any) -> str:
     raise ConfigError(f"override {key!r} matches no key of the config{hint}")
 
 
+OVERRIDE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple, "dict": dict}
+"""Type suffixes of Catalyst 20.x's typed overrides (``--key=value:int``) and their constructors."""
+_TYPED = re.compile(rf"(?s)(.*):({'|'.join(OVERRIDE_TYPES)})")
+
+
 def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
-    """``["--a.b=1", "--lr", "0.1"]`` → ``[("a.b", 1), ("lr", 0.1)]``: values are parsed as YAML
-    scalars (``5`` → int, ``true`` → bool, ``null`` → None, ``[1, 2]`` → list).
+    """``--key=value`` command-line tokens → ``(key, value)`` pairs for :func:`set_by_path`.
+
+    Two forms are read (a token may also be ``--key value``):
+
+    - **typed**, Catalyst 20.x's ``catalyst-dl run`` form (``parse_config_args`` of 20.02–20.12):
+      a value ending in ``:int``, ``:float``, ``:bool``, ``:str``, ``:list``, ``:tuple`` or
+      ``:dict``. The text before the suffix is a Python literal given to that type
+      (``1e-3:float``, ``[1, 2]:list``, ``True:bool``; empty → the type's empty value), or, for
+      ``str``, the text itself (``none`` → None in a ``/`` path, as in Catalyst). As in Catalyst,
+      a key without ``/`` names an ``args`` key (``--out_dir=logs:str`` → ``args/out_dir``);
+      Catalyst evaluated the text with ``eval``, this reads literals only.
+    - **untyped**, mlcomp's: the value is a YAML scalar (``5`` → int, ``true`` → bool, ``null``
+      → None, ``[1, 2]`` → list) and the key a dotted path, ``/`` path or unique key suffix.
 
     Raises:
-        ConfigError: a token is not ``--key=value`` or ``--key value``, or a value is bad YAML.
+        ConfigError: a token is not ``--key=value`` or ``--key value``, a value is bad YAML, or
+            a typed value is not a literal of its type.
     """
-    from mlcomp.yamlfile import parse_yaml
-
     pairs, rest = [], list(tokens)
     while rest:
         token = rest.pop(0)
         if not token.startswith("--") or len(token) < 3:
-            raise ConfigError(f"override {token!r}: expected --dotted.key=value")
+            raise ConfigError(f"override {token!r}: expected --dotted.key=value or --a/b/c=value:type")
         key, eq, text = token[2:].partition("=")
         if not eq:
             if not rest or rest[0].startswith("--"):
                 raise ConfigError(f"override --{key}: no value (use --{key}=VALUE)")
             text = rest.pop(0)
-        pairs.append((key, parse_yaml(text, f"override --{key}", ConfigError).data if text else ""))
+        pairs.append(_override(key, text))
     return pairs
+
+
+def _override(key: str, text: str) -> tuple[str, Any]:
+    """One ``--key=text`` token as a ``(key, value)`` pair (see :func:`parse_overrides`)."""
+    from mlcomp.yamlfile import parse_yaml
+
+    typed = _TYPED.fullmatch(text)
+    if typed is None:
+        return key, parse_yaml(text, f"override --{key}", ConfigError).data if text else ""
+    content, kind = typed.groups()
+    path = "/" in key
+    key = key if path else f"args/{key}"
+    if kind == "str":
+        return key, None if path and content.lower() == "none" else content
+    return key, _typed_value(key, content, kind)
+
+
+def _typed_value(key: str, content: str, kind: str) -> Any:
+    """``content`` read as a Python literal and converted by ``kind`` (Catalyst's ``kind(content)``)."""
+    import ast
+
+    try:
+        return OVERRIDE_TYPES[kind](*([ast.literal_eval(content)] if content.strip() else []))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+        raise ConfigError(f"override --{key}: {content!r} is not a Python literal of type {kind} ({e}); "
+                          f"e.g. 3:int, 1e-3:float, True:bool, [1, 2]:list, {{'a': 1}}:dict") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,9 +225,10 @@ def _read_yaml(path: Path) -> dict:
 def load_config(*paths: str | os.PathLike, overrides: Sequence[tuple[str, Any]] = (),
                 base: str | os.PathLike | None = None) -> dict:
     """Reads YAML configs, deep-merges them in order and applies ``overrides`` (key, value pairs,
-    see :func:`set_by_path`). A relative ``args.expdir`` (from a file or an override) is made
-    absolute against ``base``, by default the working folder, as Catalyst's ``catalyst-dl run``
-    does (a DAG's train task passes its expdir, the folder MLComp runs the task in).
+    see :func:`set_by_path`). A relative ``args.expdir`` or ``args.out_dir`` (from a file or an
+    override) is made absolute against ``base``, by default the working folder, as Catalyst's
+    ``catalyst-dl run`` takes them (a DAG's train task passes its expdir, the folder MLComp runs
+    the task in).
 
     Raises:
         ConfigError: no path, a missing file, a YAML syntax error (file, line and column), a
@@ -177,10 +241,10 @@ def load_config(*paths: str | os.PathLike, overrides: Sequence[tuple[str, Any]] 
         config = deep_merge(config, _read_yaml(path))
     for key, value in overrides:
         set_by_path(config, key, value)
-    args = config.get("args")
-    expdir = args.get("expdir") if isinstance(args, dict) else None
-    if isinstance(expdir, (str, Path)) and not os.path.isabs(expdir):
-        args["expdir"] = str((Path(base or os.getcwd()) / expdir).resolve())
+    args = config.get("args") if isinstance(config.get("args"), dict) else {}
+    for key in FOLDER_ARGS:
+        if isinstance(args.get(key), (str, Path)) and not os.path.isabs(args[key]):
+            args[key] = str((Path(base or os.getcwd()) / args[key]).resolve())
     return config
 
 
@@ -534,12 +598,15 @@ class ConfigExperiment(Experiment):
     def get_callbacks(self, stage: str) -> "OrderedDict[str, Any]":
         """The callbacks of ``stage`` by name, from ``callbacks_params`` (``{name: {callback:
         ClassName, **kwargs}}``, in config order), then :attr:`extra_callbacks`. Default
-        callbacks (criterion, optimizer, scheduler, checkpoints, loggers) are the runner's."""
+        callbacks (criterion, optimizer, scheduler, checkpoints, loggers) are the runner's, except
+        that a stage after the first starts from the best model (:func:`_start_from_best`)."""
         callbacks: "OrderedDict[str, Any]" = OrderedDict()
         for name, params in self.stages_config[stage]["callbacks_params"].items():
             callbacks[name] = registry.Callback.create_from_params(
                 params, "callback", f"stages.{stage}.callbacks_params.{name}")
         callbacks.update(self.extra_callbacks)
+        if self.stages.index(stage) > 0 and self.logdir:
+            _start_from_best(callbacks, add=not stage.startswith("infer"))
         return callbacks
 
     def get_data_params(self, stage: str) -> dict:
@@ -554,8 +621,10 @@ class ConfigExperiment(Experiment):
 
         ``stages.<stage>.transform_params`` is ``{transform: Name, **kwargs}``, where a
         ``transforms`` list holds nested transforms (``A.Compose``), or, with ``_key_value:
-        true``, one such mapping per dataset name. Names come from the ``Transform`` registry
-        (albumentations' transforms, as ``Name`` or ``A.Name``, when installed).
+        true``, one such mapping per dataset name. Names come from the ``Transform`` registry:
+        Catalyst's ``catalyst.ImageToTensor``-style transforms (:mod:`mlcomp.runner.transforms`)
+        and albumentations' (``Name``, ``A.Name``, ``albu.Name``, ``albumentations.Name``, when
+        installed).
 
         Raises:
             ConfigError: an unknown transform or arguments it does not take.
@@ -689,15 +758,35 @@ class ConfigExperiment(Experiment):
         return loaders
 
 
+def _start_from_best(callbacks: "OrderedDict[str, Any]", add: bool) -> None:
+    """Makes a stage after the first start from ``checkpoints/best.pth``'s model, as Catalyst's
+    Config API did (20.02–20.05 in ``_preprocess_model_for_stage``, 20.06–20.12 in
+    ``_process_callbacks``): a CheckpointCallback without ``load_on_stage_start`` gets
+    ``"best"``, one whose ``load_on_stage_start`` maps parts but not the model gets ``model:
+    best``, and without a CheckpointCallback the stage gets one that loads ``"best"`` when ``add``
+    (not for an ``infer*`` stage, which Catalyst gave no default saver)."""
+    from mlcomp.runner.callbacks import CheckpointCallback
+
+    savers = [callback for callback in callbacks.values() if isinstance(callback, CheckpointCallback)]
+    if not savers and add:
+        callbacks["_saver"] = CheckpointCallback(load_on_stage_start="best")
+    for saver in savers:
+        if saver.load_on_stage_start is None:
+            saver.load_on_stage_start = "best"
+        elif isinstance(saver.load_on_stage_start, Mapping) and "model" not in saver.load_on_stage_start:
+            saver.load_on_stage_start = {**saver.load_on_stage_start, "model": "best"}
+
+
 def _build_transform(params: Mapping, where: str, check: bool = False):
-    """The transform ``params`` describe (nested ``transforms`` built first), or None when
-    empty; with ``check``, only checks names and arguments (a ``_key_value`` mapping per
-    dataset included) and returns None."""
+    """The transform ``params`` describe (nested ``transforms`` built first; ``_key_value``: one
+    per sample key, :func:`mlcomp.runner.augmentor.per_key`), or None when empty; with
+    ``check``, only checks names and arguments (a ``_key_value`` mapping per dataset included)
+    and returns None."""
     params = dict(params)
     if params.pop("_key_value", False):
-        for key, value in params.items():
-            _build_transform(_mapping(value, f"{where}.{key}"), f"{where}.{key}", check)
-        return None
+        built = {key: _build_transform(_mapping(value, f"{where}.{key}"), f"{where}.{key}", check)
+                 for key, value in params.items()}
+        return None if check else per_key({key: value for key, value in built.items() if value is not None})
     if not params:
         return None
     if "transforms" in params:
@@ -821,7 +910,12 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     its ``Experiment``/``Runner`` used if it exports them (``runner_params.runner`` names a
     registered runner instead), the merged config is written to ``logdir/config.yml`` (rank 0),
     and the run resumes from ``args.resume`` or, with ``args.autoresume``, from
-    ``logdir/checkpoints/{last|best}_full.pth`` when it exists.
+    ``logdir/checkpoints/{last|best}_full.pth`` when it exists: a full checkpoint continues
+    exactly, a model-only one (``best.pth``) gives its weights to a run from the start
+    (:mod:`mlcomp.runner.weights`). ``args.check`` limits the run by the config's Catalyst era
+    (:func:`mlcomp.runner.check.check_rule`); ``args.out_dir``/``out_prefix`` are set on the
+    runner, where ``InferCallback`` finds them (Catalyst 20.x handed every ``args`` key to the
+    run's state).
 
     Args:
         config: a config dict (e.g. from :func:`load_config`).
@@ -851,12 +945,16 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     if args.get("timeit") and "TimerCallback" in registry.Callback:
         experiment.extra_callbacks.setdefault("_timer", registry.Callback.create("TimerCallback"))
     resume_path = resume_checkpoint(args, experiment.logdir)
+    if resume_path is not None and not is_full_checkpoint(resume_path):
+        experiment.extra_callbacks["_resume_weights"] = LoadWeightsCallback(resume_path)
+        resume_path = None
     _prepare_cudnn(args)
     runner = _make_runner(config, runner_cls)
     if experiment.logdir and _is_master():
         save_config(config, Path(experiment.logdir) / "config.yml")
     runner.verbose = bool(args.get("verbose"))
-    runner.run_experiment(experiment, resume=resume_path, check=bool(args.get("check")),
+    runner.out_dir, runner.out_prefix = args.get("out_dir"), args.get("out_prefix")
+    runner.run_experiment(experiment, resume=resume_path, check=check_rule(config) if args.get("check") else False,
                           overfit=args.get("overfit") or False)
     return runner
 

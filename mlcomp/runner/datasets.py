@@ -1,7 +1,8 @@
 """Small built-in datasets, registered as defaults of ``registry.Dataset``.
 
 Every dataset returns one sample as a dict of tensors, the runner's batch format:
-``{"features": ..., "targets": ...}`` unless told otherwise.
+``{"features": ..., "targets": ...}`` unless told otherwise; MNIST and its metric-learning
+splits (:mod:`mlcomp.runner.mnist`) keep the samples of torchvision's and Catalyst's MNIST.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from mlcomp.errors import ConfigError
+from mlcomp.runner.mnist import MNIST, MnistMLDataset, MnistQGDataset
 
-__all__ = ["DigitsDataset", "NpzDataset", "SyntheticDataset", "split_indices"]
+__all__ = ["DigitsDataset", "MNIST", "MnistMLDataset", "MnistQGDataset", "NpzDataset", "SyntheticDataset",
+           "split_indices"]
 
 SPLITS = ("train", "valid", "test")
 

@@ -24,36 +24,50 @@ runner calls them unconditionally. The order of the calls in a run:
 
 Launching, on one machine, with a free loopback port as the rendezvous:
 
-- :func:`launch` runs a picklable function in N ``torch.multiprocessing`` processes and returns
-  rank 0's result, re-raising the first failure with its own class (``RunStopped`` stays
+- :func:`launch` runs a picklable function in N fresh ``python -P`` processes and returns rank
+  0's result, re-raising the first failure with its own class (``RunStopped`` stays
   ``RunStopped``); the train executor runs ``run_config`` this way.
 - :func:`spawn_processes` runs a command N times (``torchrun --standalone`` style) and returns the
   first non-zero exit status (75 for a stopped run), e.g. ``mlcomp run`` once per rank.
+
+Both watch their processes' exits (pidfds) and, when one fails, end the others: SIGTERM, then
+SIGKILL after :data:`RANK_GRACE` seconds. A launched process pins mlcomp's packages before it
+takes the launcher's ``sys.path`` and loads its function (:mod:`mlcomp.pinning`), so a user's
+``executors/`` on that path cannot replace mlcomp's.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import dataclasses
 import logging
+import multiprocessing.connection as mp_connection
 import os
 import pickle
+import runpy
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import traceback
+import types
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import psutil
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from mlcomp.errors import ConfigError
+from mlcomp.pinning import pin_own_packages
 
 __all__ = [
     "ENV_KEYS",
+    "RANK_GRACE",
     "setup",
     "cleanup",
     "rank",
@@ -64,6 +78,7 @@ __all__ = [
     "device",
     "wrap_model",
     "unwrap_model",
+    "broadcast_model",
     "shard_loader",
     "set_epoch",
     "all_reduce_mean",
@@ -80,7 +95,15 @@ logger = logging.getLogger(__name__)
 ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """The environment variables of ``torch.distributed``'s ``env://`` initialisation, as torchrun sets them."""
 
+RANK_GRACE = 5.0
+"""Seconds the other ranks get to end after SIGTERM once one rank has failed, before SIGKILL
+(:func:`launch`, :func:`spawn_processes`): a rank blocked in a collective with a dead peer
+never reaches the batch boundary where the runner honours SIGTERM, and gloo's and NCCL's own
+timeouts are many minutes."""
+
 _LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_JOB = "job"  # what launch() hands its processes, in its folder (beside the outcome files)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -139,10 +162,14 @@ def cleanup() -> None:
     """Leave and destroy the default process group; nothing when there is none.
 
     Ranks meet at a barrier first, so no rank tears down its connections while a peer still has
-    traffic in flight (gloo aborts the peer with "Connection closed by peer" otherwise).
+    traffic in flight (gloo aborts the peer with "Connection closed by peer" otherwise). Called
+    while an exception propagates (from a ``finally`` or ``except`` block), it skips the barrier:
+    the peers of a failing rank may wait in another collective and would never meet it there,
+    and the closed connections make them fail rather than wait.
     """
     if is_distributed():
-        dist.barrier()
+        if sys.exc_info()[1] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -315,6 +342,22 @@ def any_true(flag: bool) -> bool:
     return bool(packed.item())
 
 
+def broadcast_model(model: torch.nn.Module) -> None:
+    """Copies rank 0's parameters and buffers to every rank (one ``broadcast`` per tensor, on the
+    communication device), in place; nothing when not distributed.
+
+    For weights loaded on rank 0 after the model was wrapped (a stage's ``load_on_stage_start``)
+    from a file the other computers of a gang may not have: DDP broadcasts only at construction.
+    """
+    if not is_distributed():
+        return
+    for tensor in unwrap_model(model).state_dict().values():
+        moved = tensor.to(_comm_device())
+        dist.broadcast(moved, src=0)
+        if moved is not tensor:
+            tensor.copy_(moved)
+
+
 # ----------------------------------------------------------------------------- launchers
 
 
@@ -340,22 +383,53 @@ def _check_nprocs(nprocs: int) -> None:
         raise ConfigError(f"nprocs should be a positive integer (processes, one per device), got {nprocs!r}")
 
 
-def _launch_entry(index, fn, env, backend, outdir, args):
-    """Body of each process started by :func:`launch` (module level, so ``spawn`` can pickle it);
-    ``env[index]`` is its :func:`rank_env`.
+def _rank_main() -> None:
+    """Body of each process :func:`launch` starts, as ``python -P -c ... OUTDIR`` with the
+    :func:`rank_env` of its rank in the environment.
 
-    The outcome goes to a file, not a queue: a pipe holding a large result would block the child's
-    exit and with it the parent's join."""
-    os.environ.update(env[index])
+    It pins mlcomp's packages (:func:`mlcomp.pinning.pin_own_packages`) while ``sys.path`` is
+    still the interpreter's own (``-P``: not even the working folder), then takes the launcher's
+    ``sys.path`` (which may hold user folders) and loads the function and its arguments from
+    ``OUTDIR/job``. The outcome goes to ``OUTDIR/<local rank>.pkl``, not a pipe: a pipe
+    holding a large result would block the process's exit and with it the launcher's wait."""
+    outdir = sys.argv[1]
+    pin_own_packages()
+    with open(os.path.join(outdir, _JOB), "rb") as f:
+        job = pickle.load(f)  # plain types only: nothing of the user's is imported yet
+    _die_with_parent(job["parent"])
+    sys.path[:] = job["sys_path"]
+    if job["main"] is not None:
+        _load_main(job["main"])
+    index = local_rank()
     try:
-        setup(backend)
+        fn, args = pickle.loads(job["call"])
+        setup(job["backend"])
         result = fn(*args)
         _write_outcome(outdir, index, True, result if index == 0 else None)
-    except BaseException as error:  # noqa: BLE001 - handed to the parent, then re-raised here
+    except BaseException as error:  # noqa: BLE001 - handed to the launcher, then re-raised here
         _write_outcome(outdir, index, False, error)
         raise
     finally:
-        cleanup()
+        cleanup()  # without its barrier while an error propagates
+
+
+def _load_main(path: str) -> None:
+    """Run the launcher's main script ``path`` as ``__mp_main__`` and make it ``__main__`` too,
+    so a function defined there can be unpickled (what :mod:`multiprocessing`'s ``spawn`` does)."""
+    module = types.ModuleType("__mp_main__")
+    module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the thread that started it ends (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; nothing elsewhere), so no rank outlives a launcher killed with
+    SIGKILL; exits at once when the parent ``parent`` (a pid) is already gone."""
+    if sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _write_outcome(outdir: str, index: int, ok: bool, value: Any) -> None:
@@ -403,21 +477,25 @@ def _read_outcomes(outdir: str) -> dict[int, tuple[float, bool, Any]]:
 
 def launch(fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None = None,
            master_port: int | None = None, master_addr: str = _LOOPBACK, first_rank: int = 0,
-           world_size: int | None = None) -> Any:
+           world_size: int | None = None, grace: float = RANK_GRACE) -> Any:
     """Run ``fn(*args)`` in ``nprocs`` new processes that form one process group (or this
     machine's part of a group of ``world_size`` processes on several machines, ranks
     ``first_rank`` … ``first_rank + nprocs - 1``), and wait.
 
-    Each process is started with ``torch.multiprocessing`` (``spawn``), gets the environment of
-    :func:`rank_env` (``master_addr``, loopback by default, and ``master_port`` or a free port:
-    give both for a group across machines), calls :func:`setup` with
-    ``backend`` before ``fn`` and :func:`cleanup` after it. ``fn`` and ``args`` must be picklable
-    (``fn`` defined at module level). The first process to fail makes the others terminate
-    (``torch.multiprocessing``'s join), and its exception is raised here with its class and
-    attributes (so :class:`mlcomp.runner.RunStopped` or a ConfigError keep their meaning), its
-    traceback on the rank attached as a note; an exception of a class that cannot be imported
-    comes back as a RuntimeError carrying that traceback.
-    A SIGTERM received here while waiting (main thread only) is forwarded to the processes.
+    Each process is a fresh ``python -P`` (:func:`_rank_main`) that pins mlcomp's own packages
+    before it takes this process's ``sys.path``, so a user's ``executors/`` (or ``mlcomp/``) on
+    that path or in the working folder cannot replace mlcomp's with any install (the default
+    editable install's finder comes after every folder on ``sys.path``). It gets the environment
+    of :func:`rank_env` (``master_addr``, loopback by default, and ``master_port`` or a free port:
+    give both for a group across machines), calls :func:`setup` with ``backend`` before ``fn``
+    and :func:`cleanup` after it, and is killed by the kernel if this process dies. ``fn`` and
+    ``args`` must be picklable, ``fn`` by reference: defined at module level in a module or in
+    the main script (which each process then runs as ``__mp_main__``, as ``spawn`` does). When a
+    process fails, the others get SIGTERM and, ``grace`` seconds later, SIGKILL
+    (:func:`spawn_processes` does the same); its exception is raised here with its class and attributes (so :class:`mlcomp.runner.RunStopped` or a
+    ConfigError keep their meaning), its traceback on the rank attached as a note; an exception
+    of a class that cannot be imported comes back as a RuntimeError carrying that traceback. A
+    SIGTERM received here while waiting (main thread only) is forwarded to the processes.
 
     With ``nprocs == 1`` in a group of one no process is started: ``fn(*args)`` runs here.
 
@@ -433,47 +511,60 @@ def launch(fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None 
     _check_nprocs(nprocs)
     if nprocs == 1 and (world_size or 1) == 1:
         return fn(*args)
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
-
     port = master_port or free_port()
-    env = [rank_env(i, nprocs, port, master_addr, first_rank, world_size) for i in range(nprocs)]
     with tempfile.TemporaryDirectory(prefix="mlcomp-launch-") as outdir:
-        context = mp.start_processes(_launch_entry, args=(fn, env, backend, outdir, args),
-                                     nprocs=nprocs, join=False, start_method="spawn")
-        try:
-            with _forward_sigterm(lambda: [p.pid for p in context.processes if p.is_alive()]):
-                while not context.join():
-                    pass
-        except ProcessException as failure:
-            raise _first_error(_read_outcomes(outdir), failure) from failure
+        with open(os.path.join(outdir, _JOB), "wb") as f:
+            pickle.dump({"parent": os.getpid(), "sys_path": list(sys.path), "backend": backend,
+                         "main": _main_script(fn), "call": pickle.dumps((fn, args))}, f)
+        command = [sys.executable, "-P", "-c", f"from {__name__} import _rank_main; _rank_main()", outdir]
+        envs = [{**os.environ, **rank_env(i, nprocs, port, master_addr, first_rank, world_size)} for i in range(nprocs)]
+        failure = _run_ranks(command, envs, grace)
+        if failure is not None:
+            raise _launch_error(_read_outcomes(outdir), *failure, first_rank)
         return _read_outcomes(outdir)[0][2]
 
 
-def _first_error(outcomes: dict[int, tuple[float, bool, Any]], failure: BaseException) -> BaseException:
-    errors = sorted(((stamp, value) for stamp, ok, value in outcomes.values() if not ok), key=lambda item: item[0])
-    if errors:
-        return errors[0][1]
-    return RuntimeError(f"a distributed process failed: {failure}")
+def _main_script(fn: Callable) -> str | None:
+    """The main script's path when ``fn`` is defined in it (its processes must run it first)."""
+    defined_in_main = getattr(fn, "__module__", None) == "__main__"
+    return getattr(sys.modules["__main__"], "__file__", None) if defined_in_main else None
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _launch_error(outcomes: dict[int, tuple[float, bool, Any]], index: int, code: int,
+                  first_rank: int) -> BaseException:
+    """What :func:`launch` raises when its process ``index`` was the first seen to fail, with exit
+    ``code``: the earliest error a process reported, unless ``index`` died without reporting one
+    (killed, ``os._exit``), when the others' errors (a closed connection) only follow from it."""
+    own = outcomes.get(index)
+    if own is None or own[1]:
+        return RuntimeError(f"a distributed process failed: rank {first_rank + index} {_how(code)}")
+    return min(((stamp, value) for stamp, ok, value in outcomes.values() if not ok), key=lambda item: item[0])[1]
 
 
 def spawn_processes(argv: Sequence[str], nprocs: int, env: Mapping[str, str] | None = None,
-                    master_port: int | None = None, grace: float = 10.0, poll: float = 0.1) -> int:
+                    master_port: int | None = None, grace: float = RANK_GRACE) -> int:
     """Run the command ``argv`` as ``nprocs`` processes forming one group on this machine; wait.
 
     The subprocess twin of :func:`launch`, like ``torchrun --standalone --nproc-per-node N``: every
     process gets ``env`` (default: this process's environment) plus :func:`rank_env`. A SIGTERM
-    received here while waiting (main thread only) is forwarded to the children, and the previous
-    handler is restored afterwards. When one process exits non-zero the others get SIGTERM, then
-    SIGKILL after ``grace`` seconds.
+    received here while waiting (main thread only) is forwarded to the children. When one
+    process exits non-zero the others get SIGTERM, then SIGKILL (with their own children) after
+    ``grace`` seconds. For a Python command, give ``-P`` (as ``mlcomp run --nproc`` does), so the
+    working folder, which may hold a user's ``executors/``, is not put first on ``sys.path``.
 
     Args:
-        argv: the command, e.g. ``[sys.executable, "-m", "mlcomp", "run", "--config", path]``.
+        argv: the command, e.g. ``[sys.executable, "-P", "-c", "from mlcomp.cli import main; main()",
+            "run", "--config", path]``.
         nprocs: processes to start (one per device).
         env: base environment of the children.
         master_port: rendezvous port on 127.0.0.1; a free one when ``None``.
         grace: seconds between SIGTERM and SIGKILL for the survivors of a failure.
-        poll: seconds between checks of the children.
 
     Returns:
         0 when all exited with 0, else the exit code of the first process that failed (a negative
@@ -488,37 +579,78 @@ def spawn_processes(argv: Sequence[str], nprocs: int, env: Mapping[str, str] | N
         raise ConfigError("spawn_processes: argv is empty; give the command to run in each process")
     base = dict(os.environ if env is None else env)
     port = master_port or free_port()
-    procs = [subprocess.Popen(list(argv), env={**base, **rank_env(i, nprocs, port)}) for i in range(nprocs)]
-    with _forward_sigterm(lambda: [p.pid for p in procs if p.poll() is None]):
-        code = _wait_first_failure(procs, poll)
-        if code != 0:
-            _terminate(procs, grace)
-    return code
+    failure = _run_ranks(list(argv), [{**base, **rank_env(i, nprocs, port)} for i in range(nprocs)], grace)
+    return 0 if failure is None else failure[1]
 
 
-def _wait_first_failure(procs: list[subprocess.Popen], poll: float) -> int:
-    while True:
-        codes = [p.poll() for p in procs]
-        failed = [c for c in codes if c not in (None, 0)]
-        if failed:
-            return failed[0]
-        if all(c == 0 for c in codes):
-            return 0
-        time.sleep(poll)
+def _run_ranks(argv: list[str], envs: list[dict[str, str]], grace: float) -> tuple[int, int] | None:
+    """Start ``argv`` once per environment of ``envs`` and :func:`_supervise` the processes,
+    forwarding SIGTERM to them meanwhile; returns what ``_supervise`` returns. Should the wait
+    itself be interrupted (KeyboardInterrupt), the processes are ended before it propagates."""
+    procs = [subprocess.Popen(argv, env=env) for env in envs]
+    pidfds = [os.pidfd_open(p.pid) for p in procs]
+    ranks = [_Rank(p.pid, fd, p.wait) for p, fd in zip(procs, pidfds)]
+    try:
+        with _forward_sigterm(lambda: [p.pid for p in procs if p.poll() is None]):
+            return _supervise(ranks, grace)
+    except BaseException:
+        _end([rank for rank, p in zip(ranks, procs) if p.returncode is None], grace)
+        raise
+    finally:
+        for fd in pidfds:
+            os.close(fd)
 
 
-def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
-    """SIGTERM the live processes, SIGKILL those still alive after ``grace`` seconds."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
+@dataclasses.dataclass(frozen=True)
+class _Rank:
+    """A started rank process: its pid, a file descriptor readable once it has ended (a pidfd)
+    and the call that reaps it and returns its exit code."""
+
+    pid: int
+    sentinel: int
+    reap: Callable[[], int]
+
+
+def _supervise(ranks: list[_Rank], grace: float) -> tuple[int, int] | None:
+    """Wait until every rank has exited 0 (then None), or until one fails: then end the others
+    (:func:`_end`) and return the failed rank's index and exit code."""
+    pending = {rank.sentinel: index for index, rank in enumerate(ranks)}
+    while pending:
+        for sentinel in mp_connection.wait(list(pending)):
+            index = pending.pop(sentinel)
+            code = ranks[index].reap()
+            if code != 0:
+                _end([ranks[i] for i in pending.values()], grace)
+                return index, code
+    return None
+
+
+def _end(ranks: list[_Rank], grace: float) -> None:
+    """SIGTERM ``ranks``; SIGKILL those (and their descendants) still running after ``grace``
+    seconds; reap them all. A rank blocked in a collective with a dead peer never reaches the
+    batch boundary where the runner honours SIGTERM."""
+    for rank in ranks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rank.pid, signal.SIGTERM)
+    pending = {rank.sentinel: rank for rank in ranks}
     deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    while pending and time.monotonic() < deadline:
+        for sentinel in mp_connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic())):
+            del pending[sentinel]
+    for rank in pending.values():
+        logger.warning("rank process %d did not end %g s after SIGTERM; killing it", rank.pid, grace)
+        _kill_tree(rank.pid)
+    for rank in ranks:
+        rank.reap()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the process ``pid`` (a child not yet reaped, so the pid is still its) and its descendants."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process = psutil.Process(pid)
+        for member in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
 
 
 @contextlib.contextmanager

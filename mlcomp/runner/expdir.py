@@ -64,7 +64,10 @@ def import_expdir(expdir: str | Path) -> ModuleType:
     Raises:
         ConfigError: the folder or its ``__init__.py`` is missing, or importing it raises (the
             message names the folder and the error).
+        ImportError: a user's folder already replaced one of mlcomp's packages
+            (:func:`mlcomp.pinning.pin_own_packages`, called before the folder joins ``sys.path``).
     """
+    from mlcomp.pinning import pin_own_packages
     from mlcomp.runner.compat.catalyst import catalyst_imports
     from mlcomp.runner.registry import LOADED_EXPDIRS
 
@@ -79,6 +82,7 @@ def import_expdir(expdir: str | Path) -> ModuleType:
     if current is not None and _same_location(current, init):
         return current
     _forget(name)
+    pin_own_packages()  # the folder may hold executors/ or ui/: see mlcomp.pinning
     if str(folder) not in sys.path:
         sys.path.append(str(folder))
     spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])

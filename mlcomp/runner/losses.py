@@ -8,6 +8,10 @@
   loss is plain cross-entropy.
 - Dice and IoU losses: ``1 − dice`` and ``1 − iou`` of (soft) predictions, see
   :mod:`mlcomp.runner.metrics.segmentation`.
+- Symmetric cross-entropy: Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy
+  Labels", ICCV 2019 (https://arxiv.org/abs/1908.06112).
+- Batch-hard triplet loss: Hermans et al., "In Defense of the Triplet Loss for Person
+  Re-Identification", 2017 (https://arxiv.org/abs/1703.07737).
 
 The ``Criterion`` registry (:mod:`mlcomp.runner.registry`) offers the names of ``__all__``.
 """
@@ -27,6 +31,8 @@ __all__ = [
     "JaccardLoss",
     "reduced_focal_loss",
     "sigmoid_focal_loss",
+    "SymmetricCrossEntropyLoss",
+    "TripletLoss",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum", "batchwise_mean")
@@ -195,3 +201,63 @@ class IoULoss(DiceLoss):
 
 JaccardLoss = IoULoss
 """Alias of :class:`IoULoss`."""
+
+
+class SymmetricCrossEntropyLoss(nn.Module):
+    """``α·CE + β·RCE`` of Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy
+    Labels", ICCV 2019 (https://arxiv.org/abs/1908.06112), as Catalyst 20.x computes it: with
+    ``p`` the predicted probabilities clamped to [1e-7, 1] and ``q`` the one-hot targets clamped
+    to [1e-4, 1], ``CE = −Σ_c q_c log p_c`` and ``RCE = −Σ_c p_c log q_c``, each averaged over
+    the batch. The clamp of ``q`` makes ``log 0`` the paper's ``A = log 1e-4``.
+
+    Args:
+        alpha: weight of CE (fits the clean labels; overfits noisy ones alone).
+        beta: weight of RCE (robust to label noise).
+
+    Inputs: ``probabilities`` float ``[batch, num_classes]`` (a softmax's output: as in
+    Catalyst, no activation is applied, values are only clamped), ``targets`` int64 ``[batch]``.
+    Returns a 0-dim loss.
+    """
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0):
+        super().__init__()
+        self.alpha = alpha
+        self.beta = beta
+
+    def forward(self, probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss; raises ``RuntimeError`` for a target outside ``0..num_classes-1``."""
+        p = probabilities.clamp(1e-7, 1.0)
+        q = F.one_hot(targets.long(), p.shape[1]).to(p.dtype).clamp(1e-4, 1.0)
+        cross_entropy = -(q * p.log()).sum(dim=1).mean()
+        reverse_cross_entropy = -(p * q.log()).sum(dim=1).mean()
+        return self.alpha * cross_entropy + self.beta * reverse_cross_entropy
+
+
+class TripletLoss(nn.Module):
+    """The batch-hard triplet loss of Hermans et al., "In Defense of the Triplet Loss for Person
+    Re-Identification", 2017 (https://arxiv.org/abs/1703.07737), as Catalyst 20.x's
+    ``TripletLoss``: for each anchor, its farthest same-label sample and its nearest other-label
+    sample by squared Euclidean distance, ``mean(max(0, d(a, p) − d(a, n) + margin))``.
+
+    Args:
+        margin: the margin between the two distances.
+
+    Inputs: ``embeddings`` float ``[batch, dim]``, ``targets`` int ``[batch]``. Returns a 0-dim
+    loss (an anchor without a positive counts its positive distance as 0, without a negative as
+    its farthest distance).
+    """
+
+    def __init__(self, margin: float = 0.3):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss."""
+        norms = (embeddings * embeddings).sum(dim=1)
+        distances = (norms[:, None] - 2 * embeddings @ embeddings.T + norms[None, :]).clamp(min=0)
+        same = targets[:, None] == targets[None, :]
+        positive = same & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+        hardest_positive = (distances * positive).max(dim=1).values
+        farthest = distances.max(dim=1, keepdim=True).values
+        hardest_negative = (distances + farthest * same).min(dim=1).values
+        return F.relu(hardest_positive - hardest_negative + self.margin).mean()

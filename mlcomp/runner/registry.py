@@ -22,8 +22,10 @@ Default entries come from modules that are imported lazily, on the first lookup,
 ``Scheduler``  every scheduler class in ``torch.optim.lr_scheduler``, then
                ``mlcomp.runner.schedulers.__all__`` (OneCycleLRWithWarmup)
 ``Sampler``    ``mlcomp.runner.samplers.__all__`` (for ``data_params.samplers_params``)
-``Transform``  the transforms of ``albumentations`` (when installed), also as ``A.Name``
-``Callback``   ``mlcomp.runner.callbacks.__all__``
+``Transform``  ``mlcomp.runner.transforms.__all__`` as ``catalyst.Name`` and ``C.Name``, then the
+               transforms of ``albumentations`` and ``albumentations.pytorch`` (when installed),
+               as ``Name``, ``A.Name``, ``albu.Name`` and ``albumentations.Name``
+``Callback``   ``mlcomp.runner.callbacks.__all__`` (a callback's ``_wrapper`` key wraps it: ``CallbackRegistry``)
 ``Dataset``    ``mlcomp.runner.datasets.__all__``
 ``Experiment`` ``ConfigExperiment``
 ``Runner``     ``SupervisedRunner`` and ``Runner``
@@ -32,6 +34,9 @@ Default entries come from modules that are imported lazily, on the first lookup,
 Entries registered by the user (typically by the config's expdir) shadow the defaults, and a
 later registration of a name replaces an earlier one (re-running a notebook cell or importing
 an edited expdir works).
+
+A name that Catalyst 20.x registered but mlcomp does not have (the data of
+:mod:`mlcomp.runner.compat.surface`) fails saying "Catalyst's X is not supported by mlcomp".
 
 Catalyst's other spellings are aliases of the same objects: ``Module`` (= ``Model``) and the
 upper-case ``MODEL``/``MODELS``, ``CRITERION``/``CRITERIONS``, ``OPTIMIZER``/``OPTIMIZERS``,
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 from typing import Any, Callable, Mapping, Sequence
 
@@ -185,6 +191,11 @@ class Registry:
             self._defaults = dict(self._defaults_loader()) if self._defaults_loader else {}
         return {**self._defaults, **self._user}
 
+    def defaults(self) -> dict[str, Any]:
+        """The default entries (loaded on first use), without the user's registrations."""
+        self._all()
+        return dict(self._defaults)
+
     def names(self) -> list[str]:
         """Every name known now (defaults and registrations), sorted."""
         return sorted(self._all())
@@ -206,6 +217,9 @@ class Registry:
         if isinstance(name, str) and name in entries:
             return entries[name]
         where = f"{key_path}: " if key_path else ""
+        catalyst_note = _catalyst_note(self.kind, name)
+        if catalyst_note:
+            raise ConfigError(f"{where}unknown {self.kind} {name!r}: {catalyst_note}")
         close = [n for n in entries if n.lower() == str(name).lower()]
         close += [n for n in difflib.get_close_matches(str(name), list(entries), n=5, cutoff=0.6) if n not in close]
         hint = f"did you mean {', '.join(close)}?" if close else self._looked()
@@ -273,6 +287,67 @@ class Registry:
         return f"Registry({self.kind!r}, user={sorted(self._user)})"
 
 
+class CallbackRegistry(Registry):
+    """The callback registry: a callback's params may hold ``_wrapper: {callback: Name, ...}``,
+    a callback built around the one the params describe (passed as ``base_callback``), as
+    Catalyst 20.08+'s ``ConfigExperiment._get_callback`` read it (wrappers may nest)."""
+
+    def check_params(self, params, name_key: str, key_path: str, /, *args):
+        """:meth:`Registry.check_params` of the callback and of its ``_wrapper``."""
+        params, wrapper = _split_wrapper(params, key_path)
+        factory = super().check_params(params, name_key, key_path, *args)
+        if wrapper is not None:
+            self.check_params(wrapper, name_key, f"{key_path}._wrapper")
+        return factory
+
+    def create_from_params(self, params, name_key: str, key_path: str, /, *args, **extra):
+        """:meth:`Registry.create_from_params` of the callback, then of its ``_wrapper`` around it."""
+        params, wrapper = _split_wrapper(params, key_path)
+        callback = super().create_from_params(params, name_key, key_path, *args, **extra)
+        if wrapper is None:
+            return callback
+        return self.create_from_params(wrapper, name_key, f"{key_path}._wrapper", base_callback=callback)
+
+
+def _split_wrapper(params, key_path: str):
+    """``(params less _wrapper, the _wrapper mapping or None)``.
+
+    Raises:
+        ConfigError: ``_wrapper`` is not a mapping.
+    """
+    if not isinstance(params, Mapping) or "_wrapper" not in params:
+        return params, None
+    params = dict(params)
+    wrapper = params.pop("_wrapper")
+    if not isinstance(wrapper, Mapping):
+        raise ConfigError(f"{key_path}._wrapper: expected a mapping with a 'callback' key, got {wrapper!r}")
+    return params, wrapper
+
+
+def _catalyst_note(kind: str, name) -> str:
+    """Why a name Catalyst's registry of ``kind`` had (:mod:`mlcomp.runner.compat.surface`) is
+    unknown here: ``"Catalyst 20.08–20.12's callback 'X' is not supported by mlcomp (...)"``, or,
+    for a prefixed name Catalyst took from another package (``A.Blur``, ``smp.Unet``), which
+    package; ``""`` for other names."""
+    from mlcomp.runner.compat import surface
+
+    kinds = ("model", "module") if kind == "model" else (kind,)
+    tags = next((surface.registered(k)[name] for k in kinds if name in surface.registered(k)), None)
+    if tags:
+        return (f"Catalyst {surface.tags_text(tags)}'s {kind} {name!r} is not supported by mlcomp "
+                "(register your own under that name in the expdir)")
+    for module, prefixes, tags in (source for k in kinds for source in surface.external(k)):
+        if any(prefix and str(name).startswith(prefix) for prefix in prefixes):
+            root = module.split(".")[0]
+            if root == "albumentations" and importlib.util.find_spec(root) is None:
+                return (f"Catalyst {surface.tags_text(tags)} took {kind}s named like {name!r} from {module}, "
+                        "which is not installed (pip install 'mlcomp[albumentations]')")
+            if root != "albumentations":
+                return (f"Catalyst {surface.tags_text(tags)} took {kind}s named like {name!r} from {module}, "
+                        "which mlcomp's registry does not read (register them in the expdir)")
+    return ""
+
+
 def check_arguments(factory, description: str, key_path: str | None, args: tuple, kwargs: Mapping,
                     partial: bool = False) -> None:
     """Checks that ``factory(*args, **kwargs)`` binds to its signature (``partial``: missing
@@ -306,15 +381,33 @@ def _optional(loader):
     return load
 
 
+_TRANSFORM_PREFIXES = ("A.", "albu.", "albumentations.")
+"""Catalyst's prefixes of albumentations' transforms (``A.Compose``, ``albumentations.Normalize``)."""
+
+
 def _albumentations() -> dict[str, Any]:
     import albumentations
+    from albumentations import pytorch
 
     entries = {}
-    for name in dir(albumentations):
-        obj = getattr(albumentations, name)
-        if not name.startswith("_") and inspect.isclass(obj):
-            entries.update({name: obj, f"A.{name}": obj, f"albu.{name}": obj})
+    for module in (albumentations, pytorch):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if not name.startswith("_") and inspect.isclass(obj):
+                entries.update({name: obj, **{prefix + name: obj for prefix in _TRANSFORM_PREFIXES}})
     return entries
+
+
+def _catalyst_transforms() -> dict[str, Any]:
+    """mlcomp's versions of Catalyst's own transforms, as ``catalyst.Name`` and ``C.Name``."""
+    return {prefix + name: obj for name, obj in _module_exports("mlcomp.runner.transforms").items()
+            for prefix in ("catalyst.", "C.")}
+
+
+def _catalyst_transforms_in_albumentations() -> dict[str, Any]:
+    """Catalyst's transforms as albumentations transforms and a tensor-tolerant ``A.Compose``,
+    when albumentations imports (:mod:`mlcomp.runner.albu`)."""
+    return importlib.import_module("mlcomp.runner.albu").registry_entries(_TRANSFORM_PREFIXES)
 
 
 def _is_class(obj) -> bool:
@@ -355,12 +448,15 @@ Optimizer = Registry("optimizer", _chain(
     "mlcomp.runner.optimizers, torch.optim, torch_optimizer")
 Scheduler = Registry("scheduler", _chain(_torch_schedulers, _exports("mlcomp.runner.schedulers", predicate=_is_class)),
                      "torch.optim.lr_scheduler, mlcomp.runner.schedulers")
-Callback = Registry("callback", _exports("mlcomp.runner.callbacks", predicate=_is_class), "mlcomp.runner.callbacks")
+Callback = CallbackRegistry("callback", _exports("mlcomp.runner.callbacks", predicate=_is_class),
+                            "mlcomp.runner.callbacks")
 Dataset = Registry("dataset", _exports("mlcomp.runner.datasets", predicate=_is_class), "mlcomp.runner.datasets")
 Experiment = Registry("experiment", _experiments, "ConfigExperiment")
 Runner = Registry("runner", _runners, "Runner, SupervisedRunner")
 Sampler = Registry("sampler", _exports("mlcomp.runner.samplers", predicate=_is_class), "mlcomp.runner.samplers")
-Transform = Registry("transform", _optional(_albumentations), "albumentations, when installed")
+Transform = Registry("transform", _chain(_catalyst_transforms_in_albumentations, _catalyst_transforms,
+                                         _optional(_albumentations)),
+                     "mlcomp.runner.transforms as catalyst.Name / C.Name, albumentations when installed")
 Module = Model
 
 REGISTRIES: dict[str, Registry] = {

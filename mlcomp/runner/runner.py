@@ -25,17 +25,13 @@ from mlcomp.errors import EXIT_STOPPED, ConfigError
 from mlcomp.runner import distributed
 from mlcomp.runner.accumulators import Mean
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackScope
+from mlcomp.runner.check import CHECK_BATCHES, CHECK_EPOCHS, CheckRule, as_check_rule
 from mlcomp.runner.checkpoint import FULL_KEYS, full_checkpoint, load_checkpoint, save_checkpoint, unpack_checkpoint
 from mlcomp.runner.events import Event
 from mlcomp.runner.loaders import BatchLimitLoaderWrapper
 from mlcomp.runner.seed import get_rng_state, set_global_seed, set_rng_state
 
 __all__ = ["Runner", "RunStopped", "EXIT_STOPPED", "CHECK_BATCHES", "CHECK_EPOCHS", "to_device"]
-
-CHECK_BATCHES = 3
-"""Batches per loader in check mode."""
-CHECK_EPOCHS = 2
-"""Most epochs per stage in check mode."""
 
 
 class RunStopped(Exception):
@@ -140,7 +136,7 @@ class Runner:
         self._accumulators: dict[str, Mean] = {}
         self._handlers: dict[Event, list] = {event: [] for event in Event}
         self._resume: tuple[dict, str] | None = None
-        self._batch_limit, self._replay, self._check = None, False, False
+        self._batch_limit, self._replay, self._check = None, False, None
 
     # ------------------------------------------------------------------ what subclasses define
     def handle_batch(self, batch: Mapping[str, Any]) -> None:
@@ -163,13 +159,15 @@ class Runner:
         """Ask the loop to stop after the current batch (safe from a signal handler)."""
         self.stop_requested = True
 
-    def run_experiment(self, experiment, resume: str | Path | None = None, check: bool = False,
+    def run_experiment(self, experiment, resume: str | Path | None = None, check: bool | CheckRule = False,
                        overfit: bool | int = False) -> "Runner":
         """Run every stage of ``experiment``; returns the runner.
 
         Args:
             resume: a full checkpoint (``*_full.pth``) to continue from, exactly where it stopped.
-            check: run ``CHECK_BATCHES`` batches per loader and at most ``CHECK_EPOCHS`` epochs.
+            check: a quick trial: True runs ``CHECK_BATCHES`` batches per loader and at most
+                ``CHECK_EPOCHS`` epochs per stage; a :class:`~mlcomp.runner.check.CheckRule`
+                gives other limits (Catalyst 20.02's, :func:`~mlcomp.runner.check.check_rule`).
             overfit: run the same first N batches (True = 1) of every loader each epoch.
 
         Raises:
@@ -178,9 +176,9 @@ class Runner:
         """
         self._reset()
         self.experiment = experiment
-        self._batch_limit = CHECK_BATCHES if check else (int(overfit) if overfit else None)
-        self._replay = bool(overfit) and not check
-        self._check = check
+        self._check = as_check_rule(check)
+        self._batch_limit = self._check.batches if self._check else (int(overfit) if overfit else None)
+        self._replay = bool(overfit) and not self._check
         first_stage = self._load_resume(resume) if resume is not None else 0
         owns_group = not distributed.is_distributed()  # a group made by a launcher outlives the run
         self.is_distributed = distributed.setup(backend=dict(experiment.distributed_params).get("backend"))
@@ -213,6 +211,7 @@ class Runner:
     def _run_stage(self, stage: str, index: int) -> None:
         self._prepare_stage(stage, index)
         self._dispatch(Event.STAGE_START)
+        distributed.broadcast_model(self.model)  # weights rank 0's saver loaded (the others run no saver)
         first_epoch = self._resume_stage() if self._resume is not None else 1
         for epoch in range(first_epoch, self.num_epochs + 1):
             if self.need_early_stop:
@@ -305,7 +304,7 @@ class Runner:
         params = dict(experiment.get_stage_params(stage) or {})
         self.num_epochs = int(params.get("num_epochs", 1))
         if self._check:
-            self.num_epochs = min(self.num_epochs, CHECK_EPOCHS)
+            self.num_epochs = self._check.stage_epochs(self.num_epochs, self._epochs_before_stage())
         self.main_metric = params.get("main_metric", "loss")
         self.minimize_metric = bool(params.get("minimize_metric", True))
         self.valid_loader = params.get("valid_loader", "valid")
@@ -332,6 +331,14 @@ class Runner:
             raise ConfigError(f"stage {stage!r}: valid_loader {self.valid_loader!r} is not among the loaders "
                               f"{list(self.loaders)}; name one of them in stage_params.valid_loader")
         self._set_callbacks(experiment.get_callbacks(stage) or OrderedDict())
+
+    def _epochs_before_stage(self) -> int:
+        """Epochs the earlier stages ran (read from the position of a resume checkpoint, whose
+        counters are restored only once the stage has started)."""
+        if self._resume is None:
+            return self.global_epoch
+        position = self._resume[0]["position"]
+        return position["global_epoch"] - position["epoch"]
 
     def _set_callbacks(self, callbacks: Mapping[str, Callback]) -> None:
         """Check, complete with defaults, carry experiment-scope states, sort by order (stably),
@@ -421,6 +428,8 @@ class Runner:
             raise ConfigError(f"checkpoint {path}: stage {position['stage']!r} (index {position['stage_index']}) "
                               f"is not in the experiment's stages {stages}")
         self._resume = (checkpoint, str(path))
+        print(f"=> Loading checkpoint {path}\nloaded state checkpoint {path} (global epoch {position['global_epoch']}, "
+              f"epoch {position['epoch']}, stage {position['stage']})", flush=True)  # Catalyst 20.x's lines
         return position["stage_index"]
 
     def _restore(self) -> dict[str, Any]:

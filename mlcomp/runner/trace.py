@@ -26,7 +26,7 @@ import torch
 
 from mlcomp.errors import ConfigError
 
-__all__ = ["MODES", "trace_model", "trace_logdir", "load_traced", "trace_name", "example_input"]
+__all__ = ["MODES", "trace_model", "trace_logdir", "load_traced", "save_traced", "trace_name", "example_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
         ConfigError: the logdir, config or checkpoint is missing, the checkpoint does not fit the
             model, the batch lacks the input key, or the model cannot be exported.
     """
-    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked, resolve_checkpoint, write_atomically
+    from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked, resolve_checkpoint
 
     logdir = Path(logdir)
     if not logdir.is_dir():
@@ -250,9 +250,16 @@ def trace_logdir(logdir: str | os.PathLike, checkpoint: str | os.PathLike = "bes
                          script=script, device=device)
     name = checkpoint_path.name[:-len(".pth")] if checkpoint_path.name.endswith(".pth") else checkpoint_path.stem
     out = Path(out) if out is not None else logdir / "trace" / trace_name(name, mode, method_name, requires_grad)
+    save_traced(traced, out)
+    logger.info("traced %s (%s) to %s", checkpoint_path, mode, out)
+    return out
+
+
+def save_traced(traced, out: str | os.PathLike) -> Path:
+    """Write a ScriptModule to ``out`` atomically (a temporary file, then a rename); returns the path."""
+    from mlcomp.runner.checkpoint import write_atomically
+
     buffer = io.BytesIO()
     with _torchscript():
         torch.jit.save(traced, buffer)
-    write_atomically(out, buffer.getbuffer())
-    logger.info("traced %s (%s) to %s", checkpoint_path, mode, out)
-    return out
+    return write_atomically(Path(out), buffer.getbuffer())

@@ -23,13 +23,20 @@ import traceback
 
 from sqlalchemy import update
 
-from executors import get_executor
-from mlcomp import gang
-from mlcomp.db import Task, make_engine, make_sessionmaker
-from mlcomp.worker.context import WITH_PROJECT, resolve_inputs, task_context
-from mlcomp.errors import EXIT_STOPPED, MlcompError
-from mlcomp.settings import Settings
-from mlcomp.worker.report import Reporter
+from mlcomp.pinning import pin_own_packages
+
+# Before executors is imported. The task's code may put its folder (with its own executors/) on
+# sys.path, and a process it starts with multiprocessing's spawn (DataLoader workers, a user's pool)
+# imports this module as its main with that sys.path: both get mlcomp's packages (mlcomp.pinning).
+pin_own_packages()
+
+from executors import get_executor  # noqa: E402
+from mlcomp import gang  # noqa: E402
+from mlcomp.db import Task, make_engine, make_sessionmaker  # noqa: E402
+from mlcomp.worker.context import WITH_PROJECT, resolve_inputs, task_context  # noqa: E402
+from mlcomp.errors import EXIT_STOPPED, MlcompError  # noqa: E402
+from mlcomp.settings import Settings  # noqa: E402
+from mlcomp.worker.report import Reporter  # noqa: E402
 
 __all__ = ["TaskStopped", "main"]
 

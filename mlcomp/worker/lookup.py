@@ -3,10 +3,11 @@ logdir and checkpoints, the best cell of a grid search, the project's data folde
 
 A task's folder is ``settings.tasks_dir / <task id>``; a train task's logdir is ``<folder>/logdir``
 (:data:`executors.base.LOGDIR`). ``infer`` and ``trace`` take the model of the train run they depend on: each
-dependency that is a ``train`` task counts as itself, a grid search as its best cell
+dependency that is a ``train`` task (or MLComp's ``catalyst``) counts as itself, a grid search as its best cell
 (:func:`mlcomp.gridsearch.best_cell`); other dependencies are searched through in turn
 (``trace`` may depend on ``infer``). Among several candidates the best by the main metric wins,
-when they share one; else the first in dependency order.
+when they share one; else the first in dependency order. A task of a DAG started for a registered
+model through a pipe (:mod:`mlcomp.model_registry`, MLComp's "start pipe") takes that model.
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from executors.base import LOGDIR, ModelSource
 from mlcomp.gridsearch import best_cell, main_metric_of
-from mlcomp.db import Dag, Project, Task, TaskDependency, TaskStatus
-from mlcomp.errors import ExecutorError
+from mlcomp.db import Dag, Model, ModelRun, Project, Task, TaskDependency, TaskStatus
+from mlcomp.errors import ConfigError, ExecutorError
 
-__all__ = ["task_folder", "task_logdir", "dependencies", "train_source", "data_dir", "resolve_model"]
+__all__ = ["task_folder", "task_logdir", "dependencies", "train_source", "train_run", "data_dir", "registered_model",
+           "resolve_model"]
 
-TRAIN_TYPE = "train"
+TRAIN_TYPES = ("train", "catalyst")  # catalyst: MLComp's train task (executors.catalyst)
 GRID_TYPE = "grid_search"
 SEARCH_TYPE = "search"
 
@@ -45,7 +47,7 @@ def dependencies(session: Session, task_id: int) -> list[Task]:
 
 def _is_train(task: Task) -> bool:
     template = (task.executor_config or {}).get("template") or {}
-    return task.type == TRAIN_TYPE or (task.type in (GRID_TYPE, SEARCH_TYPE) and template.get("type") == TRAIN_TYPE)
+    return task.type in TRAIN_TYPES or (task.type in (GRID_TYPE, SEARCH_TYPE) and template.get("type") in TRAIN_TYPES)
 
 
 def _as_run(session: Session, task: Task) -> Task:
@@ -76,6 +78,27 @@ def _better(a: Task, b: Task) -> Task:
     return b if better else a
 
 
+def _succeeded(run: Task) -> Task:
+    if run.status is not TaskStatus.success:
+        raise ExecutorError(f"train task {run.name!r} (task {run.id}) is {run.status.value}, not success: no model "
+                            f"to use")
+    return run
+
+
+def train_run(session: Session, task: Task) -> Task:
+    """The succeeded train run ``task`` stands for: itself, a grid search's best cell or a
+    search's best trial.
+
+    Raises:
+        ExecutorError: ``task`` is neither a train task nor a grid search or search of them, or
+            the run has not succeeded.
+    """
+    if not _is_train(task):
+        raise ExecutorError(f"task {task.name!r} (task {task.id}) is a {task.type} task; a model comes from a "
+                            f"train task, a grid search or a search of train tasks")
+    return _succeeded(_as_run(session, task))
+
+
 def train_source(session: Session, task_id: int) -> Task:
     """The train run task ``task_id`` takes its model from (see the module docstring).
 
@@ -91,10 +114,7 @@ def train_source(session: Session, task_id: int) -> Task:
             best = runs[0]
             for run in runs[1:]:
                 best = _better(best, run)
-            if best.status is not TaskStatus.success:
-                raise ExecutorError(f"train task {best.name!r} (task {best.id}) is {best.status.value}, "
-                                    f"not success: no model to use")
-            return best
+            return _succeeded(best)
         seen.update(t.id for t in level)
         level = [d for t in level for d in dependencies(session, t.id) if d.id not in seen]
     task = session.get(Task, task_id)
@@ -116,11 +136,31 @@ def data_dir(session: Session, settings, task_id: int) -> Path:
     return Path(settings.data_dir) / name
 
 
+def registered_model(session: Session, settings, task_id: int) -> ModelSource | None:
+    """The registered model of the DAG of task ``task_id`` when the DAG was started for one
+    (:class:`~mlcomp.db.ModelRun`), else None: its train run's logdir (the config that rebuilds
+    it) and the model's own checkpoint file.
+
+    Raises:
+        ConfigError: the model's checkpoint file is missing.
+    """
+    row = session.execute(select(Model.task_id, Model.name, Model.checkpoint)
+                          .join(ModelRun, ModelRun.model_id == Model.id)
+                          .join(Task, Task.dag_id == ModelRun.dag_id).where(Task.id == task_id)).first()
+    if row is None:
+        return None
+    if not Path(row.checkpoint).is_file():
+        raise ConfigError(f"model {row.name!r}: its checkpoint {row.checkpoint} is missing; add the model again "
+                          f"(mlcomp model add)")
+    return ModelSource(row.task_id, row.name, task_logdir(settings, row.task_id), Path(row.checkpoint))
+
+
 def resolve_model(session: Session, settings, task_id: int, which: str = "best") -> ModelSource:
-    """The :class:`~executors.base.ModelSource` of task ``task_id``: the run of
-    :func:`train_source` and its checkpoint ``which`` (``best``, ``last``, a file name in its
-    checkpoints folder, or a path inside its logdir or the ``checkpoint_dirs`` setting's folders,
-    relative to the task's folder).
+    """The :class:`~executors.base.ModelSource` of task ``task_id``: the :func:`registered_model`
+    its DAG was started for (``which`` then does not apply: the model is one checkpoint), else the
+    run of :func:`train_source` and its checkpoint ``which`` (``best``, ``last``, a file name in
+    its checkpoints folder, or a path inside its logdir or the ``checkpoint_dirs`` setting's
+    folders, relative to the task's folder).
 
     Raises:
         ExecutorError: no train run to take the model from (see :func:`train_source`).
@@ -128,6 +168,9 @@ def resolve_model(session: Session, settings, task_id: int, which: str = "best")
     """
     from mlcomp.runner.checkpoint import resolve_checkpoint
 
+    registered = registered_model(session, settings, task_id)
+    if registered is not None:
+        return registered
     source = train_source(session, task_id)
     logdir = task_logdir(settings, source.id)
     return ModelSource(source.id, source.name, logdir, resolve_checkpoint(

@@ -26,7 +26,9 @@ class InferCallback(Callback):
     """Collects the outputs of inference loaders (see the module docstring).
 
     Files: with ``out_dir`` or ``out_prefix``, ``{out_dir}/{out_prefix}/{loader}.{key}.npy``
-    (Catalyst's layout); a relative folder is taken inside the run's logdir when there is one.
+    (Catalyst's layout: the two joined as text, so ``out_prefix="/predictions/"`` stays inside
+    ``out_dir``); a relative folder is taken inside the run's logdir when there is one. The run's
+    ``args.out_dir``/``args.out_prefix`` (``runner.out_dir``/``out_prefix``) win over the arguments.
 
     Args:
         out_dir: folder of the ``.npy`` files.
@@ -56,6 +58,13 @@ class InferCallback(Callback):
         self.predictions: dict[str, np.ndarray] = {}
         self._values: dict[str, List] = defaultdict(List)
         self._active = False
+
+    def on_stage_start(self, runner) -> None:
+        """Take ``out_dir``/``out_prefix`` from the runner when the run sets them there (``mlcomp
+        run --out_dir=...:str``; Catalyst 20.x read them from the run's state)."""
+        for key in ("out_dir", "out_prefix"):
+            if getattr(runner, key, None) is not None:
+                setattr(self, key, getattr(runner, key))
 
     def on_loader_start(self, runner) -> None:
         """Start collecting when the loader is an inference one."""
@@ -98,7 +107,7 @@ class InferCallback(Callback):
     def _folder(self, runner) -> Path | None:
         if self.out_dir is None and self.out_prefix is None:
             return None
-        folder = Path(self.out_dir or "") / (self.out_prefix or "")
+        folder = Path(f"{self.out_dir}/{self.out_prefix or ''}" if self.out_dir else self.out_prefix)  # as Catalyst
         if not folder.is_absolute() and runner.logdir is not None:
             folder = Path(runner.logdir) / folder
         return folder

@@ -19,29 +19,26 @@
 its lower case and its snake case (``Preprocess`` → ``preprocess``; ``DigitPrep`` →
 ``DigitPrep``, ``digitprep``, ``digit_prep``), except names of built-in types. For each it puts a
 :class:`executors.base.Executor` subclass in the defining module, where the DAG's executor
-registry finds it (:func:`executors.registry.user_executors`); on the worker that class builds the
+registry finds it (:mod:`executors.discovery`); on the worker that class builds the
 user's executor with ``_from_config(executor, config, additional_info)`` and calls ``work()``,
 whose dict return value becomes the task's result. ``executor`` is the task's spec (its keys
 other than the service keys), ``config`` is ``{"executors": {task name: executor}}`` and
 ``additional_info`` holds ``grid_cell``. ``self.task`` is the
 :class:`executors.base.TaskContext`; ``info``/``debug``/``warning``/``error`` write to the task's
-log and ``self.step.start(level, name)``/``self.step.end(level)`` log MLComp's step marks.
+log, ``self.step.start(level, name)``/``self.step.end(level)`` log MLComp's step marks and
+``self.tqdm(items)`` draws a bar that reports the task's progress.
 """
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
 from executors import base
+from executors.discovery import mlcomp_names, to_snake as snake_case
+from executors.progress import ReportingTqdm
 from executors.registry import BUILTINS
 
 __all__ = ["Executor", "snake_case"]
-
-
-def snake_case(name: str) -> str:
-    """``DigitPrep`` → ``digit_prep`` (MLComp's ``to_snake``)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 class _Step:
@@ -67,9 +64,21 @@ class Executor:
         """The executor of a task whose spec is ``executor``; the default calls ``cls()``."""
         return cls()
 
+    @classmethod
+    def _model_checkpoint(cls, executor: dict) -> str | None:
+        """Which checkpoint of the task's model (``TaskContext.model``) a task of spec ``executor``
+        needs, as :meth:`executors.base.Executor.model_checkpoint`; the default: none."""
+        return None
+
     def work(self) -> dict | None:
         """Does the task's work; a dict returned becomes the task's result."""
         raise NotImplementedError(f"{type(self).__name__}.work")
+
+    def tqdm(self, iterable=None, desc: str = "progress", interval: float = 10, **kwargs):
+        """A tqdm bar over ``iterable`` that also reports its progress to the task every
+        ``interval`` seconds (MLComp's ``Executor.tqdm``)."""
+        return ReportingTqdm(iterable, desc=desc, interval=interval,
+                             reporter=self.task.reporter if self.task else None, **kwargs)
 
     def debug(self, message: str) -> None:
         """Writes ``message`` to the task's log."""
@@ -96,8 +105,7 @@ class Executor:
         """
         if not (isinstance(cls, type) and issubclass(cls, Executor)):
             raise TypeError(f"Executor.register: {cls!r} must subclass mlcomp.worker.executors.Executor")
-        names = [n for n in dict.fromkeys((cls.__name__, cls.__name__.lower(), snake_case(cls.__name__)))
-                 if n not in BUILTINS]
+        names = [n for n in mlcomp_names(cls.__name__) if n not in BUILTINS]
         if not names:
             raise TypeError(f"Executor.register: {cls.__name__}'s names are built-in task types "
                             f"({', '.join(sorted(BUILTINS))}); rename the class")
@@ -113,6 +121,11 @@ class _Adapter(base.Executor):
     """The task type of an MLComp-API executor: builds it and calls ``work()``."""
 
     user_class: type[Executor]
+
+    @classmethod
+    def model_checkpoint(cls, config: dict) -> str | None:
+        """The user class's :meth:`Executor._model_checkpoint` of the task's spec."""
+        return cls.user_class._model_checkpoint({"type": cls.type_name, **config})
 
     def run(self, task: base.TaskContext) -> dict | None:
         """Builds the user's executor with ``_from_config`` and returns what ``work()`` returns

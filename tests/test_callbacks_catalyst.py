@@ -33,14 +33,15 @@ def loaders_by_epoch(extra: dict | None = None, epochs: int = 5, **stage_callbac
 # -- OptimizerCallback ------------------------------------------------------------------------------
 
 
-def fake_runner(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor):
+def fake_runner(optimizer: torch.optim.Optimizer, loss: torch.Tensor):
     """The part of a runner OptimizerCallback reads, on the CPU, in a train loader."""
     return SimpleNamespace(optimizer=optimizer, device=torch.device("cpu"), stage_name="s", experiment=None,
                            need_backward_pass=True, batch_metrics={"loss": loss})
 
 
-def one_step(callback_: OptimizerCallback, model, optimizer, loss) -> None:
-    runner = fake_runner(model, optimizer, loss)
+def one_step(callback_: OptimizerCallback, optimizer, loss) -> None:
+    """One train batch of ``callback_`` (backward, step, zero_grad) on ``loss``."""
+    runner = fake_runner(optimizer, loss)
     for event in ("on_stage_start", "on_loader_start", "on_batch_start", "on_batch_end"):
         getattr(callback_, event)(runner)
 
@@ -51,7 +52,7 @@ def test_use_fast_zero_grad_leaves_no_gradient_after_the_step(fast):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     callback_ = registry.Callback.create_from_params(
         {"callback": "OptimizerCallback", "use_fast_zero_grad": fast}, "callback", "optimizer")
-    one_step(callback_, model, optimizer, model(torch.ones(2, 3)).sum())
+    one_step(callback_, optimizer, model(torch.ones(2, 3)).sum())
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -74,14 +75,14 @@ def test_decoupled_weight_decay_shrinks_the_weights_and_keeps_the_groups_value()
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1, weight_decay=0.5)
     zero_loss = sum((p * 0).sum() for p in model.parameters())  # zero gradients: Adam moves nothing
-    one_step(OptimizerCallback(decouple_weight_decay=True), model, optimizer, zero_loss)
+    one_step(OptimizerCallback(decouple_weight_decay=True), optimizer, zero_loss)
     for old, new in zip(before, model.parameters()):
         assert torch.allclose(new, old * (1 - 0.1 * 0.5))
     assert optimizer.param_groups[0]["weight_decay"] == 0.5
     coupled = torch.nn.Linear(3, 1)
     optimizer = torch.optim.Adam(coupled.parameters(), lr=0.1, weight_decay=0.5)
     weight = coupled.weight.detach().clone()
-    one_step(OptimizerCallback(), coupled, optimizer, sum((p * 0).sum() for p in coupled.parameters()))
+    one_step(OptimizerCallback(), optimizer, sum((p * 0).sum() for p in coupled.parameters()))
     assert not torch.allclose(coupled.weight, weight * (1 - 0.1 * 0.5))  # Adam's own decay differs
 
 
@@ -102,6 +103,9 @@ def test_criterion_key_picks_one_of_several_criteria_with_keyword_keys_and_extra
     assert runner.batch_metrics["loss"].item() == 3.0
     with pytest.raises(ConfigError, match=r"criterion_key 'dice'; the stage's criteria are \['l1', 'scaled'\]"):
         CriterionCallback(criterion_key="dice").on_stage_start(runner)
+    with pytest.raises(ConfigError, match=r"the criterion of CriterionCallback 'loss' does not accept the arguments "
+                                          r"\['sacle'\]"):  # a misspelt argument fails at the stage start
+        CriterionCallback(criterion_key="scaled", sacle=3.0).on_stage_start(runner)
 
 
 # -- PeriodicLoaderCallback -------------------------------------------------------------------------
@@ -147,6 +151,7 @@ def test_a_run_with_periodic_loaders_resumes_exactly(tmp_path, stop_at):
 
 
 def wrapped_recorder(**conditions) -> tuple[ControlFlowCallback, list]:
+    """A ControlFlowCallback with ``conditions`` around a callback listing ``(epoch, loader)`` per batch."""
     seen: list = []
     base = callback(on_batch_end=lambda runner: seen.append((runner.epoch, runner.loader_name)))
     return ControlFlowCallback(base, **conditions), seen
@@ -246,16 +251,17 @@ def test_triplet_loss_is_the_batch_hard_hinge_on_squared_distances():
 
 
 def test_tracing_writes_the_best_model_at_the_stage_end(tmp_path):
-    config = catalyst_config({"stage1": 2})
+    config = catalyst_config({"stage1": 3})
+    config["stages"]["stage_params"]["minimize_metric"] = False  # the best epoch is the first: best != last
     config["stages"]["stage1"]["callbacks_params"]["tracer"] = {"callback": "TracingCallback", "mode": "best"}
     runner = run_config(config, logdir=tmp_path)
-    traced = load_traced(tmp_path / "trace" / "traced-best-eval.pth")
-    model = runner.model.eval()
-    best = torch.load(tmp_path / "checkpoints" / "best.pth", weights_only=True)["model_state_dict"]
-    model.load_state_dict(best)
-    features = torch.randn(5, 4)
-    assert torch.allclose(traced(features), model(features))
     assert all(p.requires_grad for p in runner.model.parameters())  # the training model is left as it was
+    traced = load_traced(tmp_path / "trace" / "traced-best-eval.pth")
+    features = torch.randn(5, 4)
+    model = runner.model.eval()
+    last = model(features)
+    model.load_state_dict(torch.load(tmp_path / "checkpoints" / "best.pth", weights_only=True)["model_state_dict"])
+    assert torch.allclose(traced(features), model(features)) and not torch.allclose(last, model(features))
 
 
 def test_an_exact_resume_prints_catalysts_loaded_state_line(tmp_path, capsys):

@@ -182,8 +182,10 @@ def test_loggers_write_log_and_metrics_files(tmp_path, capsys):
     train(logdir=tmp_path, num_epochs=2)
     train(logdir=tmp_path / "csv", num_epochs=2, callbacks={"csv": MetricsFileLogger("metrics.csv")})
     log = (tmp_path / "log.txt").read_text().splitlines()
-    assert log[0] == "stage train (2 epochs)" and log[1].startswith("train 1/2 * train_loss=")
-    assert log[1] in capsys.readouterr().out
+    assert log[0] == "stage train (2 epochs)"
+    assert [line.partition(": ")[0] for line in log[1:5]] == [  # Catalyst's lines: a loader each
+        "1/2 * Epoch 1 (train)", "1/2 * Epoch 1 (valid)", "2/2 * Epoch 2 (train)", "2/2 * Epoch 2 (valid)"]
+    assert log[2].startswith("1/2 * Epoch 1 (valid): loss=") and log[2] in capsys.readouterr().out
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(row["epoch"], row["global_batch_step"]) for row in lines] == [(1, 6), (2, 12)]
     assert not (tmp_path / "csv" / "metrics.jsonl").exists()  # a given MetricsFileLogger replaces the default
@@ -204,7 +206,7 @@ def test_console_logger_writes_a_failure_to_log_txt_but_leaves_showing_it_to_the
     with pytest.raises(ConfigError, match="bad value at epoch 2"):
         train(logdir=tmp_path, num_epochs=3, callbacks=[callback(on_epoch_start=fail)])
     out = capsys.readouterr().out
-    assert "train 1/3" in out and "bad value" not in out  # mlcomp run prints it once, as "Error: ..."
+    assert "1/3 * Epoch 1 (valid)" in out and "bad value" not in out  # mlcomp run prints it once, as "Error: ..."
     assert (tmp_path / "log.txt").read_text().splitlines()[-1] == "ConfigError: bad value at epoch 2"
 
 def test_tensorboard_logger_writes_events(tmp_path):

@@ -152,5 +152,8 @@ def test_a_stage_after_the_first_starts_from_the_best_model_as_catalysts_config_
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pth")
     assert all(torch.equal(v, best[k]) for k, v in at_start["stage2"].items())
     assert not all(torch.equal(v, best[k]) for k, v in last["model_state_dict"].items())
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("=> Loading")]
-    assert lines == [f"=> Loading checkpoint {tmp_path / 'checkpoints' / 'best.pth'}"]
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("=> Loading")] == [
+        f"=> Loading checkpoint {tmp_path / 'checkpoints' / 'best.pth'}"]
+    top = out.index("Top best models:")  # stage1's kept epochs, as Catalyst printed them at the stage end
+    assert out[top + 1].startswith(f"{tmp_path / 'checkpoints' / 'stage1.1.pth'}\t")

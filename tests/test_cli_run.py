@@ -206,6 +206,7 @@ def test_autoresume_without_checkpoint_starts_fresh(tmp_path, capsys):
     (["--sead=1:int"], ["args.sead: unknown key (did you mean seed?)"]),  # Catalyst: a key without / is an arg
     (["--stages/main/stage_parms/num_epochs=1:int"], ["stages.main.stage_parms: unknown key"]),  # made, refused
     (["-j", "2"], ["'-j': expected --dotted.key=value"]),
+    (["--study_params/n_trials=3:int"], ["study_params: a `catalyst-dl tune` config", "mlcomp tune"]),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, fragments):
     code, _, err = mlcomp(capsys, "run", "--config", DIGITS, "--logdir", tmp_path / "x", "--check", *argv)

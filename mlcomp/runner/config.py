@@ -338,6 +338,8 @@ def validate_config(config: Mapping) -> None:
     for key in REQUIRED_KEYS:
         if key not in config:
             raise ConfigError(f"config: missing required key {key!r} (top-level keys: {', '.join(TOP_LEVEL_KEYS)})")
+    if "study_params" in config:
+        raise ConfigError("study_params: a `catalyst-dl tune` config; run it with `mlcomp tune --config …`")
     _unknown(config, TOP_LEVEL_KEYS, "")
     args = _mapping(config.get("args"), "args")
     _unknown(args, ARGS_KEYS, "args.")

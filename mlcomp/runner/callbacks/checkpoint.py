@@ -107,7 +107,14 @@ class CheckpointCallback(Callback):
         write_atomically(folder / self.metrics_filename, metrics.encode())
 
     def on_stage_end(self, runner):
-        """Load ``load_on_stage_end`` (less its ``last`` entries)."""
+        """Print the stage's kept checkpoints as Catalyst did ("Top best models:", then
+        ``PATH<TAB>VALUE`` per kept epoch, best first), then load ``load_on_stage_end`` (less its
+        ``last`` entries)."""
+        if not runner.is_infer_stage:
+            values = {epoch["name"]: epoch["value"] for epoch in self.epochs}
+            kept = self._kept(runner.stage_name, runner.minimize_metric)
+            print("\n".join(["Top best models:", *(f"{runner.logdir / 'checkpoints' / name}.pth\t{values[name]:3.4f}"
+                                                     for name in kept)]), flush=True)
         spec = self.load_on_stage_end
         if isinstance(spec, Mapping):
             _load_spec(runner, {part: name for part, name in spec.items() if name not in LAST})

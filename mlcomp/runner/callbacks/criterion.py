@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
+
 from mlcomp.errors import ConfigError
 from mlcomp.runner.callback import Callback, CallbackOrder
 
@@ -42,7 +44,8 @@ class CriterionCallback(Callback):
     Raises:
         ValueError: a key argument is not a string, a list of strings or a mapping of strings.
         ConfigError: at stage start, the stage has no criterion, or several and ``criterion_key``
-            names none of them; during a batch, a key is missing (the message lists the keys).
+            names none of them, or the criterion does not take the keywords it would get;
+            during a batch, a key is missing (the message lists the keys).
     """
 
     @property
@@ -70,7 +73,26 @@ class CriterionCallback(Callback):
                 raise ConfigError(f"stage {runner.stage_name!r}: CriterionCallback {self.prefix!r} has criterion_key "
                                   f"{self.criterion_key!r}; the stage's criteria are {sorted(criterion)}")
             criterion = criterion[self.criterion_key]
+        self._check_call(criterion)
         self._criterion = criterion
+
+    def _check_call(self, criterion) -> None:
+        """Fail at the stage start, not at the first batch, when the criterion's signature does
+        not take the keywords (``criterion_kwargs``, mapping keys) this callback will pass."""
+        if not (self.criterion_kwargs or self._by_keyword):
+            return
+        from mlcomp.runner.registry import check_arguments
+
+        keywords = dict(self.criterion_kwargs)
+        if self._by_keyword:
+            for keys in (self.output_keys, self.input_keys):
+                keywords.update(dict.fromkeys(_keywords(keys).values()))
+            args = ()
+        else:
+            args = (None,) * (len(self.output_keys) + len(self.input_keys))
+        target = criterion.forward if isinstance(criterion, torch.nn.Module) else criterion
+        check_arguments(target, f"the criterion of CriterionCallback {self.prefix!r}", None, args, keywords,
+                        partial=True)
 
     def on_batch_end(self, runner):
         """Compute the loss of the batch."""
@@ -92,7 +114,11 @@ class CriterionCallback(Callback):
         runner.batch_metrics[self.prefix] = loss * self.multiplier if self.multiplier != 1.0 else loss
 
 
+def _keywords(keys: list[str] | dict[str, str]) -> dict[str, str]:
+    """Key → the criterion's keyword: a mapping as it is, a list's keys as themselves."""
+    return dict(keys) if isinstance(keys, dict) else {key: key for key in keys}
+
+
 def _by_keyword(values: Mapping, keys: list[str] | dict[str, str]) -> dict:
-    """``{keyword: values[key]}`` for a mapping of keys to keywords, or a list (keyword = key)."""
-    pairs = keys.items() if isinstance(keys, dict) else ((key, key) for key in keys)
-    return {keyword: values[key] for key, keyword in pairs}
+    """``{keyword: values[key]}`` for each key of ``keys`` (see :func:`_keywords`)."""
+    return {keyword: values[key] for key, keyword in _keywords(keys).items()}

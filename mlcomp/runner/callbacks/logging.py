@@ -14,16 +14,28 @@ __all__ = ["ConsoleLogger", "ProgressBarLogger", "MetricsFileLogger", "Tensorboa
 FORMATS = ("jsonl", "csv")
 
 
-def format_metrics(metrics: dict) -> str:
-    """``"a=0.1235 b=3"``: metrics sorted by name, floats with 4 significant digits."""
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+def format_metrics(metrics: dict, sep: str = " ") -> str:
+    """``"a=0.1235 b=3"``: metrics sorted by name, floats with 4 significant digits, joined by ``sep``."""
+    return sep.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+
+
+def _by_loader(metrics: dict, loaders: list[str]) -> dict[str, dict]:
+    """``epoch_metrics`` split by loader (``valid_loss`` → ``{"valid": {"loss": …}}``), the
+    metrics of no loader under ``_base``, loaders in their order (Catalyst's ``split_dict_to_subdicts``)."""
+    split: dict[str, dict] = {loader: {} for loader in loaders}
+    for key, value in metrics.items():
+        loader = next((name for name in loaders if key.startswith(name + "_")), None)
+        split.setdefault(loader or "_base", {})[key[len(loader) + 1:] if loader else key] = value
+    return {loader: values for loader, values in split.items() if values}
 
 
 class ConsoleLogger(Callback):
-    """Prints one line per epoch (stage, epoch, every epoch metric, ``*`` on the best epoch) to
-    stdout and appends it to ``logdir/log.txt`` when there is a logdir. An error (or a stop)
-    ending the run is written to ``log.txt`` only: it propagates, and whoever catches it shows it
-    once (``mlcomp run`` as one ``Error:`` line). Master only."""
+    """Prints, after each epoch, one line per loader in Catalyst 20.x's format (its
+    ``TxtMetricsFormatter``: ``2/5 * Epoch 7 (valid): accuracy01=0.9875 | loss=0.04101``, the
+    stage's epoch, then the global one; metrics without a loader's prefix, such as ``lr``, on a
+    ``(_base)`` line), to stdout and to ``logdir/log.txt`` when there is a logdir. An error (or a
+    stop) ending the run is written to ``log.txt`` only: it propagates, and whoever catches it
+    shows it once (``mlcomp run`` as one ``Error:`` line). Master only."""
 
     metric_names = ()  # writes no metric
 
@@ -39,9 +51,10 @@ class ConsoleLogger(Callback):
         self._write(f"stage {runner.stage_name} ({runner.num_epochs} epochs)")
 
     def on_epoch_end(self, runner):
-        """Log the epoch's metrics."""
-        best = " *" if runner.is_best_valid else ""
-        self._write(f"{runner.stage_name} {runner.epoch}/{runner.num_epochs}{best} {format_metrics(runner.epoch_metrics)}")
+        """Log the epoch's metrics, a line per loader."""
+        head = f"{runner.epoch}/{runner.num_epochs} * Epoch {runner.global_epoch}"
+        for loader, metrics in _by_loader(runner.epoch_metrics, list(runner.loaders)).items():
+            self._write(f"{head} ({loader}): {format_metrics(metrics, ' | ')}")
 
     def on_stage_end(self, runner):
         """Close ``log.txt``."""

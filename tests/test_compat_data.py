@@ -385,3 +385,15 @@ def test_hydra_command_lines_are_refused_saying_so(capsys):
               "args.check=1"])
     assert exit_info.value.code == 2
     assert "--hydra: Catalyst 20.12's Hydra configs (--config-dir" in capsys.readouterr().err
+
+
+def test_set_requires_grad_takes_a_bool_or_every_parameters_name():
+    with catalyst_imports():
+        from catalyst.utils import set_requires_grad
+    model = torch.nn.Linear(2, 1)
+    set_requires_grad(model, False)
+    assert not any(p.requires_grad for p in model.parameters())
+    set_requires_grad(model, {"weight": True, "bias": False})
+    assert (model.weight.requires_grad, model.bias.requires_grad) == (True, False)
+    with pytest.raises(ValueError, match="'bias' is not in requires_grad"):
+        set_requires_grad(model, {"weight": True})

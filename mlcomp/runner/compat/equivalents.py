@@ -89,8 +89,25 @@ def _load_config(path: str):
     return load_config(path)
 
 
+def _set_requires_grad(model, requires_grad) -> None:
+    """Sets ``requires_grad`` of every parameter of ``model``: one bool for all, or a dict from
+    every parameter's name to its bool (Catalyst's ``set_requires_grad``).
+
+    Raises:
+        ValueError: the dict lacks a parameter's name.
+    """
+    if isinstance(requires_grad, dict):
+        for name, parameter in model.named_parameters():
+            if name not in requires_grad:
+                raise ValueError(f"set_requires_grad: parameter {name!r} is not in requires_grad")
+            parameter.requires_grad = bool(requires_grad[name])
+        return
+    for parameter in model.parameters():
+        parameter.requires_grad = bool(requires_grad)
+
+
 UTILS = ("set_global_seed", "get_device", "any2device", "prepare_cudnn", "get_rank", "load_config",
-         "load_checkpoint", "save_checkpoint", "tensor_to_ndimage", "tensor_from_rgb_image")
+         "load_checkpoint", "save_checkpoint", "tensor_to_ndimage", "tensor_from_rgb_image", "set_requires_grad")
 """The ``catalyst.utils`` (and ``catalyst.contrib.utils``) helpers provided."""
 
 
@@ -103,7 +120,8 @@ def utils() -> dict[str, Any]:
     return {"set_global_seed": set_global_seed, "get_device": _get_device, "any2device": _any2device,
             "prepare_cudnn": _prepare_cudnn, "get_rank": _get_rank, "load_config": _load_config,
             "load_checkpoint": load_checkpoint, "save_checkpoint": save_checkpoint,
-            "tensor_to_ndimage": tensor_to_ndimage, "tensor_from_rgb_image": tensor_from_rgb_image}
+            "tensor_to_ndimage": tensor_to_ndimage, "tensor_from_rgb_image": tensor_from_rgb_image,
+            "set_requires_grad": _set_requires_grad}
 
 
 class ListDataset(Dataset):

@@ -221,12 +221,11 @@ def catalyst_cases(root: Path, tag: str) -> tuple[list[dict], list[dict]]:
                                     + ("pip/settings checks" if "pip" in text else "runs the others")
                                     + ")"})
             continue
-        env: dict = {"PYTHONPATH": ""}
-        functions, assigns = [], []
-        depth_at = []
+        env: dict = {"PYTHONPATH": ""}  # the script's variables, to show each command expanded
+        depth_at = []  # `if` nesting before each statement
         depth = 0
         k_prev = 0
-        for k, (a, b, s) in enumerate(stmts):
+        for _, _, s in stmts:
             depth_at.append(depth)
             if opens_if(s):
                 depth += 1

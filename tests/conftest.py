@@ -6,11 +6,13 @@ With ``CI=true`` a missing PostgreSQL or Redis fails the tests that need it inst
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
 
 from mlcomp.db import make_engine, make_sessionmaker, upgrade
+from mlcomp.runner.compat.catalyst import catalyst_imports
 from mlcomp.settings import Settings
 
 PG_ADMIN = os.environ.get("MLCOMP_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
@@ -144,3 +146,23 @@ def cluster(pg_url, redis_url, tmp_path):
     harness = Cluster(tmp_path / "computers", pg_url, redis_url[0])
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def no_catalyst_modules():
+    """No ``catalyst`` module imported before the test or left after it."""
+    def forget():
+        for name in [m for m in sys.modules if m == "catalyst" or m.startswith("catalyst.")]:
+            del sys.modules[name]
+
+    forget()
+    yield
+    forget()
+
+
+@pytest.fixture
+def hooked(no_catalyst_modules):
+    """The Catalyst import hook on, as while an expdir loads."""
+    with catalyst_imports() as active:
+        assert active
+        yield

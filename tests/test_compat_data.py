@@ -29,26 +29,6 @@ IMAGES = torch.arange(12 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.u
 LABELS = torch.tensor([0, 5, 1, 6, 2, 7, 3, 8, 4, 9, 5, 0])
 
 
-@pytest.fixture
-def no_catalyst_modules():
-    """No ``catalyst`` module imported before the test or left after it."""
-    def forget():
-        for name in [m for m in sys.modules if m == "catalyst" or m.startswith("catalyst.")]:
-            del sys.modules[name]
-
-    forget()
-    yield
-    forget()
-
-
-@pytest.fixture
-def hooked(no_catalyst_modules):
-    """The import hook on, as while an expdir loads."""
-    with catalyst_imports() as active:
-        assert active
-        yield
-
-
 def _install_torchvision(monkeypatch, datasets_module):
     package = types.ModuleType("torchvision")
     package.__path__ = []

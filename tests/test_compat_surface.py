@@ -16,7 +16,7 @@ from mlcomp.errors import ConfigError
 from mlcomp.runner import SupervisedRunner, registry
 from mlcomp.runner.callbacks import BatchTransformCallback, CheckRunCallback
 from mlcomp.runner.compat import derive, surface
-from mlcomp.runner.compat.catalyst import NotProvidedError, catalyst_imports
+from mlcomp.runner.compat.catalyst import NotProvidedError
 from mlcomp.runner.datasets import MNIST
 from mlcomp.runner.expdir import import_expdir, package_name
 from mlcomp.runner.losses import SymmetricCrossEntropyLoss
@@ -40,26 +40,6 @@ CONFIG_NAMES_NOT_SUPPORTED = {
 """Registered names Catalyst's own configs use that mlcomp does not provide yet (the GAN, metric
 learning and NLP examples, and callbacks other parts of mlcomp add); a name leaving this list
 must be taken out of it."""
-
-
-@pytest.fixture
-def no_catalyst_modules():
-    """No ``catalyst`` module imported before the test or left after it."""
-    def forget():
-        for name in [m for m in sys.modules if m == "catalyst" or m.startswith("catalyst.")]:
-            del sys.modules[name]
-
-    forget()
-    yield
-    forget()
-
-
-@pytest.fixture
-def hooked(no_catalyst_modules):
-    """The import hook on, as while an expdir loads."""
-    with catalyst_imports() as active:
-        assert active
-        yield
 
 
 # -- the data -----------------------------------------------------------------------------------

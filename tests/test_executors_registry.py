@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from executors import BUILTINS, Executor, SubmitContext, TaskContext, get_executor, known_types, register
+from executors import BUILTINS, Executor, SubmitContext, get_executor, known_types, register
 from executors.grid_search import GridSearchExecutor
 from mlcomp.errors import DagError, ExecutorError
 

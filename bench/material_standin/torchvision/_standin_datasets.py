@@ -16,13 +16,13 @@ def _images(key: str, n: int, shape: tuple, num_classes: int):
     """``n`` uint8 images of ``shape`` (H, W[, C]) and labels: noise plus a label-placed patch."""
     rng = np.random.default_rng(zlib.crc32(key.encode()))
     labels = rng.integers(0, num_classes, size=n)
-    data = rng.integers(0, 96, size=(n,) + shape, dtype=np.uint8)
+    data = rng.integers(0, 48, size=(n,) + shape, dtype=np.uint8)
     h, w = shape[0], shape[1]
     cells = int(np.ceil(np.sqrt(num_classes)))
     ph, pw = max(h // cells, 1), max(w // cells, 1)
     for c in range(num_classes):
         r, q = divmod(c, cells)
-        data[labels == c, r * ph:(r + 1) * ph, q * pw:(q + 1) * pw] += 128
+        data[labels == c, r * ph:(r + 1) * ph, q * pw:(q + 1) * pw] = 255
     return data, labels
 
 

@@ -107,22 +107,26 @@ def test_bad_level_is_a_bug(store, task_id):
         Reporter(store, task_id).log("x", level="loud")
 
 
-def test_carried_full_checkpoints_keep_only_the_latest_content_of_each_path(store, task_id, tmp_path):
+def test_carried_checkpoints_keep_only_the_latest_content_of_each_path(store, task_id, tmp_path):
     checkpoints = tmp_path / "logdir/checkpoints"
     checkpoints.mkdir(parents=True)
     reporter = Reporter(store, task_id, flush_every=3600, clock=FakeClock(), carry_from=tmp_path)
     for epoch in (1, 2, 3):
-        for name in ("last_full.pth", "best_full.pth"):
+        for name in ("last_full.pth", "best_full.pth", "best.pth"):
             kept = epoch if name == "last_full.pth" else min(epoch, 2)  # the best stays at epoch 2
             (checkpoints / name).write_bytes(f"{name} {kept}".encode())
             reporter.checkpoint(f"logdir/checkpoints/{name}", epoch=epoch)
-        reporter.checkpoint("logdir/checkpoints/last.pth", epoch=epoch)  # not a full one: not carried
+        for name in ("last.pth", f"s1.{epoch}_full.pth"):  # not read by a later attempt: not carried
+            (checkpoints / name).write_bytes(b"x")
+            reporter.checkpoint(f"logdir/checkpoints/{name}", epoch=epoch)
         reporter.flush()
     with store() as session:
         stored = set(session.scalars(select(SnapshotBlob.content)))
         named = session.scalars(select(Checkpoint.sha256).where(Checkpoint.sha256.is_not(None))).all()
-        assert stored == {b"last_full.pth 3", b"best_full.pth 2"} and len(named) == 3  # best's epochs 2 and 3
+        assert stored == {b"last_full.pth 3", b"best_full.pth 2", b"best.pth 2"}
+        assert len(named) == 5  # the best ones at epochs 2 and 3 (the same content)
         elsewhere = tmp_path / "other"
-        assert fetch(session, task_id, elsewhere) == ["logdir/checkpoints/best_full.pth",
+        assert fetch(session, task_id, elsewhere) == ["logdir/checkpoints/best.pth",
+                                                       "logdir/checkpoints/best_full.pth",
                                                        "logdir/checkpoints/last_full.pth"]
     assert (elsewhere / "logdir/checkpoints/last_full.pth").read_bytes() == b"last_full.pth 3"

@@ -2,13 +2,14 @@
 (:mod:`mlcomp.gang`), whose computers share no filesystem.
 
 Rank 0's :class:`~mlcomp.worker.report.Reporter` (opened with ``carry=True``) stores the content of
-every full checkpoint it reports (``*_full.pth``: ``last_full.pth``, ``best_full.pth``) in
-``snapshot_blob``, content-addressed by SHA-256 like code snapshots, and names it in the
+the checkpoints a later attempt reads (:data:`CARRIED`: ``last_full.pth`` and ``best_full.pth`` to
+resume, ``best.pth`` for a later stage to start from) in ``snapshot_blob``, content-addressed by SHA-256 like code snapshots, and names it in the
 checkpoint row's ``sha256``. Before a later attempt's ranks start on a computer, the worker writes
 there the latest stored content of each (:func:`fetch`), so every rank resumes from the same
 bytes wherever the attempt was placed. Only that latest content is kept: each flush that stores a
 new one drops the task's superseded ones (:func:`prune`), so a long run holds one copy per path in
-the store, not one per epoch.
+the store, not one per epoch. The per-epoch (``{stage}.{epoch}_full.pth``, one path each, deleted
+as they leave a stage's n best) and per-iteration full checkpoints stay on rank 0's computer.
 """
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ from sqlalchemy.orm import Session
 
 from mlcomp.db import Checkpoint, SnapshotBlob, SnapshotFile
 
-__all__ = ["is_carried", "blob", "fetch", "prune"]
+__all__ = ["CARRIED", "is_carried", "blob", "fetch", "prune"]
 
-SUFFIX = "_full.pth"
+CARRIED = ("last_full.pth", "best_full.pth", "best.pth")
+"""The checkpoint file names the store carries between computers."""
 
 
 def is_carried(path: str) -> bool:
-    """Whether the checkpoint at ``path`` (relative to the task's folder) is a full one, which
-    resume needs and the store carries."""
-    return PurePosixPath(path).name.endswith(SUFFIX)
+    """Whether the checkpoint at ``path`` (relative to the task's folder) is one a later attempt
+    reads (:data:`CARRIED`), which the store carries."""
+    return PurePosixPath(path).name in CARRIED
 
 
 def blob(content: bytes) -> dict:

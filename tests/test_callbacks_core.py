@@ -302,3 +302,11 @@ def test_amp_falls_back_to_full_precision_off_cuda(flag):
     assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(),
                                                  mixed.model.state_dict().values()))
     assert mixed.epoch_metrics == plain.epoch_metrics
+
+
+def test_console_lines_split_metrics_by_the_longest_loader_name():
+    from mlcomp.runner.callbacks.logging import _by_loader
+
+    metrics = {"train_loss": 1.0, "train_additional_loss": 2.0, "valid_accuracy01": 0.5, "lr": 0.1}
+    assert _by_loader(metrics, ["train", "train_additional", "valid", "valid_additional"]) == {
+        "train": {"loss": 1.0}, "train_additional": {"loss": 2.0}, "valid": {"accuracy01": 0.5}, "_base": {"lr": 0.1}}

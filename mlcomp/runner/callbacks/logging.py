@@ -23,8 +23,9 @@ def _by_loader(metrics: dict, loaders: list[str]) -> dict[str, dict]:
     """``epoch_metrics`` split by loader (``valid_loss`` → ``{"valid": {"loss": …}}``), the
     metrics of no loader under ``_base``, loaders in their order (Catalyst's ``split_dict_to_subdicts``)."""
     split: dict[str, dict] = {loader: {} for loader in loaders}
+    longest_first = sorted(loaders, key=len, reverse=True)  # train_additional_loss is train_additional's
     for key, value in metrics.items():
-        loader = next((name for name in loaders if key.startswith(name + "_")), None)
+        loader = next((name for name in longest_first if key.startswith(name + "_")), None)
         split.setdefault(loader or "_base", {})[key[len(loader) + 1:] if loader else key] = value
     return {loader: values for loader, values in split.items() if values}
 

@@ -94,6 +94,37 @@ the tasks that changed (see :func:`follow_dags`)."""
 _RECENT = dt.timedelta(seconds=0.5)  # how far back a partial read looks before the newest change seen
 
 
+class _Printed:
+    """What a follower printed so far, so each line is printed once: every task's status, the
+    stage and epoch it runs, and the reason it waits."""
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo = echo
+        self.seen: dict[int, TaskStatus] = {}
+        self.epochs: dict[int, tuple] = {}
+        self.waits: dict[int, str | None] = {}
+
+    def show(self, rows) -> None:
+        """Prints what ``rows`` (id, name, status, reason, progress, updated, waiting_reason)
+        changed: status lines, epoch lines, then one line per new waiting reason."""
+        new_waits: dict[int, tuple[str, str]] = {}
+        for task_id, name, status, reason, progress, _, waiting_reason in rows:
+            if self.seen.get(task_id, TaskStatus.not_ran) is not status:
+                self.echo(_describe(task_id, name, status, reason))
+            self.seen[task_id] = status
+            waiting_reason = waiting_reason if status is TaskStatus.not_ran else None
+            if waiting_reason and self.waits.get(task_id) != waiting_reason:
+                new_waits[task_id] = (name, waiting_reason)
+            self.waits[task_id] = waiting_reason
+            position = (progress.get("stage"), progress.get("epoch")) if isinstance(progress, dict) else None
+            if status is TaskStatus.in_progress and position and position[1] is not None \
+                    and self.epochs.get(task_id) != position:
+                self.epochs[task_id] = position
+                self.echo(_describe_epoch(task_id, name, progress))
+        for line in _describe_waits(new_waits):
+            self.echo(line)
+
+
 def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], None],
                 changed: threading.Event | None = None, poll: float = 0.2) -> bool:
     """Prints a line per task status change of the DAGs ``dag_ids``, a line each time the reason a
@@ -114,9 +145,8 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
     Returns:
         True when every task succeeded (search trials that ended pruned count as succeeded).
     """
-    seen: dict[int, TaskStatus] = {}
-    epochs: dict[int, tuple] = {}
-    waits: dict[int, str | None] = {}
+    printed = _Printed(echo)
+    seen = printed.seen
     newest, last_full = None, None
     while True:
         if changed is not None:
@@ -132,24 +162,9 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
             stmt = stmt.where(or_(*recent, Task.status.in_(ACTIVE), Task.id.in_(active)))
         with store.begin() as session:
             rows = session.execute(stmt.order_by(Task.updated, Task.id)).all()
-        new_waits: dict[int, tuple[str, str]] = {}
-        for task_id, name, status, reason, progress, updated, waiting_reason in rows:
-            if updated is not None and (newest is None or updated > newest):
-                newest = updated
-            if seen.get(task_id, TaskStatus.not_ran) is not status:
-                echo(_describe(task_id, name, status, reason))
-            seen[task_id] = status
-            waiting_reason = waiting_reason if status is TaskStatus.not_ran else None
-            if waiting_reason and waits.get(task_id) != waiting_reason:
-                new_waits[task_id] = (name, waiting_reason)
-            waits[task_id] = waiting_reason
-            position = (progress.get("stage"), progress.get("epoch")) if isinstance(progress, dict) else None
-            if status is TaskStatus.in_progress and position and position[1] is not None \
-                    and epochs.get(task_id) != position:
-                epochs[task_id] = position
-                echo(_describe_epoch(task_id, name, progress))
-        for line in _describe_waits(new_waits):
-            echo(line)
+        stamps = [stamp for stamp in (newest, *(row.updated for row in rows)) if stamp is not None]
+        newest = max(stamps, default=None)
+        printed.show(rows)
         # a paused search trial waits for its search, which ends it (pruned: stopped early, not a failure)
         if all(status.finished or status is TaskStatus.paused for status in seen.values()):
             if full:

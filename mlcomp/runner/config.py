@@ -946,10 +946,7 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     experiment.extra_callbacks.update(callbacks_by_name(extra_callbacks))
     if args.get("timeit") and "TimerCallback" in registry.Callback:
         experiment.extra_callbacks.setdefault("_timer", registry.Callback.create("TimerCallback"))
-    resume_path = resume_checkpoint(args, experiment.logdir)
-    if resume_path is not None and not is_full_checkpoint(resume_path):
-        experiment.extra_callbacks["_resume_weights"] = LoadWeightsCallback(resume_path)
-        resume_path = None
+    resume_path = _resume_from(args, experiment)
     _prepare_cudnn(args)
     runner = _make_runner(config, runner_cls)
     if experiment.logdir and _is_master():
@@ -959,6 +956,16 @@ def run_config(config: Mapping[str, Any], *, logdir=None, resume=None, check: bo
     runner.run_experiment(experiment, resume=resume_path, check=check_rule(config) if args.get("check") else False,
                           overfit=args.get("overfit") or False)
     return runner
+
+
+def _resume_from(args: Mapping[str, Any], experiment) -> Path | None:
+    """The full checkpoint the run continues from (``args.resume``/``autoresume``); a model-only
+    one instead gives its weights to the run's start (:class:`LoadWeightsCallback`)."""
+    path = resume_checkpoint(args, experiment.logdir)
+    if path is not None and not is_full_checkpoint(path):
+        experiment.extra_callbacks["_resume_weights"] = LoadWeightsCallback(path)
+        return None
+    return path
 
 
 def _prepare_cudnn(args: Mapping[str, Any]) -> None:

@@ -157,3 +157,23 @@ def test_a_stage_after_the_first_starts_from_the_best_model_as_catalysts_config_
         f"=> Loading checkpoint {tmp_path / 'checkpoints' / 'best.pth'}"]
     top = out.index("Top best models:")  # stage1's kept epochs, as Catalyst printed them at the stage end
     assert out[top + 1].startswith(f"{tmp_path / 'checkpoints' / 'stage1.1.pth'}\t")
+
+
+def test_an_error_leaves_catalysts_exception_checkpoint_and_its_metrics(tmp_path):
+    def fail(runner):
+        if runner.epoch == 2:
+            raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        run_config(catalyst_config({"stage1": 3}), logdir=tmp_path,
+                   extra_callbacks={"fail": callback(CallbackOrder.External, on_epoch_start=fail)})
+    saved = load_checkpoint(tmp_path / "checkpoints" / "checkpoint.exception_ValueError.pth")
+    assert (saved["stage"], saved["epoch"]) == ("stage1", 2)
+    metrics = read_metrics(tmp_path)
+    assert metrics["checkpoint.exception_ValueError"] == metrics["stage1.1"]  # the last valid metrics
+
+
+def test_a_stop_leaves_no_exception_checkpoint(tmp_path):
+    with pytest.raises(RunStopped):
+        run_config(catalyst_config({"stage1": 3}), logdir=tmp_path, extra_callbacks={"stop": StopAt(5)})
+    assert not files(tmp_path, r"checkpoint\.exception.*") and "last_full.pth" in files(tmp_path)

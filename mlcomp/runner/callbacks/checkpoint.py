@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -120,6 +121,26 @@ class CheckpointCallback(Callback):
             _load_spec(runner, {part: name for part, name in spec.items() if name not in LAST})
         elif spec not in LAST:
             _load_spec(runner, spec)
+
+    def on_exception(self, runner):
+        """After an error (not a stop, which writes ``last_full.pth``), save the model as
+        ``checkpoints/checkpoint.exception_{Error}.pth`` and its valid metrics under that name in
+        ``_metrics.json``, as Catalyst 20.x's saver did, so a failed run leaves what it had. A
+        failure here is reported on stderr and never hides the run's own error."""
+        from mlcomp.runner.runner import RunStopped
+
+        error = runner.exception
+        if isinstance(error, RunStopped) or not isinstance(error, Exception) or runner.logdir is None:
+            return
+        name = f"checkpoint.exception_{type(error).__name__}"
+        folder = runner.logdir / "checkpoints"
+        try:
+            save_checkpoint(model_checkpoint(runner), folder / f"{name}.pth")
+            metrics = {**self._metrics_file(runner), name: dict(runner.valid_metrics)}
+            write_atomically(folder / self.metrics_filename, json.dumps(metrics, indent=2).encode())
+        except Exception as e:  # the run's own error is what the user must see
+            print(f"CheckpointCallback: the checkpoint after the error was not saved ({type(e).__name__}: {e})",
+                  file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ helpers
     def _kept(self, stage: str, minimize: bool) -> list[str]:

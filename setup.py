@@ -25,7 +25,6 @@ setup(
         "sqlalchemy>=2.0",
         "alembic>=1.12",
         "apscheduler>=3.10,<4",
-        "celery>=5.3",
         "redis>=5",
         "flask>=3",
         "waitress>=3",

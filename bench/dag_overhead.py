@@ -213,7 +213,7 @@ def main(rounds: int, cli: bool) -> None:
         settings = Settings(root=tmp / "root", db_url=f"sqlite:///{tmp / 'root' / 'mlcomp.db'}")
         changed = threading.Event()
         started = time.perf_counter()
-        with run_local(settings, [], name="bench", on_change=changed.set, listen=False) as local:
+        with run_local(settings, [], name="bench", on_change=changed.set) as local:
             print(f"embedded supervisor + worker started in {1000 * (time.perf_counter() - started):.0f} ms")
             with local.sessionmaker.begin() as session:
                 immediate(session)

@@ -35,7 +35,7 @@ def timed_dag(root: Path, dag_file: Path, gpus: list[int], *, setup: Callable[[S
     """
     settings = Settings.from_env({}, root=str(root))
     changed = threading.Event()
-    with run_local(settings, gpus, name="bench", on_change=changed.set, listen=False, interval=0.5) as local:
+    with run_local(settings, gpus, name="bench", on_change=changed.set, interval=0.5) as local:
         if setup is not None:
             with local.sessionmaker.begin() as session:
                 setup(session)

@@ -1,10 +1,9 @@
 """The commands the CLI and the UI both send: submit, stop and resume tasks and DAGs, and a DAG's
 derived status.
 
-Each function takes the caller's session, never commits, and arranges for the in-process
-supervisors to wake when the caller commits (:func:`mlcomp.wake.wake_after_commit`).
-A process without a supervisor (the CLI) calls :func:`wake` after its commit to poke the server
-serving the same root. On SQLite the caller frames a writer transaction
+Each function takes the caller's session and never commits; the caller calls :func:`wake` after
+its commit, which reaches the supervisors of the store through the bus (in this process at once,
+in others through the deployment's backend); a supervisor tells the computers. On SQLite the caller frames a writer transaction
 (``mlcomp.db.immediate(session)``); on PostgreSQL the task rows are locked here.
 """
 from __future__ import annotations
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 from mlcomp.db import Dag, Task, TaskDependency, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
 from mlcomp.settings import Settings
-from mlcomp import wake as wakeup
+from mlcomp.bus import SUPERVISOR, Bus
 from mlcomp.gridsearch import is_grid_parent
 from mlcomp.lifecycle import rollup_status, set_task_status
 
@@ -53,7 +52,6 @@ def submit_dag(session: Session, settings: Settings, path, sets: Sequence[str] =
     from mlcomp.dag import submit
 
     dags = submit(session, settings, path, sets)
-    wakeup.wake_after_commit(session)
     return dags
 
 
@@ -112,7 +110,6 @@ def stop_task(session: Session, task_id: int, now: dt.datetime | None = None) ->
     if not _stop(session, task, "stop requested", now):
         raise StateError(f"task {task_id} ({task.name!r}) is {task.status.value}; only a waiting, queued "
                          f"or running task can be stopped")
-    wakeup.wake_after_commit(session)
     return task
 
 
@@ -178,7 +175,6 @@ def resume_task(session: Session, task_id: int, from_: str | None = None, now: d
         raise StateError(f"task {task_id} ({task.name!r}) {what}; only a failed, stopped or skipped task "
                          f"can be resumed")
     _resume(session, task, from_, now)
-    wakeup.wake_after_commit(session)
     return task
 
 
@@ -197,7 +193,6 @@ def stop_dag(session: Session, dag_id: int, now: dt.datetime | None = None) -> l
     stopped = [t for t in _dag_tasks(session, dag_id) if _stop(session, t, f"dag {dag_id} stop requested", now)]
     if not stopped:
         raise StateError(f"dag {dag_id} has no waiting, queued or running task to stop")
-    wakeup.wake_after_commit(session)
     return stopped
 
 
@@ -214,7 +209,6 @@ def resume_dag(session: Session, dag_id: int, now: dt.datetime | None = None) ->
         raise StateError(f"dag {dag_id} has no failed, stopped or skipped task to resume")
     for task in tasks:
         _resume(session, task, None, now)
-    wakeup.wake_after_commit(session)
     return tasks
 
 
@@ -228,13 +222,8 @@ def dag_status(session: Session, dag: Dag | int) -> TaskStatus:
     return rollup_status(session.scalars(select(Task.status).where(Task.dag_id == dag_id)))
 
 
-def wake(settings: Settings) -> bool:
-    """Wakes the supervisors and workers of this process, then other processes through one
-    transport chosen by the configuration: with ``settings.broker_url`` the database's Redis
-    channel (every server sharing the store, on any machine, subscribes to it), else the wake
-    socket of ``settings.root`` (the server of this root on this machine). Call it after
-    committing. Returns True when a server process received the wake-up."""
-    wakeup.notify()
-    if settings.broker_url:
-        return wakeup.publish(settings.broker_url, settings.db_url) > 0
-    return wakeup.poke(settings.root)
+def wake(settings: Settings) -> None:
+    """Wakes the supervisors of ``settings``' store after a commit: those of this process at
+    once, the others through the bus's backend (:mod:`mlcomp.bus`). Whether a server runs is
+    told by its heartbeat row (:func:`mlcomp.supervisor.supervisor.serving`), not by this."""
+    Bus.of(settings).publish(SUPERVISOR)

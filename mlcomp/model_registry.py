@@ -20,7 +20,6 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mlcomp import wake
 from mlcomp.dag.pipe import get_pipe, start_pipe
 from mlcomp.db import Dag, Model, ModelRun, Pipe, Project, Task
 from mlcomp.errors import ConfigError, NotFoundError, StateError
@@ -102,7 +101,8 @@ def start_model(session: Session, name: str, pipe: str, project: str | None = No
     """Writes a DAG of the model's project from its pipe ``pipe`` whose tasks take model ``name``
     (MLComp's "start pipe"), named ``"<pipe> <model>"``; returns it, flushed. Tasks whose
     executor keeps any key also get MLComp's ``model_id`` and ``model_name``
-    (:func:`mlcomp.dag.pipe.start_pipe`). Supervisors in this process wake when the caller commits.
+    (:func:`mlcomp.dag.pipe.start_pipe`). The caller wakes the supervisors after its commit
+    (:func:`mlcomp.control.wake`).
 
     Raises:
         NotFoundError: no such model, or its project has no such pipe.
@@ -114,7 +114,6 @@ def start_model(session: Session, name: str, pipe: str, project: str | None = No
     dag = start_pipe(session, found, f"{found.name} {model.name}", extra)
     session.add(ModelRun(dag_id=dag.id, model_id=model.id, pipe_id=found.id))
     session.flush()
-    wake.wake_after_commit(session)
     return dag
 
 

@@ -26,8 +26,9 @@ class Settings:
         root: folder for the SQLite database, snapshots, task folders and logdirs
             (``MLCOMP_ROOT``, default ``~/mlcomp``).
         db_url: SQLAlchemy URL (``MLCOMP_DB_URL``, default SQLite in WAL mode at ``root/mlcomp.db``).
-        broker_url: Celery broker for many machines, e.g. ``redis://host:6379/0``
-            (``MLCOMP_BROKER_URL``); ``None`` means the single-machine default (a local worker).
+        broker_url: Redis for many machines, e.g. ``redis://host:6379/0`` (``MLCOMP_BROKER_URL``):
+            the bus's backend (:mod:`mlcomp.bus`); ``None``: PostgreSQL's LISTEN/NOTIFY with a
+            PostgreSQL store, else a local socket (one machine).
         token: shared secret required by the UI and API beyond loopback (``MLCOMP_TOKEN``).
         host, port: where ``mlcomp server`` listens (default ``127.0.0.1:4201``).
         heartbeat_ttl: seconds after which a silent computer is dead and its tasks failed.

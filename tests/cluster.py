@@ -24,7 +24,7 @@ from mlcomp.db import Computer, make_engine, make_sessionmaker, upgrade
 from mlcomp.settings import Settings
 from supervisor_helpers import wait_for
 
-__all__ = ["free_port", "start", "registered", "forget_queue", "Cluster"]
+__all__ = ["free_port", "start", "registered", "Cluster"]
 
 
 def free_port() -> int:
@@ -56,24 +56,14 @@ def registered(store, name: str, after: float) -> bool:
     return beat.timestamp() >= after
 
 
-def forget_queue(broker: str, name: str) -> None:
-    """Deletes the Redis keys of computer ``name``'s Celery queue."""
-    import redis
-
-    client = redis.Redis.from_url(broker)
-    for key in client.scan_iter(f"*{name}*"):
-        client.delete(key)
-    client.close()
-
-
 class Cluster:
     """Computers for one test: ``mlcomp worker`` processes on a shared store.
 
     Args:
         folder: where each computer's root folder is made (``folder/NAME``).
         db_url: the store (a fresh PostgreSQL database; a SQLite file works on one machine).
-        broker_url: Redis, the workers' Celery broker and wake channel; None: the workers take
-            their tasks from the store.
+        broker_url: Redis, the bus's backend (:mod:`mlcomp.bus`); None: PostgreSQL's
+            LISTEN/NOTIFY.
         heartbeat_ttl: seconds after which a silent computer is dead (short, so a killed worker's
             tasks are swept quickly).
     """
@@ -98,11 +88,12 @@ class Cluster:
         """Where computer ``name`` keeps its task folders."""
         return Settings(root=self.root(name), db_url=self.settings.db_url).tasks_dir
 
-    def add(self, name: str, gpus: str = "0", address: str | None = None, ports: str | None = None) -> str:
+    def add(self, name: str, gpus: str = "0", address: str | None = None, ports: str | None = None,
+            cpus: int | None = None) -> str:
         """Starts ``mlcomp worker --name NAME-RUN --gpus GPUS --address ADDRESS`` (the next
-        loopback address by default; a name seen before keeps its address; ``--ports PORTS`` when
-        given) with its own root, waits until it has registered, and returns the computer's name
-        (``NAME-RUN``)."""
+        loopback address by default; a name seen before keeps its address; ``--ports PORTS`` and
+        ``--cpus CPUS`` when given) with its own root, waits until it has registered, and returns
+        the computer's name (``NAME-RUN``)."""
         name = name if name.endswith(self.run) else f"{name}-{self.run}"
         address = address or self.addresses.get(name) or f"127.0.0.{len(self.addresses) + 2}"
         self.addresses[name] = address
@@ -114,7 +105,8 @@ class Cluster:
         self.root(name).mkdir(parents=True, exist_ok=True)
         began = dt.datetime.now(dt.timezone.utc).timestamp()
         self.workers[name] = start(env, "worker", "--name", name, "--gpus", gpus, "--address", address,
-                                   *(("--ports", ports) if ports else ()), log=self.root(name) / "worker.log")
+                                   *(("--ports", ports) if ports else ()), *(("--cpus", str(cpus)) if cpus else ()),
+                                   log=self.root(name) / "worker.log")
         wait_for(lambda: registered(self.store, name, began), timeout=60)
         return name
 
@@ -125,14 +117,10 @@ class Cluster:
         process.wait(60)
 
     def supervise(self, interval: float = 0.2):
-        """Starts the supervisor in this process (placements go to the workers' Celery queues, or
-        stay in the store without a broker)."""
-        from mlcomp.supervisor import HandOver, Supervisor
-        from mlcomp.worker import CeleryDispatcher, make_celery
+        """Starts the supervisor in this process (placements reach the workers through the bus)."""
+        from mlcomp.supervisor import Supervisor
 
-        broker = self.settings.broker_url
-        route = HandOver(remote=CeleryDispatcher(make_celery(self.settings)) if broker else None)
-        self._supervisor = Supervisor(self.settings, self.store, route, interval=interval).start(listen=False)
+        self._supervisor = Supervisor(self.settings, self.store, interval=interval).start()
         return self._supervisor
 
     def close(self) -> None:
@@ -148,6 +136,4 @@ class Cluster:
             pid = AttemptFiles(pid_file.parent).live_pid()
             if pid is not None:
                 signal_group(pid, signal.SIGKILL)
-        for name in self.addresses if self.settings.broker_url else ():
-            forget_queue(self.settings.broker_url, name)
         self.engine.dispose()

@@ -79,3 +79,22 @@ def wait_status(store, task_id: int, *statuses, timeout: float = 20.0) -> Task:
             return task if task.status in statuses else None
 
     return wait_for(reached, timeout)
+
+
+class RecordingBus:
+    """A bus that records what is published (``calls``: ``(channel, ids)`` pairs) and delivers
+    nothing: for ticks whose hand-overs a test only reads."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def publish(self, channel: str, ids=()) -> None:
+        self.calls.append((channel, list(ids)))
+
+    def subscribe(self, channel, callback):
+        raise AssertionError("a RecordingBus delivers nothing")
+
+    def placed(self) -> list[tuple[int, str]]:
+        """The ``(task_id, computer)`` pairs sent to computers' channels."""
+        return [(task_id, channel.split(":", 1)[1]) for channel, ids in self.calls
+                if channel.startswith("computer:") for task_id in ids]

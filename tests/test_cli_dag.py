@@ -158,7 +158,7 @@ executors:
 
 
 def test_gpu_requests_on_two_computers_get_disjoint_devices(settings, store, tmp_path):
-    from mlcomp.supervisor import HandOver, Supervisor
+    from mlcomp.supervisor import Supervisor
     from mlcomp.worker import Worker
 
     (tmp_path / "gpus.yml").write_text("""
@@ -171,12 +171,12 @@ executors:
     workers = [Worker(settings, store, name=name, gpus=[0, 1, 2, 3]) for name in ("a", "b")]
     for worker in workers:
         worker.start()
-    sup = Supervisor(settings, store, HandOver(workers), interval=0.1)
+    sup = Supervisor(settings, store, interval=0.1)
     try:
         with store.begin() as session:
             (dag,) = control.submit_dag(session, settings, tmp_path / "gpus.yml")
             dag_id = dag.id
-        sup.start(listen=False)
+        sup.start()
 
         def done():
             with store.begin() as session:

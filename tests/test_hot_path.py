@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from mlcomp import control
 from mlcomp.db import Attempt, Computer, Dag, LogLine, Task, TaskStatus, immediate, utcnow
-from mlcomp.supervisor import RecordingDispatcher, run_local, set_task_status
+from mlcomp.bus import Bus, computer_channel
+from mlcomp.supervisor import run_local, set_task_status
 from supervisor_helpers import add_computer, add_task, make_dag, wait_for
 
 S = TaskStatus
@@ -27,13 +28,13 @@ def test_a_chain_runs_on_task_ends_alone(settings, store, tmp_path):
     (tmp_path / "chain.yml").write_text("info: {name: chain, project: tests}\nexecutors:\n"
                                         + "".join(f"  t{i}: {{type: bash, command: 'echo {i}'"
                                                   f"{f', depends: t{i - 1}' if i else ''}}}\n" for i in range(4)))
-    with run_local(settings, [], sessionmaker=store, listen=False, interval=3600) as local:
+    with run_local(settings, [], sessionmaker=store, interval=3600):
         with store.begin() as session:
             (dag,) = control.submit_dag(session, settings, tmp_path / "chain.yml")
             dag_id = dag.id
+        control.wake(settings)  # the submission; each later task starts on its predecessor's end
         wait_for(lambda: dag_done(store, dag_id))
         pumps = [t for t in threading.enumerate() if t.name == "mlcomp-task-pump"]
-        assert local.supervisor.listening is False
     assert len(pumps) <= 1
     with store.begin() as session:
         tasks = session.scalars(select(Task).where(Task.dag_id == dag_id).order_by(Task.id)).all()
@@ -49,7 +50,7 @@ def test_parallel_tasks_share_one_pump_thread(settings, store, tmp_path):
         "info: {name: wide, project: tests}\nexecutors:\n"
         + "".join(f"  w{i}: {{type: bash, command: 'for j in $(seq {lines}); do echo {i}-$j; done; sleep 0.3'}}\n"
                   for i in range(2)))
-    with run_local(settings, [], name="pc", sessionmaker=store, listen=False) as local:
+    with run_local(settings, [], name="pc", sessionmaker=store) as local:
         with store.begin() as session:
             immediate(session)  # a read-then-write transaction beside a running supervisor
             session.get(Computer, "pc").cpu = 2  # two slots: a task asks for 1 CPU
@@ -125,21 +126,23 @@ def test_attempt_rows_follow_the_task_through_a_retry(store):
         assert attempts[1].started is None and attempts[1].finished is None
 
 
-def test_run_local_uses_the_given_dispatcher_from_its_first_tick(settings, store, tmp_path):
+def test_run_local_hands_a_task_pinned_elsewhere_to_that_computer_from_its_first_tick(settings, store, tmp_path):
     (tmp_path / "pinned.yml").write_text("info: {name: pinned, project: tests}\nexecutors:\n"
                                          "  far: {type: bash, command: 'true', computer: remote}\n")
     with store.begin() as session:
         add_computer(session, "remote", cpu=4, heartbeat=None)
         (dag,) = control.submit_dag(session, settings, tmp_path / "pinned.yml")
         task_id = dag.tasks[0].id
-    recording = RecordingDispatcher()
+    handed = []
+    remote = Bus.of(settings).subscribe(computer_channel("remote"), handed.extend)
     with store.begin() as session:
         session.get(Computer, "remote").heartbeat = utcnow()
-    with run_local(settings, [], name="here", sessionmaker=store, listen=False, interval=3600,
-                   dispatcher=lambda worker: recording) as local:
-        wait_for(lambda: recording.calls)
-        assert local.supervisor.dispatcher is recording
-    assert recording.calls == [(task_id, "remote")]
+    try:
+        with run_local(settings, [], name="here", sessionmaker=store, interval=3600):
+            wait_for(lambda: handed)
+    finally:
+        remote.close()
+    assert handed == [task_id]
     with store.begin() as session:
         task = session.get(Task, task_id)
         assert task.status is S.queued and task.computer == "remote"  # not taken back

@@ -4,6 +4,9 @@ source counts, also one inside a function)."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -68,3 +71,34 @@ def test_no_import_cycles_between_packages():
     cycles = [[(a, edges.edges[a, b]["module"], b) for a, b in zip(c, c[1:] + c[:1])]
               for c in nx.simple_cycles(edges)]
     assert cycles == []
+
+
+WORKER_MODULES = ("mlcomp.cli.worker", "mlcomp.worker.worker")
+"""What ``mlcomp worker`` imports before it runs (its command's module and the worker's)."""
+NOT_IN_A_WORKER = ("torch", "flask", "plotly", "optuna", "celery", "networkx", "numpy", "pandas", "alembic",
+                   "pathspec")
+"""Packages an idle worker never uses: each costs megabytes of RSS on every GPU machine."""
+
+
+def test_the_worker_imports_no_heavy_package_and_no_alembic_at_head(tmp_path):
+    from mlcomp.db import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'mlcomp.db'}"
+    engine = make_engine(url)
+    upgrade(engine)  # at head: opening it must not need Alembic
+    engine.dispose()
+    code = ("import importlib, sys\n"
+            f"for name in {WORKER_MODULES!r}:\n"
+            "    importlib.import_module(name)\n"
+            "from mlcomp.db import open_store\n"
+            "from mlcomp.settings import Settings\n"
+            "open_store(Settings.from_env())\n"
+            "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n")
+    env = {**os.environ, "MLCOMP_ROOT": str(tmp_path), "MLCOMP_DB_URL": url}
+    env.pop("MLCOMP_BROKER_URL", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert {"mlcomp", "sqlalchemy", "psutil"} <= loaded  # the probe ran
+    assert sorted(loaded & set(NOT_IN_A_WORKER)) == []

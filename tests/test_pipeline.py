@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from mlcomp import control
 from mlcomp.db import Checkpoint, LogLine, Metric, Task, TaskStatus, immediate
-from mlcomp.supervisor import RecordingDispatcher, Supervisor, run_local
+from mlcomp.supervisor import Supervisor, run_local
 from ml_helpers import write_expdir
 from supervisor_helpers import wait_for, wait_status
 
@@ -60,7 +60,7 @@ def test_stop_mid_epoch_then_resume_ends_with_the_metrics_of_an_uninterrupted_ru
     dag_file = write_expdir(tmp_path / "exp", TRAIN_DAG, seconds=0.08)
     dag_id = submit(store, settings, dag_file)
     train_id = tasks(store, dag_id)["train"].id
-    with run_local(settings, [0], sessionmaker=store, listen=False, interval=0.2, dag_ids=[dag_id]):
+    with run_local(settings, [0], sessionmaker=store, interval=0.2, dag_ids=[dag_id]):
         wait_for(lambda: len(epoch_metrics(store, train_id)) >= 1, timeout=60)  # epoch 1 is done
         with store.begin() as session:
             immediate(session)
@@ -105,7 +105,7 @@ def test_killed_worker_fails_its_task_with_a_reason_and_frees_its_gpu(settings, 
     dag_id = submit(store, settings, dag_file)
     long_id = tasks(store, dag_id)["long"].id
     worker = start_worker(settings, "box")
-    supervisor = Supervisor(settings, store, RecordingDispatcher(), interval=0.2, dag_ids=[dag_id]).start(listen=False)
+    supervisor = Supervisor(settings, store, interval=0.2, dag_ids=[dag_id]).start()
     pid = None
     try:
         running = wait_status(store, long_id, S.in_progress, timeout=30)
@@ -151,7 +151,7 @@ def test_dag_resume_reruns_only_the_failed_grid_cells(settings, store, tmp_path)
     dag_file = tmp_path / "dag.yml"
     dag_file.write_text(GRID_DAG)
     dag_id = submit(store, settings, dag_file)
-    with run_local(settings, [], sessionmaker=store, listen=False, interval=0.2, dag_ids=[dag_id]):
+    with run_local(settings, [], sessionmaker=store, interval=0.2, dag_ids=[dag_id]):
         wait_for(lambda: all(t.status.finished for t in tasks(store, dag_id).values()), timeout=60)
         first = tasks(store, dag_id)
         assert {n: t.status for n, t in first.items()} == {
@@ -192,7 +192,7 @@ def test_distributed_train_task_stops_and_resumes_like_an_uninterrupted_run(sett
     reference = slow.with_name("reference.yml")
     reference.write_text(DISTR_DAG.replace("NAME", "reference").replace("CONFIGS", "configs/train.yml"))
     ref_id, stop_id = (tasks(store, submit(store, settings, f))["train"].id for f in (reference, slow))
-    with run_local(settings, [], sessionmaker=store, listen=False, interval=0.2):
+    with run_local(settings, [], sessionmaker=store, interval=0.2):
         wait_for(lambda: len(epoch_metrics(store, stop_id)) >= 1, timeout=120)
         with store.begin() as session:
             immediate(session)
@@ -222,7 +222,7 @@ def test_digits_pipeline_predicts_and_traces_the_best_model(settings, store):
     sets = [f"executors.train.params={quick}", f"executors.search.params={quick}",
             "executors.search.grid=[{lr: [0.01]}, {width: [8, 16]}]"]
     dag_id = submit(store, settings, REPO / "dags" / "digits.yml", sets)
-    with run_local(settings, [], sessionmaker=store, listen=False, interval=0.2, dag_ids=[dag_id]):
+    with run_local(settings, [], sessionmaker=store, interval=0.2, dag_ids=[dag_id]):
         wait_for(lambda: all(t.status.finished for t in tasks(store, dag_id).values()), timeout=240)
     found = tasks(store, dag_id)
     assert {n: t.status for n, t in found.items() if t.status is not S.success} == {}

@@ -217,7 +217,7 @@ def test_the_worker_runs_the_pipe_dag_with_the_model(store, settings, expdir, tr
         model = model_registry.add_model(session, settings, "m", trained, which="last")
         dag = model_registry.start_model(session, "m", "test")
         dag_id, infer_id = dag.id, dag.tasks[0].id
-    with run_local(settings, [], sessionmaker=store, listen=False, interval=0.2, dag_ids=[dag_id]):
+    with run_local(settings, [], sessionmaker=store, interval=0.2, dag_ids=[dag_id]):
         infer = wait_status(store, infer_id, TaskStatus.success, TaskStatus.failed)
     assert infer.status is TaskStatus.success, infer.reason
     assert (infer.result["source_task"], infer.result["checkpoint"]) == (trained, model.checkpoint)

@@ -1,20 +1,50 @@
 """Resource history: raw samples per heartbeat (computer, GPUs with their holder, task process
-trees), the roll-up into 60 s and 600 s levels, retention, and the SQL-bucketed reads."""
+trees) written in the heartbeat's transaction, the roll-up into 60 s and 600 s levels, retention,
+and the SQL-bucketed reads."""
+import contextlib
 import subprocess
 import sys
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text, update
 
-from mlcomp.db import ResourceSample, TaskStatus
+from mlcomp.db import Computer, ResourceSample, TaskStatus, utcnow
+from mlcomp.worker import resources
 from mlcomp.worker.resources import RETENTION, ResourceRecorder, compact, resource_history
 from supervisor_helpers import add_computer, add_task, make_dag
 
 NOW = 1_800_000_000  # Unix seconds, a multiple of 600
 
 
-def _usage(cpu=25.0, gpus=()):
-    return {"cpu": cpu, "memory": 1.0, "memory_bytes": 1e9, "gpus": list(gpus)}
+def _usage(cpu=25.0, gpus=(), **extra):
+    return {"cpu": cpu, "memory": 1.0, "memory_bytes": 1e9, "gpus": list(gpus), **extra}
+
+
+def _beat(store, recorder, usage, computer="box"):
+    """What the worker's heartbeat does: ONE transaction writing the samples and the computer row."""
+    with store.begin() as session:
+        recorder.write(session, usage)
+        session.execute(update(Computer).where(Computer.name == computer).values(heartbeat=utcnow(), usage=usage))
+
+
+@contextlib.contextmanager
+def _statements(store):
+    """Collects the SQL statements and the transactions begun on ``store``'s engine meanwhile."""
+    engine, seen = store.kw["bind"], {"sql": [], "begin": 0}
+
+    def statement(conn, cursor, sql, *args):
+        seen["sql"].append(" ".join(sql.split()))
+
+    def begin(conn):
+        seen["begin"] += 1
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "begin", begin)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "begin", begin)
 
 
 @pytest.fixture
@@ -41,7 +71,7 @@ def test_a_beat_samples_the_computer_its_gpus_and_each_running_task(store, busy)
     recorder = ResourceRecorder("box", [{"index": 0}, {"index": 1}], clock=lambda: NOW)
     gpus = [{"index": 0, "utilization": 10, "memory_used": 1 << 30}, {"index": 1, "utilization": 90,
                                                                          "memory_used": 3 << 30}]
-    recorder.record(store, _usage(gpus=gpus))
+    _beat(store, recorder, _usage(gpus=gpus, tasks=1))
     rows = _rows(store, resolution=0)
     assert rows[:2] == [(None, None, 25.0, 1e9), (busy, None, 0.0, rows[1][3])]  # psutil's first reading is 0 %
     assert rows[1][3] > 1e6  # the sleeping child's RSS, in bytes
@@ -52,8 +82,61 @@ def test_a_task_whose_process_is_gone_gets_no_process_sample(store, busy):
     with store.begin() as session:
         add_task(session, make_dag(session, "other"), "ghost", status=TaskStatus.in_progress, computer="box",
                  pid=2 ** 22 + 7)
-    ResourceRecorder("box", [], clock=lambda: NOW).record(store, _usage())
+    _beat(store, ResourceRecorder("box", [], clock=lambda: NOW), _usage())  # no "tasks": looked up
     assert [row[0] for row in _rows(store, resolution=0)] == [None, busy]
+
+
+def test_an_idle_computer_reads_no_tasks_and_writes_no_task_samples(store, busy):
+    recorder = ResourceRecorder("box", [{"index": 0}, {"index": 1}], clock=lambda: NOW)
+    gpus = [{"index": 1, "utilization": 0, "memory_used": 0}]
+    recorder._compacted = NOW  # compaction not due
+    with _statements(store) as seen:
+        _beat(store, recorder, _usage(gpus=gpus, tasks=0))  # the worker runs nothing (its task's pid aside)
+    assert _rows(store, resolution=0) == [(None, None, 25.0, 1e9), (None, 1, 0.0, 0.0)]
+    assert not [sql for sql in seen["sql"] if " FROM task" in sql]
+    assert seen["begin"] == 1
+
+
+def test_a_beat_with_its_samples_and_roll_up_is_one_transaction(any_store):
+    store = any_store
+    with store.begin() as session:
+        add_computer(session, "box")
+    _fill(store, NOW - 1200, NOW)  # twenty minutes of raw samples to roll up
+    recorder = ResourceRecorder("box", [], clock=lambda: NOW)
+    with _statements(store) as seen:
+        _beat(store, recorder, _usage(tasks=0))
+    assert seen["begin"] == 1  # samples, roll-up, retention and the computer row
+    assert len(_rows(store, resolution=60)) == 2 * 20 and len(_rows(store, resolution=600)) == 2 * 2  # CPU, GPU 0
+    with store() as session:
+        assert session.get(Computer, "box").usage["tasks"] == 0
+
+
+def test_a_failed_sample_write_is_undone_and_the_beat_still_commits(any_store, monkeypatch):
+    store = any_store
+    with store.begin() as session:
+        add_computer(session, "box")
+
+    def broken(session, *args):
+        session.execute(text("SELECT * FROM no_such_table"))  # an SQL error: on PostgreSQL it aborts a transaction
+
+    monkeypatch.setattr(resources, "compact", broken)
+    _beat(store, ResourceRecorder("box", [], clock=lambda: NOW), _usage(cpu=42.0, tasks=0))
+    assert _rows(store) == []  # the raw sample written before the roll-up failed is undone too
+    with store() as session:
+        assert session.get(Computer, "box").usage["cpu"] == 42.0
+
+
+def test_a_recorder_skips_the_levels_without_a_new_complete_bucket(any_store):
+    store = any_store
+    _fill(store, NOW - 1200, NOW + 60)
+    rolled = {}
+    with store.begin() as session:
+        compact(session, "box", NOW, rolled)
+    with _statements(store) as seen, store.begin() as session:
+        compact(session, "box", NOW + 60, rolled)  # a new minute, the same ten minutes
+    queries = [sql.split()[0] for sql in seen["sql"] if sql.split()[0] in ("SELECT", "INSERT", "DELETE")]
+    assert queries == ["SELECT", "SELECT", "INSERT"]  # the 60 s level only, no retention deletes
+    assert len(_rows(store, resolution=60)) == 2 * 21 and len(_rows(store, resolution=600)) == 2 * 2
 
 
 def _fill(store, start, end, every=5, gpus=1):
@@ -102,8 +185,8 @@ def test_history_reads_the_finest_level_holding_the_window_in_sql_buckets(any_st
 
 
 def test_history_of_a_task_and_bad_scope(store, busy):
-    ResourceRecorder("box", [{"index": 1}], clock=lambda: NOW).record(
-        store, _usage(gpus=[{"index": 1, "utilization": 50, "memory_used": 7}]))
+    _beat(store, ResourceRecorder("box", [{"index": 1}], clock=lambda: NOW),
+          _usage(gpus=[{"index": 1, "utilization": 50, "memory_used": 7}], tasks=1))
     with store() as session:
         series = resource_history(session, task_id=busy, start=NOW - 60, end=NOW, now=NOW)
         assert [(s["source"], s["task_id"]) for s in series] == [("task", [None]), ("gpu1", [busy])]

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from mlcomp import control
 from mlcomp.db import LogLine, Task, TaskStatus, immediate, make_engine, make_sessionmaker, upgrade
 from mlcomp.settings import Settings
-from cluster import forget_queue, free_port, registered, start
+from cluster import free_port, registered, start
 from supervisor_helpers import wait_for
 
 S = TaskStatus
@@ -126,7 +126,6 @@ def test_kill_9_of_a_worker_on_postgresql_and_redis_loses_nothing(settings, pg_u
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
         engine.dispose()
-        forget_queue(broker, name)
 
 
 def test_a_worker_stopped_with_sigterm_leaves_its_task_running_for_the_next_one(settings, store, tmp_path):

@@ -54,7 +54,7 @@ def test_asha_search_pauses_promotes_survives_stop_and_resume_and_feeds_its_best
         with store() as session:
             return session.scalar(select(func.count()).select_from(SearchRung).where(SearchRung.search_id == search.id))
 
-    with run_local(settings, [0, 1], sessionmaker=store, listen=False, interval=0.2, dag_ids=[dag_id]):
+    with run_local(settings, [0, 1], sessionmaker=store, interval=0.2, dag_ids=[dag_id]):
         wait_for(lambda: rung_records() >= 2, timeout=120)
         _in(store, lambda s: control.stop_dag(s, dag_id))
         stopped = wait_status(store, search.id, S.stopped, S.failed, S.success, timeout=60)

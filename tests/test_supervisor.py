@@ -2,21 +2,21 @@
 sweep, grid roll-up, wake-ups, and two supervisors racing on PostgreSQL."""
 import dataclasses
 import threading
+import time
 
 import pytest
 from sqlalchemy import select
 
 from mlcomp.db import Computer, Task, TaskDependency, TaskStatus, immediate, utcnow
-from mlcomp.supervisor import RecordingDispatcher, Supervisor, set_task_status
-from mlcomp import wake
-from mlcomp.wake import poke
-from supervisor_helpers import Clock, add_computer, add_task, make_dag, wait_for
+from mlcomp.bus import SUPERVISOR, Bus, computer_channel
+from mlcomp.supervisor import Supervisor, set_task_status
+from supervisor_helpers import Clock, RecordingBus, add_computer, add_task, make_dag, wait_for
 
 S = TaskStatus
 
 
-def supervisor(settings, store, clock=None, dispatcher=None):
-    return Supervisor(settings, store, dispatcher or RecordingDispatcher(), now=clock or Clock())
+def supervisor(settings, store, clock=None, bus=None):
+    return Supervisor(settings, store, bus or RecordingBus(), now=clock or Clock())
 
 
 def finish(store, task_id, status=S.success):
@@ -41,7 +41,7 @@ def test_ready_tasks_go_by_priority_then_age_and_waiting_ones_say_why(settings, 
         cpu_only = add_task(session, dag, "cpu").id
     sup = supervisor(settings, store)
     assert sorted(sup.tick()) == [(urgent, "a"), (cpu_only, "a")]
-    assert sorted(sup.dispatcher.calls) == [(urgent, "a"), (cpu_only, "a")]
+    assert sorted(sup.bus.placed()) == [(urgent, "a"), (cpu_only, "a")]
     with store.begin() as session:
         waiting = session.get(Task, old)
         assert waiting.status is S.not_ran
@@ -135,19 +135,38 @@ def test_a_grid_search_runs_its_cells_within_parallel_and_rolls_up(settings, sto
     assert statuses(store, parent) == [S.success]
 
 
-def test_a_failed_dispatch_puts_the_task_back(settings, store):
-    class Broken:
-        def dispatch(self, task_id, computer):
-            raise ConnectionError("queue unreachable")
+def test_a_failed_publish_loses_no_placement(settings, store):
+    class Broken(RecordingBus):
+        def publish(self, channel, ids=()):
+            raise ConnectionError("Redis unreachable")
 
     with store.begin() as session:
         add_computer(session, "a")
         task_id = add_task(session, make_dag(session), "t").id
-    supervisor(settings, store, dispatcher=Broken()).tick()
+    with pytest.raises(ConnectionError):  # a real Bus logs it; the worker's read finds the task
+        supervisor(settings, store, bus=Broken()).tick()
     with store.begin() as session:
         task = session.get(Task, task_id)
-        assert (task.status, task.computer) == (S.not_ran, None)
-        assert task.waiting_reason == "dispatch to 'a' failed: queue unreachable"
+        assert (task.status, task.computer) == (S.queued, "a")
+
+
+def test_each_computer_gets_one_message_with_its_tasks_and_stop_requests_once(settings, store):
+    with store.begin() as session:
+        add_computer(session, "a", gpus=2)
+        add_computer(session, "b", gpus=1)
+        dag = make_dag(session)
+        ids = [add_task(session, dag, f"t{i}", gpu_min=1, gpu_max=1).id for i in range(3)]
+    bus = RecordingBus()
+    sup = supervisor(settings, store, bus=bus)
+    sup.tick()
+    assert sorted(bus.calls) == [("computer:a", ids[:2]), ("computer:b", ids[2:])]
+    with store.begin() as session:
+        set_task_status(session, session.get(Task, ids[0]), S.in_progress)
+        set_task_status(session, session.get(Task, ids[0]), S.stopping, "stop requested")
+    bus.calls.clear()
+    sup.tick()
+    sup.tick()
+    assert bus.calls == [("computer:a", [])]  # told once: "read the store"
 
 
 class CountingSupervisor(Supervisor):
@@ -159,22 +178,28 @@ class CountingSupervisor(Supervisor):
         return placed
 
 
-def test_a_started_supervisor_is_woken_at_once(settings, store):
+def test_a_started_supervisor_is_woken_at_once_and_hands_over_in_process(settings, store):
     with store.begin() as session:
         add_computer(session, "a", heartbeat=None)
         task_id = add_task(session, make_dag(session), "t").id
-    sup = CountingSupervisor(settings, store, RecordingDispatcher(), interval=3600).start()
+    handed = []
+    bus = Bus.of(settings)
+    worker = bus.subscribe(computer_channel("a"), handed.extend)  # an in-process worker of "a"
+    sup = CountingSupervisor(settings, store, interval=3600).start()
     try:
-        assert sup.listening
         wait_for(lambda: sup.ticks)  # the first tick, at start, finds no live computer
         with store.begin() as session:
             immediate(session)  # a read-then-write transaction beside a running supervisor
             session.get(Computer, "a").heartbeat = utcnow()
-        assert poke(settings.root)
-        assert wait_for(lambda: sup.dispatcher.calls) == [(task_id, "a")]
+        Bus(settings.db_url).publish(SUPERVISOR)  # another process's bus: through the socket
+        assert wait_for(lambda: handed) == [task_id]
     finally:
         sup.shutdown()
-    assert not poke(settings.root)
+        worker.close()
+    ticks = sup.ticks
+    Bus(settings.db_url).publish(SUPERVISOR)
+    time.sleep(0.2)
+    assert sup.ticks == ticks
 
 
 def test_two_supervisors_never_give_a_gpu_twice(settings, any_store):
@@ -184,7 +209,9 @@ def test_two_supervisors_never_give_a_gpu_twice(settings, any_store):
         add_computer(session, "b", gpus=4, cpu=64)
         dag = make_dag(session)
         ids = [add_task(session, dag, f"t{i}", gpu_min=1, gpu_max=1 + i % 3).id for i in range(24)]
-    sups = [supervisor(settings, pg_store) for _ in range(2)]
+    # scoped to the DAG, so both supervise at once (supervisors of every DAG share a lease:
+    # tests/test_failover.py) and the race is the computer rows' locks
+    sups = [Supervisor(settings, pg_store, RecordingBus(), now=Clock(), dag_ids=[dag.id]) for _ in range(2)]
     held = set()
     for _ in range(4):
         barrier = threading.Barrier(2)
@@ -204,7 +231,8 @@ def test_two_supervisors_never_give_a_gpu_twice(settings, any_store):
             held = {t.id for t in active}
         for task_id in sorted(held)[:3]:
             finish(pg_store, task_id)
-    assert sum(len(s.dispatcher.calls) for s in sups) == len({c for s in sups for c in s.dispatcher.calls})
+    placed = [pair for s in sups for pair in s.bus.placed()]
+    assert len(placed) == len(set(placed))
     assert statuses(pg_store, *ids).count(S.success) == 12
 
 
@@ -214,7 +242,7 @@ def test_a_supervisor_scoped_to_dags_runs_only_theirs(settings, store):
         mine = add_task(session, make_dag(session, "mine"), "t").id
         add_task(session, make_dag(session, "other"), "t")
         dag_id = session.get(Task, mine).dag_id
-    sup = Supervisor(settings, store, RecordingDispatcher(), now=Clock(), dag_ids=[dag_id])
+    sup = Supervisor(settings, store, RecordingBus(), now=Clock(), dag_ids=[dag_id])
     assert sup.tick() == [(mine, "a")]
     assert sup.tick() == []
 
@@ -222,20 +250,24 @@ def test_a_supervisor_scoped_to_dags_runs_only_theirs(settings, store):
 @pytest.mark.redis
 def test_a_supervisor_on_another_machine_is_woken_through_redis(settings, store, redis_url):
     settings = dataclasses.replace(settings, broker_url=redis_url[0])
-    assert wake.publish(settings.broker_url, settings.db_url) == 0  # nobody subscribed
     with store.begin() as session:
         add_computer(session, "a", heartbeat=None)
         task_id = add_task(session, make_dag(session), "t").id
-    sup = CountingSupervisor(settings, store, RecordingDispatcher(), interval=3600).start(listen=False)
+    remote = Bus(settings.db_url, settings.broker_url)  # the bus of a worker on another machine
+    handed = []
+    worker = remote.subscribe(computer_channel("a"), handed.extend)
+    sup = CountingSupervisor(settings, store, interval=3600).start()
     try:
         wait_for(lambda: sup.ticks)  # the first tick, at start, finds no live computer
         with store.begin() as session:
             immediate(session)
             session.get(Computer, "a").heartbeat = utcnow()
-        assert wait_for(lambda: wake.publish(settings.broker_url, settings.db_url)) == 1
-        assert wait_for(lambda: sup.dispatcher.calls) == [(task_id, "a")]
+        time.sleep(0.3)  # the supervisor's subscription is in place
+        remote.publish(SUPERVISOR)
+        assert wait_for(lambda: handed) == [task_id]
     finally:
         sup.shutdown()
+        worker.close()
 
 
 def test_a_tick_reads_light_rows_and_writes_in_bulk_with_ten_thousand_tasks(settings, store):

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from mlcomp.db import Attempt, Computer, LogLine, Metric, ResourceSample, Task, TaskStatus, immediate
-from mlcomp.supervisor import HandOver, Supervisor, set_task_status
+from mlcomp.supervisor import Supervisor, set_task_status
 from mlcomp.worker import Worker
 from supervisor_helpers import make_dag, wait_for, wait_status
 
@@ -375,14 +375,14 @@ def test_gpu_requests_on_two_computers_get_disjoint_indices(settings, store):
     workers = [Worker(settings, store, name=name, gpus=[0, 1, 2, 3], poll=0.05) for name in ("pc1", "pc2")]
     for w in workers:
         w.register()
-    supervisor = Supervisor(settings, store, HandOver(workers), interval=0.1)
+    supervisor = Supervisor(settings, store, interval=0.1)
     for w in workers:
         w.on_change = supervisor.wake
         w.start()
     requests = [(1, 1), (2, 2), (2, 4), (1, 1), (2, 4)]
     ids = [add_task(store, 'echo "$CUDA_VISIBLE_DEVICES"; sleep 0.3', status=S.not_ran, computer="pc1",
                     gpu_min=lo, gpu_max=hi) for lo, hi in requests]
-    supervisor.start(listen=False)
+    supervisor.start()
     try:
         tasks = [wait_status(store, i, S.success) for i in ids]
     finally:
@@ -424,18 +424,23 @@ def test_worker_command_runs_tasks_placed_on_it_from_the_store(settings, store):
         output = end_command(process)
     assert logs(store, task_id) == ["box 1"]
     assert [g["index"] for g in get_computer(store, "box").gpus] == [0, 1]
-    assert "mlcomp worker box: 2 GPU(s); tasks from its database" in output and "stopped" in output
+    assert "mlcomp worker box: 2 GPU(s); tasks through Socket" in output and "stopped" in output
 
 
 def test_server_command_supervises_its_local_worker(settings, store):
-    from mlcomp.wake import poke
+    from mlcomp.control import wake
+    from mlcomp.db import utcnow
+    from mlcomp.supervisor.supervisor import serving
 
     port = free_port()
     process = start_command(settings, "server", "--port", str(port), "--name", "srv", "--gpus", "0")
     try:
-        wait_for(lambda: poke(settings.root))
+        def served():
+            with store() as session:
+                return serving(session, settings, utcnow())
+        wait_for(served)
         task_id = add_task(store, "echo served", status=S.not_ran, computer="srv", gpu_min=1, gpu_max=1)
-        poke(settings.root)
+        wake(settings)
         task = wait_status(store, task_id, S.success)
         second = start_command(settings, "server", "--port", str(port + 1))
         output, _ = second.communicate(timeout=60)

@@ -51,11 +51,11 @@ def dag_submit(app: Services, file, wait, sets, gpus):
 def wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | None) -> None:
     """Wakes the server; with ``wait`` follows the DAGs and exits 1 unless every task succeeded.
 
-    When no server serves the store (none answers on this machine's wake socket or the broker's
-    wake channel, and no supervisor's heartbeat row is fresh), a supervisor and a local worker
+    When no server serves the store (no supervisor's heartbeat row is fresh), a supervisor and a local worker
     run here for these DAGs only, placing them on every live computer; SIGINT or SIGTERM then
     stops their running tasks (SIGTERM, grace, SIGKILL) and exits 1 ("Aborted!")."""
-    served = control.wake(app.settings) or _supervised(app)
+    control.wake(app.settings)
+    served = _supervised(app)
     if not wait:
         if not served:  # on stderr: stdout keeps only the ids, for scripts
             click.echo(f"note: no mlcomp server serves {app.settings.root}; the tasks wait until one runs "
@@ -68,7 +68,7 @@ def wake_and_wait(app: Services, ids: list[int], wait: bool, gpus: list[int] | N
 
         changed = threading.Event()  # SIGTERM, like Ctrl-C, stops this process's tasks before it exits
         with sigterm_interrupts(), run_local(app.settings, gpus, sessionmaker=app.store, on_change=changed.set,
-                                             listen=False, dag_ids=ids):
+                                             dag_ids=ids):
             ok = follow_dags(app.store, ids, click.echo, changed)
     _print_results(app, ids)
     if not ok:

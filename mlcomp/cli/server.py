@@ -1,7 +1,11 @@
 """``mlcomp server``: the web UI, the supervisor and a local worker in one process."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import socket
+import sys
 import threading
 
 import click
@@ -24,16 +28,14 @@ def server(host, port, name, gpus):
     Running tasks go on when the server ends; the next server on this computer takes them back
     (stop them first with `mlcomp task stop` or `dag stop` if they should end too).
 
-    With MLCOMP_BROKER_URL set, tasks placed on other computers go to their Celery queues;
-    otherwise their `mlcomp worker` takes them from the shared database.
+    Tasks placed on other computers reach their `mlcomp worker` as a message (Redis with
+    MLCOMP_BROKER_URL, else PostgreSQL's LISTEN/NOTIFY), which then claims them in the database.
     """
     from mlcomp.supervisor import run_local
-    from mlcomp.wake import poke
 
     settings = Settings.from_env(host=host, port=port)
     _check_bind(settings)  # before anything starts: a refused host must not leave a worker behind
-    if poke(settings.root):
-        raise StateError(f"a server already serves {settings.root}; stop it first")
+    guard = _serve_root(settings)
     listener = _listen(settings)  # binds now: a taken port fails before the worker starts
     with interruptible(), run_local(settings, gpus=gpus, name=name, keep_tasks=True) as local:
         where = f"http://{settings.host}:{settings.port}" if listener else "no web UI (ui is not installed)"
@@ -43,7 +45,28 @@ def server(host, port, name, gpus):
             threading.Event().wait()
         else:
             listener.run()
+    guard.close()
     click.echo("mlcomp server: stopped")
+
+
+def _serve_root(settings: Settings) -> socket.socket:
+    """Binds the root's guard address (a datagram socket in Linux's abstract namespace, else a
+    file in the root), so that one server serves a root on this machine; the address is freed
+    when the process ends, however it ends.
+
+    Raises:
+        StateError: another server of this root runs on this machine.
+    """
+    digest = hashlib.sha1(os.fsencode(os.path.abspath(settings.root))).hexdigest()[:20]
+    linux = sys.platform.startswith("linux")
+    address = f"\0mlcomp-server-{digest}" if linux else os.path.join(settings.root, "server.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise StateError(f"a server already serves {settings.root}; stop it first") from None
+    return sock
 
 
 def _check_bind(settings: Settings) -> None:

@@ -80,35 +80,38 @@ def ports_callback(ctx, param, value):
 @click.command("worker")
 @click.option("--name", metavar="NAME", help="The computer's name (default: the host name).")
 @gpus_option
+@click.option("--cpus", type=click.IntRange(min=1), metavar="N",
+              help="Declare this many CPUs for tasks to ask for (default: the machine's count).")
 @click.option("--address", metavar="HOST",
               help="Where the other computers reach this one: the rendezvous of distributed tasks whose "
                    "rank 0 runs here (default: this machine's primary address).")
 @click.option("--ports", callback=ports_callback, metavar="FIRST-LAST",
               help="Rendezvous ports for distributed tasks whose rank 0 runs here (default 29500-29599).")
-def worker(name, gpus, address, ports):
+def worker(name, gpus, cpus, address, ports):
     """Registers this computer and runs the tasks the supervisor places on it.
 
-    With MLCOMP_BROKER_URL set, tasks arrive through this computer's Celery queue; without it the
-    worker takes the tasks placed on it from the shared database. Stops on SIGINT/SIGTERM; its
-    running tasks go on, and the next worker of this computer takes them back.
+    Tasks arrive as messages on this computer's channel (Redis with MLCOMP_BROKER_URL, else
+    PostgreSQL's LISTEN/NOTIFY, else a local socket), and the worker claims them in the database,
+    which it also reads every few seconds for a message lost on the way. Stops on SIGINT/SIGTERM;
+    its running tasks go on, and the next worker of this computer takes them back.
     """
-    from mlcomp.control import wake
-    from mlcomp.worker import Worker, consume, make_celery
+    from mlcomp.bus import SUPERVISOR, Bus
+    from mlcomp.worker import Worker
 
     settings = Settings.from_env()
-    # a task's end wakes the server's supervisor (socket on this machine, Redis across machines)
-    the_worker = Worker(settings, open_store(settings), name=name, gpus=gpus, on_end=lambda: wake(settings),
-                        address=address, ports=ports)
+    bus = Bus.of(settings)
+    # a task's end wakes the supervisors, which place what it made ready
+    # one connection at most, closed when idle for a second: a lab of 100 computers stays within
+    # PostgreSQL's default max_connections (100), and an idle computer holds none
+    store = open_store(settings, connections=1, idle_release=1.0)
+    the_worker = Worker(settings, store, name=name, gpus=gpus, cpus=cpus, bus=bus,
+                        on_end=lambda: bus.publish(SUPERVISOR), address=address, ports=ports)
     with interruptible():
         try:
             the_worker.start()
-            transport = "Celery queue" if settings.broker_url else "database"
             click.echo(f"mlcomp worker {the_worker.name}: {len(the_worker.gpus)} GPU(s); "
-                       f"tasks from its {transport}")
-            if settings.broker_url:
-                consume(the_worker, make_celery(settings))  # Celery's warm shutdown on signals
-            else:
-                threading.Event().wait()
+                       f"tasks through {type(bus.backend).__name__[1:]}")
+            threading.Event().wait()
         finally:
             the_worker.shutdown(stop_tasks=False)
     click.echo(f"mlcomp worker {the_worker.name}: stopped")

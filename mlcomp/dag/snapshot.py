@@ -14,15 +14,17 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import pathspec
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from mlcomp.dag.rows import insert_ignore
 from mlcomp.db import SnapshotBlob, SnapshotFile
 from mlcomp.errors import DagError, NotFoundError
+
+if TYPE_CHECKING:  # pathspec is imported where a snapshot is collected (submission), not by the worker,
+    import pathspec  # which only writes stored snapshots out (materialize)
 
 __all__ = ["FileEntry", "ALWAYS_IGNORED", "IGNORE_FILES", "ignore_spec", "collect", "own_paths", "store", "materialize",
            "snapshot_files", "SnapshotCache", "list_files", "read_file", "blob_count"]
@@ -59,6 +61,8 @@ class FileEntry:
 
 def ignore_spec(expdir: Path) -> pathspec.PathSpec:
     """:data:`ALWAYS_IGNORED` plus the patterns of ``expdir``'s ignore files (gitwildmatch)."""
+    import pathspec
+
     lines = list(ALWAYS_IGNORED)
     for name in IGNORE_FILES:
         if (expdir / name).is_file():

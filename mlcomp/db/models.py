@@ -38,6 +38,7 @@ __all__ = [
     "Attempt",
     "Computer",
     "Supervisor",
+    "SupervisorLease",
     "LogLine",
     "Metric",
     "Checkpoint",
@@ -231,6 +232,20 @@ class Supervisor(Base):
     host: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int]
     heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SupervisorLease(Base):
+    """Which supervisor of every DAG is the active one (:mod:`mlcomp.supervisor.lease`): one row,
+    ``name`` ``"supervisor"``; ``holder`` is a :class:`Supervisor` id (NULL: released),
+    ``expires`` when the lease lapses unless its holder renews it, and ``process`` names the
+    holder's process on its machine (boot id, PID namespace, pid, start time; NULL off Linux), so
+    a server restarted there takes over at once from a killed one."""
+
+    __tablename__ = "supervisor_lease"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    process: Mapped[str | None] = mapped_column(String(200))
 
 
 class Computer(Base):

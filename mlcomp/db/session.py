@@ -6,12 +6,19 @@ session first and never commit; a request, CLI command, supervisor tick or worke
 """
 from __future__ import annotations
 
+import logging
+import os
+import random
+import re
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, QueuePool, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp.errors import ConfigError
@@ -19,36 +26,89 @@ from mlcomp.errors import ConfigError
 if TYPE_CHECKING:  # alembic is imported where migrations run: task children and most commands never pay for it
     from alembic.config import Config
 
-__all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immediate", "at_head", "SCHEMA_REVISION"]
+__all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immediate", "at_head", "SCHEMA_REVISION",
+           "CONNECT_RETRY_FOR", "POOL_WAIT"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "pipes_models"
+SCHEMA_REVISION = "supervisor_lease"
 """The head of the Alembic migrations (a test checks it against them): a database already at it
 is opened without importing Alembic, which would cost every CLI command about 0.2 s."""
 _IMMEDIATE = "mlcomp_immediate"
 BUSY_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for the database lock before giving up."""
+CONNECT_RETRY_FOR = 60.0
+"""Seconds a new PostgreSQL connection keeps being retried while the server refuses it for being
+full (SQLSTATE 53300: too many clients, too many connections for the role or database) or for
+starting up (57P03); read at each connect, so tests can shorten it."""
+CONNECT_RETRY_FIRST = 0.05
+"""Seconds before the first retry of a refused connection; the wait doubles up to
+:data:`CONNECT_RETRY_MAX`, each wait drawn between half and all of it (jitter)."""
+CONNECT_RETRY_MAX = 2.0
+"""The longest wait, in seconds, between two retries of a refused connection."""
+POOL_WAIT = 90.0
+"""Seconds a thread waits for its process's connection when :func:`make_engine`'s ``connections``
+are all in use (longer than :data:`CONNECT_RETRY_FOR`, so a thread queued behind a connect that
+rides out a full server meets the server's error, not the pool's); read when the engine is made."""
 _WRITER = "mlcomp_writer"  # session.info key: (the writer lock held, the transaction holding it)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, *, connections: int | None = None, idle_release: float | None = None,
+                **kwargs) -> Engine:
     """Creates an engine for ``url``; SQLite gets WAL mode, foreign keys, a 30 s busy timeout and
     transactions that start with ``BEGIN`` (``BEGIN IMMEDIATE`` under :func:`immediate`).
 
-    PostgreSQL URLs without a driver use psycopg 3 (``postgresql+psycopg``).
+    PostgreSQL URLs without a driver use psycopg 3 (``postgresql+psycopg``). Every PostgreSQL
+    engine pings pooled connections before use (unless ``idle_release`` keeps them fresh) and rides out a full or starting server: a
+    connection refused with SQLSTATE 53300 or 57P03 is retried with jittered exponential backoff
+    (:data:`CONNECT_RETRY_FIRST` s doubling to :data:`CONNECT_RETRY_MAX` s) for up to
+    :data:`CONNECT_RETRY_FOR` s, with one warning logged per connect, before the server's own
+    error is raised (as :class:`sqlalchemy.exc.OperationalError`).
+
+    A connection policy, for processes that must hold few connections (a lab's workers share one
+    server's ``max_connections``); SQLite engines ignore both:
+
+    Args:
+        connections: the most connections this engine holds at once (a pool of that size, no
+            overflow); other threads wait up to :data:`POOL_WAIT` s for one. None: SQLAlchemy's
+            default pool (5, plus 10 overflow).
+        idle_release: seconds a pooled connection may stay checked in, unused, before it is
+            closed (by one short-lived daemon thread per engine), so an idle process holds no
+            connection; the next checkout reconnects. None: pooled connections stay open.
+        kwargs: passed to :func:`sqlalchemy.create_engine`.
 
     Raises:
         ConfigError: ``url`` is not a database URL SQLAlchemy can load (the message names it,
             password hidden).
+        ValueError: ``connections`` is below 1, ``idle_release`` is negative, or a policy is asked
+            for together with ``poolclass``/``pool_size``/``max_overflow``/``pool_timeout``.
     """
+    if connections is not None and connections < 1:
+        raise ValueError(f"connections must be at least 1, not {connections!r}")
+    if idle_release is not None and idle_release < 0:
+        raise ValueError(f"idle_release must be seconds >= 0, not {idle_release!r}")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    policy = None
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": BUSY_TIMEOUT, "check_same_thread": False})
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     else:
-        kwargs.setdefault("pool_pre_ping", True)
+        # a connection closed after a short idle time is fresh: pinging it would cost a round trip
+        # per transaction (an idle worker's beat would be two transactions)
+        kwargs.setdefault("pool_pre_ping", idle_release is None)
+        if connections is not None or idle_release is not None:
+            clash = sorted({"poolclass", "pool_size", "max_overflow", "pool_timeout"} & kwargs.keys())
+            if clash:
+                raise ValueError(f"connections/idle_release choose the pool themselves; drop {', '.join(clash)}")
+            kwargs["poolclass"] = _PolicyPool
+            kwargs["pool_timeout"] = POOL_WAIT
+            if connections is not None:
+                kwargs.update(pool_size=connections, max_overflow=0)
+            policy = _Policy(f"{connections} (connections={connections})" if connections is not None
+                             else "15 (the default pool: 5, plus 10 overflow)", idle_release)
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError) as e:
@@ -56,7 +116,169 @@ def make_engine(url: str, **kwargs) -> Engine:
                           f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB") from None
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "do_connect", _connect_riding_out_refusals)
+    if policy is not None and isinstance(engine.pool, _PolicyPool):
+        engine.pool.policy = policy
+        if idle_release is not None:
+            event.listen(engine, "checkout", policy.checked_out)
+            event.listen(engine, "checkin", policy.checked_in)
     return engine
+
+
+# PostgreSQL's messages for SQLSTATE 53300 (too_many_connections) and 57P03 (cannot_connect_now,
+# while starting up): libpq reports a refused connection with its message only, no SQLSTATE.
+_REFUSED_STATES = frozenset({"53300", "57P03"})
+_REFUSED = re.compile(r"too many clients|too many connections for|connection slots are reserved|"
+                      r"database system is starting up|not yet accepting connections", re.IGNORECASE)
+
+
+def _refused_for_now(error: BaseException) -> bool:
+    """Whether ``error``, raised while connecting, says the server is full or starting up."""
+    state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return state in _REFUSED_STATES or bool(_REFUSED.search(str(error)))
+
+
+def _connect_riding_out_refusals(dialect, _record, cargs, cparams):
+    """``do_connect`` listener: the DBAPI connection, retrying while the server refuses for now."""
+    started = time.monotonic()
+    delay = CONNECT_RETRY_FIRST
+    warned = False
+    while True:
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError as e:
+            left = CONNECT_RETRY_FOR - (time.monotonic() - started)
+            if not _refused_for_now(e) or left <= 0:
+                raise
+            if not warned:
+                warned = True
+                log.warning("PostgreSQL refuses connections (%s); retrying for up to %g s",
+                            _reason(e), CONNECT_RETRY_FOR)
+            time.sleep(min(left, random.uniform(delay / 2, delay)))
+            delay = min(delay * 2, CONNECT_RETRY_MAX)
+        else:
+            if warned:
+                log.info("PostgreSQL accepted the connection after %.1f s", time.monotonic() - started)
+            return connection
+
+
+def _reason(error: BaseException) -> str:
+    """The server's words in a refused connection's error, e.g. ``too many clients already``."""
+    words = str(error).strip()
+    match = re.search(r"FATAL:\s*(.+)", words)
+    lines = (match.group(1) if match else words).splitlines()
+    return lines[0].strip() if lines else "refused"
+
+
+class _Policy:
+    """The connection policy of one engine (:func:`make_engine`'s ``connections`` and
+    ``idle_release``): counts checkouts in progress and closes pooled connections left unused for
+    ``idle_release`` seconds, from a daemon thread that lives while some connection sits idle."""
+
+    def __init__(self, limit: str, idle_release: float | None):
+        self.limit = limit  # for messages, e.g. "1 (connections=1)"
+        self.idle_release = idle_release
+        self._reset()
+        _POLICIES.add(self)
+
+    def _reset(self) -> None:
+        self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)
+        self._idle: dict = {}  # ConnectionPoolEntry → time.monotonic() of its checkin
+        self._checkouts = 0  # checkouts in progress: their entry may be between queue and use
+        self._running = False  # the releasing thread is started and has not decided to end
+
+    def checkout_begins(self) -> None:
+        with self.lock:
+            self._checkouts += 1
+
+    def checkout_ends(self) -> None:
+        with self.lock:
+            self._checkouts -= 1
+
+    def checked_out(self, _dbapi_connection, record, _proxy) -> None:
+        """Pool ``checkout`` listener."""
+        with self.lock:
+            self._idle.pop(record, None)
+
+    def checked_in(self, dbapi_connection, record) -> None:
+        """Pool ``checkin`` listener."""
+        if dbapi_connection is None:  # invalidated: nothing left open
+            return
+        with self.lock:
+            self._idle[record] = time.monotonic()
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._release_idle, name="mlcomp-db-idle-release", daemon=True).start()
+
+    def _release_idle(self) -> None:
+        """The releasing thread: closes each entry once it has been idle ``idle_release`` s and no
+        checkout is under way (one could be taking that very entry); ends when none is left."""
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                wait = self.idle_release
+                if self._checkouts == 0:
+                    for record, since in list(self._idle.items()):
+                        if now - since >= self.idle_release:
+                            del self._idle[record]
+                            if not record.in_use:
+                                try:
+                                    record.close()
+                                except Exception as e:  # a broken connection: it is gone either way
+                                    log.debug("closing an idle database connection failed: %s", e)
+                    if not self._idle:
+                        self._running = False
+                        return
+                    wait = min(self._idle.values()) + self.idle_release - now
+                self._changed.wait(max(wait, 0.01))
+
+
+_POLICIES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _policies_after_fork() -> None:
+    # a forked child has none of the parent's threads, and a lock held by one of them stays held
+    for policy in list(_POLICIES):
+        policy._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_policies_after_fork)
+
+
+class _PolicyPool(QueuePool):
+    """The pool of an engine with a connection policy: a :class:`~sqlalchemy.pool.QueuePool` that
+    tells its :class:`_Policy` when checkouts start and end, and whose timeout says why it waited."""
+
+    policy: _Policy | None = None
+
+    def recreate(self) -> QueuePool:  # Engine.dispose() replaces the pool with this one
+        pool = super().recreate()
+        pool.policy = self.policy
+        return pool
+
+    def dispose(self) -> None:  # not while the releasing thread closes one of the same connections
+        policy = self.policy
+        if policy is None:
+            return super().dispose()
+        with policy.lock:
+            super().dispose()
+
+    def connect(self):
+        policy = self.policy
+        if policy is None:
+            return super().connect()
+        policy.checkout_begins()
+        try:
+            return super().connect()
+        except PoolTimeout as e:
+            raise PoolTimeout(f"no database connection came free within {self.timeout():g} s: this process "
+                              f"holds at most {policy.limit} and its other threads kept them busy all that "
+                              f"time") from e
+        finally:
+            policy.checkout_ends()
 
 
 def _safe(url) -> str:
@@ -173,14 +395,20 @@ def at_head(engine: Engine) -> bool:
         return False
 
 
-def open_store(settings) -> sessionmaker[Session]:
+def open_store(settings, *, connections: int | None = None,
+               idle_release: float | None = None) -> sessionmaker[Session]:
     """The sessionmaker for ``settings.db_url``, upgrading the database on first use (and
     whenever it is behind :data:`SCHEMA_REVISION`).
 
+    ``connections`` and ``idle_release`` (seconds) are :func:`make_engine`'s connection policy,
+    e.g. ``connections=1, idle_release=5.0`` for a worker: at most one connection, closed when
+    unused for 5 s. SQLite ignores them.
+
     Raises:
         ConfigError: the URL is not usable, or the database cannot be reached or opened.
+        ValueError: ``connections`` is below 1 or ``idle_release`` is negative.
     """
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, connections=connections, idle_release=idle_release)
     try:
         if not at_head(engine):
             upgrade(engine)

@@ -10,7 +10,6 @@ from sqlalchemy.orm import sessionmaker as SessionMaker
 
 from mlcomp.db import open_store
 from mlcomp.settings import Settings
-from mlcomp.supervisor.dispatch import Dispatcher, HandOver
 from mlcomp.supervisor.supervisor import Supervisor
 
 __all__ = ["LocalRun", "run_local"]
@@ -28,8 +27,7 @@ class LocalRun:
 @contextlib.contextmanager
 def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | None = None,
               sessionmaker: SessionMaker | None = None, on_change: Callable[[], None] | None = None,
-              interval: float = 1.0, listen: bool = True, dag_ids: Collection[int] | None = None,
-              dispatcher: Callable[[object], Dispatcher] | None = None,
+              interval: float = 1.0, dag_ids: Collection[int] | None = None,
               keep_tasks: bool = False) -> Iterator[LocalRun]:
     """Runs a supervisor and a registered local worker until the block ends, then shuts both down
     (the worker first, so its tasks end as the worker decides on shutdown).
@@ -43,15 +41,9 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
             once in the worker's thread that recorded the end, so its dependents start without
             waiting for another thread or an interval.
         interval: the supervisor's fallback tick interval in seconds.
-        listen: listen on the root's wake socket so other processes (the CLI) can wake it and
-            know that a server runs (``mlcomp server``); ``dag submit --wait`` does not listen.
         dag_ids: place and claim only these DAGs' tasks (``dag submit --wait``), so two waits
             side by side never run or stop each other's tasks; they are placed on every live
             computer whose worker claims them.
-        dispatcher: builds the supervisor's dispatcher from the local worker (default: the one
-            hand-over path, :class:`~mlcomp.supervisor.dispatch.HandOver` to the local worker,
-            else to the computer's Celery queue with ``settings.broker_url``, else through the
-            store). It is in place before the first tick.
         keep_tasks: leave the running tasks running at the end (``mlcomp server``: the next
             server takes them back); by default they are stopped (``dag submit --wait``).
     """
@@ -65,22 +57,12 @@ def run_local(settings: Settings, gpus: list[int] | None = None, *, name: str | 
             supervisor.wake(inline=True)
 
     worker = Worker(settings, store, name=name, gpus=gpus, on_change=on_change, on_end=ended, dag_ids=dag_ids)
-    route = dispatcher(worker) if dispatcher is not None else HandOver([worker], _remote(settings))
-    supervisor = Supervisor(settings, store, route, interval=interval, dag_ids=dag_ids)
+    supervisor = Supervisor(settings, store, interval=interval, dag_ids=dag_ids)
     worker.start()  # registers the computer first, so the supervisor's first tick sees it
     try:
-        supervisor.start(listen=listen)
+        supervisor.start()
         yield LocalRun(store, supervisor, worker)
     finally:
         supervisor.shutdown()
         worker.shutdown(stop_tasks=not keep_tasks)
 
-
-def _remote(settings: Settings) -> Dispatcher | None:
-    """The Celery dispatcher to other computers' queues with ``settings.broker_url``, else None
-    (their workers read the store)."""
-    if not settings.broker_url:
-        return None
-    from mlcomp.worker import CeleryDispatcher, make_celery
-
-    return CeleryDispatcher(make_celery(settings))

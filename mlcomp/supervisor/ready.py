@@ -72,18 +72,30 @@ def _slots(session: Session, parents: dict[int, Task]) -> dict[int, int]:
     return {pid: limit - sum(c.status in ACTIVE for c in cells[pid]) for pid, limit in limited.items()}
 
 
-WAITING_COLUMNS = (Task.id, Task.name, Task.type, Task.parent_id, Task.waiting_reason, Task.gpu_min,
-                   Task.gpu_max, Task.cpu, Task.memory, Task.computer_pin, Task.single_node,
-                   Task.distr)
-"""The columns :func:`find_ready` reads of each waiting task: what placement and its reasons need."""
+WAITING_COLUMNS = (Task.id, Task.name, Task.type, Task.status, Task.attempt, Task.resume_from, Task.parent_id,
+                   Task.waiting_reason, Task.gpu_min, Task.gpu_max, Task.cpu, Task.memory, Task.computer_pin,
+                   Task.single_node, Task.distr)
+"""The columns :func:`find_ready` reads of each waiting task: what placement, its reasons and
+queueing without loading the task (:func:`mlcomp.lifecycle.queue_many`) need."""
+
+
+LOAD_CHUNK = 5000
+"""Ids per ``IN (…)`` list of :func:`set_waiting_reasons`: well under SQLite's limit on bound
+parameters."""
 
 
 def set_waiting_reasons(session: Session, reasons: dict[int, str]) -> None:
-    """Writes ``Task.waiting_reason`` for the task ids in ``reasons`` (one bulk UPDATE by
-    primary key; tasks loaded in the session are not refreshed)."""
-    if reasons:
-        session.execute(update(Task).execution_options(synchronize_session=False),
-                        [{"id": task_id, "waiting_reason": reason} for task_id, reason in reasons.items()])
+    """Writes ``Task.waiting_reason`` for the task ids in ``reasons``: one set-based
+    ``UPDATE … WHERE id IN (…)`` per distinct reason (and per :data:`LOAD_CHUNK` ids), since the
+    tasks that wait for the same request share its reason; tasks loaded in the session are not
+    refreshed."""
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for task_id, reason in reasons.items():
+        by_reason[reason].append(task_id)
+    for reason, ids in by_reason.items():
+        for start in range(0, len(ids), LOAD_CHUNK):
+            session.execute(update(Task).where(Task.id.in_(ids[start:start + LOAD_CHUNK]))
+                            .values(waiting_reason=reason).execution_options(synchronize_session=False))
 
 
 def find_ready(session: Session, now: dt.datetime,

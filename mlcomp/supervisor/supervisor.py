@@ -1,14 +1,16 @@
 """The supervisor: one tick places ready tasks on computers; an APScheduler job runs the tick on an
-interval and at once when woken, and the embedded worker runs it in its own thread right after a
-task's end (``wake(inline=True)``), so a dependent starts without a thread hand-off.
+interval and at once when woken (a message on the bus's :data:`~mlcomp.bus.SUPERVISOR` channel), and
+the embedded worker runs it in its own thread right after a task's end (``wake(inline=True)``), so a
+dependent starts without a thread hand-off.
 
 A tick is one short transaction: lock the computer rows (``SELECT … FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) so two supervisors never hand out the same GPU, sweep the tasks of
 silent computers, end finished grid searches, skip tasks whose dependencies failed, start ready
 grid searches, then place ready tasks (:func:`mlcomp.supervisor.allocate.place`) and mark them
-queued. After the commit each placement is dispatched to its computer's worker. Waiting and
-active tasks are read as light rows (a few columns), only the tasks whose status changes are
-loaded as objects, and waiting reasons are written in one bulk UPDATE, so a tick stays cheap
+queued. After the commit each computer that has news (tasks placed there, a stop request, a gang
+part to kill) gets one message on its channel (:mod:`mlcomp.bus`). Waiting and
+active tasks are read as light rows (a few columns), placed tasks are queued in bulk without
+being loaded, and waiting reasons are written in one bulk UPDATE, so a tick stays cheap
 with thousands of tasks in the store; resources in use are always computed from the tasks.
 """
 from __future__ import annotations
@@ -26,16 +28,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp import gang
+from mlcomp.bus import SUPERVISOR, Bus, Subscription, computer_channel
 from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.settings import Settings
-from mlcomp import wake as wakeup
 from mlcomp.gridsearch import is_grid_parent, rollup_grid_parents
-from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
+from mlcomp.lifecycle import ACTIVE, queue_many, retry_or_fail, set_task_status
 from mlcomp.search import SEARCH_TYPE
 from mlcomp.search.step import advance_searches
-from mlcomp.supervisor.allocate import free_resources, place
-from mlcomp.supervisor.dispatch import Dispatcher
+from mlcomp.supervisor.allocate import FreePool, free_resources
+from mlcomp.supervisor.lease import Lease, lease_seconds
 from mlcomp.supervisor.ready import find_ready, set_waiting_reasons
 
 __all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "serving", "ACTIVE_COLUMNS"]
@@ -122,40 +124,45 @@ class Supervisor:
     Args:
         settings: mlcomp settings (``heartbeat_ttl``).
         sessionmaker: the store.
-        dispatcher: where placements go (:mod:`mlcomp.supervisor.dispatch`).
+        bus: where wake-ups arrive and placements go (default: ``Bus.of(settings)``).
         now: the clock, a callable returning an aware UTC datetime (tests pass a fake).
         interval: seconds between ticks when nothing wakes the supervisor.
         dag_ids: run only the tasks of these DAGs (``dag submit --wait`` without a server);
             None runs every DAG.
     """
 
-    def __init__(self, settings: Settings, sessionmaker: sessionmaker, dispatcher: Dispatcher,
+    def __init__(self, settings: Settings, sessionmaker: sessionmaker, bus: Bus | None = None,
                  now: Callable[[], dt.datetime] = utcnow, interval: float = 1.0,
                  dag_ids: Collection[int] | None = None):
         self.settings = settings
         self.dag_ids = None if dag_ids is None else frozenset(dag_ids)
         self.sessionmaker = sessionmaker
-        self.dispatcher = dispatcher
+        self.bus = bus or Bus.of(settings)
         self.now = now
         self.interval = interval
         self._scheduler: BackgroundScheduler | None = None
         self._pending = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
-        self._listener: wakeup.WakeListener | None = None
-        self._redis: wakeup.RedisWakeListener | None = None
+        self._subscription: Subscription | None = None
+        self._told_stop: set[tuple[int, str]] = set()  # (task, computer) told of a stop request
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = Lease(self.id, lease_seconds(settings)) if self.dag_ids is None else None
 
     def tick(self) -> list[tuple[int, str]]:
-        """Runs one round; returns the ``(task_id, computer)`` pairs dispatched."""
+        """Runs one round; returns the ``(task_id, computer)`` pairs handed over (placed now, or
+        queued too long and sent again)."""
         with self.sessionmaker.begin() as session:
             now = self.now()
             immediate(session)
+            if self.lease is not None and not self.lease.hold(session, now):
+                return []  # another supervisor of every DAG holds the lease: stand by
             alive = alive_computers(session, self.settings, now, lock=True)
             active = active_tasks(session)
             holding = [t for t in active if t.computer is not None]
             sweep_dead_computers(session, self.settings, alive, holding, now)
             names = {c.name for c in alive}
+            news = self._news(active, names)
             holding = [t for t in holding  # the others were just swept
                        if set(gang.computers_of(t.computer, t.placement)) <= names]
             ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
@@ -169,63 +176,77 @@ class Supervisor:
             placed = self._stale(holding, now) + self._place(session, ready, alive, holding, now)
         if ended or parents:
             self._pending.set()  # ended/started grid searches make more tasks ready: tick again
-        return self._dispatch(placed)
+        self._publish(placed, news)
+        return placed
+
+    def _news(self, active: list, alive: set[str]) -> set[str]:
+        """The live computers to tell to read the store: those running a part of a task being
+        stopped (once per task and computer) or of a gang that a silent computer fails now."""
+        news, told = set(), set()
+        for row in active:
+            computers = gang.computers_of(row.computer, row.placement) if row.computer else []
+            if any(name not in alive for name in computers):
+                news.update(name for name in computers if name in alive)
+            elif row.status is S.stopping:
+                told.update((row.id, name) for name in computers)
+        news.update(name for _, name in told - self._told_stop)
+        self._told_stop = told
+        return news
+
+    def _publish(self, placed: list[tuple[int, str]], news: set[str]) -> None:
+        """One message per computer: the ids of the tasks placed there, or none (read the
+        store) for a computer in ``news`` only."""
+        ids: dict[str, list[int]] = {name: [] for name in news}
+        for task_id, computer in placed:
+            ids.setdefault(computer, []).append(task_id)
+        for computer, task_ids in ids.items():
+            self.bus.publish(computer_channel(computer), task_ids)
 
     def _stale(self, active: list, now: dt.datetime) -> list[tuple[int, str]]:
         """Queued tasks not started within ``heartbeat_ttl`` on a live computer: a hand-over lost
-        to a restart or a dropped message. Dispatching again is safe: a worker starts a task only
-        while it is queued and not already running there."""
+        to a restart or a lost message. Sending it again is safe: a worker starts a task only
+        while it is queued there and not already running."""
         cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_ttl)
         stale = [(t.id, t.computer) for t in active if t.status is S.queued and t.queued is not None
                  and _aware(t.queued) < cutoff]
         for task_id, computer in stale:
-            log.warning("Supervisor: task %s queued on %s for over %g s; dispatching it again",
+            log.warning("Supervisor: task %s queued on %s for over %g s; sending it again",
                         task_id, computer, self.settings.heartbeat_ttl)
         return stale
 
     def _place(self, session: Session, ready: list, alive: list[Computer], active: list,
                now: dt.datetime) -> list[tuple[int, str]]:
-        """Places the ``ready`` rows (from :func:`find_ready`); only the placed ones are loaded."""
+        """Places the ``ready`` rows (from :func:`find_ready`) in their order through one
+        :class:`~mlcomp.supervisor.allocate.FreePool` (the choices of
+        :func:`~mlcomp.supervisor.allocate.place`, O(log computers) each), then marks the placed
+        ones queued without loading them (:func:`~mlcomp.lifecycle.queue_many`: two statements
+        for all) and writes waiting reasons with one UPDATE per distinct reason. The cost grows
+        with ready tasks plus computers, not with their product, and its statements are as many
+        for a wave of 800 tasks as for one."""
         if not ready:
             return []
         alive = [c for c in alive if _serves(c, self.dag_ids)]
         addresses = {c.name: c.address or c.name for c in alive}  # a gang's rank 0 is reached there
-        free = free_resources(alive, active)
-        placed, reasons = [], {}
+        pool = FreePool(free_resources(alive, active))
+        placed, queued, reasons = [], [], {}
         waits: dict[tuple, str] = {}  # request → why it waits; free only shrinks within a tick
         for row in ready:
             request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin, row.single_node, row.distr)
-            where = waits.get(request) or place(row, free)
+            where = waits.get(request) or pool.place(row)
             if isinstance(where, str):
                 waits[request] = where
                 if row.waiting_reason != where:
                     reasons[row.id] = where
                 continue
-            task = session.get(Task, row.id)
-            task.computer, task.gpus = where.computer, where.gpus
-            task.placement = gang.record(list(where.parts), addresses[where.computer]) if where.parts else None
-            names = ", ".join(p.computer for p in where.parts) or where.computer
-            set_task_status(session, task, S.queued, f"placed on {names}", now)
-            placed.append((task.id, where.computer))
+            queued.append(dict(
+                id=row.id, name=row.name, status=row.status, attempt=row.attempt, resume_from=row.resume_from,
+                computer=where.computer, gpus=where.gpus,
+                placement=gang.record(list(where.parts), addresses[where.computer]) if where.parts else None,
+                reason=f"placed on {', '.join(p.computer for p in where.parts) or where.computer}"))
+            placed.append((row.id, where.computer))
+        queue_many(session, queued, now)
         set_waiting_reasons(session, reasons)
         return placed
-
-    def _dispatch(self, placed: list[tuple[int, str]]) -> list[tuple[int, str]]:
-        for task_id, computer in placed:
-            try:
-                self.dispatcher.dispatch(task_id, computer)
-            except Exception as e:  # a lost hand-over must not stop the others
-                log.exception("Supervisor: dispatch of task %s to %s failed", task_id, computer)
-                self._undo(task_id, f"dispatch to {computer!r} failed: {e}")
-        return placed
-
-    def _undo(self, task_id: int, reason: str) -> None:
-        with self.sessionmaker.begin() as session:
-            immediate(session)
-            task = session.get(Task, task_id)
-            if task is not None and task.status is S.queued:
-                set_task_status(session, task, S.not_ran, reason, self.now())
-                task.waiting_reason = reason
 
     def run_pending(self) -> None:
         """Ticks until no wake-up is pending. Concurrent calls collapse into the running one, and
@@ -265,12 +286,12 @@ class Supervisor:
             except Exception:  # shutting down: the next start ticks anyway
                 log.debug("Supervisor: wake ignored", exc_info=True)
 
-    def start(self, listen: bool = True) -> "Supervisor":
+    def start(self) -> "Supervisor":
         """Starts the APScheduler job (first tick at once), registers for in-process wake-ups,
         writes a heartbeat row every ``heartbeat_ttl / 3`` seconds when it supervises every DAG
         (so ``dag submit --wait`` on any machine follows it instead of placing tasks itself),
-        with ``listen`` listens on the root's wake socket, and with ``settings.broker_url``
-        subscribes to the database's Redis wake channel (:mod:`mlcomp.wake`)."""
+        and subscribes to the bus's :data:`~mlcomp.bus.SUPERVISOR` channel (submissions, stop
+        requests and task ends wake it at once; otherwise it ticks every ``interval`` seconds)."""
         self._closed = False
         self._scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
         self._scheduler.add_job(
@@ -281,42 +302,34 @@ class Supervisor:
             self.heartbeat()
             self._scheduler.add_job(self.heartbeat, "interval", seconds=self.settings.heartbeat_ttl / 3, id=BEAT_ID)
         self._scheduler.start()
-        wakeup.add_listener(self)
-        if listen:
-            self._listener = wakeup.WakeListener(self.settings.root, self.wake)
-            if not self._listener.start():
-                self._listener = None
-        if self.settings.broker_url:
-            self._redis = wakeup.RedisWakeListener(self.settings.broker_url, self.settings.db_url, self.wake)
-            if not self._redis.start():
-                self._redis = None
+        self._subscription = self.bus.subscribe(SUPERVISOR, lambda _ids: self.wake())
         log.info("Supervisor: started (interval %g s)", self.interval)
         return self
 
     def heartbeat(self) -> None:
-        """Writes this supervisor's heartbeat row (now, UTC), which :func:`serving` reads."""
+        """Writes this supervisor's heartbeat row (now, UTC), which :func:`serving` reads, and
+        takes or renews the supervisor lease (:mod:`mlcomp.supervisor.lease`) in the same
+        transaction; a standby that takes it over ticks at once."""
+        was = self.lease.held if self.lease is not None else None
         with self.sessionmaker.begin() as session:
             immediate(session)
+            held = self.lease is not None and self.lease.hold(session, self.now(), renew=True)
             row = session.get(SupervisorRow, self.id)
             if row is None:
                 session.add(SupervisorRow(id=self.id, host=socket.gethostname(), pid=os.getpid(), heartbeat=self.now()))
             else:
                 row.heartbeat = self.now()
-
-    @property
-    def listening(self) -> bool:
-        """True when this supervisor answers :func:`mlcomp.wake.poke` for its root."""
-        return self._listener is not None
+        if held and was is not True:
+            self.wake()
 
     def shutdown(self) -> None:
-        """Stops the job and the wake listener, waits for a running tick (an inline one
-        included) and deletes the heartbeat row; no tick starts afterwards."""
+        """Stops the job and the subscription, waits for a running tick (an inline one
+        included), deletes the heartbeat row and releases the supervisor lease if it holds it
+        (waking the supervisors, so a standby takes over at once); no tick starts afterwards."""
         self._closed = True
-        wakeup.remove_listener(self)
-        for listener in (self._listener, self._redis):
-            if listener is not None:
-                listener.close()
-        self._listener = self._redis = None
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
@@ -326,4 +339,12 @@ class Supervisor:
                     session.execute(delete(SupervisorRow).where(SupervisorRow.id == self.id))
         with self._lock:  # an inline tick in a worker's thread ends before the worker shuts down
             pass
+        if self.lease is not None and self.lease.held:  # hand over now, not when the lease expires
+            try:
+                with self.sessionmaker.begin() as session:
+                    immediate(session)
+                    self.lease.release(session)
+                self.bus.publish(SUPERVISOR)  # a standby's tick takes the lease at once
+            except Exception:  # the lease then lapses within heartbeat_ttl / 2 s
+                log.warning("Supervisor: cannot release the supervisor lease", exc_info=True)
         log.info("Supervisor: stopped")

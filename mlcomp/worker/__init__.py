@@ -1,26 +1,20 @@
 """Running tasks on one computer: the worker, its task processes, the reporter, GPU detection and
-the Celery transport. Other packages import only these names.
+parsing. Other packages import only these names.
 
 Names are loaded on first use (PEP 562), so the task child (``python -m mlcomp.worker.child``)
-does not import the worker, psutil or Celery.
+does not import the worker or psutil.
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["Worker", "Reporter", "detect_gpus", "parse_gpus", "CeleryDispatcher", "make_celery",
-           "queue_name", "consume", "bind_worker"]
+__all__ = ["Worker", "Reporter", "detect_gpus", "parse_gpus"]
 
 _WHERE = {
     "Worker": "mlcomp.worker.worker",
     "Reporter": "mlcomp.worker.report",
     "detect_gpus": "mlcomp.worker.gpus",
     "parse_gpus": "mlcomp.worker.gpus",
-    "CeleryDispatcher": "mlcomp.worker.celery_app",
-    "make_celery": "mlcomp.worker.celery_app",
-    "queue_name": "mlcomp.worker.celery_app",
-    "consume": "mlcomp.worker.celery_app",
-    "bind_worker": "mlcomp.worker.celery_app",
 }
 
 

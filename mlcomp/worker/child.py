@@ -56,7 +56,7 @@ def main(env=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _raise_stopped)
     settings = Settings.from_env(env)
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, connections=2, idle_release=5.0)  # a lab runs hundreds of children
     sessionmaker = make_sessionmaker(engine)
     reporter = Reporter.from_env(sessionmaker, env).start()
     try:

@@ -82,7 +82,7 @@ class Reporter:
         for a process an executor starts itself (rank 0 of a distributed run)."""
         from mlcomp.db import make_engine, make_sessionmaker
 
-        engine = make_engine(db_url)
+        engine = make_engine(db_url, connections=2, idle_release=5.0)  # a lab runs hundreds of these
         reporter = cls(make_sessionmaker(engine), task_id, attempt, **kwargs)
         reporter._engine = engine
         return reporter

@@ -1,12 +1,14 @@
 """Resource history: what a computer, its GPUs and each running task use, sampled with every
 worker heartbeat into ``resource_sample`` and rolled up for retention.
 
-Each beat writes raw samples (``resolution`` 0): the computer's CPU % and RAM used, each GPU's
-utilization and memory used (NVML, through :func:`mlcomp.worker.gpus.gpu_usage`) with the task
-holding it, and each running task's process tree (CPU % summed over the processes, RSS in bytes,
-by psutil). Retention is round-robin in the manner of RRDtool's consolidation (T. Oetiker): once
-a minute the worker averages its complete buckets into 60 s samples and those into 600 s ones,
-in SQL (``INSERT … SELECT … GROUP BY``), and deletes the samples older than their level's
+Each beat writes raw samples (``resolution`` 0) in the heartbeat's own transaction (one
+transaction a beat): the computer's CPU % and RAM used, each GPU's utilization and memory used
+(NVML, through :func:`mlcomp.worker.gpus.gpu_usage`) with the task holding it, and each running
+task's process tree (CPU % summed over the processes, RSS in bytes, by psutil); an idle computer
+writes only its own and its GPUs' rows, without looking its tasks up. Retention is round-robin in
+the manner of RRDtool's consolidation (T. Oetiker): once a minute the worker averages its complete
+buckets into 60 s samples and, every ten minutes, those into 600 s ones, in SQL (``INSERT …
+SELECT … GROUP BY``), and every ten minutes deletes the samples older than their level's
 :data:`RETENTION`. A reader (:func:`resource_history`) picks the finest level that holds the
 window in at most ``max_points`` buckets and averages its rows per bucket in SQL, so a week of
 5 s samples of 8 GPUs is drawn from about a thousand 600 s rows per series.
@@ -21,7 +23,7 @@ from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from mlcomp import gang
-from mlcomp.db import ResourceSample, Task, TaskStatus, immediate
+from mlcomp.db import ResourceSample, Task, TaskStatus
 from mlcomp.worker.gpus import gpu_usage
 
 __all__ = ["LEVELS", "RETENTION", "ResourceRecorder", "compact", "resource_history"]
@@ -52,6 +54,7 @@ class ResourceRecorder:
         self.clock = clock
         self._processes: dict[int, psutil.Process] = {}
         self._compacted = 0.0
+        self._rolled: dict[int, int] = {}  # level → the bucket boundary this recorder last rolled up to
 
     def usage(self) -> dict:
         """The computer's current use: ``{"cpu": percent, "memory": GB used, "memory_bytes",
@@ -60,29 +63,38 @@ class ResourceRecorder:
         return {"cpu": psutil.cpu_percent(), "memory": round(memory / 1e9, 2), "memory_bytes": memory,
                 "gpus": gpu_usage(self.gpus)}
 
-    def record(self, sessionmaker, usage: dict) -> None:
+    def write(self, session: Session, usage: dict) -> None:
         """Writes ``usage`` (:meth:`usage`) and the running tasks' process use as raw samples in
-        a transaction of its own, and rolls up once every :data:`COMPACT_EVERY` seconds. A failure
-        is logged, never raised: the heartbeat it follows must go on."""
+        the caller's transaction (the heartbeat's, so that a beat is one transaction), and rolls
+        up in it once every :data:`COMPACT_EVERY` seconds (:func:`compact`).
+
+        With ``usage["tasks"] == 0`` (the count of tasks running here, as the heartbeat adds it)
+        the computer is idle: its tasks are not looked up and no task sample is written, only the
+        computer's and its GPUs'. The rows go through a savepoint: a failure is logged and undone,
+        never raised, so the heartbeat written in the same transaction still commits (on
+        PostgreSQL an error would otherwise abort the whole transaction).
+        """
+        now = int(self.clock())
         try:
-            with sessionmaker.begin() as session:
-                self._write(immediate(session), usage, int(self.clock()))
+            with session.begin_nested():
+                self._write(session, usage, now)
         except Exception:
             log.exception("computer %s: writing resource samples failed", self.computer)
 
     def _write(self, session: Session, usage: dict, now: int) -> None:
-        tasks = session.execute(select(Task.id, Task.pid, Task.computer, Task.gpus, Task.placement).where(
-            or_(Task.computer == self.computer, Task.placement.is_not(None)),
-            Task.status.in_([TaskStatus.in_progress, TaskStatus.stopping])))
-        holders, rows, seen = {}, [], {}
-        for task_id, pid, computer, gpus, placement in tasks:
-            part = gang.part_of(self.computer, computer, gpus, placement)  # of a gang: this computer's part
-            if part is None:
-                continue
-            holders.update({gpu: task_id for gpu in part.gpus})
-            tree = self._process_tree(gang.part_pid(part, pid, placement), seen)
-            if tree is not None:
-                rows.append({"task_id": task_id, "gpu": None, "utilization": tree[0], "memory": tree[1]})
+        rows, holders, seen = [], {}, {}
+        if usage.get("tasks") != 0:  # None: not told, look
+            tasks = session.execute(select(Task.id, Task.pid, Task.computer, Task.gpus, Task.placement).where(
+                or_(Task.computer == self.computer, Task.placement.is_not(None)),
+                Task.status.in_([TaskStatus.in_progress, TaskStatus.stopping])))
+            for task_id, pid, computer, gpus, placement in tasks:
+                part = gang.part_of(self.computer, computer, gpus, placement)  # of a gang: this computer's part
+                if part is None:
+                    continue
+                holders.update({gpu: task_id for gpu in part.gpus})
+                tree = self._process_tree(gang.part_pid(part, pid, placement), seen)
+                if tree is not None:
+                    rows.append({"task_id": task_id, "gpu": None, "utilization": tree[0], "memory": tree[1]})
         self._processes = seen
         rows.append({"task_id": None, "gpu": None, "utilization": usage["cpu"], "memory": usage["memory_bytes"]})
         rows += [{"task_id": holders.get(g["index"]), "gpu": g["index"], "utilization": g["utilization"],
@@ -90,7 +102,7 @@ class ResourceRecorder:
         session.execute(insert(ResourceSample), [{"computer": self.computer, "resolution": 0, "time": now, **row}
                                                  for row in rows])
         if now - self._compacted >= COMPACT_EVERY:
-            compact(session, self.computer, now)
+            compact(session, self.computer, now, self._rolled)
             self._compacted = now
 
     def _process_tree(self, pid: int | None, seen: dict) -> tuple[float, int] | None:
@@ -116,12 +128,30 @@ class ResourceRecorder:
         return cpu, rss
 
 
-def compact(session: Session, computer: str, now: int) -> None:
+def compact(session: Session, computer: str, now: int, rolled: dict[int, int] | None = None) -> None:
     """Rolls ``computer``'s samples up one level at a time (raw → 60 s → 600 s): each complete
     bucket after the level's latest is averaged in SQL; then each level's rows older than its
-    :data:`RETENTION` are deleted."""
+    :data:`RETENTION` are deleted.
+
+    Args:
+        now: Unix seconds.
+        rolled: the caller's memory between calls (a dict it keeps, updated here): a level whose
+            bucket boundary (``now`` rounded down to the level) has not moved since the last call
+            has no new complete bucket and is skipped without a query, and the retention deletes
+            run only when the 600 s boundary moved (rows outlive their retention by at most
+            10 minutes). A rolled-back call only delays the next roll-up: what is rolled up is
+            read from the stored rows. None: every level, every time.
+    """
     rs = ResourceSample
+    moved = {}
+    for level in LEVELS[1:]:
+        boundary = now // level * level
+        moved[level] = rolled is None or rolled.get(level) != boundary
+        if rolled is not None:
+            rolled[level] = boundary
     for source, level in zip(LEVELS, LEVELS[1:]):
+        if not moved[level]:
+            continue
         mine = (rs.computer == computer, rs.resolution == source)
         last = session.scalar(select(func.max(rs.time)).where(rs.computer == computer, rs.resolution == level))
         first = session.scalar(select(func.min(rs.time)).where(*mine))
@@ -137,6 +167,8 @@ def compact(session: Session, computer: str, now: int) -> None:
                 .where(*mine, rs.time >= start, rs.time < end).group_by(rs.task_id, rs.gpu, bucket))
         session.execute(insert(rs).from_select(
             ["computer", "task_id", "gpu", "resolution", "time", "utilization", "memory"], rows))
+    if not moved[LEVELS[-1]]:
+        return
     for level in LEVELS:
         session.execute(delete(rs).where(rs.computer == computer, rs.resolution == level,
                                          rs.time < now - RETENTION[level]))

@@ -6,11 +6,15 @@ GPUs, CPUs, RAM), writes heartbeats on a thread, starts each assigned task's chi
 session (cwd = the task's code copy, ``CUDA_VISIBLE_DEVICES`` = its GPUs) with its output and
 exit status going to the attempt's files (:mod:`mlcomp.worker.process`), follows those files into
 ``LogLine`` rows (one thread for all tasks, :class:`mlcomp.worker.process.Pump`, which also
-handles each exit), and a monitor loop (every ``poll`` seconds, or when woken) carries out stop
+handles each exit). Tasks arrive on the computer's bus channel (:mod:`mlcomp.bus`): a message
+names the task ids just placed here, each claimed at once (:meth:`Worker.submit`); an empty one
+(a stop request, a gang's part to kill) makes the monitor read the store now. The monitor reads
+the store every ``poll`` seconds anyway (the safety net for a lost message), carries out stop
 requests (SIGTERM to the group, SIGKILL after ``settings.stop_grace``), enforces timeouts and
-claims the active tasks placed here that no child is watched for: queued tasks it was not
-handed (a lost dispatch, or a worker fed only through the store), and after a restart the
-children of the previous worker (adopted if alive, their recorded outcome stored if they ended).
+claims the active tasks placed here that no child is watched for: queued tasks whose message
+was lost, and after a restart the children of the previous worker (adopted if alive, their
+recorded outcome stored if they ended). Between reads it wakes only for a deadline (a timeout,
+the end of a stop's grace period): an idle worker sleeps.
 
 Every status change goes through :func:`mlcomp.lifecycle.set_task_status` (or
 ``retry_or_fail``) and is followed by ``on_change()``; a task's end is also followed by
@@ -35,11 +39,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from executors import get_executor
 from mlcomp import gang
+from mlcomp.bus import POLL, Bus, Subscription, computer_channel
 from mlcomp.dag import SnapshotCache, materialize
 from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
-from mlcomp.wake import add_listener, remove_listener
 from mlcomp.worker.context import WITH_PROJECT, task_context
 from mlcomp.worker import carry
 from mlcomp.worker.gpus import detect_gpus
@@ -73,11 +77,14 @@ class Worker:
         sessionmaker: the store.
         name: the computer's name (default: the host name).
         gpus: declared GPU indices (``--gpus 0,1``) or None to detect them.
+        cpus: the declared CPU count (``--cpus 32``) or None for the machine's (psutil).
         on_change: called (without arguments) after every status change this worker makes.
         on_end: called (without arguments) after a task ended here (its exit, a vanished process,
             a failed start), before ``on_change``, in the thread that recorded the end: the
             embedded supervisor places the next tasks there (:func:`mlcomp.supervisor.run_local`).
-        poll: seconds between monitor passes when nothing wakes the loop.
+        poll: seconds between the monitor's reads of the store when no message wakes it
+            (:data:`mlcomp.bus.POLL`).
+        bus: where task ids and stop requests arrive (default: ``Bus.of(settings)``).
         clock: monotonic seconds, for timeouts and the stop grace period.
         dag_ids: claim only these DAGs' tasks (the worker of ``dag submit --wait``, which may
             share its computer with another one); the computer row says so, so supervisors
@@ -90,7 +97,8 @@ class Worker:
 
     def __init__(self, settings, sessionmaker: sessionmaker[Session], name: str | None = None,
                  gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
-                 on_end: Callable[[], None] | None = None, poll: float = 0.2,
+                 cpus: int | None = None,
+                 on_end: Callable[[], None] | None = None, poll: float = POLL, bus: Bus | None = None,
                  clock: Callable[[], float] = time.monotonic, dag_ids: Collection[int] | None = None,
                  address: str | None = None, ports: tuple[int, int] = gang.PORTS):
         self.settings = settings
@@ -99,9 +107,12 @@ class Worker:
         self.sessionmaker = sessionmaker
         self.name = name or socket.gethostname()
         self.declared_gpus = gpus
+        self.declared_cpus = cpus
         self.on_change = on_change or (lambda: None)
         self.on_end = on_end or (lambda: None)
         self.poll = poll
+        self.bus = bus or Bus.of(settings)
+        self._subscription: Subscription | None = None
         self.clock = clock
         self.dag_ids = None if dag_ids is None else frozenset(dag_ids)
         self.gpus: list[dict] = []
@@ -123,7 +134,8 @@ class Worker:
         self.gpus = detect_gpus(self.declared_gpus)
         self.resources = ResourceRecorder(self.name, self.gpus)
         now = utcnow()
-        values = dict(address=self.address, ports=list(self.ports), gpus=self.gpus, cpu=psutil.cpu_count() or 1,
+        values = dict(address=self.address, ports=list(self.ports), gpus=self.gpus,
+                      cpu=self.declared_cpus or psutil.cpu_count() or 1,
                       memory=round(psutil.virtual_memory().total / 1e9, 2), heartbeat=now)
         with self.sessionmaker.begin() as session:
             immediate(session)
@@ -153,20 +165,22 @@ class Worker:
         seconds, so two beats in a row may be lost (a busy database) before that happens.
         """
         usage = {**self.resources.usage(), "tasks": len(self._runs)}
-        with self.sessionmaker.begin() as session:
+        with self.sessionmaker.begin() as session:  # one transaction a beat: an idle computer's cost
+            immediate(session)
+            self.resources.write(session, usage)  # the history of usage, in a savepoint: a failure is logged
+            # the computer row last: a supervisor's tick locks computer rows, so this lock is held only until commit
             session.execute(update(Computer).where(Computer.name == self.name)
                             .values(heartbeat=utcnow(), usage=usage))
-        self.resources.record(self.sessionmaker, usage)  # the history of usage (mlcomp.worker.resources)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> "Worker":
-        """Registers the computer, ends the orphans of its attempts (:meth:`reap_orphans`) and
-        starts the heartbeat and monitor threads."""
+        """Registers the computer, ends the orphans of its attempts (:meth:`reap_orphans`),
+        subscribes to its bus channel and starts the heartbeat and monitor threads."""
         self.register()
         self.reap_orphans()
         self._stop.clear()
         self._closing = False
-        add_listener(self)  # in-process stop requests (control.wake) reach the monitor at once
+        self._subscription = self.bus.subscribe(computer_channel(self.name), self._message)
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._monitor_loop, "monitor")):
             thread = threading.Thread(target=target, name=f"worker-{self.name}-{name}", daemon=True)
             thread.start()
@@ -222,7 +236,9 @@ class Worker:
                     self._enforce(run)
                     time.sleep(0.05)
                 run.process.join(max(0.0, deadline - self.clock()))
-        remove_listener(self)
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
         self._unscope()
         self._stop.set()
         self._wake.set()
@@ -258,6 +274,14 @@ class Worker:
         """Makes the monitor loop look at the store now."""
         self._wake.set()
 
+    def _message(self, task_ids: list[int]) -> None:
+        """A message on this computer's channel: claims the tasks it names, or with none reads
+        the store now."""
+        for task_id in task_ids:
+            self.submit(task_id)
+        if not task_ids:
+            self.wake()
+
     def running(self) -> list[int]:
         """Ids of the tasks whose child this worker runs."""
         with self._lock:
@@ -273,12 +297,17 @@ class Worker:
         log.info("worker %s: heartbeats end: the worker shuts down", self.name)
 
     def _monitor_loop(self) -> None:
+        woken, read_at = True, 0.0
         while not self._stop.is_set():
             try:
-                self.monitor()
+                if woken or self.clock() >= read_at:
+                    read_at = self.clock() + self.poll
+                    self.monitor()
+                else:
+                    self._enforce_all()
             except Exception:  # one bad pass (a busy database) must not end the monitoring
                 log.exception("worker %s: monitor pass failed", self.name)
-            self._wake.wait(self.poll)
+            woken = self._wake.wait(max(0.0, min(read_at, self._deadline()) - self.clock()))
             self._wake.clear()
         log.info("worker %s: monitor loop ends: the worker shuts down", self.name)
 
@@ -286,7 +315,7 @@ class Worker:
     def submit(self, task_id: int) -> bool:
         """Claims task ``task_id`` if the store has it active on this computer and no child of it
         is watched here yet; returns whether it now runs here. Every hand-over ends here: the
-        supervisor's (in-process or a Celery message), the monitor's look at the store, and the
+        supervisor's (a message on the bus, in-process or not), the monitor's read of the store, and the
         start of a worker after a restart. Safe to call twice or from several threads."""
         with self._lock:
             if self._closing or task_id in self._runs or task_id in self._launching:
@@ -336,10 +365,19 @@ class Worker:
             raise
         if process is not None:
             process.start()
+            if part.first_rank == 0:
+                self._tell_gang(task.computer, task.placement, [task.id])  # their parts may start now
         else:
             self.on_end()
         self.on_change()
         return process is not None
+
+    def _tell_gang(self, computer: str | None, placement: dict | None, task_ids: list[int]) -> None:
+        """Sends the other computers of a gang (nothing for a task on one computer) a message:
+        the task's id when rank 0's ranks started, none when a part ended."""
+        for name in gang.computers_of(computer, placement):
+            if name != self.name:
+                self.bus.publish(computer_channel(name), task_ids)
 
     def _spawn(self, session: Session, task: Task, files: AttemptFiles, part: gang.Part) -> TaskProcess | None:
         """Prepares the code folder and starts ``task``'s child for ``part`` of it (the whole
@@ -441,6 +479,7 @@ class Worker:
         task_id = process.reporter.task_id
         with self._lock:
             run = self._runs.get(task_id)
+        task = None
         try:
             with self.sessionmaker.begin() as session:
                 immediate(session)
@@ -454,6 +493,8 @@ class Worker:
         finally:
             with self._lock:
                 self._runs.pop(task_id, None)
+        if task is not None:
+            self._tell_gang(task.computer, task.placement, [])  # a failed part ends the others
         self.on_end()
         self.on_change()
 
@@ -512,10 +553,21 @@ class Worker:
                 self.submit(task_id)
             elif status is TaskStatus.stopping:
                 self._request_stop(run)
+        self._enforce_all()
+
+    def _enforce_all(self) -> None:
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
             self._enforce(run)
+
+    def _deadline(self) -> float:
+        """The next moment (monotonic seconds) a run's timeout or stop grace period ends."""
+        with self._lock:
+            runs = list(self._runs.values())
+        ends = [run.started + run.timeout for run in runs if run.timeout and not run.timed_out]
+        ends += [run.stop_sent + self.settings.stop_grace for run in runs if run.stop_sent is not None and not run.killed]
+        return min(ends, default=float("inf")) + 0.01
 
     def _kill_ended(self, watched: dict[int, _Run], active: set[tuple[int, int]]) -> None:
         """Kills (SIGKILL to the group) the children of ``watched`` (runs known before the store

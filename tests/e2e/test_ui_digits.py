@@ -49,7 +49,7 @@ def _wait_until_training(store, task_id: int, timeout: float = 60.0) -> None:
 
 def test_stop_and_resume_a_training_task_from_the_browser(page, live_server, store, settings, tmp_path, screenshot):
     dag_id, train_id = _submit(store, settings, tmp_path)
-    with run_local(settings, gpus=[], sessionmaker=store, interval=0.2, listen=False):
+    with run_local(settings, gpus=[], sessionmaker=store, interval=0.2):
         page.goto(f"{live_server()}/dags")  # the DAG list, then the digits DAG and its graph
         page.wait_for_selector(f'tr[data-dag="{dag_id}"]')
         screenshot(page, "dags")

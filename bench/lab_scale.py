@@ -31,7 +31,8 @@ Printed, in order:
     makespan from the DAG's creation (and from the submit command's start) to the last cell's
     end against the ideal waves × sleep, cells started per second in the first wave (8N over
     the time from the DAG's creation to the 8N-th start), p50/p95 of created→started and
-    queued→started, cells per computer, and the failed cells with their reasons (must be 0);
+    queued→started, cells per computer, the CPU the server, the workers and PostgreSQL spent
+    per cell, and the failed cells with their reasons (must be 0);
 (e) unless ``--ui-tasks 0``: that many finished tasks bulk-inserted into the store (one DAG of a
     2,400-cell grid, the rest in DAGs of 10 tasks), then p50/p95 of ``--ui-rounds`` HTTP GETs each (after 3
     warm-up rounds, interleaved) of the DAG list page, the big DAG's page and the computers
@@ -285,6 +286,23 @@ def cpu_seconds(process: psutil.Process | None) -> float:
         return 0.0
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of the local PostgreSQL so far: its postmaster, its live processes and the
+    backends it reaped (0 when it cannot be seen from here)."""
+    for process in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["name"] == "postgres" and process.parent().name() != "postgres":
+                return cpu_seconds(process)
+    return 0.0
+
+
+def cpu_split(lab: "Lab") -> dict[str, float]:
+    """CPU seconds so far of the server, the workers (with their tasks) and PostgreSQL."""
+    server, workers = lab.processes()
+    return {"server": cpu_seconds(server), "workers": sum(cpu_seconds(p) for p in workers.values()),
+            "PostgreSQL": postgres_cpu()}
+
+
 def rss_mib(process: psutil.Process | None) -> float:
     if process is None:
         return float("nan")
@@ -363,6 +381,7 @@ def grid(lab: Lab, args, idle_conns: int) -> bool:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = cpu_split(lab)
     try:
         command_start = time.time()
         submit = subprocess.run([sys.executable, "-c", "from mlcomp.cli import main; main()", "dag", "submit", str(path)],
@@ -395,6 +414,7 @@ def grid(lab: Lab, args, idle_conns: int) -> bool:
     finally:
         stop.set()
         sampler.join(5)
+    spent = {part: seconds - cpu_before[part] for part, seconds in cpu_split(lab).items()}
     created = lab.conn.execute("SELECT created FROM dag WHERE id = %s", (dag_id,)).fetchone()[0]
     tasks = lab.conn.execute("SELECT name, status, computer, created, queued, started, finished, reason FROM task "
                              "WHERE dag_id = %s AND parent_id IS NOT NULL", (dag_id,)).fetchall()
@@ -426,6 +446,8 @@ def grid(lab: Lab, args, idle_conns: int) -> bool:
     print(f"  cells: {dict(statuses)}; not successful: {len(bad)} (must be 0)")
     for reason, count in collections.Counter((t[1], t[7]) for t in bad).most_common(10):
         print(f"    {count} x {reason[0]}: {reason[1]}")
+    print("  CPU from the submission to the last end: " + ", ".join(
+        f"{part} {seconds:.1f} s ({1000 * seconds / cells:.1f} ms a cell)" for part, seconds in spent.items()))
     print(f"  load average after the grid: {os.getloadavg()[0]:.2f}")
     print(f"\n(c) connections to the run's database: idle {idle_conns}, peak during the grid {peak[0]} "
           f"(ratio {peak[0] / max(idle_conns, 1):.2f})", flush=True)

@@ -5,7 +5,7 @@ from mlcomp import control
 from mlcomp.db import Task, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
 from mlcomp.bus import SUPERVISOR, Bus
-from supervisor_helpers import add_task, make_dag, wait_for
+from supervisor_helpers import add_task, make_dag
 
 S = TaskStatus
 

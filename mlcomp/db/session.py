@@ -248,6 +248,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_policies_after_fork)
 
 
+# SQLAlchemy keeps its own loggers at WARNING unless asked (sqlalchemy.log); a pool subclass logs
+# under this module's name instead, so its INFO lines ("Pool recreating") are kept at WARNING too
+logging.getLogger(f"{__name__}._PolicyPool").setLevel(logging.WARNING)
+
+
 class _PolicyPool(QueuePool):
     """The pool of an engine with a connection policy: a :class:`~sqlalchemy.pool.QueuePool` that
     tells its :class:`_Policy` when checkouts start and end, and whose timeout says why it waited."""

@@ -150,17 +150,25 @@ class AttemptFiles:
             return False
 
 
+OnExit = Callable[[list[tuple["TaskProcess", "int | None"]]], None]
+"""What a :class:`TaskProcess` calls when it ended: with the ``(process, returncode)`` pairs of
+the processes of that callback that ended together."""
+
+
 class TaskProcess:
     """A task's child, started by :meth:`spawn` or adopted by :meth:`adopt`; its output files are
     followed into ``reporter`` by the :class:`Pump` once :meth:`start` is called, and
-    ``on_exit(self, returncode)`` runs on the pump's thread after its last line is flushed.
+    ``on_exit`` runs on the pump's thread after its last line is flushed.
 
     Args:
         pid: the recorder's pid (also its process-group id).
         files: the attempt's files.
         reporter: receives each line (stream ``stdout``/``stderr``) with the file offsets read.
-        on_exit: called once with the ``Popen.returncode``-style exit (None when the process
-            ended with no exit record); keep it short: other tasks' output waits meanwhile.
+        on_exit: called once with ``[(process, returncode), ...]``: this process and the others
+            with the same callback that the pump saw end in the same round (tasks started
+            together end together), each with its ``Popen.returncode``-style exit (None when
+            the process ended with no exit record), so their ends can be recorded in one
+            transaction; keep it short: other tasks' output waits meanwhile.
         popen: the Popen of a child this process started (it is reaped here), None if adopted.
         offsets: bytes of each stream already in the log (an adopted child's stored offsets).
         gone: the process ended before it was adopted (``pid`` may belong to another process
@@ -169,7 +177,7 @@ class TaskProcess:
     """
 
     def __init__(self, pid: int, files: AttemptFiles, reporter: Reporter,
-                 on_exit: Callable[["TaskProcess", int | None], None], *, popen: subprocess.Popen | None = None,
+                 on_exit: "OnExit", *, popen: subprocess.Popen | None = None,
                  offsets: dict | None = None, gone: bool = False, pump: "Pump | None" = None):
         self.pid = pid
         self.gone = gone
@@ -188,7 +196,7 @@ class TaskProcess:
 
     @classmethod
     def spawn(cls, argv: list[str], cwd, env: dict[str, str], files: AttemptFiles, reporter: Reporter,
-              on_exit: Callable[["TaskProcess", int | None], None], pump: "Pump | None" = None) -> "TaskProcess":
+              on_exit: "OnExit", pump: "Pump | None" = None) -> "TaskProcess":
         """Starts ``argv`` under the :data:`RECORDER` in a new session, its output into ``files``.
 
         Raises:
@@ -207,7 +215,7 @@ class TaskProcess:
         return cls(popen.pid, files, reporter, on_exit, popen=popen, pump=pump)
 
     @classmethod
-    def adopt(cls, files: AttemptFiles, reporter: Reporter, on_exit: Callable[["TaskProcess", int | None], None],
+    def adopt(cls, files: AttemptFiles, reporter: Reporter, on_exit: "OnExit",
               offsets: dict | None, pump: "Pump | None" = None) -> "TaskProcess":
         """Follows the child another worker started for this attempt, from ``offsets``. When it
         has ended already its exit is handled as soon as :meth:`start` is called, after the rest
@@ -275,22 +283,20 @@ class TaskProcess:
         elif (newline := data.rfind(b"\n")) >= 0:
             self.offsets[stream] = start + newline + 1
 
-    def finish(self) -> None:
+    def conclude(self) -> int | None:
         """After the recorder exited: reads the rest of the output, kills what is left of its
-        group, reaps it (a child of ours) or reads its exit record, flushes, calls ``on_exit``."""
-        try:
-            self.read(final=True)
-            self.signal(signal.SIGKILL)  # stragglers: a task's tree ends with the task
-            if self.popen is not None:
-                returncode = from_shell_status(self.popen.wait())
-            else:
-                returncode = self.files.exit_status()
-            if self.exit_fd is not None:
-                os.close(self.exit_fd)
-            self.reporter.flush()
-            self.on_exit(self, returncode)
-        finally:
-            self.done.set()
+        group, reaps it (a child of ours) or reads its exit record, and flushes; returns the
+        exit for ``on_exit``, which the pump calls next."""
+        self.read(final=True)
+        self.signal(signal.SIGKILL)  # stragglers: a task's tree ends with the task
+        if self.popen is not None:
+            returncode = from_shell_status(self.popen.wait())
+        else:
+            returncode = self.files.exit_status()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+        self.reporter.flush()
+        return returncode
 
 
 def ensure_folder(path: Path) -> None:
@@ -386,23 +392,38 @@ class Pump:
                     ended.add(key.data)
             with self._lock:
                 processes = list(self._processes)
+                for process in ended & self._processes:
+                    self._processes.discard(process)
+                    if process.exit_fd is not None:
+                        selector.unregister(process.exit_fd)
             for process in processes:
-                try:
-                    self._tend(selector, process, process in ended)
-                except Exception:  # one task's reports or exit handling must not stop the others
-                    log.exception("task pid %s: output or exit handling failed", process.pid)
+                if process not in ended:
+                    try:
+                        process.read()
+                        process.reporter.maybe_flush()
+                    except Exception:  # one task's reports must not stop the others
+                        log.exception("task pid %s: output handling failed", process.pid)
+            self._finish([p for p in processes if p in ended])
 
-    def _tend(self, selector: selectors.BaseSelector, process: TaskProcess, ended: bool) -> None:
-        """Follows ``process``'s output and flushes when due; finishes it once it ended."""
-        if not ended:
-            process.read()
-            process.reporter.maybe_flush()
-            return
-        with self._lock:
-            self._processes.discard(process)
-            if process.exit_fd is not None:
-                selector.unregister(process.exit_fd)
-        process.finish()
+    @staticmethod
+    def _finish(ended: list[TaskProcess]) -> None:
+        """Concludes the ended processes, then calls each ``on_exit`` once with the exits of
+        its processes."""
+        exits: dict[Callable, list] = {}
+        for process in ended:
+            try:
+                exits.setdefault(process.on_exit, []).append((process, process.conclude()))
+            except Exception:  # one task's exit handling must not stop the others
+                log.exception("task pid %s: exit handling failed", process.pid)
+                process.done.set()
+        for on_exit, ends in exits.items():
+            try:
+                on_exit(ends)
+            except Exception:
+                log.exception("task pids %s: exit handling failed", [process.pid for process, _ in ends])
+            finally:
+                for process, _ in ends:
+                    process.done.set()
 
     def _close(self, selector: selectors.BaseSelector) -> None:
         selector.close()

@@ -43,7 +43,7 @@ from mlcomp.bus import POLL, Bus, Subscription, computer_channel
 from mlcomp.dag import SnapshotCache, materialize
 from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.errors import MlcompError
-from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_task_status
+from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_status_many, set_task_status
 from mlcomp.worker.context import WITH_PROJECT, task_context
 from mlcomp.worker import carry
 from mlcomp.worker.gpus import detect_gpus
@@ -277,9 +277,9 @@ class Worker:
     def _message(self, task_ids: list[int]) -> None:
         """A message on this computer's channel: claims the tasks it names, or with none reads
         the store now."""
-        for task_id in task_ids:
-            self.submit(task_id)
-        if not task_ids:
+        if task_ids:
+            self.claim(task_ids)
+        else:
             self.wake()
 
     def running(self) -> list[int]:
@@ -326,6 +326,65 @@ class Worker:
         finally:
             with self._lock:
                 self._launching.discard(task_id)
+
+    def claim(self, task_ids: list[int]) -> list[int]:
+        """Claims several tasks at once (a wave placed on this computer); returns the ids that now
+        run here. The queued tasks of this computer whose attempt has not started and that are
+        not gangs start in ONE writer transaction (their rows locked, read in one query, marked
+        in_progress with two statements: :func:`mlcomp.lifecycle.set_status_many`); any other
+        active one goes through :meth:`submit` (adoption, a gang's part). Safe beside
+        :meth:`submit` and from several threads."""
+        with self._lock:
+            if self._closing:
+                return []
+            mine = [i for i in dict.fromkeys(task_ids) if i not in self._runs and i not in self._launching]
+            self._launching.update(mine)
+        try:
+            started, rest = self._start_many(mine)
+        finally:
+            with self._lock:
+                self._launching.difference_update(mine)
+        return started + [task_id for task_id in rest if self.submit(task_id)]
+
+    def _start_many(self, task_ids: list[int]) -> tuple[list[int], list[int]]:
+        """Starts the plain queued tasks of ``task_ids`` in one transaction (see :meth:`claim`);
+        returns their ids and those of the active tasks of this computer left to :meth:`submit`."""
+        if not task_ids:
+            return [], []
+        spawned, rest, failed = [], [], False
+        try:
+            with self.sessionmaker.begin() as session:
+                immediate(session)
+                tasks = session.scalars(select(Task).where(Task.id.in_(task_ids)).order_by(Task.id)
+                                        .with_for_update(of=Task).options(*WITH_PROJECT)).unique().all()
+                for task in tasks:
+                    part = gang.part_of(self.name, task.computer, task.gpus, task.placement)
+                    if part is None or task.status not in ACTIVE or \
+                            (self.dag_ids is not None and task.dag_id not in self.dag_ids):
+                        continue
+                    files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
+                    if task.placement or task.status is not TaskStatus.queued or files.started():
+                        rest.append(task.id)
+                        continue
+                    process = self._spawn(session, task, files, part)
+                    if process is None:
+                        failed = True
+                        continue
+                    task.pid = process.pid
+                    spawned.append((task, process))
+                set_status_many(session, [task for task, _ in spawned], TaskStatus.in_progress,
+                                {task.id: f"running on {self.name} as pid {task.pid}" for task, _ in spawned})
+        except BaseException:
+            for task, _ in spawned:
+                self._abandon(task.id)
+            raise
+        for _, process in spawned:
+            process.start()
+        if failed:
+            self.on_end()
+        if spawned or failed:
+            self.on_change()
+        return [task.id for task, _ in spawned], rest
 
     def _claim(self, task_id: int) -> bool:
         """In ONE writer transaction (the row locked, so a stop request cannot slip in between):
@@ -475,25 +534,33 @@ class Worker:
             run.process.popen.wait()
 
     # -- exit ------------------------------------------------------------------------------------
-    def _exited(self, process: TaskProcess, returncode: int | None) -> None:
-        task_id = process.reporter.task_id
+    def _exited(self, ends: list[tuple[TaskProcess, int | None]]) -> None:
+        """Records the ends of children that the pump saw exit together, in ONE writer
+        transaction (their task rows locked, read in one query), then tells the other computers
+        of a gang among them and calls ``on_end``/``on_change`` once."""
+        runs = {}
         with self._lock:
-            run = self._runs.get(task_id)
-        task = None
+            for process, _ in ends:
+                runs[process.reporter.task_id] = self._runs.get(process.reporter.task_id)
+        tasks = {}
         try:
             with self.sessionmaker.begin() as session:
                 immediate(session)
-                task = session.get(Task, task_id, with_for_update=True)
-                if task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or \
-                        task.attempt != process.reporter.attempt or self._pid_of(task) != process.pid:
-                    log.warning("worker %s: task %s exited but is %s now; left as it is",
-                                self.name, task_id, task.status.value)
-                else:
-                    self._finish(session, task, run, returncode)
+                tasks = {task.id: task for task in session.scalars(
+                    select(Task).where(Task.id.in_(runs)).order_by(Task.id).with_for_update())}
+                for process, returncode in ends:
+                    task = tasks.get(process.reporter.task_id)
+                    if task is None or task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or \
+                            task.attempt != process.reporter.attempt or self._pid_of(task) != process.pid:
+                        log.warning("worker %s: task %s exited but is %s now; left as it is", self.name,
+                                    process.reporter.task_id, "gone" if task is None else task.status.value)
+                    else:
+                        self._finish(session, task, runs[task.id], returncode)
         finally:
             with self._lock:
-                self._runs.pop(task_id, None)
-        if task is not None:
+                for task_id in runs:
+                    self._runs.pop(task_id, None)
+        for task in tasks.values():
             self._tell_gang(task.computer, task.placement, [])  # a failed part ends the others
         self.on_end()
         self.on_change()

@@ -1,6 +1,7 @@
 """Resource history: raw samples per heartbeat (computer, GPUs with their holder, task process
 trees) written in the heartbeat's transaction, the roll-up into 60 s and 600 s levels, retention,
 and the SQL-bucketed reads."""
+import os
 import contextlib
 import subprocess
 import sys
@@ -192,3 +193,24 @@ def test_history_of_a_task_and_bad_scope(store, busy):
         assert [(s["source"], s["task_id"]) for s in series] == [("task", [None]), ("gpu1", [busy])]
         with pytest.raises(ValueError, match="exactly one of computer and task_id"):
             resource_history(session, start=0, end=1, now=1)
+
+
+def test_descendants_are_the_process_tree_psutil_finds():
+    import subprocess
+    import time
+
+    import psutil
+
+    from mlcomp.worker.resources import descendants
+
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & sh -c 'sleep 30' & wait"], start_new_session=True)
+    try:
+        root = psutil.Process(shell.pid)
+        deadline = time.monotonic() + 10
+        while len(root.children(recursive=True)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        expected = {p.pid for p in [root, *root.children(recursive=True)]}
+        assert len(expected) == 4 and {p.pid for p in descendants(root)} == expected
+    finally:
+        os.killpg(shell.pid, 9)
+        shell.wait()

@@ -1,8 +1,10 @@
-"""UI at scale: 1,000 DAGs, 10,000 tasks, a 100,000-point metric series and 7 days of 5 s resource
-samples of a computer with 8 GPUs (rolled up as the worker does) in a SQLite store.
+"""UI at scale: 1,000 DAGs, 10,000 tasks, a DAG of a grid search with 2,399 cells, a 100,000-point
+metric series and 7 days of 5 s resource samples of a computer with 8 GPUs (rolled up as the worker
+does) in a SQLite store.
 
 Measures the latency (p50/p95 over interleaved rounds, Flask test client, one process) of the DAG
-list (plain and filtered by status), a DAG page, a task page, the metric endpoint of the long
+list (plain and filtered by status), a DAG page, the grid DAG's page (its first and its last page
+of cells) and API twin, a task page, the metric endpoint of the long
 series, the log endpoint, a task's API twin, the computers page and the resource history of the
 computer (an hour, a week) and of a task, and prints each against a baseline measured in the
 same rounds: the tiny ``/api/`` index (routing, auth guard, JSON rendering, no store query).
@@ -30,12 +32,14 @@ from mlcomp.settings import Settings
 from mlcomp.worker.resources import compact
 
 DAGS, TASKS_PER_DAG, POINTS, LOG_LINES = 1_000, 10, 100_000, 20_000
+GRID_CELLS = 2_399  # with its parent, a DAG of 2,400 tasks
 GPUS, SAMPLE_EVERY, HISTORY = 8, 5, 7 * 86_400  # seconds
 STATUSES = [s.value for s in TaskStatus]
 
 
-def fill(store) -> tuple[int, int]:
-    """Writes the store; returns (a DAG id, the id of the task with the long series)."""
+def fill(store) -> tuple[int, int, int]:
+    """Writes the store; returns (a DAG id, the id of the task with the long series, the grid
+    DAG's id)."""
     rng = random.Random(0)
     now = dt.datetime.now(dt.timezone.utc)
     with store.begin() as session:
@@ -51,11 +55,22 @@ def fill(store) -> tuple[int, int]:
                               "finished": now, "executor_config": {}, "env": {}, "gpus": []})
                 if k:
                     deps.append({"task_id": task_id, "depend_id": task_id - 1})
+        grid_dag, parent = DAGS + 1, len(tasks) + 1  # a DAG of a grid search and its cells
+        session.execute(insert(Dag), [{"id": grid_dag, "name": "grid", "project_id": 1, "config": "info: {}\n",
+                                       "created": now}])
+        tasks.append({"id": parent, "dag_id": grid_dag, "name": "search", "type": "grid_search", "status": "success",
+                      "created": now, "started": now - dt.timedelta(minutes=5), "finished": now,
+                      "executor_config": {"template": {"type": "bash"}, "cells": GRID_CELLS}, "env": {}, "gpus": []})
+        for k in range(1, GRID_CELLS + 1):
+            tasks.append({"id": parent + k, "dag_id": grid_dag, "parent_id": parent, "name": f"search i={k}",
+                          "type": "bash", "status": rng.choice(STATUSES), "created": now,
+                          "started": now - dt.timedelta(minutes=5), "finished": now, "executor_config": {},
+                          "env": {}, "gpus": [k % GPUS], "grid_cell": {"i": k}})
         session.execute(insert(Task), tasks)
         session.execute(insert(TaskDependency), deps)
         session.execute(insert(Attempt), [{"task_id": t["id"], "number": 1, "status": t["status"], "gpus": []}
                                           for t in tasks])
-        big = tasks[len(tasks) // 2]["id"]
+        big = tasks[DAGS * TASKS_PER_DAG // 2]["id"]  # a task of the chains
         session.execute(insert(Metric), [{"task_id": big, "name": "loss", "loader": "train", "kind": "batch",
                                           "step": i, "epoch": i // 1000, "value": math.exp(-i / 20_000) + rng.random() * .05,
                                           "time": now} for i in range(POINTS)])
@@ -68,7 +83,7 @@ def fill(store) -> tuple[int, int]:
         task = session.get(Task, big)
         task.computer, task.gpus = "box", [0]
     fill_resources(store, big, int(now.timestamp()), rng)
-    return tasks[len(tasks) // 2]["dag_id"], big
+    return 1 + (big - 1) // TASKS_PER_DAG, big, grid_dag
 
 
 def fill_resources(store, task_id: int, now: int, rng: random.Random) -> None:
@@ -107,8 +122,8 @@ def main(argv=None) -> int:
         settings = Settings(root=root, db_url=f"sqlite:///{root / 'mlcomp.db'}")
         store = open_store(settings)
         started = time.perf_counter()
-        dag_id, big = fill(store)
-        print(f"filled {DAGS} DAGs, {DAGS * TASKS_PER_DAG} tasks, {POINTS} points, {LOG_LINES} log lines, "
+        dag_id, big, grid_dag = fill(store)
+        print(f"filled {DAGS + 1} DAGs, {DAGS * TASKS_PER_DAG + GRID_CELLS + 1} tasks, {POINTS} points, {LOG_LINES} log lines, "
               f"{HISTORY // SAMPLE_EVERY} resource samples of {GPUS} GPUs in {time.perf_counter() - started:.1f} s")
         client = create_app(settings, {"TESTING": True}).test_client()
         urls = {
@@ -117,6 +132,9 @@ def main(argv=None) -> int:
             "DAG list API": "/api/dags",
             "DAG list ?status=failed": "/dags?status=failed",
             "DAG page": f"/dags/{dag_id}",
+            "grid DAG page (2,400 tasks)": f"/dags/{grid_dag}",
+            "grid DAG, last cells page": f"/dags/{grid_dag}?page={-(-GRID_CELLS // 50)}",
+            "grid DAG API": f"/api/dags/{grid_dag}",
             "task page": f"/tasks/{big}",
             "task API": f"/api/tasks/{big}",
             "metrics 100k batch": f"/api/tasks/{big}/metrics?name=loss&kind=batch",

@@ -80,6 +80,49 @@ def test_dag_graph_folds_a_grid_into_one_node_laid_out_by_generation(ro_client, 
     assert set(colours) == {"success", "in_progress", "not_ran"} and len(set(colours.values())) == 3
 
 
+def test_dag_detail_summarises_cells_on_their_parent_and_pages_them(ro_client, ro_filled):
+    body = ro_client.get(f"/api/dags/{ro_filled.dag}").get_json()
+    tasks = {t["id"]: t for t in body["tasks"]}
+    assert set(tasks) == {ro_filled.prepare, ro_filled.train, ro_filled.infer, ro_filled.grid}  # the DAG's own tasks
+    assert tasks[ro_filled.grid]["cells"] == {"success": 2, "failed": 1} and tasks[ro_filled.grid]["cell_count"] == 3
+    assert "cells" not in tasks[ro_filled.train]
+    cells = body["cells"]
+    assert [t["id"] for t in cells["tasks"]] == ro_filled.cells and cells["total"] == 3 and cells["pages"] == 1
+    assert all(t["parent_id"] == ro_filled.grid and t["depends"] == [] for t in cells["tasks"])
+    second = ro_client.get(f"/api/dags/{ro_filled.dag}?per_page=2&page=2").get_json()["cells"]
+    assert [t["id"] for t in second["tasks"]] == ro_filled.cells[2:] and (second["page"], second["pages"]) == (2, 2)
+    failed = ro_client.get(f"/api/dags/{ro_filled.dag}?cell_status=failed").get_json()["cells"]
+    assert [t["id"] for t in failed["tasks"]] == [ro_filled.cells[1]] and failed["status"] == "failed"
+    assert ro_client.get(f"/api/dags/{ro_filled.dag}?page=9").get_json()["cells"]["tasks"] == []
+
+
+@pytest.mark.parametrize("query", ["page=0", "per_page=501", "cell_status=done"])
+def test_dag_detail_rejects_bad_cell_arguments(ro_client, ro_filled, query):
+    response = ro_client.get(f"/api/dags/{ro_filled.dag}?{query}")
+    assert response.status_code == 400 and query.split("=")[0] in response.get_json()["error"]["message"]
+
+
+def test_dag_page_renders_one_page_of_cells_with_a_pager(ro_client, ro_filled):
+    html = ro_client.get(f"/dags/{ro_filled.dag}?per_page=2").get_data(as_text=True)
+    assert f'data-task="{ro_filled.grid}"' in html and "3 cells" in html
+    assert all(f'data-task="{c}"' in html for c in ro_filled.cells[:2]) and f'data-task="{ro_filled.cells[2]}"' not in html
+    assert f'href="/dags/{ro_filled.dag}?per_page=2&amp;page=2#cells"' in html and "page 1 of 2" in html
+    assert f'data-watch="/api/dags/{ro_filled.dag}?per_page=2"' in html
+    html = ro_client.get(f"/dags/{ro_filled.dag}?per_page=2&page=2").get_data(as_text=True)
+    assert f'data-task="{ro_filled.cells[2]}"' in html and f'data-task="{ro_filled.cells[0]}"' not in html
+
+
+def test_dag_page_links_keep_query_arguments_but_not_url_for_options(ro_client, ro_filled):
+    html = ro_client.get(f"/dags/{ro_filled.dag}?per_page=2&dag_id=5&_external=1&_anchor=x").get_data(as_text=True)
+    assert f'data-watch="/api/dags/{ro_filled.dag}?per_page=2"' in html
+    assert f'href="/dags/{ro_filled.dag}?per_page=2&amp;page=2#cells"' in html and "http://" not in html
+
+
+def test_dag_page_of_a_dag_without_cells_has_no_cell_table(ro_client, ro_filled):
+    html = ro_client.get(f"/dags/{ro_filled.failed_dag}").get_data(as_text=True)
+    assert 'id="cells"' not in html and 'data-region="tasks"' in html
+
+
 def test_dag_page_highlights_yaml_and_escapes(ro_client, ro_filled):
     html = ro_client.get(f"/dags/{ro_filled.dag}").get_data(as_text=True)
     assert 'class="highlight"' in html and "<i>yaml</i>" not in html and "&lt;i&gt;yaml" in html

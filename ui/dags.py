@@ -34,10 +34,16 @@ def dags() -> dict:
         per_page=int_arg("per_page", current_app.config["PAGE_SIZE"], lo=1, hi=500))
 
 
-@twin(bp, "/dags/<int:dag_id>", "dags/dag.html")
+@twin(bp, "/dags/<int:dag_id>", "dags/dag.html", page_extra=lambda _: {"statuses": queries.STATUSES})
 def dag(dag_id: int) -> dict:
-    """A DAG: status, task table, graph figure, YAML, snapshot file list."""
-    detail = queries.dag_detail(get_session(), dag_id)
+    """A DAG: status, its own tasks (a grid search's cells summarised by status), graph figure,
+    one page of its cells (``?page=&per_page=&cell_status=``), YAML, snapshot file list."""
+    status = request.args.get("cell_status") or None
+    if status and status not in queries.STATUSES:
+        raise ApiError(f"query argument cell_status={status!r}: expected one of {', '.join(queries.STATUSES)}")
+    detail = queries.dag_detail(
+        get_session(), dag_id, cell_status=status, page=int_arg("page", 1, lo=1),
+        per_page=int_arg("per_page", current_app.config["PAGE_SIZE"], lo=1, hi=500))
     detail["graph"] = plots.dag_graph(detail["tasks"])
     return detail
 

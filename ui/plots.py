@@ -31,8 +31,12 @@ _LAYOUT = {"margin": {"l": 40, "r": 20, "t": 30, "b": 40},
 
 
 def _graph(tasks: list[dict]) -> tuple[nx.DiGraph, dict[int, int]]:
-    """The DAG's graph with each grid cell folded into its parent; also the cell counts."""
+    """The DAG's graph with each grid cell folded into its parent; also the cell counts (those
+    of the cells among ``tasks``, or a parent's ``cell_count`` when it has one)."""
     cells = Counter(t["parent_id"] for t in tasks if t["parent_id"] is not None)
+    for t in tasks:
+        if t.get("cell_count"):
+            cells[t["id"]] = t["cell_count"]
     ids = {t["id"] for t in tasks}
     owner = {t["id"]: (t["parent_id"] if t["parent_id"] in ids else t["id"]) for t in tasks}
     graph = nx.DiGraph()
@@ -49,7 +53,8 @@ def dag_graph(tasks: list[dict]) -> dict[str, Any]:
 
     Args:
         tasks: :func:`ui.queries.dag_tasks` rows (``id``, ``name``, ``type``, ``status``,
-            ``parent_id``, ``depends``).
+            ``parent_id``, ``depends``, a parent's ``cell_count``); cells among them are folded
+            into their parent (a cell depends on what its parent depends on).
 
     Returns:
         a figure dict: one line trace for the edges, one marker trace per status (its legend entry);

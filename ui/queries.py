@@ -1,9 +1,10 @@
 """Read-only queries behind the pages and the API. Each takes the session first, never commits,
 and returns plain JSON-able dicts (times as ISO-8601 UTC strings, durations in seconds).
 
-Built for the scale budget (10,000 tasks, 100,000 points per metric series): DAG lists are paged
-in SQL with status counts aggregated by ``GROUP BY``; logs are read after an id cursor; metric
-series are read by :mod:`ui.series`.
+Built for the scale budget (100,000 tasks, DAGs of thousands of grid cells, 100,000 points per
+metric series): DAG lists are paged in SQL with status counts aggregated by ``GROUP BY``; a DAG's
+grid cells are counted by ``GROUP BY`` and read a page at a time; logs are read after an id
+cursor; metric series are read by :mod:`ui.series`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, case, cast, func, select
+from sqlalchemy import ColumnElement, Text, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from mlcomp.db import (
@@ -46,6 +47,7 @@ __all__ = [
     "get_task_or_404",
     "dag_detail",
     "dag_tasks",
+    "dag_cells",
     "snapshot_file",
     "task_detail",
     "task_logs",
@@ -101,15 +103,34 @@ def get_task_or_404(session: Session, task_id: int) -> Task:
 
 
 # -- DAGs --------------------------------------------------------------------------------------
-def _status_counts(session: Session, dag_ids: list[int]) -> dict[int, dict[str, int]]:
+# Written for PostgreSQL with or without statistics of the task table: right after a bulk fill,
+# before autovacuum's ANALYZE, the planner costs a bare ``dag_id IN (50 ids)`` as a quarter of the
+# table (a sequential scan, 20-40 ms at 100,000 tasks) and ``parent_id IS NULL`` as rare (it would
+# read the parent_id index, which lists nearly every task).
+def _in_dags(dag_ids: list[int]) -> ColumnElement[bool]:
+    """``task.dag_id IN dag_ids``, also bounded by their range so that the dag_id index is used."""
+    return and_(Task.dag_id.in_(dag_ids), Task.dag_id.between(min(dag_ids), max(dag_ids)))
+
+
+def _own() -> ColumnElement[bool]:
+    """``task.parent_id IS NULL`` (a DAG's own task, not a cell), in a form no index matches."""
+    return func.coalesce(Task.parent_id, 0) == 0
+
+
+def _status_counts(session: Session, dag_ids: list[int]) -> tuple[dict[int, dict[str, int]], dict[int, tuple]]:
+    """Per DAG its task count by status, and its first start and last end (one ``GROUP BY``)."""
     rows = session.execute(
-        select(Task.dag_id, Task.status, func.count()).where(Task.dag_id.in_(dag_ids))
-        .group_by(Task.dag_id, Task.status)
+        select(Task.dag_id, Task.status, func.count(), func.min(Task.started), func.max(Task.finished))
+        .where(_in_dags(dag_ids)).group_by(Task.dag_id, Task.status)
     )
     found: dict[int, dict[str, int]] = defaultdict(dict)
-    for dag_id, status, n in rows:
+    times: dict[int, tuple] = {}
+    for dag_id, status, n, started, finished in rows:
         found[dag_id][TaskStatus(status).value] = n
-    return {dag_id: _in_status_order(c) for dag_id, c in found.items()}
+        first, last = times.get(dag_id, (None, None))
+        times[dag_id] = (min(filter(None, (first, started)), default=None),
+                         max(filter(None, (last, finished)), default=None))
+    return {dag_id: _in_status_order(c) for dag_id, c in found.items()}, times
 
 
 def _in_status_order(counts: dict[str, int]) -> dict[str, int]:
@@ -184,10 +205,10 @@ def overrides(config: str, grid_cell: dict | None) -> dict[str, Any]:
 def _best_main(session: Session, dag_ids: list[int]) -> dict[int, dict]:
     """Per DAG, the best final value of its tasks' main metric (:func:`main_metric_of`: a train
     task's ``best``, a grid search's ``best_value``): ``{dag_id: {"metric", "value", "minimize"}}``."""
-    rows = session.execute(select(Task).where(Task.dag_id.in_(dag_ids), Task.result.is_not(None),
-                                              Task.parent_id.is_(None)))
+    rows = session.execute(select(Task.dag_id, Task.result, Task.executor_config)
+                           .where(_in_dags(dag_ids), Task.result.is_not(None), _own()))
     best: dict[int, dict] = {}
-    for (task,) in rows:
+    for task in rows:  # main_metric_of reads a task's result and executor_config only
         main, result = main_metric_of(task), task.result
         value = result.get("best", result.get("best_value")) if isinstance(result, dict) else None
         if not main or not isinstance(value, (int, float)):
@@ -201,11 +222,8 @@ def _best_main(session: Session, dag_ids: list[int]) -> dict[int, dict]:
 def _dag_rows(session: Session, dag_ids: list[int], now: dt.datetime) -> list[dict]:
     if not dag_ids:
         return []
-    counts = _status_counts(session, dag_ids)
+    counts, times = _status_counts(session, dag_ids)
     best = _best_main(session, dag_ids)
-    times = {row[0]: row[1:] for row in session.execute(
-        select(Task.dag_id, func.min(Task.started), func.max(Task.finished))
-        .where(Task.dag_id.in_(dag_ids)).group_by(Task.dag_id))}
     rows = session.execute(select(Dag.id, Dag.name, Dag.created, Project.name, Dag.config, Dag.grid_cell, Dag.tags,
                                   Dag.note).join(Project).where(Dag.id.in_(dag_ids)).order_by(Dag.id.desc()))
     dags = []
@@ -224,21 +242,24 @@ def _dag_rows(session: Session, dag_ids: list[int], now: dt.datetime) -> list[di
     return dags
 
 
-def dag_tasks(session: Session, dag_id: int, now: dt.datetime | None = None) -> list[dict]:
-    """Every task of a DAG (id order) with the ids it depends on.
-
-    Returns:
-        ``[{id, name, type, status, attempt, parent_id, computer, gpus, started, finished,
-        duration, grid_cell, depends: [task ids]}]``.
-    """
-    now = now or utcnow()
+def _task_rows(session: Session, where: list, now: dt.datetime, *, offset: int = 0,
+               limit: int | None = None) -> list[dict]:
+    """Task rows (:data:`TASK_COLUMNS`) matching ``where``, each with the ids it depends on (read
+    for those rows only, by the dependency table's primary key)."""
+    query = select(*TASK_COLUMNS).where(*where).order_by(Task.id)
+    if offset:
+        query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = list(session.execute(query))
     depends: dict[int, list[int]] = defaultdict(list)
-    for task_id, depend_id in session.execute(
-            select(TaskDependency.task_id, TaskDependency.depend_id).join(Task, Task.id == TaskDependency.task_id)
-            .where(Task.dag_id == dag_id)):
-        depends[task_id].append(depend_id)
+    if rows:
+        for task_id, depend_id in session.execute(
+                select(TaskDependency.task_id, TaskDependency.depend_id)
+                .where(TaskDependency.task_id.in_([row.id for row in rows]))):
+            depends[task_id].append(depend_id)
     tasks = []
-    for row in session.execute(select(*TASK_COLUMNS).where(Task.dag_id == dag_id).order_by(Task.id)):
+    for row in rows:
         task = dict(row._mapping)
         status = TaskStatus(task["status"])
         task.update(status=status.value, gpus=list(task["gpus"] or []), started=iso(task["started"]),
@@ -248,11 +269,63 @@ def dag_tasks(session: Session, dag_id: int, now: dt.datetime | None = None) -> 
     return tasks
 
 
-def dag_detail(session: Session, dag_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
-    """A DAG with its tasks, status counts, submitted YAML and snapshot file list.
+def dag_tasks(session: Session, dag_id: int, now: dt.datetime | None = None) -> list[dict]:
+    """The DAG's own tasks (id order), those that are not a cell (a child) of a grid search or a
+    search, each with the ids it depends on; a parent of cells also gets ``cells``, its cells'
+    count by status, and ``cell_count`` (the cells themselves are paged by :func:`dag_cells`).
+
+    Returns:
+        ``[{id, name, type, status, attempt, parent_id (None), computer, gpus, started, finished,
+        duration, grid_cell, depends: [task ids], and for a parent cells: {status: n}, cell_count}]``.
+    """
+    now = now or utcnow()
+    tasks = _task_rows(session, [Task.dag_id == dag_id, _own()], now)
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for parent_id, status, n in session.execute(
+            select(Task.parent_id, Task.status, func.count())
+            .where(Task.dag_id == dag_id, Task.parent_id.is_not(None)).group_by(Task.parent_id, Task.status)):
+        counts[parent_id][TaskStatus(status).value] = n
+    for task in tasks:
+        if task["id"] in counts:
+            task["cells"] = _in_status_order(counts[task["id"]])
+            task["cell_count"] = sum(task["cells"].values())
+    return tasks
+
+
+def dag_cells(session: Session, dag_id: int, *, status: str | None = None, page: int = 1, per_page: int = 50,
+              now: dt.datetime | None = None, total: int | None = None) -> dict[str, Any]:
+    """One page of the DAG's cells (the children of its grid searches and searches), id order,
+    optionally only those in ``status``. ``total``, the number of cells matching when the caller
+    knows it (:func:`dag_detail` takes it from the DAG's status counts), saves counting them again.
+
+    Returns:
+        ``{"tasks": [task rows as :func:`dag_tasks`'s, ``parent_id`` set], "page", "per_page",
+        "pages", "total" (cells matching), "status" (the filter, "" for none)}``; a page past the
+        last has no tasks.
+
+    Raises:
+        ValueError: ``status`` is not a task status.
+    """
+    now = now or utcnow()
+    where = [Task.dag_id == dag_id, Task.parent_id.is_not(None)]
+    if status:
+        where.append(Task.status == TaskStatus(status))
+    if total is None:
+        total = session.scalar(select(func.count()).select_from(Task).where(*where)) or 0
+    tasks = _task_rows(session, where, now, offset=(page - 1) * per_page, limit=per_page) if total else []
+    return {"tasks": tasks, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
+            "total": total, "status": status or ""}
+
+
+def dag_detail(session: Session, dag_id: int, now: dt.datetime | None = None, *, cell_status: str | None = None,
+               page: int = 1, per_page: int = 50) -> dict[str, Any]:
+    """A DAG with its own tasks (:func:`dag_tasks`), one page of its cells (:func:`dag_cells`
+    with ``cell_status``, ``page``, ``per_page``), status counts, submitted YAML and snapshot file
+    list. Its size does not grow with the number of cells.
 
     Raises:
         NotFoundError: no DAG ``dag_id``.
+        ValueError: ``cell_status`` is not a task status.
     """
     now = now or utcnow()
     dag = get_dag_or_404(session, dag_id)
@@ -260,8 +333,12 @@ def dag_detail(session: Session, dag_id: int, now: dt.datetime | None = None) ->
     files = session.execute(select(SnapshotFile.path, SnapshotBlob.size)
                             .join(SnapshotBlob, SnapshotBlob.sha256 == SnapshotFile.sha256)
                             .where(SnapshotFile.dag_id == dag_id).order_by(SnapshotFile.path))
-    return {**row, "config": dag.config, "source": dag.source, "grid_cell": dag.grid_cell,
-            "tasks": dag_tasks(session, dag_id, now),
+    tasks = dag_tasks(session, dag_id, now)
+    own = [t for t in tasks if not cell_status or t["status"] == cell_status]  # the rest are cells
+    total = max(0, (row["counts"].get(cell_status, 0) if cell_status else row["task_count"]) - len(own))
+    return {**row, "config": dag.config, "source": dag.source, "grid_cell": dag.grid_cell, "tasks": tasks,
+            "cells": dag_cells(session, dag_id, status=cell_status, page=page, per_page=per_page, now=now,
+                               total=total),
             "files": [{"path": path, "size": size} for path, size in files]}
 
 

@@ -8,7 +8,7 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-from flask import Blueprint, Flask, jsonify, render_template, request, send_from_directory
+from flask import Blueprint, Flask, jsonify, render_template, request, send_from_directory, url_for
 from markupsafe import Markup
 from pygments import highlight as pygments_highlight
 from pygments.formatters import HtmlFormatter
@@ -18,7 +18,7 @@ from werkzeug.routing import IntegerConverter
 
 from ui.errors import ApiError
 
-__all__ = ["twin", "int_arg", "choice_arg", "duration", "highlight", "pygments_css", "init_app", "MAX_INT"]
+__all__ = ["twin", "int_arg", "choice_arg", "url_with_args", "duration", "highlight", "pygments_css", "init_app", "MAX_INT"]
 
 MAX_INT = 2 ** 31 - 1
 """The largest id or count a URL or query argument may carry (the store's integer columns)."""
@@ -93,6 +93,15 @@ def choice_arg(name: str, choices: tuple[str, ...], default: str) -> str:
     return value
 
 
+def url_with_args(endpoint: str, _anchor: str | None = None, **values) -> str:
+    """``url_for(endpoint)`` with the request's query arguments, ``values`` replacing theirs (a
+    pager's ``page``, a page's URL parts such as ``dag_id``). Arguments whose name starts with
+    ``_`` are dropped: ``url_for`` would read them as its own options (``_external``, …)."""
+    args = {k: v for k, v in request.args.items() if not k.startswith("_")}
+    args.update(values)
+    return url_for(endpoint, _anchor=_anchor, **args)
+
+
 def duration(seconds: float | None) -> str:
     """``3725`` → ``"1h 2m"``, ``42.5`` → ``"42s"``; ``None`` → ``"–"``."""
     if seconds is None:
@@ -156,11 +165,12 @@ def vendor_plotly():
 
 
 def init_app(app: Flask) -> None:
-    """Registers the filters, the ``/static/vendor/plotly.min.js`` and ``/static/pygments.css``
-    routes, and bounds ``<int:…>`` URL parts (:class:`BoundedInt`)."""
+    """Registers the filters, the ``url_with_args`` template global, the
+    ``/static/vendor/plotly.min.js`` and ``/static/pygments.css`` routes, and bounds ``<int:…>`` URL parts (:class:`BoundedInt`)."""
     app.url_map.converters["int"] = BoundedInt
     app.jinja_env.filters.update(duration=duration, filesize=filesize, timestamp=timestamp,
                                  highlight=highlight)
+    app.jinja_env.globals["url_with_args"] = url_with_args
     app.add_url_rule("/static/vendor/plotly.min.js", "vendor_plotly", vendor_plotly)
     app.add_url_rule("/static/pygments.css", "pygments_css",
                      lambda: (pygments_css(), 200, {"Content-Type": "text/css"}))

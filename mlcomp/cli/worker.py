@@ -8,7 +8,7 @@ from typing import Iterator
 
 import click
 
-from mlcomp.db import open_store
+from mlcomp.db import make_engine, make_sessionmaker, open_store
 from mlcomp.errors import ConfigError
 from mlcomp.settings import Settings
 
@@ -101,10 +101,12 @@ def worker(name, gpus, cpus, address, ports):
     settings = Settings.from_env()
     bus = Bus.of(settings)
     # a task's end wakes the supervisors, which place what it made ready
-    # one connection at most, closed when idle for a second: a lab of 100 computers stays within
-    # PostgreSQL's default max_connections (100), and an idle computer holds none
+    # one connection for the work and one for the heartbeat, each closed when idle for a second:
+    # a lab of 100 computers stays within PostgreSQL's default max_connections (100), an idle
+    # computer holds none between its beats, and a beat never waits behind a long transaction
     store = open_store(settings, connections=1, idle_release=1.0)
-    the_worker = Worker(settings, store, name=name, gpus=gpus, cpus=cpus, bus=bus,
+    beats = make_sessionmaker(make_engine(settings.db_url, connections=1, idle_release=1.0))
+    the_worker = Worker(settings, store, name=name, gpus=gpus, cpus=cpus, bus=bus, beats=beats,
                         on_end=lambda: bus.publish(SUPERVISOR), address=address, ports=ports)
     with interruptible():
         try:

@@ -85,6 +85,9 @@ class Worker:
         poll: seconds between the monitor's reads of the store when no message wakes it
             (:data:`mlcomp.bus.POLL`).
         bus: where task ids and stop requests arrive (default: ``Bus.of(settings)``).
+        beats: the store the heartbeat writes through (default: ``sessionmaker``); a pool of its
+            own keeps the liveness signal from queueing behind the worker's other transactions
+            when those hold their pool's only connection.
         clock: monotonic seconds, for timeouts and the stop grace period.
         dag_ids: claim only these DAGs' tasks (the worker of ``dag submit --wait``, which may
             share its computer with another one); the computer row says so, so supervisors
@@ -99,6 +102,7 @@ class Worker:
                  gpus: list[int] | None = None, on_change: Callable[[], None] | None = None, *,
                  cpus: int | None = None,
                  on_end: Callable[[], None] | None = None, poll: float = POLL, bus: Bus | None = None,
+                 beats: sessionmaker[Session] | None = None,
                  clock: Callable[[], float] = time.monotonic, dag_ids: Collection[int] | None = None,
                  address: str | None = None, ports: tuple[int, int] = gang.PORTS):
         self.settings = settings
@@ -112,6 +116,7 @@ class Worker:
         self.on_end = on_end or (lambda: None)
         self.poll = poll
         self.bus = bus or Bus.of(settings)
+        self.beats = beats or sessionmaker
         self._subscription: Subscription | None = None
         self.clock = clock
         self.dag_ids = None if dag_ids is None else frozenset(dag_ids)
@@ -165,7 +170,7 @@ class Worker:
         seconds, so two beats in a row may be lost (a busy database) before that happens.
         """
         usage = {**self.resources.usage(), "tasks": len(self._runs)}
-        with self.sessionmaker.begin() as session:  # one transaction a beat: an idle computer's cost
+        with self.beats.begin() as session:  # one transaction a beat: an idle computer's cost
             immediate(session)
             self.resources.write(session, usage)  # the history of usage, in a savepoint: a failure is logged
             # the computer row last: a supervisor's tick locks computer rows, so this lock is held only until commit

@@ -69,7 +69,15 @@ def limited(pg_url):
     opened = []
 
     def holder():
-        connection = psycopg.connect(_libpq(url), autocommit=True)
+        deadline = time.monotonic() + 10
+        while True:  # the slot may be taken a moment by an autovacuum worker visiting the new database
+            try:
+                connection = psycopg.connect(_libpq(url), autocommit=True)
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         opened.append(connection)
         return connection
 

@@ -371,9 +371,8 @@ class Worker:
                 immediate(session)
                 tasks = session.scalars(_claim_query(task_ids)).unique().all()
                 for task in tasks:
-                    part = gang.part_of(self.name, task.computer, task.gpus, task.placement)
-                    if part is None or task.status not in ACTIVE or \
-                            (self.dag_ids is not None and task.dag_id not in self.dag_ids):
+                    part = self._claimable(task)
+                    if part is None:
                         continue
                     files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
                     if task.placement or task.status is not TaskStatus.queued or files.started():
@@ -399,6 +398,14 @@ class Worker:
             self.on_change()
         return [task.id for task, _ in spawned], rest
 
+    def _claimable(self, task: Task) -> gang.Part | None:
+        """This computer's part of ``task`` when the store has it active here and this worker
+        serves its DAG, else None."""
+        part = gang.part_of(self.name, task.computer, task.gpus, task.placement)
+        if part is None or task.status not in ACTIVE or (self.dag_ids is not None and task.dag_id not in self.dag_ids):
+            return None
+        return part
+
     def _claim(self, task_id: int) -> bool:
         """In ONE writer transaction (the row locked, so a stop request cannot slip in between):
         a queued task whose attempt never started is started; a task whose attempt has a child
@@ -411,9 +418,8 @@ class Worker:
             with self.sessionmaker.begin() as session:
                 immediate(session)
                 task = session.get(Task, task_id, with_for_update={"of": Task}, options=WITH_PROJECT)
-                part = None if task is None else gang.part_of(self.name, task.computer, task.gpus, task.placement)
-                if part is None or task.status not in ACTIVE or \
-                        (self.dag_ids is not None and task.dag_id not in self.dag_ids):
+                part = None if task is None else self._claimable(task)
+                if part is None:
                     return False
                 files = AttemptFiles.of(self.settings.tasks_dir, task.id, task.attempt)
                 if files.started() and files.watched_elsewhere():

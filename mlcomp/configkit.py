@@ -16,13 +16,18 @@ with its file, line and key.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from mlcomp.errors import ConfigError
+from mlcomp.yamlfile import MAX_DEPTH
 
-__all__ = ["PathError", "deep_merge", "set_path", "split_path", "key_paths", "expand_env"]
+__all__ = ["PathError", "deep_merge", "set_path", "split_path", "key_paths", "expand_env", "MAX_PARTS"]
+
+MAX_PARTS = MAX_DEPTH
+"""The most parts of a dotted path (:func:`split_path`): the YAML reader's depth limit."""
 
 
 class PathError(ValueError):
@@ -42,15 +47,31 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
 
 
 def split_path(key: str | Sequence[str]) -> tuple[str, ...]:
-    """``"a.b.c"`` → ``("a", "b", "c")``; a sequence is taken as the parts.
+    """``"a.b.c"`` → ``("a", "b", "c")``; a sequence is taken as the parts. Linear in the key's
+    length; at most :data:`MAX_PARTS` parts (the YAML reader's depth limit), so no later step
+    (:func:`set_path`, deep copies, JSON) meets a path deep enough to be slow or to recurse too far.
 
     Raises:
-        PathError: an empty part (``"a..b"``, ``""``).
+        PathError: an empty part (``"a..b"``, ``""``), or more than :data:`MAX_PARTS` parts.
     """
-    parts = tuple(str(key).split(".")) if isinstance(key, str) else tuple(map(str, key))
+    if isinstance(key, str):
+        if key.count(".") >= MAX_PARTS:
+            raise PathError(f"{_short(key)}: {key.count('.') + 1} parts in the dotted path; allowed: at most "
+                            f"{MAX_PARTS} (the deepest nesting of a YAML file)")
+        parts = tuple(key.split("."))
+    else:
+        parts = tuple(map(str, itertools.islice(key, MAX_PARTS + 1)))
+        if len(parts) > MAX_PARTS:
+            raise PathError(f"{_short('.'.join(parts))}: more than {MAX_PARTS} parts in the path; allowed: at "
+                            f"most {MAX_PARTS} (the deepest nesting of a YAML file)")
     if not parts or not all(parts):
-        raise PathError(f"{key!r}: empty part in the dotted path")
+        raise PathError(f"{_short(key if isinstance(key, str) else '.'.join(parts))}: empty part in the dotted path")
     return parts
+
+
+def _short(key: str, limit: int = 80) -> str:
+    """``key`` for a message: its repr, cut to about ``limit`` characters."""
+    return repr(key) if len(key) <= limit else repr(key[:limit]) + f"… ({len(key)} characters)"
 
 
 def set_path(node: dict, key: str | Sequence[str], value: Any) -> tuple[str, ...]:
@@ -74,7 +95,7 @@ def set_path(node: dict, key: str | Sequence[str], value: Any) -> tuple[str, ...
         if not isinstance(node, dict):
             raise PathError(f"cannot set {'.'.join(parts)!r} inside {type(node).__name__} {node!r} "
                             f"(at {'.'.join(used) or 'the top'}); only mappings have keys")
-        size = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 1)
+        size = _longest_key(node, parts)
         name, parts = ".".join(parts[:size]), parts[size:]
         used.append(name)
         if not parts:
@@ -85,6 +106,21 @@ def set_path(node: dict, key: str | Sequence[str], value: Any) -> tuple[str, ...
         if node.get(name) is None:
             node[name] = {}
         node = node[name]
+
+
+def _longest_key(node: dict, parts: tuple[str, ...]) -> int:
+    """How many leading ``parts``, joined by dots, make the longest key of ``node`` (1 when none
+    does); only prefixes as long as one of ``node``'s keys are joined and looked up, so a level
+    costs about the path's length, not its square."""
+    lengths = {len(key) for key in node if isinstance(key, str)}
+    size, length, longest = 1, -1, max(lengths, default=0)
+    for n, part in enumerate(parts, 1):
+        length += len(part) + 1
+        if length > longest:
+            break
+        if length in lengths and ".".join(parts[:n]) in node:
+            size = n
+    return size
 
 
 def key_paths(node: Any, prefix: tuple = ()) -> Iterable[tuple[str, ...]]:

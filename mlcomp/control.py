@@ -44,7 +44,8 @@ RESUME_FROM = ("last", "best")
 
 def submit_dag(session: Session, settings: Settings, path, sets: Sequence[str] = ()) -> list[Dag]:
     """Parses, validates and writes the DAG file at ``path`` (``--set key=value`` overrides in
-    ``sets``); one DAG per cell of a DAG-level grid. Delegates to :func:`mlcomp.dag.submit`.
+    ``sets``); one DAG per cell of a DAG-level grid. Delegates to :func:`mlcomp.dag.submit`;
+    ``path`` may be what :func:`mlcomp.dag.submit.prepare` made of the file before the transaction.
 
     Raises:
         DagError: the file is rejected; nothing is written.

@@ -40,6 +40,18 @@ class Settings:
             (``MLCOMP_CHECKPOINT_DIRS``, comma-separated).
         grid_max_cells: the most grid cells one submission may expand to (DAG-level cells times
             the tasks' cells), counted before expansion.
+        cookie_secure: mark the UI's session cookie ``Secure`` (sent over https only) on every
+            response (``MLCOMP_COOKIE_SECURE``: ``true``/``false``, ``1``/``0``, ``yes``/``no``;
+            default false: ``Secure`` only on requests that came over https).
+        trusted_proxies: how many reverse proxies in front of the UI set ``X-Forwarded-For`` and
+            ``X-Forwarded-Proto`` (``MLCOMP_TRUSTED_PROXIES``, default 0: those headers are
+            ignored); with 1 or more the UI takes the client's address and scheme from them
+            (werkzeug's ``ProxyFix``), so a request that came over https gets a ``Secure`` cookie
+            and login throttling counts the client, not the proxy. Set it only behind such a proxy:
+            a client talking to the UI directly could otherwise forge them.
+        login_attempts: failed logins and wrong bearer tokens one client address may send within
+            ``login_window`` seconds; more are answered 429 with ``Retry-After`` (default 10).
+        login_window: seconds over which ``login_attempts`` counts failures (default 60).
     """
 
     root: Path
@@ -54,6 +66,10 @@ class Settings:
     grid_max_cells: int = 10_000
     allowed_hosts: tuple[str, ...] = ("*",)
     checkpoint_dirs: tuple[str, ...] = ()
+    cookie_secure: bool = False
+    trusted_proxies: int = 0
+    login_attempts: int = 10
+    login_window: float = 60.0
 
     @property
     def tasks_dir(self) -> Path:
@@ -103,14 +119,31 @@ class Settings:
         for name in LISTS:
             if name in values:
                 values[name] = _names(name, values[name], root)
+        for name in FLAGS:
+            if name in values:
+                values[name] = _flag(name, values[name], root)
         return cls(root=root, **values)
 
 
 NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float,
-           "grid_max_cells": int}
+           "grid_max_cells": int, "trusted_proxies": int, "login_attempts": int, "login_window": float}
 
 
 LISTS = ("allowed_hosts", "checkpoint_dirs")
+
+FLAGS = ("cookie_secure",)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(name: str, value, root: Path) -> bool:
+    """A yes/no setting from a string (the environment, any case) or a YAML boolean."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): {value!r} is not "
+                      f"true or false (also 1/0, yes/no, on/off)")
 
 
 def _names(name: str, value, root: Path) -> tuple[str, ...]:

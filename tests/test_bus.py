@@ -1,7 +1,5 @@
 """The bus (:mod:`mlcomp.bus`): in-process delivery in the publisher's thread, and each backend
 between two buses of one store, as two processes would have (a fresh ``Bus`` has its own token)."""
-import shutil
-import subprocess
 import threading
 import time
 
@@ -11,7 +9,7 @@ from mlcomp.bus import SUPERVISOR, Bus, computer_channel
 from mlcomp.db import TaskStatus
 from mlcomp.lifecycle import set_task_status
 from mlcomp.worker import Worker
-from cluster import free_port
+from services import PrivateRedis
 from supervisor_helpers import add_task, make_dag, wait_for, wait_status
 
 
@@ -81,33 +79,22 @@ def test_stores_sharing_a_backend_do_not_hear_each_other(settings, tmp_path):
 
 @pytest.mark.redis
 def test_a_listener_rides_out_a_redis_restart_and_says_it_may_have_missed_messages(settings):
-    server = shutil.which("redis-server")
-    assert server, "redis-server (the Redis the tests use) is not on PATH"
-    port = free_port()
-
-    def redis():
-        return subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    url = f"redis://127.0.0.1:{port}/0"
-    process = redis()
+    redis = PrivateRedis()
     inbox = Inbox()
-    sender = Bus(settings.db_url, url)
-    subscription = Bus(settings.db_url, url).subscribe(SUPERVISOR, inbox)
+    sender = Bus(settings.db_url, redis.url)
+    subscription = Bus(settings.db_url, redis.url).subscribe(SUPERVISOR, inbox)
     try:
         wait_for(lambda: sender.publish(SUPERVISOR, [1]) or inbox.messages)
-        process.terminate()
-        process.wait(10)
+        redis.stop()
         sender.publish(SUPERVISOR, [2])  # lost, and logged: nobody can hear it
         time.sleep(1.5)
-        process = redis()
+        redis.start()
         wait_for(lambda: [] in inbox.messages, timeout=15)  # back: "read the store"
         wait_for(lambda: sender.publish(SUPERVISOR, [3]) or [3] in inbox.messages, timeout=15)
         assert [2] not in inbox.messages
     finally:
         subscription.close()
-        process.terminate()
-        process.wait(10)
+        redis.stop()
 
 
 @pytest.mark.redis

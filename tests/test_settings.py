@@ -30,3 +30,14 @@ def test_bad_config_files_are_named(tmp_path, text, message):
     (tmp_path / "config.yml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({"MLCOMP_ROOT": str(tmp_path)})
+
+
+def test_ui_operations_settings_read_flags_and_numbers(tmp_path):
+    (tmp_path / "config.yml").write_text("cookie_secure: true\nlogin_window: 30\n")
+    settings = Settings.from_env({"MLCOMP_ROOT": str(tmp_path), "MLCOMP_TRUSTED_PROXIES": "1",
+                                  "MLCOMP_LOGIN_ATTEMPTS": "5"})
+    assert (settings.cookie_secure, settings.trusted_proxies, settings.login_attempts, settings.login_window) == (
+        True, 1, 5, 30.0)
+    assert Settings.from_env({"MLCOMP_ROOT": str(tmp_path), "MLCOMP_COOKIE_SECURE": "No"}).cookie_secure is False
+    with pytest.raises(ConfigError, match="setting cookie_secure .* 'maybe' is not true or false"):
+        Settings.from_env({"MLCOMP_ROOT": str(tmp_path), "MLCOMP_COOKIE_SECURE": "maybe"})

@@ -134,3 +134,103 @@ def test_responses_carry_security_headers(ro_client):
     headers = ro_client.get("/dags").headers
     assert "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Frame-Options"] == "DENY"
     assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.fixture
+def make_secured(ro_app):
+    """``make_secured(**settings)``: a client of an app with a token and these settings over the
+    module's shared store (logins add ``ui_session`` rows, which no other test reads)."""
+    from ui import create_app
+
+    apps = []
+
+    def make(**overrides):
+        settings = dataclasses.replace(ro_app.config["MLCOMP_SETTINGS"], token=TOKEN, **overrides)
+        apps.append(create_app(settings, {"TESTING": True}))
+        return apps[-1].test_client()
+    yield make
+    for app in apps:
+        dispose(app)
+
+
+def test_wrong_logins_are_throttled_per_address_with_retry_after(make_secured):
+    client = make_secured()  # the defaults: 10 failures within 60 s
+    statuses = [_login(client, "nope").status_code for _ in range(12)]
+    assert statuses == [401] * 10 + [429] * 2
+    refused = _login(client)  # even the right token: the address must wait
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "try again in" in refused.get_data(as_text=True)
+    elsewhere = client.application.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"  # another client address counts on its own
+    assert _login(elsewhere).status_code == 302
+
+
+def test_a_right_login_below_the_limit_is_not_blocked(make_secured):
+    client = make_secured(login_attempts=3)
+    assert [_login(client, "nope").status_code for _ in range(2)] == [401, 401]
+    assert _login(client).status_code == 302 and client.get("/api/dags").status_code == 200
+
+
+def test_wrong_bearer_tokens_are_throttled_per_address(make_secured):
+    client = make_secured(login_attempts=3)
+    wrong, right = {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {TOKEN}"}
+    assert [client.get("/api/dags", headers=wrong).status_code for _ in range(3)] == [401] * 3
+    refused = client.get("/api/dags", headers=right)
+    assert refused.status_code == 429 and refused.get_json()["error"]["status"] == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert client.get("/api/dags", headers=right, environ_base={"REMOTE_ADDR": "192.0.2.8"}).status_code == 200
+
+
+def test_the_throttle_forgets_failures_older_than_its_window():
+    from ui.security import Throttle
+
+    now = [100.0]
+    throttle = Throttle(2, 60.0, clock=lambda: now[0])
+    throttle.failed("a")
+    now[0] += 30
+    throttle.failed("a")
+    assert throttle.retry_after("a") == pytest.approx(30.0) and throttle.retry_after("b") == 0.0
+    now[0] += 30  # the first failure is 60 s old
+    assert throttle.retry_after("a") == 0.0
+    with pytest.raises(ConfigError, match="login_attempts"):
+        Throttle(0, 60.0)
+
+
+def _session_cookie(response) -> str:
+    cookies = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    assert cookies, response.headers
+    return cookies[0]
+
+
+def test_the_session_cookie_is_secure_over_https_behind_a_trusted_proxy(make_secured):
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.9"}
+    assert "Secure" not in _session_cookie(make_secured().get("/login"))
+    assert "Secure" in _session_cookie(make_secured().get("/login", base_url="https://localhost"))
+    assert "Secure" not in _session_cookie(make_secured().get("/login", headers=https))  # no proxy trusted
+    assert "Secure" in _session_cookie(make_secured(trusted_proxies=1).get("/login", headers=https))
+    assert "Secure" in _session_cookie(make_secured(cookie_secure=True).get("/login"))
+
+
+def test_a_trusted_proxy_gives_the_throttle_the_client_address(make_secured):
+    client = make_secured(trusted_proxies=1, login_attempts=2)
+    wrong = {"Authorization": "Bearer nope"}
+    for _ in range(2):
+        client.get("/api/dags", headers={**wrong, "X-Forwarded-For": "192.0.2.10"})
+    assert client.get("/api/dags", headers={**wrong, "X-Forwarded-For": "192.0.2.10"}).status_code == 429
+    assert client.get("/api/dags", headers={**wrong, "X-Forwarded-For": "192.0.2.11"}).status_code == 401
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(make_secured):
+    client = make_secured()
+    _login(client)
+    assert client.get("/dags").status_code == 200  # the page gives the session its CSRF token
+    copied = client.get_cookie("session").value
+    assert client.post("/logout", data={"csrf_token": _csrf(client)}).status_code == 302
+    thief = client.application.test_client()
+    thief.set_cookie("session", copied)
+    assert thief.get("/api/dags").status_code == 401
+    page = thief.get("/dags")
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    again = client.application.test_client()  # another login from the same browser works as before
+    _login(again)
+    assert again.get("/api/dags").status_code == 200

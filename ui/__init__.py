@@ -42,6 +42,7 @@ def create_app(settings=None, test_config: Mapping[str, Any] | None = None) -> F
         SECRET_KEY=security.secret_key(settings.token),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,  # and on every https request (ui.security)
         MLCOMP_SETTINGS=settings,
         MLCOMP_ON_CHANGE=None,
         PAGE_SIZE=50,

@@ -12,23 +12,43 @@
   carry the session's CSRF token in the ``X-CSRF-Token`` header or a ``csrf_token`` form field
   (the synchronizer-token pattern of the OWASP CSRF cheat sheet). This holds without a token too:
   a web page must not be able to stop your tasks through your browser.
+- A path or query argument with a control character (NUL, newline, ...), or a form field or JSON
+  string with one other than a tab or a line break, is refused with a 400 before any view runs.
+- A browser's login lives on the server too (:func:`logged_in`: its random id in the
+  ``ui_session`` table), so logging out revokes every copy of its cookie.
+- :class:`Throttle`: a client address that sent ``login_attempts`` failed logins or wrong
+  ``Authorization`` headers within ``login_window`` seconds is answered 429 with ``Retry-After``.
+- The session cookie is ``Secure`` with the ``cookie_secure`` setting or on a request that came
+  over https; behind ``trusted_proxies`` reverse proxies werkzeug's ``ProxyFix`` takes the
+  client's address and scheme from their ``X-Forwarded-For`` and ``X-Forwarded-Proto``.
 - :func:`confined_path`: downloads stay inside a task's folder (no ``..``, no absolute path, no
   symlink leading out).
 - Every response carries a Content-Security-Policy without inline scripts, and refuses framing.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, redirect, request, session, url_for
+from flask import Flask, current_app, has_request_context, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import select
+from werkzeug.exceptions import TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from mlcomp.db import UiSession, utcnow
 from mlcomp.errors import ConfigError
+from mlcomp.names import control_character
 from ui.errors import ApiError
 
 __all__ = [
@@ -39,6 +59,9 @@ __all__ = [
     "bearer_ok",
     "csrf_token",
     "confined_path",
+    "Throttle",
+    "throttle",
+    "logged_in",
     "init_app",
 ]
 
@@ -122,6 +145,98 @@ def _token() -> str | None:
     return current_app.config["MLCOMP_SETTINGS"].token
 
 
+class Throttle:
+    """Failed attempts (logins, wrong ``Authorization`` headers) per client address, kept in
+    this process's memory: an address with ``attempts`` failures within the last ``window``
+    seconds is refused until the oldest of them is ``window`` seconds old. Successes do not reset
+    the count (a guesser sharing an address with a user gains nothing from the user's logins).
+
+    The UI serves from one process (``mlcomp server``'s), so this is the whole count; several UI
+    processes would each keep their own, and a restart forgets. At most :attr:`MAX_ADDRESSES`
+    addresses are remembered: beyond, the one whose last failure is oldest is forgotten.
+
+    Args:
+        attempts: failures allowed within ``window`` (at least 1).
+        window: seconds (more than 0).
+        clock: the time in seconds (default :func:`time.monotonic`; tests pass their own).
+
+    Raises:
+        ConfigError: ``attempts`` is below 1 or ``window`` is not positive.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, attempts: int, window: float, clock=time.monotonic):
+        if attempts < 1 or not window > 0:
+            raise ConfigError(f"login_attempts must be at least 1 and login_window more than 0 seconds, not "
+                              f"{attempts!r} and {window!r}")
+        self.attempts = attempts
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, collections.deque] = {}  # address → failure times, oldest first
+
+    def _recent(self, address: str, now: float) -> collections.deque | None:
+        failures = self._failures.get(address)
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if failures is not None and not failures:
+            del self._failures[address]
+            return None
+        return failures
+
+    def retry_after(self, address: str) -> float:
+        """Seconds ``address`` must wait before its next attempt counts; 0.0 when it may try now."""
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(address, now)
+            if failures is None or len(failures) < self.attempts:
+                return 0.0
+            return failures[0] + self.window - now
+
+    def failed(self, address: str) -> None:
+        """Counts a failed attempt from ``address``."""
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(address, now)
+            if failures is None:
+                failures = collections.deque(maxlen=self.attempts)
+            else:
+                del self._failures[address]  # re-inserted last: the dict stays ordered by last failure
+            failures.append(now)
+            self._failures[address] = failures
+            while len(self._failures) > self.MAX_ADDRESSES:
+                del self._failures[next(iter(self._failures))]
+
+
+def throttle() -> Throttle:
+    """The app's :class:`Throttle` (made by :func:`init_app` from the settings)."""
+    return current_app.extensions["mlcomp_throttle"]
+
+
+def _refuse_if_throttled() -> None:
+    """Raises werkzeug's ``TooManyRequests`` (429, ``Retry-After`` in whole seconds) when the
+    client's address has used up its failed attempts."""
+    wait = throttle().retry_after(request.remote_addr or "")
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise TooManyRequests(f"too many failed logins or wrong tokens from this address: try again in {seconds} s",
+                              retry_after=seconds)
+
+
+def logged_in() -> bool:
+    """True when the browser's session cookie carries a login that is still live: its session id
+    is in the ``ui_session`` table (a logout deletes it) and younger than the app's
+    ``PERMANENT_SESSION_LIFETIME``. Reads the store in a short session of its own, so the
+    request's session can still become a writer (:func:`ui.db.writer`)."""
+    sid = session.get("sid")
+    if not session.get("auth") or not isinstance(sid, str):
+        return False
+    cutoff = utcnow() - current_app.permanent_session_lifetime
+    with current_app.extensions["mlcomp_store"]() as db:
+        return db.scalar(select(UiSession.id).where(UiSession.id == sid, UiSession.created >= cutoff)) is not None
+
+
 def _guard():
     token = _token()
     settings = current_app.config["MLCOMP_SETTINGS"]
@@ -129,8 +244,16 @@ def _guard():
         raise ApiError(f"Host {request.host!r} refused: " + (
             "the server has a token; add the name to the allowed_hosts setting" if token else
             "without a token only 127.0.0.1, localhost and [::1] are served"), 400)
+    authorization = bool(request.headers.get("Authorization"))
+    if token and (authorization or (request.endpoint == "auth.login" and request.method == "POST")):
+        _refuse_if_throttled()
     via_bearer = bearer_ok(token)
-    if token and not via_bearer and not session.get("auth") and request.endpoint not in PUBLIC_ENDPOINTS:
+    if token and authorization and not via_bearer:
+        throttle().failed(request.remote_addr or "")
+    if token and not via_bearer and request.endpoint not in PUBLIC_ENDPOINTS and not logged_in():
+        if session.get("auth"):  # logged out elsewhere, or expired: the cookie forgets it too
+            session.pop("auth")
+            session.pop("sid", None)
         if request.path.startswith("/api/"):
             raise ApiError("authentication required: send 'Authorization: Bearer <token>' or log in", 401)
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
@@ -138,6 +261,52 @@ def _guard():
         raise ApiError("CSRF token missing or wrong: send the page's token in the X-CSRF-Token header "
                        "or the csrf_token form field", 403)
     return None
+
+
+TEXT_CONTROLS = "\t\n\r"
+"""The control characters a form field or JSON string may hold (free text may span lines)."""
+CLEANED_ARGS = frozenset({("auth.login", "next")})
+"""(endpoint, query argument) pairs whose control characters the view removes itself
+(:func:`ui.auth.safe_next`) instead of the request being refused."""
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string of a JSON document (keys included), without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _no_control_characters():
+    """Refuses (400, :class:`ApiError`) a request whose path (URL names and file paths included) or
+    query arguments hold a control character (NUL, newline, …:
+    :func:`mlcomp.names.control_character`), or whose form fields or JSON body strings hold one
+    other than a tab, newline or carriage return (free text such as a note may span lines), before
+    any view passes it to the store (PostgreSQL refuses NUL) or the file system."""
+    found = [] if request.routing_exception is not None else [("the URL path", request.path, "")]  # else a 404
+    found += [(f"query argument {key!r}", text, "") for key, values in request.args.lists()
+              if (request.endpoint, key) not in CLEANED_ARGS for text in (key, *values)]
+    found += [(f"form field {key!r}", text, TEXT_CONTROLS) for key, values in request.form.lists()
+              for text in (key, *values)]
+    if request.is_json and request.data:
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            body = None  # too deep to read: the view refuses it as no JSON object
+        found += [("the JSON body", text, TEXT_CONTROLS) for text in _strings(body)]
+    for where, text, allow in found:
+        character = control_character(text, allow)
+        if character:
+            raise ApiError(f"{where} holds the control character {character}; allowed: text without control "
+                           f"characters (NUL, escape, ...; in a path or query argument also no tab or newline)",
+                           400)
 
 
 def confined_path(base: Path, relative: str) -> Path:
@@ -177,10 +346,32 @@ def _headers(response):
     return response
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, the cookie also ``Secure`` on a request that came over
+    https (directly, or through a trusted proxy's ``X-Forwarded-Proto``)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
+
+
 def init_app(app: Flask) -> None:
-    """Installs the authentication and CSRF guard, the security headers and the ``csrf_token``
-    template global."""
+    """Installs the authentication and CSRF guard, the refusal of control characters, the security
+    headers, the login throttle (:class:`Throttle`), the session interface (``Secure`` cookies
+    over https), ``ProxyFix`` for ``trusted_proxies`` and the ``csrf_token`` template global.
+
+    Raises:
+        ConfigError: ``trusted_proxies`` is negative, ``login_attempts`` below 1 or
+            ``login_window`` not positive.
+    """
+    settings = app.config["MLCOMP_SETTINGS"]
+    if settings.trusted_proxies < 0:
+        raise ConfigError(f"trusted_proxies must be 0 or more, not {settings.trusted_proxies!r}")
+    app.extensions["mlcomp_throttle"] = Throttle(settings.login_attempts, settings.login_window)
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
+    app.session_interface = _SessionInterface()
     app.before_request(_guard)
+    app.before_request(_no_control_characters)
     app.after_request(_headers)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["auth_enabled"] = lambda: bool(_token())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import threading
 import time
 from typing import Callable, Iterator
@@ -13,7 +14,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp.db import Task, TaskStatus, immediate, open_store
+from mlcomp.db.outage import Outage, retrying
 from mlcomp.lifecycle import ACTIVE
+from mlcomp.names import shown
 from mlcomp.settings import Settings
 
 __all__ = ["Services", "pass_services", "follow_dags", "table"]
@@ -54,8 +57,10 @@ pass_services = click.make_pass_decorator(Services, ensure=True)
 
 
 def table(rows: list[list], header: list[str]) -> str:
-    """Rows as left-aligned text columns under ``header``."""
-    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """Rows as left-aligned text columns under ``header``; a cell's controls (a newline) and bidi
+    characters (U+202E) are shown escaped (``\\n``, ``\\u202e``: :func:`mlcomp.names.shown`), so a
+    name cannot break or reorder the table."""
+    cells = [[shown(str(c)) for c in header]] + [["" if c is None else shown(str(c)) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -125,12 +130,18 @@ class _Printed:
             self.echo(line)
 
 
+def _read(store: sessionmaker, stmt) -> list:
+    with store.begin() as session:
+        return session.execute(stmt).all()
+
+
 def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], None],
                 changed: threading.Event | None = None, poll: float = 0.2) -> bool:
     """Prints a line per task status change of the DAGs ``dag_ids``, a line each time the reason a
     ready task waits for placement changes (the supervisor's ``waiting_reason``, e.g. "no computer
     has room for 1 GPU, …"), and a line per epoch a running task starts (its stage, epoch and
-    ETA), until every task has ended.
+    ETA), until every task has ended. While the store is unreachable it says so once and keeps
+    reading for up to :data:`mlcomp.db.outage.RETRY_FOR` seconds.
 
     A read costs what changed, not the DAGs' size (a 10,000-cell grid is followed without reading
     10,000 rows per change): between full reads (every :data:`FULL_READ_EVERY` seconds) only the
@@ -147,6 +158,7 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
     """
     printed = _Printed(echo)
     seen = printed.seen
+    outage = Outage("dag submit --wait")
     newest, last_full = None, None
     while True:
         if changed is not None:
@@ -160,8 +172,7 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
             active = [task_id for task_id, status in seen.items() if status in ACTIVE]
             recent = [] if newest is None else [Task.updated >= newest - _RECENT]
             stmt = stmt.where(or_(*recent, Task.status.in_(ACTIVE), Task.id.in_(active)))
-        with store.begin() as session:
-            rows = session.execute(stmt.order_by(Task.updated, Task.id)).all()
+        rows = retrying(functools.partial(_read, store, stmt.order_by(Task.updated, Task.id)), outage)
         stamps = [stamp for stamp in (newest, *(row.updated for row in rows)) if stamp is not None]
         newest = max(stamps, default=None)
         printed.show(rows)

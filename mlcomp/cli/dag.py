@@ -38,8 +38,11 @@ def dag_submit(app: Services, file, wait, sets, gpus):
     With --wait and no `mlcomp server` answering (for MLCOMP_ROOT on this machine, or through
     the broker), a supervisor and a local worker run in this process until the DAG ends.
     """
+    from mlcomp.dag.submit import prepare
+
+    prepared = prepare(app.settings, file, sets)  # parsed and checked before SQLite's write lock is taken
     with app.write() as session:
-        ids = [d.id for d in control.submit_dag(session, app.settings, file, sets)]
+        ids = [d.id for d in control.submit_dag(session, app.settings, prepared)]
     if not ids:  # a pipe file (mlcomp.dag.pipe): registered, nothing runs
         click.echo(f"{file}: pipes registered; see them with mlcomp model pipes")
         return

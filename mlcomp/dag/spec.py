@@ -14,9 +14,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from mlcomp.configkit import PathError, set_path
+from mlcomp.configkit import PathError, set_path, split_path
 from mlcomp.dag.graph import find_cycle
 from mlcomp.errors import DagError
+from mlcomp.names import control_character, name_problem
 from mlcomp.yamlfile import LineMap, parse_yaml, read_yaml
 
 __all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "apply_sets"]
@@ -134,9 +135,10 @@ def _pipes(where: _Where, data: dict) -> dict[str, dict[str, TaskSpec]]:
         raise where.error(("pipes",), None, f"'pipes' must be a non-empty mapping of pipe name to its executors, "
                                             f"got {raw!r}", key="pipes")
     for name in raw:
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or control_character(name):
             raise where.error(("pipes", str(name)), None, f"pipe name {name!r}: allowed: a non-empty string of at "
-                                                          f"most {MAX_NAME} characters", key="pipes")
+                                                          f"most {MAX_NAME} characters, no control characters",
+                              key="pipes")
     return {name: _tasks(where, tasks, ("pipes", name)) for name, tasks in raw.items()}
 
 
@@ -147,14 +149,24 @@ def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
     ``a`` → str).
 
     Raises:
-        DagError: an item has no ``=``, or its path goes through a value that is not a mapping.
+        DagError: an item has no ``=`` or holds a control character (a VALUE may hold tabs and
+            line breaks), its KEY has an empty part or more than
+            :data:`mlcomp.configkit.MAX_PARTS` parts, or its path goes through a value that is not a
+            mapping.
     """
     for item in sets:
         key, sep, raw = str(item).partition("=")
-        parts = [part for part in key.strip().split(".") if part]
-        if not sep or not parts:
+        character = control_character(key) or control_character(raw, "\t\n\r")  # the store refuses NUL
+        if character:
+            raise DagError(f"{file}:1: --set {item!r}: control character {character}; allowed: a KEY without "
+                           f"control characters, a VALUE without ones other than tabs and line breaks")
+        if not sep or not key.strip():
             raise DagError(f"{file}:1: --set {item!r}: expected KEY=VALUE with a dotted KEY, "
                            f"e.g. executors.train.gpu=2")
+        try:
+            parts = split_path(key.strip())
+        except PathError as e:
+            raise DagError(f"{file}:1: --set: {e}") from None
         try:
             value = parse_yaml(raw, f"--set {item}", DagError).data
         except DagError:
@@ -203,6 +215,9 @@ def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
             raise where.error(("info", key), None, f"got {value!r}; allowed: a non-empty string of at most "
                                                    f"{MAX_NAME} characters", key=f"info.{key}")
+        problem = name_problem(value)
+        if problem:  # the project is also a folder name (data/, models/): no '/', '..', controls
+            raise where.error(("info", key), None, f"got {value!r}; {problem}", key=f"info.{key}")
     if info.get("type", PIPE) != PIPE:
         raise where.error(("info", "type"), None, f"got {info['type']!r}; allowed: {PIPE} (a file of pipes), or "
                                                   f"no type (a DAG)", key="info.type")
@@ -288,9 +303,9 @@ CHECKS = {
 
 def _task(where: _Where, name: Any, raw: Any, parent: tuple = ("executors",)) -> TaskSpec:
     path = parent + (str(name),)
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or control_character(name):
         raise where.error(path, None, f"task name {name!r}: allowed: a non-empty string of at most {MAX_NAME} "
-                                      f"characters")
+                                      f"characters, no control characters")
     if not isinstance(raw, dict):
         raise where.error(path, name, f"the task's spec must be a mapping with at least 'type', got {raw!r}")
     type_name = raw.get("type")

@@ -29,9 +29,10 @@ from mlcomp.dag.snapshot import FileEntry, collect, own_paths, store
 from mlcomp.dag.spec import DagSpec, TaskSpec, load_spec
 from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.errors import DagError, ExecutorError
+from mlcomp.names import control_character
 from mlcomp.search import SEARCH_TYPE
 
-__all__ = ["submit", "plan", "write_tasks", "TaskPlan", "DagPlan", "GRID_SEARCH"]
+__all__ = ["submit", "prepare", "Prepared", "plan", "write_tasks", "TaskPlan", "DagPlan", "GRID_SEARCH"]
 
 GRID_SEARCH = "grid_search"
 MAX_DAG_NAME = 200
@@ -59,7 +60,37 @@ class DagPlan:
     tasks: list[TaskPlan]
 
 
-def submit(session: Session, settings, path: str | Path, sets: Iterable[str] = ()) -> list[Dag]:
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A DAG file read, validated and expanded, with its snapshot's files collected: all that
+    :func:`submit` does before it writes, done without the store (see :func:`prepare`)."""
+
+    spec: DagSpec
+    sets: tuple[str, ...]
+    plans: list[DagPlan]
+    entries: list[FileEntry]
+
+
+def prepare(settings, path: str | Path, sets: Iterable[str] = ()) -> Prepared:
+    """Parses, validates and expands the DAG file ``path`` and collects its snapshot, touching no
+    database: a writer calls it before its transaction (and SQLite's write lock) begins, then
+    passes the result to :func:`submit`. A pipe file's pipes are validated when registered.
+
+    Args:
+        settings: as for :func:`submit`.
+        sets: ``KEY=VALUE`` overrides by dotted path (``executors.train.gpu=2``).
+
+    Raises:
+        DagError: anything wrong with the file, its ``--set`` items, executors, grids or snapshot;
+            the message starts with ``FILE:LINE:``.
+    """
+    sets = tuple(sets)
+    spec = load_spec(path, sets)
+    plans = [] if spec.pipes else plan(spec, settings)
+    return Prepared(spec, sets, plans, _collect(spec, settings))
+
+
+def submit(session: Session, settings, path: str | Path | Prepared, sets: Iterable[str] = ()) -> list[Dag]:
     """Parses, validates and expands the DAG file ``path`` and writes it; returns the new DAGs
     (one, or one per DAG-level grid cell), flushed so their ids are set; for a pipe file, registers
     its pipes and returns none. Does not commit.
@@ -67,22 +98,22 @@ def submit(session: Session, settings, path: str | Path, sets: Iterable[str] = (
     Args:
         settings: :class:`mlcomp.settings.Settings` (``snapshot_max_mb``, ``grid_max_cells``), or
             ``None`` for the defaults.
+        path: the DAG file, or what :func:`prepare` made of it (``sets`` are then ignored), so a
+            writer's transaction holds its lock only while the rows are written.
         sets: ``KEY=VALUE`` overrides by dotted path (``executors.train.gpu=2``).
 
     Raises:
         DagError: anything wrong with the file, its executors, grids or snapshot; the message
             starts with ``FILE:LINE:`` and nothing has been written.
     """
-    sets = tuple(sets)
-    spec = load_spec(path, sets)
+    prepared = path if isinstance(path, Prepared) else prepare(settings, path, sets)
+    spec = prepared.spec
     if spec.pipes:
         from mlcomp.dag.pipe import register_pipes
 
-        register_pipes(session, settings, spec, _collect(spec, settings))
+        register_pipes(session, settings, spec, prepared.entries)
         return []
-    plans = plan(spec, settings)
-    entries = _collect(spec, settings)
-    return _write(session, spec, plans, entries, sets)
+    return _write(session, spec, prepared.plans, prepared.entries, prepared.sets)
 
 
 def plan(spec: DagSpec, settings=None) -> list[DagPlan]:
@@ -107,6 +138,9 @@ def plan(spec: DagSpec, settings=None) -> list[DagPlan]:
         name = spec.name if dag_cell is None else f"{spec.name} {dag_cell.name}"
         if len(name) > MAX_DAG_NAME:
             raise spec.error(("grid",), f"DAG name {name!r} is longer than {MAX_DAG_NAME} characters")
+        if control_character(name):
+            raise spec.error(("grid",), f"DAG name {name!r} has the control character {control_character(name)}; "
+                                        f"allowed: grid values without control characters")
         cell = dict(dag_cell.values) if dag_cell else None
         tasks = [_plan_task(spec, settings, task, name, cell, grids.get(task.name)) for task in spec.tasks.values()]
         _unique_names(spec, tasks)
@@ -147,6 +181,10 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
         if len(name) > MAX_TASK_NAME:
             raise spec.error(task.grid_path, f"task {task.name!r}, key 'grid': cell name {name!r} is longer "
                                              f"than {MAX_TASK_NAME} characters")
+        if control_character(name):
+            raise spec.error(task.grid_path, f"task {task.name!r}, key 'grid': cell name {name!r} has the control "
+                                             f"character {control_character(name)}; allowed: grid values without "
+                                             f"control characters")
         children.append(TaskPlan(name, task.type, task, validated(name, values), values))
     template = {"type": task.type, **task.params}
     config = get_executor(GRID_SEARCH).validate({"template": template, "parallel": task.parallel,

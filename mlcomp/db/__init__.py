@@ -13,6 +13,7 @@ from mlcomp.db.models import (
     Pipe,
     PipeFile,
     Project,
+    ReportJournal,
     ResourceSample,
     SearchRung,
     SearchTrial,
@@ -22,14 +23,15 @@ from mlcomp.db.models import (
     Task,
     TaskDependency,
     TaskStatus,
+    UiSession,
     utcnow,
 )
 from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_store, upgrade
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Model", "ModelRun",
-    "Pipe", "PipeFile", "Project",
+    "Pipe", "PipeFile", "Project", "ReportJournal",
     "ResourceSample", "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task",
-    "TaskDependency", "TaskStatus", "utcnow",
+    "TaskDependency", "TaskStatus", "UiSession", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "Computer",
     "Supervisor",
     "SupervisorLease",
+    "UiSession",
     "LogLine",
     "Metric",
     "Checkpoint",
@@ -223,6 +224,19 @@ class Attempt(Base):
     __table_args__ = (UniqueConstraint("task_id", "number"),)
 
 
+class ReportJournal(Base):
+    """How far an attempt's report journal (``attempts/N/reports`` on ``computer``: the log lines,
+    metrics, progress, checkpoint records and result its processes reported) has been replayed
+    into the store, in bytes; written in the same transaction as the rows it covers, so each entry
+    reaches the store exactly once (:mod:`mlcomp.worker.report`)."""
+
+    __tablename__ = "report_journal"
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(primary_key=True)
+    computer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    replayed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Supervisor(Base):
     """A running supervisor: ``id`` is unique per process, ``heartbeat`` is refreshed every
     ``heartbeat_ttl / 3`` seconds, so a process sharing the store knows whether one serves it."""
@@ -246,6 +260,16 @@ class SupervisorLease(Base):
     holder: Mapped[str | None] = mapped_column(String(200))
     expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     process: Mapped[str | None] = mapped_column(String(200))
+
+
+class UiSession(Base):
+    """A browser logged in to the UI (:mod:`ui.auth`): ``id`` is the random session id its signed
+    cookie carries; logging out deletes the row, so a copy of the cookie no longer logs anybody in.
+    Rows older than the UI's session lifetime are refused and deleted at the next login."""
+
+    __tablename__ = "ui_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created: Mapped[timestamp]
 
 
 class Computer(Base):

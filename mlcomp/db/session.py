@@ -6,6 +6,7 @@ session first and never commit; a request, CLI command, supervisor tick or worke
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -27,12 +28,12 @@ if TYPE_CHECKING:  # alembic is imported where migrations run: task children and
     from alembic.config import Config
 
 __all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immediate", "at_head", "SCHEMA_REVISION",
-           "CONNECT_RETRY_FOR", "POOL_WAIT"]
+           "SCHEMA_LOCK", "CONNECT_RETRY_FOR", "POOL_WAIT"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "supervisor_lease"
+SCHEMA_REVISION = "report_journal"
 """The head of the Alembic migrations (a test checks it against them): a database already at it
 is opened without importing Alembic, which would cost every CLI command about 0.2 s."""
 _IMMEDIATE = "mlcomp_immediate"
@@ -47,6 +48,11 @@ CONNECT_RETRY_FIRST = 0.05
 :data:`CONNECT_RETRY_MAX`, each wait drawn between half and all of it (jitter)."""
 CONNECT_RETRY_MAX = 2.0
 """The longest wait, in seconds, between two retries of a refused connection."""
+CONNECT_TIMEOUT = 10
+"""Seconds a PostgreSQL connect may take before it fails (libpq's ``connect_timeout``)."""
+CONNECTION_TIMEOUTS = {"connect_timeout": CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 30,
+                       "keepalives_interval": 10, "keepalives_count": 3}
+"""libpq settings every PostgreSQL connection gets unless its URL sets them."""
 POOL_WAIT = 90.0
 """Seconds a thread waits for its process's connection when :func:`make_engine`'s ``connections``
 are all in use (longer than :data:`CONNECT_RETRY_FOR`, so a thread queued behind a connect that
@@ -140,7 +146,12 @@ def _refused_for_now(error: BaseException) -> bool:
 
 
 def _connect_riding_out_refusals(dialect, _record, cargs, cparams):
-    """``do_connect`` listener: the DBAPI connection, retrying while the server refuses for now."""
+    """``do_connect`` listener: the DBAPI connection, retrying while the server refuses for now.
+    A server that does not answer at all (a network cut) fails a connect within
+    :data:`CONNECT_TIMEOUT` s, and an open connection within about a minute (TCP keepalives), so a
+    caller's retry loop (:mod:`mlcomp.db.outage`) never hangs; the URL's own settings win."""
+    for key, value in CONNECTION_TIMEOUTS.items():
+        cparams.setdefault(key, value)
     started = time.monotonic()
     delay = CONNECT_RETRY_FIRST
     warned = False
@@ -380,13 +391,47 @@ def alembic_config(engine: Engine | None = None) -> "Config":
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Brings the database behind ``engine`` to ``revision`` with Alembic."""
-    from alembic import command
+    """Brings the database behind ``engine`` to ``revision`` with Alembic, one process at a time.
 
-    with engine.begin() as connection:
+    The migration runs in one transaction that first takes the database's schema lock: on
+    PostgreSQL the transaction-level advisory lock :data:`SCHEMA_LOCK` (``pg_advisory_xact_lock``,
+    waited for as long as another process migrates); on SQLite the write lock (``BEGIN
+    IMMEDIATE``, waited for up to :data:`BUSY_TIMEOUT` s) and this process's writer lock
+    (:func:`immediate`'s). Once the lock is held the version is read again, so of several
+    processes opening a new database at once one creates the schema and the others find it done.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database cannot be reached, or a migration fails (its
+            transaction is rolled back).
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    with _schema_locked(engine) as connection:
+        if revision == "head" and MigrationContext.configure(connection).get_current_heads() == (SCHEMA_REVISION,):
+            return  # another process migrated it while this one waited for the lock
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+SCHEMA_LOCK = 0x6D6C_636F_6D70  # "mlcomp" in ASCII
+"""The key (a bigint) of the PostgreSQL advisory lock under which :func:`upgrade` migrates; an
+advisory lock is per database, so servers sharing a PostgreSQL cluster do not wait for each other."""
+
+
+@contextlib.contextmanager
+def _schema_locked(engine: Engine):
+    """A connection in a transaction holding the schema lock of ``engine``'s database (see
+    :func:`upgrade`); the transaction commits when the block ends (rolls back on an error)."""
+    if engine.dialect.name == "sqlite":
+        with _writer_lock(engine.url), engine.execution_options(**{_IMMEDIATE: True}).begin() as connection:
+            yield connection
+        return
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        yield connection
 
 
 def at_head(engine: Engine) -> bool:

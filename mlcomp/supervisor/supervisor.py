@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Callable, Collection
 
@@ -31,6 +32,7 @@ from mlcomp import gang
 from mlcomp.bus import SUPERVISOR, Bus, Subscription, computer_channel
 from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
+from mlcomp.db.outage import Outage
 from mlcomp.settings import Settings
 from mlcomp.gridsearch import is_grid_parent, rollup_grid_parents
 from mlcomp.lifecycle import ACTIVE, queue_many, retry_or_fail, set_task_status
@@ -48,13 +50,22 @@ JOB_ID = "mlcomp-supervisor-tick"
 BEAT_ID = "mlcomp-supervisor-heartbeat"
 
 
-def alive_computers(session: Session, settings: Settings, now: dt.datetime, lock: bool = False) -> list[Computer]:
+def alive_computers(session: Session, settings: Settings, now: dt.datetime, lock: bool = False,
+                    outage: tuple[dt.datetime, dt.datetime] | None = None) -> list[Computer]:
     """Computers whose last heartbeat is at most ``settings.heartbeat_ttl`` seconds old, by name;
-    ``lock`` takes their row locks (PostgreSQL) until the transaction ends."""
+    ``lock`` takes their row locks (PostgreSQL) until the transaction ends.
+
+    Silence counts only while the store could take heartbeats: with ``outage`` (when the store
+    was last unreachable, from, to), a computer alive when it began stays alive until
+    ``heartbeat_ttl`` seconds after it ended, so no computer is taken for dead, nor its tasks
+    failed, for an outage of the database."""
     stmt = select(Computer).order_by(Computer.name)
     if lock:
         stmt = stmt.with_for_update()
-    cutoff = now - dt.timedelta(seconds=settings.heartbeat_ttl)
+    ttl = dt.timedelta(seconds=settings.heartbeat_ttl)
+    cutoff = now - ttl
+    if outage is not None and now < outage[1] + ttl:
+        cutoff = min(cutoff, outage[0] - ttl)
     return [c for c in session.scalars(stmt) if c.heartbeat is not None and _aware(c.heartbeat) >= cutoff]
 
 
@@ -148,6 +159,14 @@ class Supervisor:
         self._told_stop: set[tuple[int, str]] = set()  # (task, computer) told of a stop request
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(self.id, lease_seconds(settings)) if self.dag_ids is None else None
+        self.outage = Outage("supervisor")  # one line while the store is away
+
+    def _last_outage(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """When the store was last unreachable from here (from, to), as aware UTC datetimes; an
+        outage this tick ends lasts until now."""
+        since = self.outage.since
+        last = (since, time.time()) if since is not None else self.outage.last
+        return None if last is None else tuple(dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in last)
 
     def tick(self) -> list[tuple[int, str]]:
         """Runs one round; returns the ``(task_id, computer)`` pairs handed over (placed now, or
@@ -157,7 +176,7 @@ class Supervisor:
             immediate(session)
             if self.lease is not None and not self.lease.hold(session, now):
                 return []  # another supervisor of every DAG holds the lease: stand by
-            alive = alive_computers(session, self.settings, now, lock=True)
+            alive = alive_computers(session, self.settings, now, lock=True, outage=self._last_outage())
             active = active_tasks(session)
             holding = [t for t in active if t.computer is not None]
             sweep_dead_computers(session, self.settings, alive, holding, now)
@@ -260,8 +279,10 @@ class Supervisor:
                     self._pending.clear()
                     try:
                         self.tick()
-                    except Exception:
-                        log.exception("Supervisor: tick failed")
+                        self.outage.ok()
+                    except Exception as e:
+                        if not self.outage.failed(e):
+                            log.exception("Supervisor: tick failed")
             finally:
                 self._lock.release()
 
@@ -300,7 +321,7 @@ class Supervisor:
         )
         if self.dag_ids is None:  # a supervisor of every DAG says so in the store (see serving())
             self.heartbeat()
-            self._scheduler.add_job(self.heartbeat, "interval", seconds=self.settings.heartbeat_ttl / 3, id=BEAT_ID)
+            self._scheduler.add_job(self._beat, "interval", seconds=self.settings.heartbeat_ttl / 3, id=BEAT_ID)
         self._scheduler.start()
         self._subscription = self.bus.subscribe(SUPERVISOR, lambda _ids: self.wake())
         log.info("Supervisor: started (interval %g s)", self.interval)
@@ -321,6 +342,14 @@ class Supervisor:
                 row.heartbeat = self.now()
         if held and was is not True:
             self.wake()
+
+    def _beat(self) -> None:
+        try:
+            self.heartbeat()
+            self.outage.ok()
+        except Exception as e:
+            if not self.outage.failed(e):
+                log.exception("Supervisor: heartbeat failed")
 
     def shutdown(self) -> None:
         """Stops the job and the subscription, waits for a running tick (an inline one

@@ -66,8 +66,10 @@ def resolve_inputs(session: Session, context: TaskContext, executor: type[Execut
     which = executor.model_checkpoint(context.config)
     model = None if which is None else resolve_model(session, context.settings, context.task_id, which)
     resume = resolve_resume(context) if executor.resumable else None
-    carry = {"carry_from": context.folder} if context.group is not None else {}  # a gang's full checkpoints
-    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt, **carry)
+    options = {"carry_from": context.folder} if context.group is not None else {}  # a gang's full checkpoints
+    if context.reporter is not None and context.reporter.journal is not None:  # the same journal
+        options.update(journal=context.reporter.journal, computer=context.reporter.computer)
+    opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt, **options)
     return dataclasses.replace(context, model=model, resume=resume, open_reporter=opener)
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from mlcomp import gang
 from mlcomp.db import Task, TaskStatus
 from mlcomp.gang import Part
-from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED
+from mlcomp.errors import EXIT_NO_SPACE, EXIT_PAUSED, EXIT_STOPPED
 from mlcomp.worker.context import data_dir_of
+from mlcomp.worker.disk import NO_SPACE
 from mlcomp.worker.process import describe_exit, ensure_folder
 
 __all__ = ["LaunchSpec", "child_env", "link_project_folders", "Outcome", "outcome", "CHILD_MODULE"]
@@ -26,15 +27,16 @@ def child_env(task: Task, settings, base: dict[str, str] | None = None, part: Pa
     ``CUDA_VISIBLE_DEVICES`` (allocated indices of this computer, ``part`` of a gang, comma-separated;
     empty when none), ``MLCOMP_TASK_ID``, ``MLCOMP_ATTEMPT``, ``MLCOMP_ROOT``, ``MLCOMP_DB_URL``,
     ``MLCOMP_DATA_DIR`` (the project's data folder, ``settings.data_dir / project``, unless the
-    task's ``env`` sets it), ``PYTHONUNBUFFERED=1`` (so lines arrive as they are printed), and
-    for a gang ``MLCOMP_COMPUTER`` (whose part it runs) with the rank ``group``'s variables
-    (:func:`mlcomp.gang.group_env`)."""
+    task's ``env`` sets it), ``PYTHONUNBUFFERED=1`` (so lines arrive as they are printed),
+    ``MLCOMP_COMPUTER`` (whose part it runs: the key of its report journal) and for a gang the rank
+    ``group``'s variables (:func:`mlcomp.gang.group_env`)."""
     env = dict(os.environ if base is None else base)
     env.update({str(k): str(v) for k, v in (task.env or {}).items()})
     env["MLCOMP_DATA_DIR"] = str(data_dir_of(task, settings))
     if group is not None:
-        env.update(gang.group_env(group), MLCOMP_COMPUTER=part.computer)
+        env.update(gang.group_env(group))
     env.update(
+        MLCOMP_COMPUTER=part.computer if part is not None else task.computer or "",
         CUDA_VISIBLE_DEVICES=",".join(str(i) for i in (part.gpus if part is not None else task.gpus or [])),
         MLCOMP_TASK_ID=str(task.id),
         MLCOMP_ATTEMPT=str(task.attempt),
@@ -52,7 +54,16 @@ PROJECT_LINKS = {"data": "data_dir", "models": "models_dir"}
 def link_project_folders(code_dir: Path, settings, project: str) -> None:
     """Makes ``code_dir/data`` and ``code_dir/models`` symbolic links to the project's folders
     (``settings.data_dir / project``, ``settings.models_dir / project``, created if missing), as
-    MLComp's task folders have them; a name the code copy already has is left alone."""
+    MLComp's task folders have them; a name the code copy already has is left alone.
+
+    Raises:
+        ValueError: ``project`` is not one folder name (empty, ``.``, ``..``, a ``/`` or a NUL: a
+            row written before submission checked names), so its links would lead outside the
+            Settings folders; the task cannot start.
+    """
+    if project in ("", ".", "..") or "/" in project or os.sep in project or "\0" in project:
+        raise ValueError(f"project name {project!r} is not a folder name inside {settings.data_dir} and "
+                         f"{settings.models_dir}; its data/ and models/ links are not made")
     for name, attribute in PROJECT_LINKS.items():
         target = Path(getattr(settings, attribute)) / project
         ensure_folder(target)
@@ -96,14 +107,16 @@ class Outcome:
 
 
 def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | None = None,
-            last_error: str | None = None) -> Outcome:
+            last_error: str | None = None, no_space: str | None = None) -> Outcome:
     """Maps a child's exit to the task's final status.
 
     Exit 0 is success; 75 is stopped; 76 is paused (a search trial at a rung, ``mlcomp.search``); a
     stop request ending in any other way is stopped; a timeout (``timed_out`` = the limit in
     seconds) is failed; anything else, a process that ended with no exit record (``returncode``
     None) included, is failed with the exit code or signal and the last line the child wrote to
-    stderr.
+    stderr. A failure on a full disk (``no_space``: the reason :func:`mlcomp.worker.disk.no_space`
+    gave for the task's folder) or with exit 74 (:data:`mlcomp.errors.EXIT_NO_SPACE`, the child's
+    ENOSPC, when stderr says nothing else) says so first, the stderr line (if any) after it.
     """
     how = describe_exit(returncode)
     if timed_out is not None:
@@ -115,4 +128,8 @@ def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | 
     if returncode == EXIT_STOPPED or stop_requested:
         return Outcome(TaskStatus.stopped, f"stopped on request ({how})" if stop_requested
                        else f"the task stopped itself ({how})")
+    if no_space is None and returncode == EXIT_NO_SPACE and (last_error is None or "No space left" in last_error):
+        no_space = NO_SPACE  # the child's ENOSPC, not a command's own exit 74 with its own error line
+    if no_space is not None:
+        return Outcome(TaskStatus.failed, f"{how}: {no_space}" + (f"; {last_error}" if last_error else ""))
     return Outcome(TaskStatus.failed, f"{how}: {last_error}" if last_error else how)

@@ -24,16 +24,19 @@ import selectors
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 import psutil
 
+from mlcomp.worker import disk
 from mlcomp.worker.reason import ReasonLine
-from mlcomp.worker.report import Reporter
+from mlcomp.db.outage import transient
+from mlcomp.worker.report import RETRY_EVERY, Reporter
 
 __all__ = ["ATTEMPTS", "AttemptFiles", "TaskProcess", "Pump", "PUMP", "LineSplitter", "describe_exit", "signal_group",
-           "RECORDER", "ensure_folder"]
+           "RECORDER", "ensure_folder", "command_through_file"]
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +45,26 @@ STREAMS = ("stdout", "stderr")
 ATTEMPTS = "attempts"
 """The folder of a task's attempts, inside its task folder."""
 
-RECORDER = ('trap : TERM; d=$1; shift; echo $$ > "$d/pid"; "$@" & c=$!; '
+RECORDER = ('trap : TERM; d=$1; shift; echo $$ 1<> "$d/pid"; "$@" & c=$!; '
             'while wait $c; rc=$?; [ $rc -gt 128 ] && kill -0 $c 2>/dev/null; do :; done; '
-            'echo $rc > "$d/exit"; exit $rc')
+            'echo $rc 1<> "$d/exit"; exit $rc')
 """The recorder each child runs in: ``/bin/sh -c RECORDER mlcomp-task FOLDER ARGV…``. It writes
 its pid to ``FOLDER/pid``, runs ARGV in the background and waits for it (a SIGTERM to the group
 reaches ARGV and only interrupts the wait), then writes ARGV's exit status (128 + N for signal N)
 to ``FOLDER/exit`` and exits with it. Running ARGV in the background keeps the shell from printing
-"Terminated" into the task's log. Only POSIX shell is used, so the system's smallest shell runs it
-(dash starts in half of bash's CPU time: about 2 ms less per task on a busy 2-core machine)."""
+"Terminated" into the task's log. Both records are written over the :data:`PLACEHOLDER` that
+:meth:`TaskProcess.spawn` put there (``1<>`` opens without truncating), so they need no new disk
+block: a task that filled its file system still leaves its exit status. Only POSIX shell is used,
+so the system's smallest shell runs it (dash starts in half of bash's CPU time: about 2 ms less
+per task on a busy 2-core machine)."""
+
+PLACEHOLDER = b" " * 15 + b"\n"
+"""What the ``pid`` and ``exit`` records hold until the recorder writes over their start: room
+for any pid or status and its newline (the readers take the first line; a blank one is none)."""
+
+WATCHER_SIZE = 64
+"""Bytes of a ``watcher`` record (its text padded with spaces), so each one replaces the last in
+place."""
 
 SHELL = "/bin/sh"
 """The recorder's shell (POSIX requires it at this path)."""
@@ -108,7 +122,20 @@ class AttemptFiles:
             text = self.path(name).read_text()
         except FileNotFoundError:
             return None
-        return int(text) if text.endswith("\n") and text.strip().lstrip("-").isdigit() else None
+        line, newline, _ = text.partition("\n")  # the record, then what is left of the placeholder
+        return int(line) if newline and line.strip().lstrip("-").isdigit() else None
+
+    def prepare(self) -> None:
+        """Writes the :data:`PLACEHOLDER` of the ``pid`` and ``exit`` records and this process's
+        ``watcher`` record before the child starts, so that every later record of the attempt is
+        written over bytes the file system already holds, even once it is full.
+
+        Raises:
+            OSError: a file cannot be written (ENOSPC: the file system is full already).
+        """
+        for name in ("pid", "exit"):
+            self.path(name).write_bytes(PLACEHOLDER)
+        _overwrite(self.path("watcher"), _me().encode().ljust(WATCHER_SIZE))
 
     def exit_status(self) -> int | None:
         """The recorded exit as a ``Popen.returncode`` (negative for a signal), or None when the
@@ -135,11 +162,19 @@ class AttemptFiles:
 
     def started(self) -> bool:
         """Whether a recorder ever started for this attempt (it wrote its pid)."""
-        return self.path("pid").exists()
+        return self.recorded_pid() is not None
 
-    def watch(self) -> None:
-        """Records that this process follows the attempt (``watcher``: pid and creation time)."""
-        self.path("watcher").write_text(_me())
+    def watch(self) -> bool:
+        """Records that this process follows the attempt (``watcher``: pid and creation time,
+        written over the last record in place). Returns False, with a warning logged, when it
+        cannot be written (a full disk where no record was prepared): the attempt is followed all
+        the same, only a second worker of this computer could then follow it too."""
+        try:
+            _overwrite(self.path("watcher"), _me().encode().ljust(WATCHER_SIZE))
+        except OSError as e:
+            log.warning("cannot record the watcher of %s: %s", self.folder, e)
+            return False
+        return True
 
     def watched_elsewhere(self) -> bool:
         """Whether another live process (a second worker of the same computer) follows it."""
@@ -193,6 +228,7 @@ class TaskProcess:
         self.exit_fd = _ended_fd() if gone else _pidfd(pid)
         self.done = threading.Event()
         self.started = False
+        self.no_space: str | None = None  # set by conclude() when a failed child's file system is full
 
     @classmethod
     def spawn(cls, argv: list[str], cwd, env: dict[str, str], files: AttemptFiles, reporter: Reporter,
@@ -202,12 +238,14 @@ class TaskProcess:
         Raises:
             OSError: the command cannot be started (bad cwd, the folder cannot be written).
         """
+        disk.restore_reserves()  # one released on a full disk, once there is room again
         ensure_folder(files.folder.parent)
         try:
             files.folder.mkdir()
         except FileExistsError:  # started before (a gang's part whose start was not committed)
-            for name in ("pid", "exit"):
-                files.path(name).unlink(missing_ok=True)
+            pass
+        files.prepare()  # the records the recorder writes over (an earlier start's are replaced)
+        argv = command_through_file(argv, files.folder)
         with open(files.path("stdout"), "wb") as out, open(files.path("stderr"), "wb") as err:
             popen = subprocess.Popen([SHELL, "-c", RECORDER, "mlcomp-task", str(files.folder), *argv],
                                      cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -285,9 +323,14 @@ class TaskProcess:
 
     def conclude(self) -> int | None:
         """After the recorder exited: reads the rest of the output, kills what is left of its
-        group, reaps it (a child of ours) or reads its exit record, and flushes; returns the
-        exit for ``on_exit``, which the pump calls next."""
-        self.read(final=True)
+        group, reaps it (a child of ours) or reads its exit record, and notes a full file system
+        under a failed child's files (:attr:`no_space`, :func:`mlcomp.worker.disk.no_space`);
+        returns the exit for ``on_exit``, which the pump calls after :meth:`flushed`. A failure
+        to read the output is logged, not raised: the end is recorded all the same."""
+        try:
+            self.read(final=True)
+        except Exception:
+            log.exception("task pid %s: its last output could not be read", self.pid)
         self.signal(signal.SIGKILL)  # stragglers: a task's tree ends with the task
         if self.popen is not None:
             returncode = from_shell_status(self.popen.wait())
@@ -295,8 +338,43 @@ class TaskProcess:
             returncode = self.files.exit_status()
         if self.exit_fd is not None:
             os.close(self.exit_fd)
-        self.reporter.flush()
+        if returncode != 0:
+            self.no_space = disk.no_space(self.files.folder)
         return returncode
+
+    def flushed(self) -> bool:
+        """Writes the lines read and not stored yet; False when the store is unreachable. Any
+        other failure is logged, not raised: the end is recorded all the same."""
+        try:
+            return self.reporter.flush()
+        except Exception:
+            log.exception("task pid %s: its last output could not be stored", self.pid)
+            return True
+
+
+ARG_LIMIT = 64 * 1024
+"""Bytes of a ``bash -c`` command above which it is run from a file (:func:`command_through_file`):
+Linux refuses one argument of 128 KiB or more (``MAX_ARG_STRLEN``) with "Argument list too long"."""
+COMMAND_FILE = "command.sh"
+"""The file in the attempt's folder that holds a long ``bash -c`` command."""
+
+
+def command_through_file(argv: list[str], folder: Path) -> list[str]:
+    """``argv`` as it is, or for ``["bash", "-c", COMMAND]`` whose COMMAND is longer than
+    :data:`ARG_LIMIT` bytes, ``["bash", FOLDER/command.sh]`` with COMMAND written to that file, so
+    a command of any length starts (bash reads a script file as it reads ``-c``'s string).
+
+    Raises:
+        OSError: the file cannot be written in ``folder``.
+    """
+    if len(argv) != 3 or argv[1] != "-c" or Path(argv[0]).name != "bash" or len(argv[2]) <= ARG_LIMIT // 4:
+        return argv
+    command = os.fsencode(argv[2])
+    if len(command) <= ARG_LIMIT:
+        return argv
+    path = folder / COMMAND_FILE
+    path.write_bytes(command)
+    return [argv[0], str(path)]
 
 
 def ensure_folder(path: Path) -> None:
@@ -309,6 +387,15 @@ def ensure_folder(path: Path) -> None:
         pass
     except FileNotFoundError:
         path.mkdir(parents=True, exist_ok=True)
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    """Writes ``data`` at the start of file ``path`` (created if missing) without truncating it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 @functools.cache
@@ -348,6 +435,8 @@ class Pump:
         self._lock = threading.Lock()
         self._selector: selectors.BaseSelector | None = None
         self._processes: set[TaskProcess] = set()
+        self._unrecorded: dict[Callable, list] = {}  # ends whose recording waits for the store
+        self._retry_at = 0.0  # when to record them again (monotonic seconds)
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
 
@@ -379,10 +468,10 @@ class Pump:
     def _run(self, selector: selectors.BaseSelector) -> None:
         while True:
             with self._lock:
-                if not self._processes:
+                if not self._processes and not self._unrecorded:
                     self._close(selector)
                     return
-                timeout = min(p.reporter.flush_every for p in self._processes)
+                timeout = min([p.reporter.flush_every for p in self._processes] + [RETRY_EVERY] * bool(self._unrecorded))
                 processes = list(self._processes)
             ended = {p for p in processes if p.exit_fd is None and not p.alive()}
             for key, _ in selector.select(timeout):
@@ -399,17 +488,21 @@ class Pump:
             for process in processes:
                 if process not in ended:
                     try:
-                        process.read()
+                        if not process.reporter.outage.down:  # else the lines wait in the files
+                            process.read()
                         process.reporter.maybe_flush()
                     except Exception:  # one task's reports must not stop the others
                         log.exception("task pid %s: output handling failed", process.pid)
             self._finish([p for p in processes if p in ended])
 
-    @staticmethod
-    def _finish(ended: list[TaskProcess]) -> None:
-        """Concludes the ended processes, then calls each ``on_exit`` once with the exits of
-        its processes."""
-        exits: dict[Callable, list] = {}
+    def _finish(self, ended: list[TaskProcess]) -> None:
+        """Concludes the ended processes, then records their exits: calls each ``on_exit`` once
+        with the exits of its processes. Exits the store cannot take now (it is unreachable:
+        :mod:`mlcomp.db.outage`) are recorded again every :data:`RETRY_EVERY` seconds until it
+        can, lines first."""
+        if not ended and time.monotonic() < self._retry_at:
+            return
+        exits, self._unrecorded = self._unrecorded, {}
         for process in ended:
             try:
                 exits.setdefault(process.on_exit, []).append((process, process.conclude()))
@@ -417,13 +510,25 @@ class Pump:
                 log.exception("task pid %s: exit handling failed", process.pid)
                 process.done.set()
         for on_exit, ends in exits.items():
-            try:
-                on_exit(ends)
-            except Exception:
-                log.exception("task pids %s: exit handling failed", [process.pid for process, _ in ends])
-            finally:
-                for process, _ in ends:
-                    process.done.set()
+            if not self._record(on_exit, ends):
+                self._unrecorded[on_exit] = ends
+                self._retry_at = time.monotonic() + RETRY_EVERY
+
+    @staticmethod
+    def _record(on_exit: "OnExit", ends: list) -> bool:
+        """Writes the last lines of ``ends``' processes and calls ``on_exit``; False when the
+        store was unreachable (nothing recorded: tried again later)."""
+        try:
+            if not all([process.flushed() for process, _ in ends]):
+                return False
+            on_exit(ends)
+        except Exception as e:
+            if transient(e):
+                return False
+            log.exception("task pids %s: exit handling failed", [process.pid for process, _ in ends])
+        for process, _ in ends:
+            process.done.set()
+        return True
 
     def _close(self, selector: selectors.BaseSelector) -> None:
         selector.close()

@@ -42,15 +42,16 @@ from mlcomp import gang
 from mlcomp.bus import POLL, Bus, Subscription, computer_channel
 from mlcomp.dag import SnapshotCache, materialize
 from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.db.outage import Outage, transient
 from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_status_many, set_task_status
 from mlcomp.worker.context import WITH_PROJECT, task_context
-from mlcomp.worker import carry
+from mlcomp.worker import carry, disk
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
 from mlcomp.worker.launch import LaunchSpec, link_project_folders, outcome
 from mlcomp.worker.process import ATTEMPTS, AttemptFiles, TaskProcess, ensure_folder, signal_group
-from mlcomp.worker.report import Reporter
+from mlcomp.worker.report import JOURNAL, Reporter, replay
 
 __all__ = ["Worker"]
 
@@ -129,6 +130,7 @@ class Worker:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._snapshots = SnapshotCache()
+        self.outage = Outage(f"worker {self.name}")  # one line while the store is away
 
     # -- computer --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -180,7 +182,9 @@ class Worker:
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> "Worker":
         """Registers the computer, ends the orphans of its attempts (:meth:`reap_orphans`),
-        subscribes to its bus channel and starts the heartbeat and monitor threads."""
+        subscribes to its bus channel and starts the heartbeat and monitor threads. Keeps a
+        reserve beside a SQLite store (:func:`mlcomp.worker.disk.keep_store_reserve`)."""
+        disk.keep_store_reserve(self.settings.db_url)  # room to record a task that fills the store's disk
         self.register()
         self.reap_orphans()
         self._warm_up()
@@ -306,8 +310,10 @@ class Worker:
         while not self._stop.wait(interval):
             try:
                 self.heartbeat()
-            except Exception:  # a busy database must not end the heartbeats
-                log.exception("worker %s: heartbeat failed", self.name)
+                self.outage.ok()
+            except Exception as e:  # a busy or absent database must not end the heartbeats
+                if not self.outage.failed(e):
+                    log.exception("worker %s: heartbeat failed", self.name)
         log.info("worker %s: heartbeats end: the worker shuts down", self.name)
 
     def _monitor_loop(self) -> None:
@@ -317,10 +323,12 @@ class Worker:
                 if woken or self.clock() >= read_at:
                     read_at = self.clock() + self.poll
                     self.monitor()
+                    self.outage.ok()
                 else:
                     self._enforce_all()
-            except Exception:  # one bad pass (a busy database) must not end the monitoring
-                log.exception("worker %s: monitor pass failed", self.name)
+            except Exception as e:  # one bad pass (a busy or absent database) must not end the monitoring
+                if not self.outage.failed(e):
+                    log.exception("worker %s: monitor pass failed", self.name)
             woken = self._wake.wait(max(0.0, min(read_at, self._deadline()) - self.clock()))
             self._wake.clear()
         log.info("worker %s: monitor loop ends: the worker shuts down", self.name)
@@ -478,6 +486,8 @@ class Worker:
         except Exception as e:  # a task that cannot start fails; the worker goes on
             log.exception("worker %s: task %s cannot start", self.name, task.id)
             reason = f"cannot start on {self.name}: {type(e).__name__}: {e}"
+            if disk.is_no_space(e):  # the task's folder, or the store's snapshot files, are on a full disk
+                reason = f"cannot start on {self.name}: {disk.no_space(files.folder.parent) or disk.NO_SPACE}: {e}"
             if part.first_rank > 0:
                 retry_or_fail(session, task, reason)  # the whole group: its other ranks wait in vain
             else:
@@ -537,7 +547,7 @@ class Worker:
         retry_or_fail(session, task, reason)
 
     def _reporter(self, task: Task) -> Reporter:
-        return Reporter(self.sessionmaker, task.id, task.attempt)
+        return Reporter(self.sessionmaker, task.id, task.attempt, outage=self.outage)
 
     def _watch(self, task: Task, process: TaskProcess, started: float) -> None:
         process.files.watch()
@@ -561,28 +571,41 @@ class Worker:
         with self._lock:
             for process, _ in ends:
                 runs[process.reporter.task_id] = self._runs.get(process.reporter.task_id)
-        tasks = {}
         try:
-            with self.sessionmaker.begin() as session:
-                immediate(session)
-                tasks = {task.id: task for task in session.scalars(
-                    select(Task).where(Task.id.in_(runs)).order_by(Task.id).with_for_update())}
-                for process, returncode in ends:
-                    task = tasks.get(process.reporter.task_id)
-                    if task is None or task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or \
-                            task.attempt != process.reporter.attempt or self._pid_of(task) != process.pid:
-                        log.warning("worker %s: task %s exited but is %s now; left as it is", self.name,
-                                    process.reporter.task_id, "gone" if task is None else task.status.value)
-                    else:
-                        self._finish(session, task, runs[task.id], returncode)
-        finally:
-            with self._lock:
-                for task_id in runs:
-                    self._runs.pop(task_id, None)
+            tasks = self._record_ends(ends, runs)
+        except Exception as e:
+            if not transient(e):  # else the store is away: the pump records these ends again later
+                self._forget(runs)
+            raise
+        self._forget(runs)
         for task in tasks.values():
             self._tell_gang(task.computer, task.placement, [])  # a failed part ends the others
         self.on_end()
         self.on_change()
+
+    def _forget(self, task_ids) -> None:
+        with self._lock:
+            for task_id in task_ids:
+                self._runs.pop(task_id, None)
+
+    def _record_ends(self, ends: list[tuple[TaskProcess, int | None]], runs: dict) -> dict[int, Task]:
+        """In one writer transaction: replays what each ended child's journal holds that the store
+        does not, then records each end; returns the tasks read (their rows locked)."""
+        with self.sessionmaker.begin() as session:
+            immediate(session)
+            tasks = {task.id: task for task in session.scalars(
+                select(Task).where(Task.id.in_(runs)).order_by(Task.id).with_for_update())}
+            for process, returncode in ends:
+                task = tasks.get(process.reporter.task_id)
+                if task is not None:
+                    replay(session, process.files.path(JOURNAL), task.id, process.reporter.attempt, self.name)
+                if task is None or task.status not in (TaskStatus.in_progress, TaskStatus.stopping) or \
+                        task.attempt != process.reporter.attempt or self._pid_of(task) != process.pid:
+                    log.warning("worker %s: task %s exited but is %s now; left as it is", self.name,
+                                process.reporter.task_id, "gone" if task is None else task.status.value)
+                else:
+                    self._finish(session, task, runs[task.id], returncode)
+        return tasks
 
     def _pid_of(self, task: Task) -> int | None:
         """The recorder pid of this computer's part of ``task`` (:func:`mlcomp.gang.part_pid`)."""
@@ -595,7 +618,8 @@ class Worker:
         fails (or is retried), and the workers of the other parts kill theirs."""
         result = outcome(returncode, stop_requested=task.status is TaskStatus.stopping,
                          timed_out=task.timeout if run is not None and run.timed_out else None,
-                         last_error=run.process.reason.value if run is not None else None)
+                         last_error=run.process.reason.value if run is not None else None,
+                         no_space=run.process.no_space if run is not None else None)
         log.info("worker %s: task %s %s (%s)", self.name, task.id, result.status.value, result.reason)
         self._end_part(session, task, result.status, result.reason)
 

@@ -98,6 +98,20 @@ class Outage:
             log.warning("%s: the database is reachable again after %.1f s", self.who, self.last[1] - since)
 
 
+    def run(self, work: Callable[[], object], failure: str) -> bool:
+        """Runs ``work()`` for a loop that must go on (a tick, a heartbeat): notes its success
+        or failure; a failure that is not :func:`transient` is logged with its traceback as
+        ``failure`` (e.g. "worker w: heartbeat failed"). Returns whether it succeeded."""
+        try:
+            work()
+        except Exception as e:
+            if not self.failed(e):
+                log.exception(failure)
+            return False
+        self.ok()
+        return True
+
+
 def _stamp(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 

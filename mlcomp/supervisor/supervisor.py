@@ -277,12 +277,7 @@ class Supervisor:
             try:
                 while self._pending.is_set() and not self._closed:
                     self._pending.clear()
-                    try:
-                        self.tick()
-                        self.outage.ok()
-                    except Exception as e:
-                        if not self.outage.failed(e):
-                            log.exception("Supervisor: tick failed")
+                    self.outage.run(self.tick, "Supervisor: tick failed")
             finally:
                 self._lock.release()
 
@@ -344,12 +339,7 @@ class Supervisor:
             self.wake()
 
     def _beat(self) -> None:
-        try:
-            self.heartbeat()
-            self.outage.ok()
-        except Exception as e:
-            if not self.outage.failed(e):
-                log.exception("Supervisor: heartbeat failed")
+        self.outage.run(self.heartbeat, "Supervisor: heartbeat failed")
 
     def shutdown(self) -> None:
         """Stops the job and the subscription, waits for a running tick (an inline one

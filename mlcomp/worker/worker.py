@@ -307,28 +307,18 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_ttl / 3  # three beats per TTL: see heartbeat()
-        while not self._stop.wait(interval):
-            try:
-                self.heartbeat()
-                self.outage.ok()
-            except Exception as e:  # a busy or absent database must not end the heartbeats
-                if not self.outage.failed(e):
-                    log.exception("worker %s: heartbeat failed", self.name)
+        while not self._stop.wait(interval):  # a busy or absent database must not end the heartbeats
+            self.outage.run(self.heartbeat, f"worker {self.name}: heartbeat failed")
         log.info("worker %s: heartbeats end: the worker shuts down", self.name)
 
     def _monitor_loop(self) -> None:
         woken, read_at = True, 0.0
         while not self._stop.is_set():
-            try:
-                if woken or self.clock() >= read_at:
-                    read_at = self.clock() + self.poll
-                    self.monitor()
-                    self.outage.ok()
-                else:
-                    self._enforce_all()
-            except Exception as e:  # one bad pass (a busy or absent database) must not end the monitoring
-                if not self.outage.failed(e):
-                    log.exception("worker %s: monitor pass failed", self.name)
+            if woken or self.clock() >= read_at:  # one bad pass (a busy or absent database) must not end it
+                read_at = self.clock() + self.poll
+                self.outage.run(self.monitor, f"worker {self.name}: monitor pass failed")
+            else:
+                self._enforce_all()
             woken = self._wake.wait(max(0.0, min(read_at, self._deadline()) - self.clock()))
             self._wake.clear()
         log.info("worker %s: monitor loop ends: the worker shuts down", self.name)

@@ -370,8 +370,9 @@ def replay(session: Session, journal: Path, task_id: int, attempt: int, computer
     journal (a file lock, or the end of every process that writes it). A line that is not valid
     JSON (cut by a full disk) is skipped with a warning.
     """
-    key = (task_id, attempt, computer)
-    row = session.get(ReportJournal, key, with_for_update=True)
+    if not journal.exists():  # a task that reported nothing (a bash task's child has no reporter)
+        return 0
+    row = session.get(ReportJournal, (task_id, attempt, computer), with_for_update=True)
     start = row.replayed if row is not None else 0
     try:
         with open(journal, "rb") as file:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import socket
 import sys
 import tempfile
@@ -43,7 +44,16 @@ SUPERVISOR = "supervisor"
 POLL = 5.0
 """Seconds between a worker's safety-net reads of the store when nothing wakes it."""
 RETRY = 1.0
-"""Seconds a listener waits before it reconnects after its backend failed."""
+"""Seconds a listener waits before its first reconnect after its backend failed; the wait doubles
+with each failed try up to :data:`RETRY_MAX`, each drawn between half and all of it (jitter), so a
+fleet's listeners do not all knock at once."""
+RETRY_MAX = 5.0
+"""The longest wait, in seconds, between two reconnects of a listener."""
+
+
+def _backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed connects in a row (from 1)."""
+    return random.uniform(0.5, 1.0) * min(RETRY * 2 ** (failures - 1), RETRY_MAX)
 
 Callback = Callable[[list[int]], None]
 
@@ -213,7 +223,7 @@ class _Redis(_Backend):
         import redis
 
         def loop(stop: threading.Event) -> None:
-            failed = False
+            failed = 0
             while not stop.is_set():
                 client = redis.Redis.from_url(self.url, socket_connect_timeout=2)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -221,7 +231,7 @@ class _Redis(_Backend):
                     pubsub.subscribe(name)
                     if failed:
                         log.warning("bus: Redis %s answers again", _safe(self.url))
-                        failed = False
+                        failed = 0
                         reconnected()
                     while not stop.is_set():
                         message = pubsub.get_message(timeout=1.0)
@@ -229,10 +239,10 @@ class _Redis(_Backend):
                             receive(message["data"])
                 except redis.exceptions.RedisError as e:
                     if not failed:
-                        log.warning("bus: Redis %s unreachable (%s); listening again every %g s",
-                                    _safe(self.url), e, RETRY)
-                    failed = True
-                    stop.wait(RETRY)
+                        log.warning("bus: Redis %s unreachable (%s); trying again every %g-%g s",
+                                    _safe(self.url), e, RETRY, RETRY_MAX)
+                    failed += 1
+                    stop.wait(_backoff(failed))
                 finally:
                     pubsub.close()
                     client.close()
@@ -276,23 +286,24 @@ class _Postgres(_Backend):
         import psycopg
 
         def loop(stop: threading.Event) -> None:
-            failed = False
+            failed = 0
             while not stop.is_set():
                 try:
                     with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
                         conn.execute(f"LISTEN {name}")  # a digest: a valid identifier (Bus.name)
                         if failed:
                             log.warning("bus: PostgreSQL answers again")
-                            failed = False
+                            failed = 0
                             reconnected()
                         while not stop.is_set():
                             for notify in conn.notifies(timeout=1.0):
                                 receive(notify.payload.encode())
                 except psycopg.OperationalError as e:
                     if not failed:
-                        log.warning("bus: PostgreSQL unreachable (%s); listening again every %g s", e, RETRY)
-                    failed = True
-                    stop.wait(RETRY)
+                        log.warning("bus: PostgreSQL unreachable (%s); trying again every %g-%g s", e, RETRY,
+                                    RETRY_MAX)
+                    failed += 1
+                    stop.wait(_backoff(failed))
 
         return _Listener(name, loop)
 

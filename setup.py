@@ -47,7 +47,8 @@ setup(
         "albumentations": ["albumentations"],  # transform_params names its transforms (A.Compose...)
         "vision": ["torchvision"],  # downloads of catalyst.contrib.datasets.MNIST (torchvision's mirrors)
         "kaggle": ["kaggle>=1.5"],  # the download and submit task types (MLComp's Kaggle executors)
-        "bench": ["luigi>=3"],  # peers measured in the same run as mlcomp (bench/dag_overhead.py)
+        "bench": ["luigi>=3",  # peers measured in the same run as mlcomp: bench/dag_overhead.py,
+                  "pytorch-ignite>=0.5"],  # bench/runner_overhead.py
     },
     entry_points={"console_scripts": ["mlcomp=mlcomp.cli:main"]},
 )

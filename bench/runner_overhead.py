@@ -1,14 +1,20 @@
-"""Per-batch overhead of the runner against a hand-written PyTorch loop doing the same work.
+"""Per-batch overhead of the runner, and of PyTorch-Ignite, against a hand-written PyTorch loop
+doing the same work.
 
-Both train a tiny MLP on synthetic data (batch 32, 3 epochs, a train and a valid loader),
+All three train a tiny MLP on synthetic data (batch 32, 3 epochs, a train and a valid loader),
 compute loss and accuracy on both loaders every epoch without a device sync per batch, and save
 a checkpoint every epoch. The runner goes through ``SupervisedRunner.train`` with its default
 callbacks (criterion, optimizer, validation, checkpoints, console/log.txt/metrics-file loggers)
-plus ``AccuracyCallback``. Rounds are interleaved in one process; the medians and their ratio
-are printed (target: <= 1.05), for wall-clock time and for this process's CPU time (with one
-torch thread and ``num_workers=0`` all the work is in this process, so CPU time does not count
-the waits a loaded machine adds to wall time), with the median of the per-round ratios (each
-round's pair runs back to back, under the same load). Also prints the time ``import
+plus ``AccuracyCallback``. Ignite (the ``bench`` extra: ``pip install -e ".[bench]"``; skipped when
+it is not installed) runs ``create_supervised_trainer`` with ignite's ``Average`` (train loss) and
+``Accuracy`` metrics, a ``create_supervised_evaluator`` with ``Loss`` and ``Accuracy`` on the valid
+loader after each epoch and a ``Checkpoint`` of model and optimizer each epoch, its per-batch output
+kept as tensors (no ``loss.item()``). Rounds are interleaved in one process; the medians and their
+ratios to the hand-written loop are printed (target: <= 1.05, and the runner at or below ignite), for
+wall-clock time and for this process's CPU time (with one torch thread and ``num_workers=0`` all
+the work is in this process, so CPU time does not count the waits a loaded machine adds to wall
+time), with the median of the per-round ratios (each
+round's contenders run back to back, under the same load). Also prints the time ``import
 mlcomp.runner`` adds to ``import torch`` (subprocesses, median).
 
 Run: ``python bench/runner_overhead.py [--rounds 5] [--samples 24000]``.
@@ -96,6 +102,35 @@ def runner_loop(samples: int, logdir: Path) -> tuple[float, float]:
     return _elapsed(start)
 
 
+def ignite_loop(samples: int, logdir: Path) -> tuple[float, float]:
+    """The same training with PyTorch-Ignite's supervised trainer and evaluator (their metrics
+    accumulate tensors, no per-batch ``.item()``); returns (wall, CPU) seconds."""
+    from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
+    from ignite.handlers import Checkpoint, DiskSaver
+    from ignite.metrics import Accuracy, Average, Loss
+
+    model, optimizer, criterion, loaders = make_setup(samples)
+    start = _clocks()
+    trainer = create_supervised_trainer(model, optimizer, criterion,
+                                        output_transform=lambda x, y, y_pred, loss: (y_pred.detach(), y, loss.detach()))
+    Average(output_transform=lambda output: output[2]).attach(trainer, "loss")
+    Accuracy(output_transform=lambda output: output[:2]).attach(trainer, "accuracy01")
+    evaluator = create_supervised_evaluator(model, metrics={"loss": Loss(criterion), "accuracy01": Accuracy()})
+    saver = Checkpoint({"model": model, "optimizer": optimizer}, DiskSaver(str(logdir), require_empty=False),
+                       n_saved=1)
+    metrics = {}
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _end_epoch(engine):
+        metrics.update((f"train_{k}", float(v)) for k, v in engine.state.metrics.items())
+        evaluator.run(loaders["valid"])
+        metrics.update((f"valid_{k}", float(v)) for k, v in evaluator.state.metrics.items())
+        saver(engine)
+
+    trainer.run(loaders["train"], max_epochs=EPOCHS)
+    return _elapsed(start)
+
+
 def import_time(repeats: int = 5) -> float:
     """Median seconds ``import mlcomp.runner`` adds on top of ``import torch`` (fresh interpreters)."""
     code = "import time, torch; t = time.perf_counter(); import mlcomp.runner; print(time.perf_counter() - t)"
@@ -109,24 +144,32 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=24000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    times = {"hand": [], "runner": []}
+    contenders = [("hand", hand_loop), ("runner", runner_loop)]
+    try:
+        import ignite  # noqa: F401 - the bench extra
+        contenders.append(("ignite", ignite_loop))
+    except ImportError:
+        print("ignite: not installed (pip install -e '.[bench]'), skipped")
+    times = {name: [] for name, _ in contenders}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
-            for name, fn in (("hand", hand_loop), ("runner", runner_loop))[:: 1 if round_ % 2 else -1]:
+            for name, fn in contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]:
                 logdir = Path(folder) / f"{name}{round_}"
                 logdir.mkdir()
                 times[name].append(fn(args.samples, logdir))
     batches = EPOCHS * (args.samples * 4 // 5 // BATCH + args.samples // 5 // BATCH + 2)
     for clock, index in (("wall", 0), ("CPU", 1)):
-        hand_times, runner_times = [t[index] for t in times["hand"]], [t[index] for t in times["runner"]]
-        hand, runner = statistics.median(hand_times), statistics.median(runner_times)
-        paired = statistics.median(r / h for r, h in zip(runner_times, hand_times))
-        print(f"[{clock}]   hand rounds: " + " ".join(f"{t:.3f}" for t in hand_times))
-        print(f"[{clock}] runner rounds: " + " ".join(f"{t:.3f}" for t in runner_times))
+        rounds = {name: [t[index] for t in runs] for name, runs in times.items()}
+        hand = statistics.median(rounds["hand"])
+        for name, values in rounds.items():
+            print(f"[{clock}] {name:>6} rounds: " + " ".join(f"{t:.3f}" for t in values))
         print(f"[{clock}] hand-written loop: {hand:.3f} s (median of {args.rounds}, {hand / EPOCHS:.3f} s/epoch); "
-              f"runner: {runner:.3f} s")
-        print(f"[{clock}] ratio runner/hand: {runner / hand:.3f} of the medians, {paired:.3f} median per round "
-              f"(overhead {1e6 * (runner - hand) / batches:.1f} us/batch)")
+              + ", ".join(f"{name}: {statistics.median(rounds[name]):.3f} s" for name in rounds if name != "hand"))
+        for name in (name for name in rounds if name != "hand"):
+            median = statistics.median(rounds[name])
+            paired = statistics.median(r / h for r, h in zip(rounds[name], rounds["hand"]))
+            print(f"[{clock}] ratio {name}/hand: {median / hand:.3f} of the medians, {paired:.3f} median per round "
+                  f"(overhead {1e6 * (median - hand) / batches:.1f} us/batch)")
     print(f"import mlcomp.runner on top of torch: {import_time():.3f} s (median of 5)")
 
 

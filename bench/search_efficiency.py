@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 
 from mlcomp.runner import Callback, CallbackOrder
-from mlcomp.runner.config import load_config, run_config
+from mlcomp.runner.config import run_config
+from mlcomp.runner.config_io import load_config
 from mlcomp.search.asha import RungRecord, promotion, rung_epochs
 from executors.pause import PauseCallback, TrialPaused
 from mlcomp.search.sampler import PastTrial, sample

@@ -188,8 +188,9 @@ class Executor:
 
     Attributes:
         type_name: the DAG's ``type:`` value, e.g. ``"bash"``.
-        virtual: True for types that never run a process; the supervisor rolls their status up
-            from their children (``grid_search``).
+        virtual: True for types that never run a process (no built-in is; the parents of grid
+            searches and searches are composite kinds, :class:`mlcomp.kinds.TaskKind`, driven by
+            the supervisor, not executors).
         resumable: True for types whose later attempts continue from a checkpoint of the task's
             logdir (``train``); the worker then resolves ``TaskContext.resume`` before :meth:`run`.
     """

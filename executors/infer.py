@@ -116,7 +116,8 @@ def rebuild_model(source):
         ConfigError: the checkpoint is missing or does not fit the model.
     """
     from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
-    from mlcomp.runner.config import load_config, make_experiment, make_runner
+    from mlcomp.runner.config import make_experiment, make_runner
+    from mlcomp.runner.config_io import load_config
 
     config = load_config(source.logdir / "config.yml")
     experiment = make_experiment(config)
@@ -263,8 +264,8 @@ class InferExecutor(Executor):
         """
         from torch.utils.data import DataLoader
 
+        from mlcomp.configkit import expand_env
         from mlcomp.runner import registry
-        from mlcomp.runner.config import expand_env
 
         dataset = task.config.get("dataset")
         if dataset is not None:

@@ -10,9 +10,8 @@ from that ``last_full.pth`` continues with the next epoch exactly as an uninterr
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder, CallbackScope
+from mlcomp.runner.checkpoint import LAST_FULL, checkpoint_path
 from mlcomp.runner.runner import RunStopped
 
 __all__ = ["TrialPaused", "PauseCallback"]
@@ -42,5 +41,5 @@ class PauseCallback(Callback):
         """Pause once the rung's epoch is done (its full checkpoint is on disk)."""
         if runner.global_epoch != self.pause_at:
             return
-        path = Path(runner.logdir) / "checkpoints" / "last_full.pth" if runner.logdir is not None else None
+        path = checkpoint_path(runner.logdir, LAST_FULL) if runner.logdir is not None else None
         raise TrialPaused(runner.stage_name, runner.epoch, runner.loader_name, runner.loader_batch_step, path)

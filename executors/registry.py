@@ -7,6 +7,11 @@ whose module is missing fails in :func:`get_executor` with the import error): ch
 would import torch and the runner on every submission. A type is looked up in this order: a
 built-in's own name, a registered class, the DAG folder's executors, then a built-in under
 MLComp's class-name form (``type: Submit`` is ``submit``, as MLComp registered its ``Submit``).
+
+The composite task kinds (``grid_search``, ``search``: :class:`mlcomp.kinds.TaskKind`) are no
+executors: their parents run no process and the supervisor drives them
+(:mod:`mlcomp.search.drivers`). Their names are kept: no executor may take one, :func:`get_executor`
+refuses them, and :func:`known_types` lists them among the ``type:`` values a DAG file may use.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from types import ModuleType
 from executors import discovery
 from executors.base import Executor
 from mlcomp.errors import ExecutorError
+from mlcomp.kinds import COMPOSITE_KINDS
 
 __all__ = ["BUILTINS", "register", "get_executor", "known_types"]
 
@@ -30,8 +36,6 @@ BUILTINS = {
     "catalyst": "executors.catalyst",
     "infer": "executors.infer",
     "trace": "executors.trace",
-    "grid_search": "executors.grid_search",
-    "search": "executors.search",
     "click": "executors.click",
     "download": "executors.download",
     "split": "executors.split",
@@ -47,10 +51,12 @@ def register(cls: type[Executor]) -> type[Executor]:
     """Class decorator: makes ``cls`` the executor of ``cls.type_name``.
 
     Raises:
-        ExecutorError: ``cls`` is not an Executor subclass, has no string ``type_name``, or the
-            name is taken by another class.
+        ExecutorError: ``cls`` is not an Executor subclass, has no string ``type_name``, the
+            name is taken by another class or is a composite kind (:data:`mlcomp.kinds.COMPOSITE_KINDS`).
     """
     name = _type_name(cls, where=f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__name__', cls)}")
+    if name in COMPOSITE_KINDS:
+        raise ExecutorError(f"executor type {name!r} is a composite task kind, which has no executor; rename it")
     other = _registered.get(name)
     if other is not None and _where(other) != _where(cls):
         raise ExecutorError(f"executor type {name!r} is registered twice: {_where(other)} and {_where(cls)}")
@@ -67,8 +73,12 @@ def get_executor(type_name: str, expdir: str | Path | None = None) -> type[Execu
     Raises:
         ExecutorError: the type is unknown (the message lists the known types and any module
             that could not be read), declared in two modules (both named), a built-in's module
-            cannot be imported, or the user's module fails to import.
+            cannot be imported, or the user's module fails to import; ``type_name`` is a composite
+            kind (:data:`mlcomp.kinds.COMPOSITE_KINDS`), which has no executor.
     """
+    if type_name in COMPOSITE_KINDS:
+        raise ExecutorError(f"task type {type_name!r} is a composite kind (the parent of a grid search's cells or "
+                            f"a search's trials): it runs no process and has no executor")
     if type_name in BUILTINS:
         return _builtin(type_name)
     if type_name in _registered:
@@ -85,9 +95,11 @@ def get_executor(type_name: str, expdir: str | Path | None = None) -> type[Execu
 
 
 def known_types(expdir: str | Path | None = None) -> list[str]:
-    """Sorted names of the built-in, registered and (with ``expdir``) user executor types; the
-    user's are read from source (:func:`executors.discovery.declarations`), nothing is imported."""
-    names = set(BUILTINS) | set(_registered)
+    """Sorted ``type:`` values a DAG file may use: the names of the built-in, registered and (with
+    ``expdir``) user executor types, and the composite kinds (:data:`mlcomp.kinds.COMPOSITE_KINDS`,
+    which have no executor); the user's are read from source
+    (:func:`executors.discovery.declarations`), nothing is imported."""
+    names = set(BUILTINS) | set(_registered) | COMPOSITE_KINDS
     if expdir is not None:
         names |= set(discovery.declarations(Path(expdir).resolve())[0])
     return sorted(names)
@@ -140,9 +152,9 @@ def _classes_in(module: ModuleType, path: Path) -> dict[str, type[Executor]]:
         if cls.__module__ != module.__name__ or "type_name" not in vars(cls):
             continue  # imported from elsewhere, or an abstract intermediate class
         name = _type_name(cls, where=f"{path}: class {cls.__name__}")
-        if name in BUILTINS:
+        if name in BUILTINS or name in COMPOSITE_KINDS:
             raise ExecutorError(f"{path}: class {cls.__name__} uses the built-in type name {name!r}; "
-                                f"rename it (built-ins: {', '.join(sorted(BUILTINS))})")
+                                f"rename it (built-ins: {', '.join(sorted(set(BUILTINS) | COMPOSITE_KINDS))})")
         if name in found:
             raise ExecutorError(f"{path}: classes {found[name].__name__} and {cls.__name__} both have "
                                 f"type_name {name!r}")

@@ -105,7 +105,7 @@ def _is_full(path: Path) -> bool:
 def _warm_start(config: dict, path: Path) -> None:
     """Makes ``config``'s first stage load the model-only checkpoint ``path`` at its start (a
     ``CheckpointCallback`` with ``resume``; the stages after it keep the default one)."""
-    from mlcomp.runner.config import stages_config
+    from mlcomp.runner.config_schema import stages_config
 
     first = next(iter(stages_config(config)))
     stage = config["stages"][first]
@@ -116,9 +116,11 @@ def _warm_start(config: dict, path: Path) -> None:
 def train_result(runner, folder: Path) -> dict[str, Any]:
     """A finished run's result: main metric (name, direction, best value), the best and last
     metrics, and the checkpoint files relative to the task folder (plus absolute ``paths``)."""
+    from mlcomp.runner.checkpoint import BEST, FILES, FOLDER, checkpoint_path
+
     logdir = Path(runner.logdir) if runner.logdir is not None else folder / LOGDIR
-    checkpoints = {name: f"{LOGDIR}/checkpoints/{name}.pth" for name in ("best", "last", "best_full", "last_full")
-                   if (logdir / "checkpoints" / f"{name}.pth").is_file()}
+    checkpoints = {name: f"{LOGDIR}/{FOLDER}/{file}" for name, file in FILES.items()
+                   if checkpoint_path(logdir, name).is_file()}
     best = runner.best_valid_metrics.get(runner.main_metric)
     return {
         "main_metric": runner.main_metric, "minimize": bool(runner.minimize_metric),
@@ -126,7 +128,7 @@ def train_result(runner, folder: Path) -> dict[str, Any]:
         "best_metrics": {k: float(v) for k, v in runner.best_valid_metrics.items()},
         "last_metrics": {k: float(v) for k, v in runner.epoch_metrics.items()},
         "epochs": int(runner.global_epoch), "logdir": LOGDIR, "checkpoints": checkpoints,
-        "paths": {"best checkpoint": str(folder / checkpoints["best"])} if "best" in checkpoints else {},
+        "paths": {"best checkpoint": str(folder / checkpoints[BEST])} if BEST in checkpoints else {},
     }
 
 
@@ -183,7 +185,9 @@ class TrainExecutor(Executor):
             DagError: an unknown key; a missing or malformed config file; a ``params`` or grid key
                 that matches no path of the config or several; a config the runner rejects.
         """
-        from mlcomp.runner.config import load_config, make_experiment, set_by_path
+        from mlcomp.configkit import set_by_path
+        from mlcomp.runner.config import make_experiment
+        from mlcomp.runner.config_io import load_config
 
         unknown = sorted(set(spec) - set(KEYS))
         if unknown:

@@ -8,23 +8,31 @@ overrides, a train task's ``params``), the DAG spec (``--set``) and grid cells
   names an existing key wins (a task named ``a.b`` is one key), a decimal part indexes an existing
   list (``grid.0.lr``), missing mappings are created, and a mapping set onto a mapping is
   deep-merged into it (MLComp's ``merge_dicts_smart``) while anything else replaces the value;
-* :func:`expand_env` expands ``${VAR}`` references to environment variables in strings.
+* :func:`expand_env` expands ``${VAR}`` references to environment variables in strings;
+* :func:`set_by_path` and :func:`parse_overrides` are the override rules of a runner config
+  (``--key=value`` of ``mlcomp run``, a train task's ``params``, a grid cell or search trial):
+  a ``/`` path from the root, a dotted path from a top-level key, or a unique key suffix, and
+  Catalyst's typed values (``--stages/state_params/num_epochs=1:int``).
 
-Errors are :class:`PathError` (a ``ValueError``); each caller turns them into its own error
-with its file, line and key.
+Every dotted key is split by :func:`split_path`. Errors of the path functions are
+:class:`PathError` (a ``ValueError``); each caller turns them into its own error with its file,
+line and key. The override rules raise :class:`~mlcomp.errors.ConfigError`.
 """
 from __future__ import annotations
 
+import ast
 import copy
+import difflib
 import itertools
 import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from mlcomp.errors import ConfigError
-from mlcomp.yamlfile import MAX_DEPTH
+from mlcomp.yamlfile import MAX_DEPTH, parse_yaml
 
-__all__ = ["PathError", "deep_merge", "set_path", "split_path", "key_paths", "expand_env", "MAX_PARTS"]
+__all__ = ["PathError", "deep_merge", "set_path", "split_path", "key_paths", "expand_env", "MAX_PARTS",
+           "RUNNER_CONFIG_KEYS", "RUNNER_ARGS_KEYS", "set_by_path", "OVERRIDE_TYPES", "parse_overrides"]
 
 MAX_PARTS = MAX_DEPTH
 """The most parts of a dotted path (:func:`split_path`): the YAML reader's depth limit."""
@@ -161,3 +169,122 @@ def expand_env(node: Any, where: str = "") -> Any:
     if isinstance(node, list):
         return [expand_env(value, f"{where}[{index}]") for index, value in enumerate(node)]
     return node
+
+
+# ---------------------------------------------------------------------------------------------
+# the override rules of a runner config
+
+RUNNER_CONFIG_KEYS = ("model_params", "args", "runner_params", "distributed_params", "experiment_params", "stages")
+"""The top-level keys of a runner config (:data:`mlcomp.runner.config_schema.TOP_LEVEL_KEYS`): a dotted
+override whose first part is one of them is a path from the root (:func:`set_by_path`)."""
+RUNNER_ARGS_KEYS = ("expdir", "logdir", "baselogdir", "seed", "verbose", "check", "overfit", "timeit",
+                    "resume", "autoresume", "deterministic", "benchmark", "out_dir", "out_prefix")
+"""A runner config's ``args`` keys (Catalyst 20.x ``catalyst-dl run``'s; the runner's
+:data:`mlcomp.runner.config_schema.ARGS_KEYS`): ``baselogdir`` gives a logdir under it when there is
+none (see :func:`mlcomp.cli.catalyst.derived_logdir`); ``out_dir``/``out_prefix`` say where an
+``InferCallback`` writes its ``.npy`` files, as Catalyst's run state handed them to it. A single
+override name that matches no key of the config but is one of these is set under ``args``."""
+
+
+def set_by_path(config: dict, key: str, value: Any) -> str:
+    """Sets ``value`` in the runner config ``config`` (in place) at ``key`` and returns the full
+    dotted path used.
+
+    ``key`` is, in this order:
+
+    - a ``/``-separated path from the root (``stages/state_params/num_epochs``, Catalyst 20.x's
+      ``catalyst-dl run`` form): set there, missing mappings created, as Catalyst's
+      ``parse_config_args`` did;
+    - a dotted path from the root (``stages.main.optimizer_params.lr``) when its first part is a
+      top-level key, set by :func:`set_path` (missing mappings created, a mapping deep-merged
+      into a mapping);
+    - otherwise a suffix of exactly one existing path (``lr``, ``main.optimizer_params.lr``), as a
+      grid search cell uses it; a single name that matches no path but is an ``args`` key
+      (:data:`RUNNER_ARGS_KEYS`, e.g. ``out_dir``) is set under ``args``.
+
+    Raises:
+        ConfigError: the suffix matches no path (close matches are listed) or several (all of
+            them are listed), or a part of the path is not a mapping.
+    """
+    matches = []
+    try:
+        if "/" in key:
+            return ".".join(set_path(config, tuple(key.strip("/").split("/")), value))
+        parts = split_path(key)
+        if parts[0] in config or parts[0] in RUNNER_CONFIG_KEYS:
+            return ".".join(set_path(config, parts, value))
+        matches = [p for p in key_paths(config) if p[-len(parts):] == parts]
+        if len(matches) == 1:
+            return ".".join(set_path(config, matches[0], value))
+        if not matches and len(parts) == 1 and key in RUNNER_ARGS_KEYS:
+            return ".".join(set_path(config, ("args", key), value))
+    except PathError as e:
+        raise ConfigError(f"override {key!r}: {e}") from None
+    if matches:
+        listed = ", ".join(".".join(p) for p in matches)
+        raise ConfigError(f"override {key!r} is ambiguous: it matches {listed}; give a longer dotted path")
+    every = [".".join(p) for p in key_paths(config)]
+    close = difflib.get_close_matches(key, every, n=5, cutoff=0.5) or \
+        difflib.get_close_matches(parts[-1], sorted({p[-1] for p in key_paths(config)}), n=5, cutoff=0.5)
+    hint = f"; close matches: {', '.join(close)}" if close else f"; top-level keys: {', '.join(RUNNER_CONFIG_KEYS)}"
+    raise ConfigError(f"override {key!r} matches no key of the config{hint}")
+
+
+OVERRIDE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple, "dict": dict}
+"""Type suffixes of Catalyst 20.x's typed overrides (``--key=value:int``) and their constructors."""
+_TYPED = re.compile(rf"(?s)(.*):({'|'.join(OVERRIDE_TYPES)})")
+
+
+def parse_overrides(tokens: Sequence[str]) -> list[tuple[str, Any]]:
+    """``--key=value`` command-line tokens → ``(key, value)`` pairs for :func:`set_by_path`.
+
+    Two forms are read (a token may also be ``--key value``):
+
+    - **typed**, Catalyst 20.x's ``catalyst-dl run`` form (``parse_config_args`` of 20.02–20.12):
+      a value ending in ``:int``, ``:float``, ``:bool``, ``:str``, ``:list``, ``:tuple`` or
+      ``:dict``. The text before the suffix is a Python literal given to that type
+      (``1e-3:float``, ``[1, 2]:list``, ``True:bool``; empty → the type's empty value), or, for
+      ``str``, the text itself (``none`` → None in a ``/`` path, as in Catalyst). As in Catalyst,
+      a key without ``/`` names an ``args`` key (``--out_dir=logs:str`` → ``args/out_dir``);
+      Catalyst evaluated the text with ``eval``, this reads literals only.
+    - **untyped**, mlcomp's: the value is a YAML scalar (``5`` → int, ``true`` → bool, ``null``
+      → None, ``[1, 2]`` → list) and the key a dotted path, ``/`` path or unique key suffix.
+
+    Raises:
+        ConfigError: a token is not ``--key=value`` or ``--key value``, a value is bad YAML, or
+            a typed value is not a literal of its type.
+    """
+    pairs, rest = [], list(tokens)
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--") or len(token) < 3:
+            raise ConfigError(f"override {token!r}: expected --dotted.key=value or --a/b/c=value:type")
+        key, eq, text = token[2:].partition("=")
+        if not eq:
+            if not rest or rest[0].startswith("--"):
+                raise ConfigError(f"override --{key}: no value (use --{key}=VALUE)")
+            text = rest.pop(0)
+        pairs.append(_override(key, text))
+    return pairs
+
+
+def _override(key: str, text: str) -> tuple[str, Any]:
+    """One ``--key=text`` token as a ``(key, value)`` pair (see :func:`parse_overrides`)."""
+    typed = _TYPED.fullmatch(text)
+    if typed is None:
+        return key, parse_yaml(text, f"override --{key}", ConfigError).data if text else ""
+    content, kind = typed.groups()
+    path = "/" in key
+    key = key if path else f"args/{key}"
+    if kind == "str":
+        return key, None if path and content.lower() == "none" else content
+    return key, _typed_value(key, content, kind)
+
+
+def _typed_value(key: str, content: str, kind: str) -> Any:
+    """``content`` read as a Python literal and converted by ``kind`` (Catalyst's ``kind(content)``)."""
+    try:
+        return OVERRIDE_TYPES[kind](*([ast.literal_eval(content)] if content.strip() else []))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+        raise ConfigError(f"override --{key}: {content!r} is not a Python literal of type {kind} ({e}); "
+                          f"e.g. 3:int, 1e-3:float, True:bool, [1, 2]:list, {{'a': 1}}:dict") from None

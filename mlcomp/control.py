@@ -19,7 +19,7 @@ from mlcomp.db import Dag, Task, TaskDependency, TaskStatus
 from mlcomp.errors import NotFoundError, StateError
 from mlcomp.settings import Settings
 from mlcomp.bus import SUPERVISOR, Bus
-from mlcomp.gridsearch import is_grid_parent
+from mlcomp.kinds import is_composite
 from mlcomp.lifecycle import rollup_status, set_task_status
 
 __all__ = [
@@ -86,7 +86,7 @@ def _children(session: Session, task: Task) -> list[Task]:
 
 def _stop(session: Session, task: Task, reason: str, now: dt.datetime | None) -> bool:
     """Stops one task if it has not ended; returns False when there was nothing to stop."""
-    if is_grid_parent(task):
+    if is_composite(task.type):
         for child in _children(session, task):
             _stop(session, child, reason, now)
     if task.status in (S.not_ran, S.queued):
@@ -153,7 +153,7 @@ def _resume(session: Session, task: Task, from_: str | None, now: dt.datetime | 
     if from_ is not None:
         task.resume_from = from_
     set_task_status(session, task, S.not_ran, "resume requested", now)
-    if is_grid_parent(task):
+    if is_composite(task.type):
         for child in _children(session, task):
             _resume(session, child, from_, now)
     for dependent in list(_dependents(session, task)):

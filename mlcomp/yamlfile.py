@@ -1,6 +1,6 @@
 """mlcomp's one YAML reader: safe, bounded, and with the line of every key.
 
-DAG files (:mod:`mlcomp.dag.spec`), grid files, runner configs (:mod:`mlcomp.runner.config`) and
+DAG files (:mod:`mlcomp.dag.spec`), grid files, runner configs (:mod:`mlcomp.runner.config_io`) and
 the settings file are all read here. Parsing is PyYAML's safe loader (libyaml's ``CSafeLoader``
 when PyYAML was built with it), with dates kept as strings (configs are stored as JSON). The
 composed node tree is checked before any Python object is built, so hostile input costs little:

@@ -15,7 +15,8 @@ from mlcomp.errors import ConfigError
 from mlcomp.runner import RunStopped, registry
 from mlcomp.runner.callbacks import (CMCScoreCallback, ControlFlowCallback, CriterionCallback,
                                      MetricAggregationCallback, OptimizerCallback, PeriodicLoaderCallback)
-from mlcomp.runner.config import ConfigExperiment, run_config
+from mlcomp.runner.config import run_config
+from mlcomp.runner.config_experiment import ConfigExperiment
 from mlcomp.runner.trace import load_traced
 
 

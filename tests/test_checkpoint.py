@@ -49,6 +49,29 @@ def test_names_files_and_paths_resolve(logdir, monkeypatch):
         resolve_checkpoint(None, "best")
 
 
+def test_one_table_names_the_checkpoint_files_and_imports_no_torch(logdir, tmp_path):
+    import subprocess
+    import sys
+
+    from mlcomp.checkpoint_names import FILES, NAMED, checkpoint_path, full_name
+    from mlcomp.runner.callbacks.checkpoint import _path
+    from mlcomp.worker.carry import CARRIED
+
+    assert NAMED == ("best", "last", "best_full", "last_full")
+    assert FILES == {"best": "best.pth", "last": "last.pth", "best_full": "best_full.pth",
+                     "last_full": "last_full.pth"}
+    assert [full_name(name) for name in NAMED] == ["best_full", "last_full", "best_full", "last_full"]
+    assert checkpoint_path(tmp_path, "last", full=True) == tmp_path / "checkpoints" / "last_full.pth"
+    with pytest.raises(ValueError, match="not one of best, last, best_full, last_full"):
+        checkpoint_path(tmp_path, "stage1.2")
+    for name in ("best", "best_full"):  # the callback's loads and the resolver pick the same file
+        assert _path(logdir, name) == resolve_checkpoint(logdir, name) == checkpoint_path(logdir, name)
+    assert CARRIED == ("last_full.pth", "best_full.pth", "best.pth")
+    code = "import sys, mlcomp.checkpoint_names; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
 def test_confined_resolution_refuses_files_outside_the_logdir_and_allowed_folders(logdir, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from mlcomp.cli import main
-from mlcomp.runner.config import load_config, run_config
+from mlcomp.runner.config import run_config
+from mlcomp.runner.config_io import load_config
 
 DIGITS = str(Path(__file__).resolve().parents[1] / "dags" / "digits" / "configs" / "train.yml")
 

@@ -17,7 +17,8 @@ from mlcomp.errors import ConfigError, DagError
 from mlcomp.runner import registry
 from mlcomp.runner.callbacks import SchedulerCallback
 from mlcomp.runner.compat.catalyst import catalyst_imports
-from mlcomp.runner.config import load_config, make_experiment, run_config
+from mlcomp.runner.config import make_experiment, run_config
+from mlcomp.runner.config_io import load_config
 from mlcomp.runner.expdir import import_expdir, package_name
 from mlcomp.runner.samplers import BalanceClassSampler, MiniEpochSampler
 from mlcomp.runner.schedulers import OneCycleLRWithWarmup

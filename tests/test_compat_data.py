@@ -16,7 +16,7 @@ import torch
 from mlcomp.errors import ConfigError
 from mlcomp.runner import albu, mnist
 from mlcomp.runner.augmentor import Augmentor, AugmentorCompose, AugmentorKeys
-from mlcomp.runner.config import ConfigExperiment
+from mlcomp.runner.config_experiment import ConfigExperiment
 from mlcomp.runner.compat.catalyst import catalyst_imports
 from mlcomp.runner.datasets import MNIST, MnistMLDataset, MnistQGDataset
 from mlcomp.runner.expdir import import_expdir, package_name

@@ -164,7 +164,7 @@ def test_an_expdir_importing_catalysts_module_paths_loads(tmp_path, no_catalyst_
         "from catalyst.contrib.registry import Model\n")
     try:
         package = import_expdir(expdir)
-        assert package.ConfigExperiment is importlib.import_module("mlcomp.runner.config").ConfigExperiment
+        assert package.ConfigExperiment is importlib.import_module("mlcomp.runner.config_experiment").ConfigExperiment
         assert (package.MNIST, package.ImageToTensor, package.CheckRunCallback, package.Model) == (
             MNIST, ImageToTensor, CheckRunCallback, registry.Model)
     finally:

@@ -11,17 +11,11 @@ import torch
 
 from mlcomp.errors import ConfigError
 from mlcomp.runner import registry
-from mlcomp.runner.config import (
-    ConfigExperiment,
-    deep_merge,
-    expand_env,
-    load_config,
-    make_experiment,
-    parse_overrides,
-    save_config,
-    set_by_path,
-    validate_config,
-)
+from mlcomp.configkit import deep_merge, expand_env, parse_overrides, set_by_path
+from mlcomp.runner.config import make_experiment
+from mlcomp.runner.config_experiment import ConfigExperiment
+from mlcomp.runner.config_io import load_config, save_config
+from mlcomp.runner.config_schema import validate_config
 from mlcomp.runner.datasets import DigitsDataset, NpzDataset, SyntheticDataset, split_indices
 from mlcomp.runner.expdir import import_expdir
 from mlcomp.runner.models import DigitsCNN, SimpleNet
@@ -346,7 +340,7 @@ def test_several_models_make_a_module_dict():
 
 EXPDIR_INIT = """
     from mlcomp.runner import registry
-    from mlcomp.runner.config import ConfigExperiment
+    from mlcomp.runner.config_experiment import ConfigExperiment
     from mlcomp.runner.datasets import SyntheticDataset
 
     from .model import {model}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from executors.base import SubmitContext, TaskContext
-from mlcomp.gridsearch import best_cell, grid_result, leaderboard
+from mlcomp.search.rollup import best_cell, grid_result, leaderboard
 from executors.infer import classification_metrics
 from mlcomp.worker.context import resolve_inputs, resolve_resume
 from mlcomp.worker.lookup import train_source
@@ -117,7 +117,8 @@ class FakeReporter:
 
 
 def test_reporting_callback_sends_epoch_and_sampled_batch_metrics_progress_and_checkpoints(expdir, tmp_path):
-    from mlcomp.runner.config import load_config, run_config
+    from mlcomp.runner.config import run_config
+    from mlcomp.runner.config_io import load_config
 
     reporter, ticks = FakeReporter(), iter(range(10_000))
     callback = ReportingCallback(reporter, tmp_path, max_batch_points=2, progress_every=5, clock=lambda: next(ticks))
@@ -281,7 +282,8 @@ def test_a_model_only_checkpoint_warm_starts_the_first_stage(expdir, tmp_path):
 
     from executors.train import _is_full, _warm_start
     from mlcomp.runner import Callback, CallbackOrder
-    from mlcomp.runner.config import load_config, run_config
+    from mlcomp.runner.config import run_config
+    from mlcomp.runner.config_io import load_config
 
     config = load_config(expdir / "configs" / "train.yml")
     run_config(config, logdir=tmp_path / "first")
@@ -302,7 +304,8 @@ def test_a_model_only_checkpoint_warm_starts_the_first_stage(expdir, tmp_path):
 
 def test_infer_takes_the_infer_loaders_of_the_config_or_the_given_dataset(expdir, tmp_path):
     from executors.infer import InferExecutor
-    from mlcomp.runner.config import load_config, make_experiment
+    from mlcomp.runner.config import make_experiment
+    from mlcomp.runner.config_io import load_config
 
     config = load_config(expdir / "configs" / "train.yml")
     config["stages"]["two"]["data_params"] = {"loaders": {"infer_a": {"num_samples": 20}}}
@@ -402,7 +405,8 @@ def test_infer_runs_the_configs_infer_stage_through_the_runner(expdir, tmp_path,
     from executors.base import ModelSource
     from executors.infer import InferExecutor
     from mlcomp.runner.checkpoint import load_checkpoint
-    from mlcomp.runner.config import load_config, make_experiment, run_config
+    from mlcomp.runner.config import make_experiment, run_config
+    from mlcomp.runner.config_io import load_config
 
     (expdir / "mark").mkdir()
     (expdir / "mark" / "__init__.py").write_text(MARK_CALLBACK)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from executors import BUILTINS, Executor, SubmitContext, get_executor, known_types, register
-from executors.grid_search import GridSearchExecutor
 from mlcomp.errors import DagError, ExecutorError
+from mlcomp.kinds import COMPOSITE_KINDS, TaskKind
 
 USER = '''
 from executors import Executor
@@ -30,14 +30,27 @@ def test_builtins_resolve_by_type_name_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1]).stdout
     assert out.split() == ["bash", "python", "False"]
-    assert get_executor("grid_search") is GridSearchExecutor and GridSearchExecutor.virtual
+
+
+def test_composite_kinds_have_no_executor_and_keep_their_names():
+    assert {kind.value for kind in TaskKind} == COMPOSITE_KINDS == {"grid_search", "search"}
+    assert not COMPOSITE_KINDS & set(BUILTINS)
+    for name in COMPOSITE_KINDS:
+        with pytest.raises(ExecutorError, match=f"task type '{name}' is a composite kind"):
+            get_executor(name)
+
+        class Taken(Executor):
+            type_name = name
+        with pytest.raises(ExecutorError, match="is a composite task kind"):
+            register(Taken)
 
 
 def test_unknown_type_lists_the_known_ones(tmp_path):
     with pytest.raises(ExecutorError) as info:
         get_executor("nope", tmp_path)
-    assert str(info.value) == f"unknown executor type 'nope'; known types: {', '.join(sorted(BUILTINS))}"
-    assert known_types() == sorted(BUILTINS)
+    known = sorted(set(BUILTINS) | COMPOSITE_KINDS)
+    assert str(info.value) == f"unknown executor type 'nope'; known types: {', '.join(known)}"
+    assert known_types() == known
 
 
 def test_missing_builtin_module_is_a_clear_error(monkeypatch):
@@ -120,5 +133,3 @@ def test_task_context_from_a_task_row(settings):
     assert (ctx.task_id, ctx.attempt, ctx.dag_id, ctx.gpus, ctx.config) == (7, 2, 3, [1], {"a": 1})
     assert (ctx.grid_cell, ctx.resume_from, ctx.reporter, ctx.env) == ({"lr": 1}, "last", "r", {"X": "1"})
     assert (ctx.cpu, ctx.distr, ctx.data_dir) == (2, True, settings.data_dir / "p")
-    with pytest.raises(RuntimeError, match="grid search: it has no process"):
-        GridSearchExecutor().run(ctx)

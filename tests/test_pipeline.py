@@ -55,7 +55,8 @@ executors:
 def test_stop_mid_epoch_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(settings, store, tmp_path,
                                                                                    one_torch_thread):
     from mlcomp.runner.checkpoint import load_checkpoint
-    from mlcomp.runner.config import load_config, run_config
+    from mlcomp.runner.config import run_config
+    from mlcomp.runner.config_io import load_config
 
     dag_file = write_expdir(tmp_path / "exp", TRAIN_DAG, seconds=0.08)
     dag_id = submit(store, settings, dag_file)

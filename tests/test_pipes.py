@@ -65,7 +65,8 @@ def expdir(tmp_path) -> Path:
 @pytest.fixture
 def trained(store, settings, expdir) -> int:
     """The id of a succeeded train task of project ``p``, trained here (no child process)."""
-    from mlcomp.runner.config import load_config, run_config
+    from mlcomp.runner.config import run_config
+    from mlcomp.runner.config_io import load_config
 
     with store.begin() as session:
         immediate(session)

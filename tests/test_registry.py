@@ -107,7 +107,7 @@ def test_create_from_params_pops_the_name_key(reg):
     ("Callback", "OptimizerCallback", None),
     ("Callback", "CheckpointCallback", None),
     ("Callback", "AccuracyCallback", None),
-    ("Experiment", "ConfigExperiment", "mlcomp.runner.config.ConfigExperiment"),
+    ("Experiment", "ConfigExperiment", "mlcomp.runner.config_experiment.ConfigExperiment"),
     ("Runner", "SupervisedRunner", "mlcomp.runner.supervised.SupervisedRunner"),
 ])
 def test_default_entries(reg_name, name, expected):

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from mlcomp.db import Attempt, Task, TaskStatus
 from mlcomp.errors import StateError
-from mlcomp.gridsearch import grid_parent_status
+from mlcomp.search.rollup import grid_parent_status
 from mlcomp.lifecycle import (
     TRANSITIONS,
     retry_or_fail,

@@ -140,7 +140,8 @@ def logdir(tmp_path_factory, tiny_config):
 
 def _eager(logdir, checkpoint="best"):
     """The model of ``logdir`` rebuilt by hand, and a batch of its first loader."""
-    from mlcomp.runner.config import ConfigExperiment, load_config
+    from mlcomp.runner.config_experiment import ConfigExperiment
+    from mlcomp.runner.config_io import load_config
     from mlcomp.runner.checkpoint import load_checkpoint
 
     experiment = ConfigExperiment(load_config(logdir / "config.yml"))

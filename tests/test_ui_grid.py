@@ -2,7 +2,7 @@
 import plotly.graph_objects as go
 import pytest
 
-from mlcomp.gridsearch import best_cell, leaderboard
+from mlcomp.search.rollup import best_cell, leaderboard
 from mlcomp.db import Task
 from ui_fill import app, client, filled, ro_app, ro_client, ro_filled, ro_shared  # noqa: F401 (fixtures)
 
@@ -55,7 +55,7 @@ def test_a_task_without_cells_is_not_a_grid(ro_client, ro_filled):
 
 
 def test_leaderboard_is_the_supervisors_ranking_final_results_first(client, filled, store):
-    """The UI ranks as :func:`executors.grid_search.leaderboard` (which picks the best cell): a
+    """The UI ranks as :func:`mlcomp.search.rollup.leaderboard` (which picks the best cell): a
     finished cell's final ``best`` beats the epochs it reported."""
     with store.begin() as session:
         first, failed, last = (session.get(Task, c) for c in filled.cells)

@@ -3,7 +3,7 @@ errors as ``FILE:LINE:`` naming the key (and alias), and the line of every key."
 import pytest
 
 from mlcomp.errors import ConfigError, DagError
-from mlcomp.runner.config import load_config
+from mlcomp.runner.config_io import load_config
 from mlcomp.settings import Settings
 from mlcomp.yamlfile import MAX_BYTES, MAX_DEPTH, MAX_NODES, parse_yaml, read_yaml
 

@@ -33,7 +33,7 @@ from mlcomp.db import (
 )
 from mlcomp import gang
 from mlcomp.errors import NotFoundError
-from mlcomp.gridsearch import leaderboard, main_metric_of
+from mlcomp.search.rollup import leaderboard, main_metric_of
 from mlcomp.lifecycle import ACTIVE, rollup_status
 
 __all__ = [
@@ -478,7 +478,7 @@ def grid_leaderboard(session: Session, task_id: int, *, metric: str | None = Non
                      descending: bool | None = None) -> dict[str, Any]:
     """A grid search's cells ranked by a metric: per cell its parameters, status and value.
 
-    By default this is :func:`executors.grid_search.leaderboard`, the ranking the supervisor uses
+    By default this is :func:`mlcomp.search.rollup.leaderboard`, the ranking the supervisor uses
     to pick the best cell: the template's main metric (``main`` of the train executor's config),
     each cell's final ``best`` when it finished, else the best epoch value its valid loader
     reported so far. Asking for another ``metric``, ``loader`` or ``minimize`` ranks the cells by

@@ -7,7 +7,7 @@ from flask import Blueprint
 
 from mlcomp.db import Task
 from mlcomp.errors import NotFoundError
-from mlcomp.search import SEARCH_TYPE
+from mlcomp.kinds import TaskKind
 from mlcomp.search.board import leaderboard, series
 from ui import plots
 from ui.db import get_session
@@ -27,7 +27,7 @@ def search_page(session, task_id: int) -> dict:
         NotFoundError: no task ``task_id``, or it is not a search.
     """
     task = session.get(Task, task_id)
-    if task is None or task.type != SEARCH_TYPE:
+    if task is None or task.type != TaskKind.SEARCH:
         raise NotFoundError(f"task {task_id} is not a search")
     spec = task.executor_config["search"]
     trials = leaderboard(session, task)

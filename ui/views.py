@@ -16,6 +16,7 @@ from pygments.lexers import TextLexer, get_lexer_for_filename
 from pygments.util import ClassNotFound
 from werkzeug.routing import IntegerConverter
 
+from mlcomp.kinds import TaskKind
 from ui.errors import ApiError
 
 __all__ = ["twin", "int_arg", "choice_arg", "url_with_args", "duration", "highlight", "pygments_css", "init_app", "MAX_INT"]
@@ -165,12 +166,14 @@ def vendor_plotly():
 
 
 def init_app(app: Flask) -> None:
-    """Registers the filters, the ``url_with_args`` template global, the
+    """Registers the filters, the ``url_with_args`` and ``TaskKind`` (:class:`mlcomp.kinds.TaskKind`,
+    the composite task kinds the templates link to) template globals, the
     ``/static/vendor/plotly.min.js`` and ``/static/pygments.css`` routes, and bounds ``<int:…>`` URL parts (:class:`BoundedInt`)."""
     app.url_map.converters["int"] = BoundedInt
     app.jinja_env.filters.update(duration=duration, filesize=filesize, timestamp=timestamp,
                                  highlight=highlight)
     app.jinja_env.globals["url_with_args"] = url_with_args
+    app.jinja_env.globals["TaskKind"] = TaskKind
     app.add_url_rule("/static/vendor/plotly.min.js", "vendor_plotly", vendor_plotly)
     app.add_url_rule("/static/pygments.css", "pygments_css",
                      lambda: (pygments_css(), 200, {"Content-Type": "text/css"}))

@@ -17,7 +17,7 @@ the same flags (Catalyst's ``catalyst/dl/scripts/run.py`` and ``utils/parser.py`
   ran a single worker when its world size was 1;
 - ``--apex`` and ``--amp`` (Catalyst's mixed-precision switches) are refused with a hint; their
   ``--no-`` forms are accepted;
-- every other ``--key=value`` is an override (:func:`mlcomp.runner.config.parse_overrides`).
+- every other ``--key=value`` is an override (:func:`mlcomp.configkit.parse_overrides`).
 
 Catalyst's ``-j``/``-b``/``-e`` (``--num-workers``, ``--batch-size``, ``--num-epochs``) are not
 taken: no Catalyst 20.x config API read them.
@@ -131,7 +131,7 @@ def _refuse_hydra(ctx, param, value):
 
 
 def _parse_overrides(ctx, param, value):
-    from mlcomp.runner.config import parse_overrides
+    from mlcomp.configkit import parse_overrides
 
     return parse_overrides(value)
 
@@ -139,7 +139,7 @@ def _parse_overrides(ctx, param, value):
 overrides_argument = click.argument("overrides", nargs=-1, type=click.UNPROCESSED, callback=_parse_overrides,
                                     metavar="[--KEY=VALUE | --A/B/C=VALUE:TYPE]...")
 """The extra ``--key=value`` tokens of a command as ``overrides``: (key, value) pairs
-(:func:`mlcomp.runner.config.parse_overrides`); the command needs ``ignore_unknown_options``."""
+(:func:`mlcomp.configkit.parse_overrides`); the command needs ``ignore_unknown_options``."""
 
 
 def catalyst_config(configs: Sequence[str], overrides: Sequence[tuple[str, Any]], *, expdir=None, logdir=None,
@@ -156,10 +156,10 @@ def catalyst_config(configs: Sequence[str], overrides: Sequence[tuple[str, Any]]
         switches: the :data:`SWITCHES` (None: not given).
 
     Raises:
-        ConfigError: ``--apex`` or ``--amp``, or anything :func:`mlcomp.runner.config.load_config`
+        ConfigError: ``--apex`` or ``--amp``, or anything :func:`mlcomp.runner.config_io.load_config`
             raises.
     """
-    from mlcomp.runner.config import load_config
+    from mlcomp.runner.config_io import load_config
 
     if apex or amp:
         raise ConfigError(f"--{'apex' if apex else 'amp'}: mixed precision is not a flag of mlcomp run; set "

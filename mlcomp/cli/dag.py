@@ -12,7 +12,7 @@ from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
 from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
 from mlcomp.lifecycle import rollup_status
-from mlcomp.search import SEARCH_TYPE
+from mlcomp.kinds import TaskKind
 from mlcomp.search.board import leaderboard
 
 __all__ = ["dag", "dag_json", "wake_and_wait"]
@@ -144,7 +144,7 @@ def dag_json(session, dag_id: int) -> dict:
             "id": t.id, "name": t.name, "type": t.type, "status": t.status.value, "attempt": t.attempt,
             "computer": t.computer, "gpus": list(t.gpus or []), "depends": depends[t.id],
             "parent": names.get(t.parent_id), "waiting_reason": t.waiting_reason, "result": t.result,
-            **({"trials": leaderboard(session, t)} if t.type == SEARCH_TYPE else {}),
+            **({"trials": leaderboard(session, t)} if t.type == TaskKind.SEARCH else {}),
         } for t in tasks],
     }
 

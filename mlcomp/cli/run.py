@@ -74,8 +74,9 @@ def _run_distributed(config: dict, nproc: int) -> None:
     import sys
     import tempfile
 
-    from mlcomp.runner.checkpoint import resume_checkpoint
-    from mlcomp.runner.config import make_experiment, save_config
+    from mlcomp.runner.checkpoint import LAST_FULL, checkpoint_path, resume_checkpoint
+    from mlcomp.runner.config import make_experiment
+    from mlcomp.runner.config_io import save_config
     from mlcomp.runner.distributed import spawn_processes
     from mlcomp.runner.runner import EXIT_STOPPED
 
@@ -86,7 +87,7 @@ def _run_distributed(config: dict, nproc: int) -> None:
         code = spawn_processes([sys.executable, "-P", "-c", "from mlcomp.cli import main; main()", "run",
                                 "--config", str(path)], nproc)
     if code == EXIT_STOPPED:
-        last = Path(experiment.logdir) / "checkpoints" / "last_full.pth" if experiment.logdir else None
+        last = checkpoint_path(experiment.logdir, LAST_FULL) if experiment.logdir else None
         hint = f"; resume with --resume {last}" if last else ""
         raise RunExit(f"stopped{hint}", EXIT_STOPPED)
     if code != 0:

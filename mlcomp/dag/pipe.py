@@ -34,6 +34,7 @@ from mlcomp.dag.spec import DagSpec, TaskSpec
 from mlcomp.dag.submit import MAX_DAG_NAME, DagPlan, TaskPlan, plan, write_tasks
 from mlcomp.db import Dag, Pipe, PipeFile, Project, SnapshotFile, utcnow
 from mlcomp.errors import DagError, NotFoundError
+from mlcomp.kinds import is_composite
 
 __all__ = ["register_pipes", "start_pipe", "get_pipe"]
 
@@ -78,7 +79,8 @@ def _plan_pipe(spec: DagSpec, settings, name: str, tasks: dict[str, TaskSpec]) -
     (dag_plan,) = plan(dataclasses.replace(spec, name=name, tasks=tasks, pipes={}), settings)
 
     def row(task: TaskPlan) -> dict:
-        validate = getattr(get_executor(task.type, spec.expdir).validate, "__func__", None)
+        validate = None if is_composite(task.type) else getattr(get_executor(task.type, spec.expdir).validate,
+                                                                "__func__", None)  # a parent has no executor
         return {**dataclasses.asdict(task), "children": [row(child) for child in task.children],
                 _OPEN: validate is Executor.validate.__func__}
     return [row(task) for task in dag_plan.tasks]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 from mlcomp.configkit import PathError, set_path, split_path
 from mlcomp.dag.graph import find_cycle
 from mlcomp.errors import DagError
+from mlcomp.kinds import TaskKind
 from mlcomp.names import control_character, name_problem
 from mlcomp.yamlfile import LineMap, parse_yaml, read_yaml
 
@@ -40,7 +41,7 @@ class TaskSpec:
 
     ``gpu_min``/``gpu_max`` come from ``gpu`` (an int n is n-n); ``memory`` is in GB, ``timeout``
     in seconds. ``params`` holds the executor-specific keys, ``grid`` the raw task-level grid
-    (expanded by :mod:`mlcomp.dag.grid`) found at ``grid_path``; ``path`` is where the spec sits.
+    (expanded by :mod:`mlcomp.search.grid`) found at ``grid_path``; ``path`` is where the spec sits.
     """
 
     name: str
@@ -321,9 +322,9 @@ def _task(where: _Where, name: Any, raw: Any, parent: tuple = ("executors",)) ->
         except ValueError:
             raise where.error(path + (key,), name, f"got {raw[key]!r}; allowed: {allowed}", key=key) from None
         fields.update(zip(field, value) if isinstance(field, tuple) else {field: value}.items())
-    if "parallel" in fields and raw.get("grid") is None and type_name != "grid_search":
+    if "parallel" in fields and raw.get("grid") is None and type_name != TaskKind.GRID:
         raise where.error(path + ("parallel",), name, "'parallel' needs a 'grid' on the same task", key="parallel")
-    if raw.get("search") is not None and (raw.get("grid") is not None or type_name == "grid_search"):
+    if raw.get("search") is not None and (raw.get("grid") is not None or type_name == TaskKind.GRID):
         raise where.error(path + ("search",), name, "a task has either a 'grid' or a 'search', not both",
                           key="search")
     return TaskSpec(name=name, type=type_name, path=path, depends=_depends(where, path, raw.get("depends")),
@@ -368,7 +369,7 @@ def _grid_search_templates(where: _Where, tasks: dict[str, TaskSpec]) -> dict[st
     is NAME's executor and resources under the grid_search task's name, grid and ``parallel``;
     tasks that depended on NAME depend on the grid search instead."""
     renamed: dict[str, str] = {}
-    for search in [task for task in tasks.values() if task.type == "grid_search"]:
+    for search in [task for task in tasks.values() if task.type == TaskKind.GRID]:
         template_name = search.params.get("executor")
         template = tasks.get(template_name) if isinstance(template_name, str) else None
         problem = None
@@ -378,7 +379,7 @@ def _grid_search_templates(where: _Where, tasks: dict[str, TaskSpec]) -> dict[st
                               "executor, grid, parallel, depends (the template gives the rest)", key=extra[0])
         if template is None or template is search:
             problem = f"'executor' must name another task of this file as the template, got {template_name!r}"
-        elif template.type == "grid_search" or template_name in renamed:
+        elif template.type == TaskKind.GRID or template_name in renamed:
             problem = f"task {template_name!r} is already a grid search or another's template"
         elif search.grid is None or template.grid is not None:
             problem = "give the grid on the grid_search task and none on its template"

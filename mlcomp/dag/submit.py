@@ -4,8 +4,9 @@ Everything that can be wrong with the file (YAML, service keys, dependencies, ex
 keys, grids, snapshot size) is checked before the first row is written, so a rejected file leaves
 the database as it was; the caller frames the transaction (``with sessionmaker.begin()``).
 
-A task with a ``grid`` becomes a ``grid_search`` parent (``executor_config``: ``template`` — the
-task's type and executor keys —, ``parallel`` and ``cells``; no resources, no process) and one
+A task with a ``grid`` becomes a ``grid_search`` parent (:attr:`mlcomp.kinds.TaskKind.GRID`;
+``executor_config``: ``template`` — the task's type and executor keys —, ``parallel`` and ``cells``,
+checked by :func:`mlcomp.search.rollup.grid_config`; no resources, no process) and one
 child per cell (``parent_id`` set, ``grid_cell`` the cell's values, named ``"{task} {cell}"``),
 each child validated by the template's executor with the cell applied. Children depend on the
 template's dependencies; the tasks that depend on the grid depend on the parent. A DAG-level grid
@@ -23,18 +24,18 @@ from sqlalchemy.orm import Session
 
 from executors.base import SubmitContext
 from executors.registry import get_executor
-from mlcomp.dag.grid import MAX_CELLS, Cell, expand_grid
 from mlcomp.dag.rows import insert_ignore
 from mlcomp.dag.snapshot import FileEntry, collect, own_paths, store
 from mlcomp.dag.spec import DagSpec, TaskSpec, load_spec
 from mlcomp.db import Dag, Project, Task, TaskDependency
 from mlcomp.errors import DagError, ExecutorError
+from mlcomp.kinds import TaskKind
 from mlcomp.names import control_character
-from mlcomp.search import SEARCH_TYPE
+from mlcomp.search.grid import MAX_CELLS, Cell, expand_grid
+from mlcomp.search.rollup import grid_config
 
-__all__ = ["submit", "prepare", "Prepared", "plan", "write_tasks", "TaskPlan", "DagPlan", "GRID_SEARCH"]
+__all__ = ["submit", "prepare", "Prepared", "plan", "write_tasks", "TaskPlan", "DagPlan"]
 
-GRID_SEARCH = "grid_search"
 MAX_DAG_NAME = 200
 MAX_TASK_NAME = 300
 
@@ -167,11 +168,11 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
         except ExecutorError as e:
             raise ctx.error(None, str(e)) from None
 
-    if task.search is not None:  # a virtual search task; the supervisor adds its trials (mlcomp.search)
+    if task.search is not None:  # a composite search task; the supervisor adds its trials (mlcomp.search)
         from mlcomp.search.submit import search_config
 
         ctx = context(task.name, dag_cell)
-        return TaskPlan(task.name, SEARCH_TYPE, task,
+        return TaskPlan(task.name, TaskKind.SEARCH.value, task,
                         search_config(task, lambda: validated(task.name, dag_cell), ctx), dag_cell)
     if cells is None:
         return TaskPlan(task.name, task.type, task, validated(task.name, dag_cell), dag_cell)
@@ -187,9 +188,9 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
                                              f"control characters")
         children.append(TaskPlan(name, task.type, task, validated(name, values), values))
     template = {"type": task.type, **task.params}
-    config = get_executor(GRID_SEARCH).validate({"template": template, "parallel": task.parallel,
-                                                 "cells": len(cells)}, context(task.name, dag_cell))
-    return TaskPlan(task.name, GRID_SEARCH, task, config, dag_cell, children)
+    config = grid_config({"template": template, "parallel": task.parallel, "cells": len(cells)},
+                         context(task.name, dag_cell).error)
+    return TaskPlan(task.name, TaskKind.GRID.value, task, config, dag_cell, children)
 
 
 def _grid_error(spec: DagSpec, path: tuple):
@@ -258,7 +259,7 @@ def _task_values(dag_id: int, task: TaskPlan) -> dict:
                   executor_config=task.config, grid_cell=task.cell, gpu_min=spec.gpu_min, gpu_max=spec.gpu_max,
                   cpu=spec.cpu, memory=spec.memory, distr=spec.distr, single_node=spec.single_node,
                   computer_pin=spec.computer, env=dict(spec.env), retries=spec.retries, timeout=spec.timeout)
-    if task.children or task.type == SEARCH_TYPE:  # rolled up from its cells/trials, never run, no resources
+    if task.children or task.type == TaskKind.SEARCH:  # rolled up from its cells/trials, never run, no resources
         values.update(gpu_min=0, gpu_max=0, cpu=0, memory=0.0, distr=False, single_node=True, computer_pin=None,
                       env={}, retries=0, timeout=None)
     return values

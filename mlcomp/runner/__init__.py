@@ -35,5 +35,5 @@ def __getattr__(name):
     if name == "registry":
         return importlib.import_module("mlcomp.runner.registry")
     if name == "ConfigExperiment":
-        return importlib.import_module("mlcomp.runner.config").ConfigExperiment
+        return importlib.import_module("mlcomp.runner.config_experiment").ConfigExperiment
     raise AttributeError(f"module 'mlcomp.runner' has no attribute {name!r}")

@@ -120,7 +120,11 @@ class Mean(Sum):
 
     def update(self, value, weight: float = 1) -> None:
         """Add ``value`` with ``weight`` (no device sync)."""
-        super().update(value, weight)
+        total = self.total
+        if type(value) is torch.Tensor and type(total) is torch.Tensor and value.device == total.device:
+            total.add_(value.detach(), alpha=weight)  # the per-batch case, as Sum.update does it
+        else:
+            super().update(value, weight)
         self.weight += weight
 
     def compute(self):

@@ -13,7 +13,8 @@ back (``save_checkpoint`` checks it, naming the key of anything else: :func:`che
 read that way, which never runs code from the file: a pickled payload is refused.
 :func:`resolve_checkpoint` is the one place a checkpoint name (``best``, ``last``, a file name, a
 path) becomes a file, confined where asked to the run's logdir and the folders the settings allow
-(``checkpoint_dirs``).
+(``checkpoint_dirs``). The names and their files are the table of :mod:`mlcomp.checkpoint_names`
+(re-exported here: :data:`NAMED`, :data:`FILES`, :func:`checkpoint_path`, ...).
 """
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ from typing import Any, Collection, Mapping, Sequence
 
 import torch
 
+from mlcomp.checkpoint_names import (BEST, BEST_FULL, FILES, FOLDER, LAST, LAST_FULL, NAMED, checkpoint_path,
+                                     full_name)
 from mlcomp.errors import ConfigError
+from mlcomp.runner import distributed
+from mlcomp.runner.seed import get_rng_state
 
 __all__ = [
     "save_checkpoint",
@@ -41,6 +46,14 @@ __all__ = [
     "confine",
     "check_plain",
     "NAMED",
+    "BEST",
+    "LAST",
+    "BEST_FULL",
+    "LAST_FULL",
+    "FILES",
+    "FOLDER",
+    "full_name",
+    "checkpoint_path",
     "PARTS",
     "FULL_KEYS",
 ]
@@ -49,8 +62,6 @@ FULL_KEYS = ("model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
              "callbacks", "rng", "loader_rng", "position", "runner")
 """Keys every full checkpoint has."""
 
-NAMED = ("best", "last", "best_full", "last_full")
-"""Checkpoint names that stand for ``logdir/checkpoints/{name}.pth``."""
 PARTS = ("model", "criterion", "optimizer", "scheduler")
 """The runner's parts a checkpoint holds states of (:func:`unpack_checkpoint`)."""
 _OPCODE_TYPES = (str, int, float, bool, bytes, type(None))
@@ -127,6 +138,8 @@ def _check_value(value: Any, key: str, containers: frozenset[type]) -> None:
     if kind in _OPCODE_TYPES or kind in (torch.Tensor, torch.nn.Parameter):
         return
     if kind in containers:
+        if (kind is list or kind is tuple) and all(type(item) in _OPCODE_TYPES for item in value):
+            return  # e.g. an RNG state's hundreds of ints: nothing to walk
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for name, item in items:
             _check_value(name, f"{key} key", containers)
@@ -185,11 +198,11 @@ def resolve_checkpoint(logdir: str | os.PathLike | None, which: str | os.PathLik
             present), a name without a logdir, or a path outside the allowed folders.
     """
     name = os.fspath(which)
-    folder = Path(logdir) / "checkpoints" if logdir is not None else None
+    folder = Path(logdir) / FOLDER if logdir is not None else None
     if name in NAMED:
         if folder is None:
             raise ConfigError(f"checkpoint {name!r}: needs a logdir (args.logdir or --logdir)")
-        candidates = [folder / f"{name}{'_full' if full and '_' not in name else ''}.pth"]
+        candidates = [checkpoint_path(logdir, name, full=full)]
     else:
         path = Path(base or Path.cwd()) / name  # an absolute name stays as it is
         candidates = [path] + ([folder / name] if folder is not None and Path(name).name == name else [])
@@ -269,8 +282,6 @@ def _state(obj) -> dict | None:
 
 def model_checkpoint(runner) -> dict[str, Any]:
     """The model-only checkpoint of ``runner`` at the current stage and epoch."""
-    from mlcomp.runner import distributed
-
     return {"model_state_dict": distributed.unwrap_model(runner.model).state_dict(),
             "stage": runner.stage_name, "epoch": runner.epoch,
             "valid_metrics": dict(runner.valid_metrics), "hparams": runner.hparams}
@@ -285,8 +296,6 @@ def full_checkpoint(runner, epoch_done: bool = False, with_batch: bool = False) 
         with_batch: taken inside ``on_batch_end``: the loader means include this batch's
             metrics, as the runner will once the handlers are done (``Runner.state_dict``).
     """
-    from mlcomp.runner.seed import get_rng_state
-
     checkpoint = model_checkpoint(runner)
     checkpoint.update(
         optimizer_state_dict=_state(runner.optimizer),
@@ -308,8 +317,6 @@ def unpack_checkpoint(runner, checkpoint: dict[str, Any], path, parts: Collectio
     Raises:
         ConfigError: a state does not fit (the message names ``path`` and what differs).
     """
-    from mlcomp.runner import distributed
-
     if "model" in parts:
         load_state_checked(distributed.unwrap_model(runner.model), checkpoint["model_state_dict"], path)
     for key in (part for part in PARTS[1:] if part in parts):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 from collections import OrderedDict
 
+from mlcomp.runner import callbacks as cb
+
 __all__ = ["default_callbacks"]
 
 
@@ -19,8 +21,6 @@ def default_callbacks(runner, input_key="targets", output_key="logits") -> Order
     (CheckpointCallback) and ``_metrics_file`` with a logdir; ``_console`` and ``_progress``
     always; ``_tensorboard`` with a logdir when ``tensorboard`` is installed.
     """
-    from mlcomp.runner import callbacks as cb
-
     defaults = OrderedDict(_validation=cb.ValidationManagerCallback())
     if not runner.is_infer_stage:
         if runner.criterion is not None:

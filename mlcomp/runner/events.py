@@ -1,13 +1,17 @@
-"""The runner's events: a closed enum, in the style of pytorch-ignite's ``Events``.
+"""The runner's events: a closed enum, in the style of pytorch-ignite's ``Events``, and the
+exception that ends a run stopped on request (:class:`RunStopped`).
 
 Each value is the name of the :class:`~mlcomp.runner.callback.Callback` method that receives it.
 Order of a full run (Catalyst 20.x): ``stage_start`` → per epoch ``epoch_start`` → per loader
 ``loader_start`` → per batch ``batch_start``, ``batch_end`` → ``loader_end`` → ``epoch_end`` →
 ``stage_end``; ``exception`` replaces the remaining ``*_end`` events when the loop raises.
 """
-from enum import Enum
+from __future__ import annotations
 
-__all__ = ["Event"]
+from enum import Enum
+from pathlib import Path
+
+__all__ = ["Event", "RunStopped"]
 
 
 class Event(str, Enum):
@@ -31,3 +35,18 @@ class Event(str, Enum):
     """``runner.output`` and ``runner.batch_metrics`` are filled by ``handle_batch`` and callbacks."""
     EXCEPTION = "on_exception"
     """The loop raised; ``runner.exception`` holds the error."""
+
+
+class RunStopped(Exception):
+    """A run stopped on request after a batch; ``checkpoint`` (a Path, or None without a logdir)
+    resumes it. Attributes: ``stage``, ``epoch``, ``loader``, ``batch`` (batches done in the
+    loader), ``checkpoint``."""
+
+    def __init__(self, stage: str, epoch: int, loader: str, batch: int, checkpoint: Path | None):
+        self.stage, self.epoch, self.loader, self.batch, self.checkpoint = stage, epoch, loader, batch, checkpoint
+        where = f"stage {stage!r}, epoch {epoch}, loader {loader!r}, after batch {batch}"
+        saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint here (no logdir, or not rank 0)"
+        super().__init__(f"run stopped at {where}; {saved}")
+
+    def __reduce__(self):  # picklable across processes (distributed launches report it)
+        return type(self), (self.stage, self.epoch, self.loader, self.batch, self.checkpoint)

@@ -22,6 +22,10 @@ from pathlib import Path
 from types import ModuleType
 
 from mlcomp.errors import ConfigError
+from mlcomp.pinning import pin_own_packages
+from mlcomp.runner.compat.catalyst import catalyst_imports
+from mlcomp.runner.experiment import Experiment
+from mlcomp.runner.registry import LOADED_EXPDIRS
 
 __all__ = ["import_expdir", "experiment_and_runner", "package_name"]
 
@@ -67,10 +71,6 @@ def import_expdir(expdir: str | Path) -> ModuleType:
         ImportError: a user's folder already replaced one of mlcomp's packages
             (:func:`mlcomp.pinning.pin_own_packages`, called before the folder joins ``sys.path``).
     """
-    from mlcomp.pinning import pin_own_packages
-    from mlcomp.runner.compat.catalyst import catalyst_imports
-    from mlcomp.runner.registry import LOADED_EXPDIRS
-
     folder = Path(expdir).resolve()
     init = folder / "__init__.py"
     if not folder.is_dir():
@@ -108,8 +108,6 @@ def experiment_and_runner(module: ModuleType | None):
     """
     if module is None:
         return None, None
-    from mlcomp.runner.experiment import Experiment
-
     experiment = getattr(module, "Experiment", None)
     runner = getattr(module, "Runner", None)
     if experiment is not None and not (isinstance(experiment, type) and issubclass(experiment, Experiment)):

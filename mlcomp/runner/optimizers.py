@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from mlcomp.runner import registry
+
 __all__ = ["Ralamb", "Lookahead"]
 
 
@@ -96,8 +98,6 @@ def Lookahead(params, base_optimizer_params: Mapping[str, Any], k: int = 5, alph
         mlcomp.errors.ConfigError: the base optimizer is unknown or rejects its arguments.
     """
     import torch_optimizer
-
-    from mlcomp.runner import registry
 
     base = registry.Optimizer.create_from_params(base_optimizer_params, "optimizer",
                                                  "optimizer_params.base_optimizer_params", params)

@@ -53,6 +53,7 @@ import inspect
 from typing import Any, Callable, Mapping, Sequence
 
 from mlcomp.errors import ConfigError
+from mlcomp.runner.compat import surface
 
 LOADED_EXPDIRS: list[str] = []
 """Folders imported as expdirs in this process, in order (:func:`mlcomp.runner.expdir.import_expdir`
@@ -329,8 +330,6 @@ def _catalyst_note(kind: str, name) -> str:
     unknown here: ``"Catalyst 20.08–20.12's callback 'X' is not supported by mlcomp (...)"``, or,
     for a prefixed name Catalyst took from another package (``A.Blur``, ``smp.Unet``), which
     package; ``""`` for other names."""
-    from mlcomp.runner.compat import surface
-
     kinds = ("model", "module") if kind == "model" else (kind,)
     tags = next((surface.registered(k)[name] for k in kinds if name in surface.registered(k)), None)
     if tags:
@@ -429,9 +428,7 @@ def _runners() -> dict[str, Any]:
 
 
 def _experiments() -> dict[str, Any]:
-    from mlcomp.runner.config import ConfigExperiment
-
-    return {"ConfigExperiment": ConfigExperiment}
+    return {"ConfigExperiment": importlib.import_module("mlcomp.runner.config_experiment").ConfigExperiment}
 
 
 Model = Registry("model", _chain(_exports("mlcomp.runner.models", predicate=_is_class),

@@ -26,27 +26,14 @@ from mlcomp.runner import distributed
 from mlcomp.runner.accumulators import Mean
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackScope
 from mlcomp.runner.check import CHECK_BATCHES, CHECK_EPOCHS, CheckRule, as_check_rule
-from mlcomp.runner.checkpoint import FULL_KEYS, full_checkpoint, load_checkpoint, save_checkpoint, unpack_checkpoint
-from mlcomp.runner.events import Event
+from mlcomp.runner.checkpoint import (FULL_KEYS, LAST_FULL, checkpoint_path, full_checkpoint, load_checkpoint,
+                                     save_checkpoint, unpack_checkpoint)
+from mlcomp.runner.defaults import default_callbacks
+from mlcomp.runner.events import Event, RunStopped
 from mlcomp.runner.loaders import BatchLimitLoaderWrapper
 from mlcomp.runner.seed import get_rng_state, set_global_seed, set_rng_state
 
 __all__ = ["Runner", "RunStopped", "EXIT_STOPPED", "CHECK_BATCHES", "CHECK_EPOCHS", "to_device"]
-
-
-class RunStopped(Exception):
-    """A run stopped on request after a batch; ``checkpoint`` (a Path, or None without a logdir)
-    resumes it. Attributes: ``stage``, ``epoch``, ``loader``, ``batch`` (batches done in the
-    loader), ``checkpoint``."""
-
-    def __init__(self, stage: str, epoch: int, loader: str, batch: int, checkpoint: Path | None):
-        self.stage, self.epoch, self.loader, self.batch, self.checkpoint = stage, epoch, loader, batch, checkpoint
-        where = f"stage {stage!r}, epoch {epoch}, loader {loader!r}, after batch {batch}"
-        saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint here (no logdir, or not rank 0)"
-        super().__init__(f"run stopped at {where}; {saved}")
-
-    def __reduce__(self):  # picklable across processes (distributed launches report it)
-        return type(self), (self.stage, self.epoch, self.loader, self.batch, self.checkpoint)
 
 
 def _overrides(callback: Callback, event: Event) -> bool:
@@ -60,7 +47,10 @@ def _runs_here(callback: Callback, is_master: bool) -> bool:
 
 def _batch_size(batch) -> int:
     """Length of the first tensor found in ``batch`` (a dict, list or tuple), else 1."""
-    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else (batch,)
+    if type(batch) is dict or isinstance(batch, Mapping):
+        values = batch.values()
+    else:
+        values = batch if isinstance(batch, (list, tuple)) else (batch,)
     for value in values:
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             return value.shape[0]
@@ -150,8 +140,6 @@ class Runner:
 
     def get_default_callbacks(self) -> "OrderedDict[str, Callback]":
         """Callbacks added to a stage's own when no callback of the same class is there."""
-        from mlcomp.runner.defaults import default_callbacks
-
         return default_callbacks(self)
 
     # ------------------------------------------------------------------ control
@@ -243,22 +231,25 @@ class Runner:
         batches = iter(loader)
         if self._resume is not None:
             self._resume_loader(batches)
+        # the per-batch path: bound methods and handler lists looked up once per loader
         on_batch_start, on_batch_end = self._handlers[Event.BATCH_START], self._handlers[Event.BATCH_END]
+        prepare_batch, handle_batch, accumulate = self.prepare_batch, self.handle_batch, self._accumulate
+        is_distributed = self.is_distributed
         with torch.set_grad_enabled(self.need_backward_pass):
             for batch in batches:
-                self.input = self.prepare_batch(batch)
-                self.batch_size = _batch_size(self.input)
+                self.input = batch = prepare_batch(batch)
+                self.batch_size = batch_size = _batch_size(batch)
                 self.loader_batch_step += 1
                 self.global_batch_step += 1
-                self.global_sample_step += self.batch_size
+                self.global_sample_step += batch_size
                 self.batch_metrics = {}
                 for handler in on_batch_start:
                     handler(self)
-                self.handle_batch(self.input)
+                handle_batch(self.input)  # a batch-start handler may have replaced it
                 for handler in on_batch_end:
                     handler(self)
-                self._accumulate()
-                if self._stop_agreed():
+                accumulate()
+                if self._stop_agreed() if is_distributed else self.stop_requested:
                     self._stop()
         self._end_loader()
 
@@ -266,11 +257,12 @@ class Runner:
         """Fold ``batch_metrics`` into ``accumulators`` (default: the loader's means), weighted by
         the batch size."""
         accumulators = self._accumulators if accumulators is None else accumulators
+        batch_size = self.batch_size
         for key, value in self.batch_metrics.items():
             accumulator = accumulators.get(key)
             if accumulator is None:
                 accumulator = accumulators[key] = Mean()
-            accumulator.update(value, self.batch_size)
+            accumulator.update(value, batch_size)
 
     def _end_loader(self) -> None:
         means = {key: acc.compute() for key, acc in self._accumulators.items() if acc.weight}
@@ -287,7 +279,7 @@ class Runner:
         """Write ``last_full.pth`` (master, with a logdir), print where, raise :class:`RunStopped`."""
         path = None
         if self.logdir is not None and self.is_master:
-            path = save_checkpoint(full_checkpoint(self), self.logdir / "checkpoints" / "last_full.pth")
+            path = save_checkpoint(full_checkpoint(self), checkpoint_path(self.logdir, LAST_FULL))
         stopped = RunStopped(self.stage_name, self.epoch, self.loader_name, self.loader_batch_step, path)
         print(stopped, flush=True)
         raise stopped

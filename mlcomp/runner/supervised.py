@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from mlcomp.errors import ConfigError
+from mlcomp.runner import callbacks as cb
 from mlcomp.runner import distributed
 from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
 from mlcomp.runner.defaults import default_callbacks
@@ -38,6 +39,7 @@ class SupervisedRunner(Runner):
         super().__init__(model=model, device=device)
         self.input_key, self.output_key, self.input_target_key = input_key, output_key, input_target_key
         self._input_keys = [input_key] if isinstance(input_key, str) else list(input_key or ())
+        self._input_key_set = frozenset(self._input_keys)
         if isinstance(input_key, str):
             self._forward = lambda model, batch: model(batch[input_key])
         elif input_key is None:
@@ -58,7 +60,8 @@ class SupervisedRunner(Runner):
         Raises:
             ConfigError: the batch is not a dict with every ``input_key`` (the message says what it is).
         """
-        if self._input_keys and (not isinstance(batch, Mapping) or any(k not in batch for k in self._input_keys)):
+        if self._input_keys and not (type(batch) is dict and batch.keys() >= self._input_key_set) and (
+                not isinstance(batch, Mapping) or any(k not in batch for k in self._input_keys)):
             got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
             raise ConfigError(f"{type(self).__name__}: batches must be dicts with {self._input_keys} "
                               f"(runner_params.input_key); got {got}")
@@ -68,6 +71,10 @@ class SupervisedRunner(Runner):
     def handle_batch(self, batch: Mapping[str, Any]) -> None:
         """``self.output = self.forward(batch)``."""
         self.output = self.forward(batch)
+
+    handle_batch.metric_names = ()
+    """What this ``handle_batch`` writes into ``batch_metrics``: nothing (``ValidationManagerCallback``
+    then checks the main metric against the callbacks' declared names at the stage start)."""
 
     def get_default_callbacks(self) -> "OrderedDict":
         """Catalyst's defaults, the criterion reading ``input_target_key`` and ``output_key``."""
@@ -93,8 +100,6 @@ class SupervisedRunner(Runner):
         Raises:
             RunStopped: the run was stopped; ConfigError: see :meth:`Runner.run_experiment`.
         """
-        from mlcomp.runner import callbacks as cb
-
         callbacks = callbacks_by_name(callbacks)
         if (fp16 or amp) and not any(isinstance(c, cb.OptimizerCallback) for c in callbacks.values()):
             callbacks["_optimizer"] = cb.OptimizerCallback(use_amp=True)

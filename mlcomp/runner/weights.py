@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mlcomp.runner import distributed
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
 from mlcomp.runner.checkpoint import FULL_KEYS, load_checkpoint, load_state_checked
 
@@ -51,8 +52,6 @@ class LoadWeightsCallback(Callback):
 
     def on_stage_start(self, runner) -> None:
         """Load the weights, once."""
-        from mlcomp.runner import distributed
-
         if not self._loaded:
             load_state_checked(distributed.unwrap_model(runner.model), load_checkpoint(self.path)["model_state_dict"],
                                self.path)

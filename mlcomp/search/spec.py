@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Mapping
 
+from mlcomp.configkit import set_by_path
 from mlcomp.errors import ConfigError
 from mlcomp.search.asha import rung_epochs
 from mlcomp.search.sampler import SAMPLERS
@@ -43,7 +44,7 @@ def _int(raw: Mapping, key: str, default: int, minimum: int, error: Error, where
 
 
 def _training_stages(config: dict) -> list[tuple[str, int]]:
-    from mlcomp.runner.config import stages_config
+    from mlcomp.runner.config_schema import stages_config
 
     return [(name, int(stage["stage_params"].get("num_epochs", 1)))
             for name, stage in stages_config(config).items() if not name.startswith("infer")]
@@ -69,8 +70,6 @@ def _cut(config: dict, max_epochs: int) -> None:
 def trial_config(template: dict, search: dict, params: Mapping[str, Any]) -> dict:
     """The resolved config of a trial: ``template`` (the task's config) with ``params`` set at the
     paths of ``search["space"]`` and its training cut at the scheduler's ``max_epochs``."""
-    from mlcomp.runner.config import set_by_path
-
     config = copy.deepcopy(template)
     for name, value in params.items():
         set_by_path(config, search["space"][name]["path"], copy.deepcopy(value))
@@ -82,7 +81,7 @@ def _produced(experiment, config: dict) -> tuple[set[str] | None, set[str] | Non
     """The metric names the training stages' callbacks declare (None when one cannot say) and
     the loader names (None when the config does not list them)."""
     from mlcomp.runner.callbacks.validation import _declared_names
-    from mlcomp.runner.config import stages_config
+    from mlcomp.runner.config_schema import stages_config
 
     names, loaders = {"loss"}, set()
     for stage, _ in _training_stages(config):
@@ -132,8 +131,6 @@ def _scheduler(raw: Any, main: dict, epochs: int, error: Error) -> dict:
 
 
 def _space(raw: Any, config: dict, error: Error) -> dict:
-    from mlcomp.runner.config import set_by_path
-
     where = ("search", "space")
     space = parse_space(raw, lambda sub, message: error(where + sub, message))
     checked = {}

@@ -1,7 +1,7 @@
 """The supervisor's part of a search: one call per tick moves every running search along.
 
-For a running search task (virtual, ``type: search``) :func:`advance_searches`, in the tick's
-transaction,
+For a running search task (composite kind :attr:`mlcomp.kinds.TaskKind.SEARCH`; its driver in
+:mod:`mlcomp.search.drivers`) :func:`advance_searches`, in the tick's transaction,
 
 1. records a rung for each trial that paused at its target rung or succeeded (the trial's best
    value of the scheduler's metric up to the rung's epoch, from the reported epoch metrics), and
@@ -28,13 +28,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mlcomp.db import SearchRung, SearchTrial, Task, TaskStatus
-from mlcomp.search import SEARCH_TYPE
 from mlcomp.search.asha import RungRecord, promotion
 from mlcomp.search.board import best_so_far, search_result, series
 from mlcomp.search.median import median_stop
 from mlcomp.search.sampler import PastTrial, sample
 from mlcomp.search.space import Dimension
 from mlcomp.search.spec import trial_config
+from mlcomp.kinds import TaskKind
 from mlcomp.lifecycle import ACTIVE, set_task_status
 
 __all__ = ["advance_searches"]
@@ -199,7 +199,7 @@ def advance_searches(session: Session, now: dt.datetime, search_ids: Collection[
     None reads them here). Does not commit. Returns how many changed."""
     if search_ids is not None and not search_ids:
         return 0
-    stmt = select(Task).where(Task.type == SEARCH_TYPE, Task.status.in_([S.in_progress, S.stopping]))
+    stmt = select(Task).where(Task.type == TaskKind.SEARCH.value, Task.status.in_([S.in_progress, S.stopping]))
     if search_ids is not None:
         stmt = stmt.where(Task.id.in_(list(search_ids)))
     return sum(advance(session, task, now) for task in session.scalars(stmt).all())

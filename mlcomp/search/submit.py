@@ -1,4 +1,4 @@
-"""Submission of a task with a ``search:`` block: the stored config of its virtual search task.
+"""Submission of a task with a ``search:`` block: the stored config of its composite search task.
 
 Called by :mod:`mlcomp.dag.submit` once the train executor has validated the task (configs merged,
 ``params`` applied, the experiment built); everything is checked before any row is written.

@@ -107,7 +107,7 @@ def create_study(study_params: Mapping[str, Any], *, minimize: bool, seed: int, 
 
 
 def _last_training_stage(config: Mapping) -> dict:
-    from mlcomp.runner.config import stages_config
+    from mlcomp.runner.config_schema import stages_config
 
     stages = [s for name, s in stages_config(config).items() if not name.startswith("infer")]
     if not stages:
@@ -116,7 +116,7 @@ def _last_training_stage(config: Mapping) -> dict:
 
 
 def _names_pruning_callback(config: Mapping) -> bool:
-    from mlcomp.runner.config import stages_config
+    from mlcomp.runner.config_schema import stages_config
 
     return any(isinstance(params, Mapping) and params.get("callback") in PRUNING_CALLBACKS
                for stage in stages_config(config).values() for params in stage["callbacks_params"].values())

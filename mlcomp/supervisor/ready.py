@@ -2,10 +2,10 @@
 
 A task is *ready* (luigi's ``_schedulable``) when it is ``not_ran``, every dependency succeeded
 and, for a grid cell, its parent grid search has started. A dependency that failed, was stopped or
-was skipped makes the dependent ``skipped`` with a reason naming it. A grid parent (``type:
-grid_search``) needs no process: once ready it goes straight to ``in_progress``, its cells become
-ready (at most ``executor_config["parallel"]`` of them active at once, if set), and its status is
-rolled up from the cells (:mod:`mlcomp.gridsearch`).
+was skipped makes the dependent ``skipped`` with a reason naming it. A composite parent (a grid
+search or a search, :class:`mlcomp.kinds.TaskKind`) needs no process: once ready it goes straight
+to ``in_progress``, its children become ready (at most ``executor_config["parallel"]`` of a grid's
+cells active at once, if set), and its driver (:mod:`mlcomp.search.drivers`) ends it.
 
 Functions take the caller's session and never commit.
 """
@@ -19,8 +19,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from mlcomp.db import Task, TaskDependency, TaskStatus
-from mlcomp.gridsearch import cell_rows, is_grid_parent
+from mlcomp.kinds import is_composite
 from mlcomp.lifecycle import ACTIVE, set_task_status
+from mlcomp.search.rollup import cell_rows
 
 __all__ = ["WAITING_COLUMNS", "find_ready", "set_waiting_reasons"]
 
@@ -130,7 +131,7 @@ def find_ready(session: Session, now: dt.datetime,
             continue
         elif parent is not None and parent.status is not S.in_progress:
             continue
-        elif is_grid_parent(task):
+        elif is_composite(task.type):
             ready_parents.append(session.get(Task, task.id))
         elif task.parent_id in slots and slots[task.parent_id] <= 0:
             limit = parent.executor_config["parallel"]

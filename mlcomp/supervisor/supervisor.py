@@ -5,9 +5,10 @@ dependent starts without a thread hand-off.
 
 A tick is one short transaction: lock the computer rows (``SELECT … FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) so two supervisors never hand out the same GPU, sweep the tasks of
-silent computers, end finished grid searches, skip tasks whose dependencies failed, start ready
-grid searches, then place ready tasks (:func:`mlcomp.supervisor.allocate.place`) and mark them
-queued. After the commit each computer that has news (tasks placed there, a stop request, a gang
+silent computers, move the running composite tasks along (each kind's driver,
+:data:`mlcomp.search.drivers.DRIVERS`: finished grid searches end, searches add and prune trials),
+skip tasks whose dependencies failed, start ready composite tasks, then place ready tasks
+(:func:`mlcomp.supervisor.allocate.place`) and mark them queued. After the commit each computer that has news (tasks placed there, a stop request, a gang
 part to kill) gets one message on its channel (:mod:`mlcomp.bus`). Waiting and
 active tasks are read as light rows (a few columns), placed tasks are queued in bulk without
 being loaded, and waiting reasons are written in one bulk UPDATE, so a tick stays cheap
@@ -34,10 +35,8 @@ from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.db.outage import Outage
 from mlcomp.settings import Settings
-from mlcomp.gridsearch import is_grid_parent, rollup_grid_parents
 from mlcomp.lifecycle import ACTIVE, queue_many, retry_or_fail, set_task_status
-from mlcomp.search import SEARCH_TYPE
-from mlcomp.search.step import advance_searches
+from mlcomp.search.drivers import advance_all
 from mlcomp.supervisor.allocate import FreePool, free_resources
 from mlcomp.supervisor.lease import Lease, lease_seconds
 from mlcomp.supervisor.ready import find_ready, set_waiting_reasons
@@ -184,8 +183,7 @@ class Supervisor:
             news = self._news(active, names)
             holding = [t for t in holding  # the others were just swept
                        if set(gang.computers_of(t.computer, t.placement)) <= names]
-            ended = rollup_grid_parents(session, now, [t.id for t in active if is_grid_parent(t)])
-            ended += advance_searches(session, now, [t.id for t in active if t.type == SEARCH_TYPE])
+            ended = advance_all(session, now, active)  # each composite kind's driver (mlcomp.search.drivers)
             parents, ready = find_ready(session, now, self.dag_ids)
             for parent in parents:
                 set_task_status(session, parent, S.queued, "grid search ready", now)

@@ -20,11 +20,12 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from mlcomp.checkpoint_names import BEST, BEST_FULL, FILES, LAST_FULL
 from mlcomp.db import Checkpoint, SnapshotBlob, SnapshotFile
 
 __all__ = ["CARRIED", "is_carried", "blob", "fetch", "prune"]
 
-CARRIED = ("last_full.pth", "best_full.pth", "best.pth")
+CARRIED = (FILES[LAST_FULL], FILES[BEST_FULL], FILES[BEST])
 """The checkpoint file names the store carries between computers."""
 
 

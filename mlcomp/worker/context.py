@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from executors.base import LOGDIR, Executor, TaskContext
 from mlcomp import gang
+from mlcomp.checkpoint_names import LAST
 from mlcomp.db import Dag, Task
 from mlcomp.worker.lookup import resolve_model
 from mlcomp.worker.report import Reporter
@@ -85,12 +86,12 @@ def resolve_resume(context: TaskContext) -> Path | None:
     """
     from mlcomp.runner.checkpoint import resolve_checkpoint  # torch: only for a task that resumes
 
-    choice = context.resume_from or ("last" if context.attempt > 1 else None)
+    choice = context.resume_from or (LAST if context.attempt > 1 else None)
     if choice is None:
         return None
     path = resolve_checkpoint(context.folder / LOGDIR, choice, full=True,
                               allowed_dirs=getattr(context.settings, "checkpoint_dirs", ()),
-                              base=context.folder, missing_ok=choice == "last")
+                              base=context.folder, missing_ok=choice == LAST)
     if path is None:
         log.warning("task %s: no last_full.pth yet; attempt %s starts afresh", context.task_id, context.attempt)
     return path

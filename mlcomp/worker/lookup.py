@@ -4,7 +4,7 @@ logdir and checkpoints, the best cell of a grid search, the project's data folde
 A task's folder is ``settings.tasks_dir / <task id>``; a train task's logdir is ``<folder>/logdir``
 (:data:`executors.base.LOGDIR`). ``infer`` and ``trace`` take the model of the train run they depend on: each
 dependency that is a ``train`` task (or MLComp's ``catalyst``) counts as itself, a grid search as its best cell
-(:func:`mlcomp.gridsearch.best_cell`); other dependencies are searched through in turn
+(:func:`mlcomp.search.rollup.best_cell`); other dependencies are searched through in turn
 (``trace`` may depend on ``infer``). Among several candidates the best by the main metric wins,
 when they share one; else the first in dependency order. A task of a DAG started for a registered
 model through a pipe (:mod:`mlcomp.model_registry`, MLComp's "start pipe") takes that model.
@@ -17,16 +17,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from executors.base import LOGDIR, ModelSource
-from mlcomp.gridsearch import best_cell, main_metric_of
 from mlcomp.db import Dag, Model, ModelRun, Project, Task, TaskDependency, TaskStatus
 from mlcomp.errors import ConfigError, ExecutorError
+from mlcomp.kinds import TaskKind, is_composite
+from mlcomp.search.rollup import best_cell, main_metric_of
 
 __all__ = ["task_folder", "task_logdir", "dependencies", "train_source", "train_run", "data_dir", "registered_model",
            "resolve_model"]
 
 TRAIN_TYPES = ("train", "catalyst")  # catalyst: MLComp's train task (executors.catalyst)
-GRID_TYPE = "grid_search"
-SEARCH_TYPE = "search"
 
 
 def task_folder(settings, task_id: int) -> Path:
@@ -47,19 +46,19 @@ def dependencies(session: Session, task_id: int) -> list[Task]:
 
 def _is_train(task: Task) -> bool:
     template = (task.executor_config or {}).get("template") or {}
-    return task.type in TRAIN_TYPES or (task.type in (GRID_TYPE, SEARCH_TYPE) and template.get("type") in TRAIN_TYPES)
+    return task.type in TRAIN_TYPES or (is_composite(task.type) and template.get("type") in TRAIN_TYPES)
 
 
 def _as_run(session: Session, task: Task) -> Task:
     """A train task itself, a grid search's best cell, or a search's best trial."""
-    if task.type == SEARCH_TYPE:
+    if task.type == TaskKind.SEARCH:
         from mlcomp.search.board import best_trial
 
         trial = best_trial(session, task)
         if trial is None:
             raise ExecutorError(f"search {task.name!r} (task {task.id}) has no trial that reached max_epochs")
         return trial
-    if task.type != GRID_TYPE:
+    if task.type != TaskKind.GRID:
         return task
     cell = best_cell(session, task)
     if cell is None:

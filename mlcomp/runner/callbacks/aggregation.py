@@ -13,6 +13,7 @@ import torch
 
 from mlcomp.errors import ConfigError
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
+from mlcomp.runner.callbacks import criterion
 
 __all__ = ["CriterionAggregatorCallback"]
 
@@ -21,8 +22,6 @@ _MODES = ("sum", "mean", "weighted_sum", "weighted_mean")
 
 def _criterion_prefixes(runner) -> list[str]:
     """The prefixes of the criterion callbacks of ``runner`` (the losses they write)."""
-    from mlcomp.runner.callbacks import criterion
-
     return [cb.prefix for cb in runner.callbacks.values() if isinstance(cb, criterion.CriterionCallback)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from mlcomp.errors import ConfigError
+from mlcomp.runner import registry
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
 
 __all__ = ["BatchTransformCallback"]
@@ -64,8 +65,6 @@ class BatchTransformCallback(Callback):
 def _build(item, index: int) -> Callable:
     """A transform from a callable or a ``{transform: Name, **kwargs}`` mapping."""
     if isinstance(item, Mapping):
-        from mlcomp.runner import registry
-
         return registry.Transform.create_from_params(item, "transform", f"BatchTransformCallback.transform[{index}]")
     if not callable(item):
         raise ConfigError(f"BatchTransformCallback.transform[{index}]: expected a transform or a mapping with "

@@ -8,12 +8,15 @@ from typing import Any, Mapping, Sequence
 
 from mlcomp.errors import ConfigError
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder, CallbackScope
-from mlcomp.runner.checkpoint import (NAMED, PARTS, full_checkpoint, load_checkpoint, model_checkpoint,
-                                      save_checkpoint, unpack_checkpoint, write_atomically)
+from mlcomp.runner.checkpoint import (BEST, FOLDER, LAST, LAST_FULL, NAMED, PARTS, checkpoint_path, full_checkpoint,
+                                      full_name, load_checkpoint, model_checkpoint, save_checkpoint,
+                                      unpack_checkpoint, write_atomically)
+from mlcomp.runner.events import RunStopped
 
 __all__ = ["CheckpointCallback"]
 
-LAST = ("last", "last_full")
+LAST_NAMES = (LAST, LAST_FULL)
+"""The names ``load_on_stage_end`` skips: the state is the last one already."""
 
 
 class CheckpointCallback(Callback):
@@ -90,17 +93,18 @@ class CheckpointCallback(Callback):
         """Save the epoch's checkpoints, drop the pair that left the stage's n best, write the metrics."""
         if runner.is_infer_stage:
             return
-        folder = runner.logdir / "checkpoints"
+        folder = runner.logdir / FOLDER
         name = f"{runner.stage_name}.{runner.epoch}"
         kept_before = self._kept(runner.stage_name, runner.minimize_metric)
         self.epochs.append({"stage": runner.stage_name, "name": name, "metrics": dict(runner.valid_metrics),
                             "value": runner.valid_metrics.get(runner.main_metric)})
         kept = self._kept(runner.stage_name, runner.minimize_metric)
         best, in_top = runner.is_best_valid, name in kept
-        save_checkpoint(model_checkpoint(runner), folder / "last.pth", *[folder / "best.pth"] * best,
-                        *[folder / f"{name}.pth"] * in_top)
-        save_checkpoint(full_checkpoint(runner, epoch_done=True), folder / "last_full.pth",
-                        *[folder / "best_full.pth"] * best, *[folder / f"{name}_full.pth"] * in_top)
+        logdir = runner.logdir
+        save_checkpoint(model_checkpoint(runner), checkpoint_path(logdir, LAST),
+                        *[checkpoint_path(logdir, BEST)] * best, *[folder / f"{name}.pth"] * in_top)
+        save_checkpoint(full_checkpoint(runner, epoch_done=True), checkpoint_path(logdir, LAST, full=True),
+                        *[checkpoint_path(logdir, BEST, full=True)] * best, *[folder / f"{name}_full.pth"] * in_top)
         for old in set(kept_before) - set(kept):
             for suffix in ("", "_full"):
                 (folder / f"{old}{suffix}.pth").unlink(missing_ok=True)
@@ -118,8 +122,8 @@ class CheckpointCallback(Callback):
                                                      for name in kept)]), flush=True)
         spec = self.load_on_stage_end
         if isinstance(spec, Mapping):
-            _load_spec(runner, {part: name for part, name in spec.items() if name not in LAST})
-        elif spec not in LAST:
+            _load_spec(runner, {part: name for part, name in spec.items() if name not in LAST_NAMES})
+        elif spec not in LAST_NAMES:
             _load_spec(runner, spec)
 
     def on_exception(self, runner):
@@ -127,8 +131,6 @@ class CheckpointCallback(Callback):
         ``checkpoints/checkpoint.exception_{Error}.pth`` and its valid metrics under that name in
         ``_metrics.json``, as Catalyst 20.x's saver did, so a failed run leaves what it had. A
         failure here is reported on stderr and never hides the run's own error."""
-        from mlcomp.runner.runner import RunStopped
-
         error = runner.exception
         if isinstance(error, RunStopped) or not isinstance(error, Exception) or runner.logdir is None:
             return
@@ -185,15 +187,17 @@ def _files(logdir: Path, spec: str | Mapping[str, str]) -> dict[Path, tuple[str,
     files: dict[Path, tuple[str, ...]] = {}
     for part in wanted:
         name = str(spec[part])
-        if name in NAMED and part in from_full and not name.endswith("_full"):
-            name += "_full"
+        if name in NAMED and part in from_full:
+            name = full_name(name)
         path = _path(logdir, name)
         files[path] = (*files.get(path, ()), part)
     return files
 
 
 def _path(logdir: Path, name: str) -> Path:
-    return logdir / "checkpoints" / f"{name}.pth" if name in NAMED else Path(name)
+    """The file of a checkpoint name (:func:`mlcomp.runner.checkpoint.checkpoint_path`, the
+    resolver's table), else ``name`` as a path."""
+    return checkpoint_path(logdir, name) if name in NAMED else Path(name)
 
 
 def _load_spec(runner, spec: str | Mapping[str, str] | None) -> None:
@@ -201,7 +205,7 @@ def _load_spec(runner, spec: str | Mapping[str, str] | None) -> None:
     if not spec:
         return
     files = _files(runner.logdir, spec)
-    if any(path.parent == runner.logdir / "checkpoints" and path.stem in NAMED and not path.is_file()
+    if any(path.parent == runner.logdir / FOLDER and path.stem in NAMED and not path.is_file()
            for path in files):
         return  # nothing saved yet (e.g. the first stage)
     _load(runner, files, by_part=not isinstance(spec, str))

@@ -7,6 +7,7 @@ import torch
 
 from mlcomp.errors import ConfigError
 from mlcomp.runner.callback import Callback, CallbackOrder
+from mlcomp.runner.registry import check_arguments
 
 __all__ = ["CriterionCallback"]
 
@@ -81,8 +82,6 @@ class CriterionCallback(Callback):
         not take the keywords (``criterion_kwargs``, mapping keys) this callback will pass."""
         if not (self.criterion_kwargs or self._by_keyword):
             return
-        from mlcomp.runner.registry import check_arguments
-
         keywords = dict(self.criterion_kwargs)
         if self._by_keyword:
             for keys in (self.output_keys, self.input_keys):
@@ -110,7 +109,8 @@ class CriterionCallback(Callback):
         except KeyError as e:
             raise ConfigError(f"CriterionCallback {self.prefix!r}: key {e} not found; output keys "
                               f"{list(runner.output)}, batch keys {list(runner.input)}") from None
-        loss = self._criterion(*args, **kwargs, **self.criterion_kwargs)
+        extra = self.criterion_kwargs
+        loss = self._criterion(*args, **kwargs, **extra) if kwargs or extra else self._criterion(*args)
         runner.batch_metrics[self.prefix] = loss * self.multiplier if self.multiplier != 1.0 else loss
 
 

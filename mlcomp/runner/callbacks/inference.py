@@ -18,6 +18,7 @@ import torch
 from mlcomp.errors import ConfigError
 from mlcomp.runner.accumulators import List
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
+from mlcomp.runner.callbacks.metric import concat_on_cpu, gather_from_ranks
 
 __all__ = ["InferCallback"]
 
@@ -90,8 +91,6 @@ class InferCallback(Callback):
         """Concatenate into numpy arrays, publish them on the runner and save the files."""
         if not self._active:
             return
-        from mlcomp.runner.callbacks.metric import concat_on_cpu, gather_from_ranks
-
         self.predictions = {key: np.concatenate([t.numpy() for t in gather_from_ranks(concat_on_cpu(acc))])
                             for key, acc in self._values.items()}
         if not isinstance(getattr(runner, "predictions", None), dict):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from mlcomp.errors import ConfigError
+from mlcomp.runner import distributed
 from mlcomp.runner.accumulators import List
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
 
@@ -65,8 +66,6 @@ def concat_on_cpu(accumulator: List) -> torch.Tensor:
 
 def gather_from_ranks(value: Any) -> list:
     """``value`` of every rank, in rank order (``[value]`` when not distributed)."""
-    from mlcomp.runner import distributed
-
     if not distributed.is_distributed():
         return [value]
     values = [None] * distributed.world_size()
@@ -93,11 +92,12 @@ class _PairMetricCallback(Callback):
             return None
         outputs = get_batch_value(runner.output, self.output_key, "runner.output", self)
         targets = get_batch_value(runner.input, self.input_key, "runner.input", self)
-        return outputs.detach(), targets.detach()
+        return (outputs.detach() if outputs.requires_grad else outputs,  # targets rarely need it
+                targets.detach() if targets.requires_grad else targets)
 
     def _named(self, value) -> dict[str, Any]:
         """``{prefix: value}`` or ``{prefix + key: value}`` for a dict, scaled by ``multiplier``."""
-        items = value.items() if isinstance(value, Mapping) else (("", value),)
+        items = value.items() if type(value) is dict or isinstance(value, Mapping) else (("", value),)
         scale = self.multiplier
         return {f"{self.prefix}{key}": (v if scale == 1.0 else v * scale) for key, v in items}
 

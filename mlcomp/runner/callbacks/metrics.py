@@ -66,8 +66,10 @@ def _topk_args(owner: str, *candidates, default: Sequence[int]) -> list[int]:
 def _topk_metric(metric_fn, topk: list[int], **kwargs):
     """``metric_fn(outputs, targets, topk)`` (a list) as a dict ``{"01": v, "03": v}``."""
 
+    names = [f"{k:02}" for k in topk]
+
     def named(outputs, targets):
-        return {f"{k:02}": value for k, value in zip(topk, metric_fn(outputs, targets, topk, **kwargs))}
+        return dict(zip(names, metric_fn(outputs, targets, topk, **kwargs)))
 
     return named
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
+from mlcomp.runner.events import RunStopped
 
 __all__ = ["MLflowLogger", "flatten_params"]
 
@@ -103,7 +104,5 @@ class MLflowLogger(Callback):
     def on_exception(self, runner):
         """Mark the run killed (a stop) or failed."""
         if self.client is not None:
-            from mlcomp.runner.runner import RunStopped
-
             stopped = isinstance(runner.exception, RunStopped)
             self.client.set_terminated(self.run_id, "KILLED" if stopped else "FAILED")

@@ -125,7 +125,8 @@ class OptimizerCallback(Callback):
 
     def on_batch_end(self, runner):
         """Backward, and a step every ``accumulation_steps`` batches."""
-        self._exit_autocast()
+        if self._autocast is not None:
+            self._exit_autocast()
         if not runner.need_backward_pass:
             return
         loss = runner.batch_metrics.get(self.loss_key)
@@ -160,12 +161,15 @@ class OptimizerCallback(Callback):
                 scaler.unscale_(optimizer)
             func, kwargs = self._clip
             func([p for group in optimizer.param_groups for p in group["params"]], **kwargs)
-        with _decoupled_weight_decay(optimizer, self.decouple_weight_decay):
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+        if scaler is None and not self.decouple_weight_decay:
+            optimizer.step()  # the common case, without a context manager per step
+        else:
+            with _decoupled_weight_decay(optimizer, self.decouple_weight_decay):
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self._pending = 0
 

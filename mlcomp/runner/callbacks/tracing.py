@@ -1,5 +1,5 @@
 """Writing a TorchScript copy of the model while training (Catalyst 20.08's ``TracerCallback``,
-20.10+'s ``TracingCallback``), with :mod:`mlcomp.runner.trace`."""
+20.10+'s ``TracingCallback``), with :mod:`mlcomp.runner.torchscript`."""
 from __future__ import annotations
 
 import copy
@@ -8,8 +8,8 @@ from pathlib import Path
 from mlcomp.errors import ConfigError
 from mlcomp.runner import distributed
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackOrder
-from mlcomp.runner.checkpoint import load_checkpoint, load_state_checked
-from mlcomp.runner.trace import MODES, example_input, save_traced, trace_model, trace_name
+from mlcomp.runner.checkpoint import BEST, checkpoint_path, load_checkpoint, load_state_checked
+from mlcomp.runner.torchscript import MODES, example_input, save_traced, trace_model, trace_name
 
 __all__ = ["TracingCallback", "TracerCallback"]
 
@@ -17,7 +17,7 @@ __all__ = ["TracingCallback", "TracerCallback"]
 class TracingCallback(Callback):
     """Traces a copy of the model (the training model is left as it is) on the current batch's
     input (the runner's ``input_key``) and writes it to ``logdir/trace/`` +
-    :func:`~mlcomp.runner.trace.trace_name` (``traced-best-eval.pth``), or ``out_dir``/``out_model``.
+    :func:`~mlcomp.runner.torchscript.trace_name` (``traced-best-eval.pth``), or ``out_dir``/``out_model``.
 
     With ``do_once`` (the default) it traces once, at the stage end: the weights of
     ``checkpoints/best.pth`` for ``mode="best"`` (when it exists), the last weights for
@@ -71,7 +71,7 @@ class TracingCallback(Callback):
 
     def _trace(self, runner, from_best: bool) -> Path:
         model = copy.deepcopy(distributed.unwrap_model(runner.model))
-        best = None if runner.logdir is None else Path(runner.logdir) / "checkpoints" / "best.pth"
+        best = None if runner.logdir is None else checkpoint_path(runner.logdir, BEST)
         if from_best and best is not None and best.is_file():
             load_state_checked(model, load_checkpoint(best)["model_state_dict"], best)
         batch = example_input(runner.input, getattr(runner, "input_key", "features"), where="TracingCallback")

@@ -24,9 +24,9 @@ class ValidationManagerCallback(Callback):
 
     Raises:
         ConfigError: the main metric is not produced: at the stage start when every callback
-            declares its ``metric_names`` and the runner's ``handle_batch`` is
-            ``SupervisedRunner``'s (which writes no metric), else at the end of the first valid
-            loader (the message lists the metrics there are).
+            declares its ``metric_names`` and the runner's ``handle_batch`` declares that it writes
+            no metric (``handle_batch.metric_names == ()``, as ``SupervisedRunner``'s does), else at
+            the end of the first valid loader (the message lists the metrics there are).
     """
 
     metric_names = ()  # writes no metric
@@ -36,11 +36,9 @@ class ValidationManagerCallback(Callback):
 
     def on_stage_start(self, runner):
         """Check the main metric against the names the stage's callbacks declare, when all do."""
-        from mlcomp.runner.supervised import SupervisedRunner
-
         declared = [_declared_names(callback) for callback in runner.callbacks.values()]
         if (runner.is_infer_stage or any(names is None for names in declared)
-                or getattr(type(runner), "handle_batch", None) is not SupervisedRunner.handle_batch):
+                or getattr(getattr(type(runner), "handle_batch", None), "metric_names", None) != ()):
             return
         produced = sorted({name for names in declared for name in names})
         if runner.main_metric not in produced:

@@ -29,7 +29,13 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
+from mlcomp.runner import distributed, registry
+from mlcomp.runner.checkpoint import load_checkpoint, save_checkpoint
 from mlcomp.runner.compat import surface
+from mlcomp.runner.config_io import load_config
+from mlcomp.runner.imagetensor import tensor_from_rgb_image, tensor_to_ndimage
+from mlcomp.runner.runner import to_device
+from mlcomp.runner.seed import set_global_seed
 
 __all__ = ["ALIASES", "ListDataset", "NotProvidedError", "UTILS", "is_registry_module", "resolve", "utils"]
 
@@ -51,16 +57,12 @@ def _public(module_name: str) -> dict[str, Any]:
 
 def _get_device():
     """The device this process trains on (``torch.device``): its rank's GPU, else the CPU."""
-    from mlcomp.runner.distributed import device
-
-    return device()
+    return distributed.device()
 
 
 def _any2device(value, device):
     """``value`` (a tensor, or a dict/list/tuple of them) moved to ``device`` (Catalyst's ``any2device``)."""
     import torch
-
-    from mlcomp.runner.runner import to_device
 
     return to_device(value, torch.device(device))
 
@@ -77,15 +79,11 @@ def _prepare_cudnn(deterministic: bool | None = None, benchmark: bool | None = N
 
 def _get_rank() -> int:
     """This process's rank in a distributed run, -1 outside one (Catalyst's convention)."""
-    from mlcomp.runner import distributed
-
     return distributed.rank() if distributed.is_distributed() else -1
 
 
 def _load_config(path: str):
-    """A YAML config as a dict (``mlcomp.runner.config.load_config``)."""
-    from mlcomp.runner.config import load_config
-
+    """A YAML config as a dict (``mlcomp.runner.config_io.load_config``)."""
     return load_config(path)
 
 
@@ -113,10 +111,6 @@ UTILS = ("set_global_seed", "get_device", "any2device", "prepare_cudnn", "get_ra
 
 def utils() -> dict[str, Any]:
     """The ``catalyst.utils`` helpers of :data:`UTILS` by name."""
-    from mlcomp.runner.checkpoint import load_checkpoint, save_checkpoint
-    from mlcomp.runner.imagetensor import tensor_from_rgb_image, tensor_to_ndimage
-    from mlcomp.runner.seed import set_global_seed
-
     return {"set_global_seed": set_global_seed, "get_device": _get_device, "any2device": _any2device,
             "prepare_cudnn": _prepare_cudnn, "get_rank": _get_rank, "load_config": _load_config,
             "load_checkpoint": load_checkpoint, "save_checkpoint": save_checkpoint,
@@ -146,17 +140,13 @@ _MODULES = ("mlcomp.runner.metrics", "mlcomp.runner.losses", "mlcomp.runner.samp
 @functools.lru_cache(maxsize=1)
 def _by_name() -> dict[str, Any]:
     """Every equivalent by name (sources 3–6 of the module docstring; later updates win)."""
-    from mlcomp.runner import registry
-
     pool: dict[str, Any] = {}
     for kind in ("Model", "Sampler", "Scheduler", "Optimizer", "Criterion"):
         pool.update(registry.REGISTRIES[kind].defaults())
     for module in _MODULES:
         pool.update(_public(module))
     pool.update(registry.Callback.defaults())
-    pool.update(_public("mlcomp.runner"))
-    pool.update({"ConfigExperiment": importlib.import_module("mlcomp.runner.config").ConfigExperiment,
-                 "registry": registry})
+    pool.update(_public("mlcomp.runner"))  # ConfigExperiment and registry among them (PEP 562 attributes)
     pool.update(utils())
     pool["ListDataset"] = ListDataset
     pool.update({alias: pool[name] for alias, name in ALIASES.items()})
@@ -175,8 +165,7 @@ def _layers() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _registry_namespace() -> dict[str, Any]:
-    module = importlib.import_module("mlcomp.runner.registry")
-    return {name: value for name, value in vars(module).items() if not name.startswith("_")}
+    return {name: value for name, value in vars(registry).items() if not name.startswith("_")}
 
 
 def is_registry_module(module: str) -> bool:

@@ -37,6 +37,7 @@ from executors import base
 from executors.discovery import mlcomp_names, to_snake as snake_case
 from executors.progress import ReportingTqdm
 from executors.registry import BUILTINS
+from mlcomp.kinds import COMPOSITE_KINDS
 
 __all__ = ["Executor", "snake_case"]
 
@@ -105,10 +106,11 @@ class Executor:
         """
         if not (isinstance(cls, type) and issubclass(cls, Executor)):
             raise TypeError(f"Executor.register: {cls!r} must subclass mlcomp.worker.executors.Executor")
-        names = [n for n in mlcomp_names(cls.__name__) if n not in BUILTINS]
+        taken = set(BUILTINS) | COMPOSITE_KINDS  # the composite kinds have no executor but keep their names
+        names = [n for n in mlcomp_names(cls.__name__) if n not in taken]
         if not names:
             raise TypeError(f"Executor.register: {cls.__name__}'s names are built-in task types "
-                            f"({', '.join(sorted(BUILTINS))}); rename the class")
+                            f"({', '.join(sorted(taken))}); rename the class")
         namespace = sys._getframe(1).f_globals  # the defining module, where the registry looks
         for name in names:
             task_class = type(f"{cls.__name__}_{name}_task", (_Adapter,),

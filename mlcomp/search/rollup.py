@@ -1,15 +1,18 @@
-"""A grid search's ranking and roll-up, in one place.
+"""A grid search's stored config, ranking and roll-up, in one place.
 
-A grid search is a parent task (``type: grid_search``) that runs no process: once ready the
-supervisor moves it to ``in_progress`` and its cells run as ordinary tasks. Here:
+A grid search is a composite parent task (kind :attr:`mlcomp.kinds.TaskKind.GRID`) that runs no
+process: once ready the supervisor moves it to ``in_progress`` and its cells run as ordinary tasks;
+its cells come from :mod:`mlcomp.search.grid` (expansion). Here:
+
+* the parent's **stored config** (:func:`grid_config`), checked at submission;
 
 * the **ranking** (:func:`leaderboard`): cells by the template's main metric, a finished ``train``
   cell by its result (``best``), a running one by the best epoch value its valid loader reported
   so far; :func:`best_cell` is the first succeeded cell of that ranking, what the tasks depending
   on the grid search get (infer, trace) and what the UI shows;
-* the **roll-up** (:func:`rollup_grid_parents`): a running parent ends when every cell has ended
-  (:func:`grid_parent_status`), with :func:`grid_result` (its leaderboard and best cell) stored
-  as its result.
+* the **roll-up** (:func:`rollup_grid_parents`, the grid's driver in :mod:`mlcomp.search.drivers`):
+  a running parent ends when every cell has ended (:func:`grid_parent_status`), with
+  :func:`grid_result` (its leaderboard and best cell) stored as its result.
 
 Functions take the caller's session and never commit.
 """
@@ -18,20 +21,48 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mlcomp.db import Metric, Task, TaskStatus
+from mlcomp.kinds import TaskKind
 from mlcomp.lifecycle import ACTIVE, set_task_status
-from mlcomp.search import SEARCH_TYPE
 
-__all__ = ["GRID_TYPE", "is_grid_parent", "main_metric_of", "leaderboard", "best_cell", "grid_result",
+__all__ = ["GRID_CONFIG_KEYS", "grid_config", "main_metric_of", "leaderboard", "best_cell", "grid_result",
            "grid_parent_status", "cell_rows", "rollup_grid_parents"]
 
-GRID_TYPE = "grid_search"
+GRID_CONFIG_KEYS = ("template", "parallel", "cells")
+"""The keys of a grid parent's stored ``executor_config``."""
 S = TaskStatus
+
+
+def grid_config(spec: dict, error: Callable[[str, str], Exception]) -> dict:
+    """Checks and returns a grid parent's config to store: ``{"template": {"type": …, <the
+    template's executor keys>}, "parallel": int | None, "cells": int}``.
+
+    Args:
+        spec: the config to check: ``template`` (a mapping with a string ``type``), ``parallel``
+            (None or an int >= 1, the cells active at once) and ``cells`` (an int >= 1, how many).
+        error: ``error(key, message)`` → the exception to raise for ``key`` (a submission's
+            ``SubmitContext.error``, which points at the DAG file's line).
+
+    Raises:
+        whatever ``error`` returns (a ``DagError`` at submission): a key is missing, unknown or of
+        the wrong kind.
+    """
+    unknown = sorted(set(spec) - set(GRID_CONFIG_KEYS))
+    if unknown:
+        raise error(unknown[0], f"unknown key for a grid search; allowed: {', '.join(GRID_CONFIG_KEYS)}")
+    template, parallel, cells = spec.get("template"), spec.get("parallel"), spec.get("cells")
+    if not isinstance(template, dict) or not isinstance(template.get("type"), str):
+        raise error("template", f"expected a mapping with a 'type', got {template!r}")
+    if parallel is not None and (not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1):
+        raise error("parallel", f"got {parallel!r}; allowed: an int >= 1")
+    if not isinstance(cells, int) or isinstance(cells, bool) or cells < 1:
+        raise error("cells", f"got {cells!r}; allowed: an int >= 1 (the number of cells)")
+    return {"template": dict(template), "parallel": parallel, "cells": cells}
 
 
 def main_metric_of(task: Task) -> dict[str, Any] | None:
@@ -111,7 +142,7 @@ def grid_result(session: Session, parent: Task) -> dict[str, Any]:
 
 
 def grid_parent_status(parent: Task, children: list) -> TaskStatus | None:
-    """The status a running grid parent (``type: grid_search``) should move to, or None to stay.
+    """The status a running grid parent (:attr:`~mlcomp.kinds.TaskKind.GRID`) should move to, or None to stay.
 
     A parent needs no process: it is ``in_progress`` while its cells run and ends when all have
     ended (success only if every cell succeeded); a ``stopping`` parent ends as ``stopped`` once no
@@ -127,11 +158,6 @@ def grid_parent_status(parent: Task, children: list) -> TaskStatus | None:
     if all(s is S.success for s in statuses):
         return S.success
     return S.failed if S.failed in statuses or S.skipped in statuses else S.stopped
-
-
-def is_grid_parent(task: Task) -> bool:
-    """True for a grid search or an adaptive search task, which run no process of their own."""
-    return task.type in (GRID_TYPE, SEARCH_TYPE)
 
 
 def cell_rows(session: Session, parent_ids) -> dict[int, list]:
@@ -153,7 +179,7 @@ def rollup_grid_parents(session: Session, now: dt.datetime, parent_ids: Collecti
     """
     if parent_ids is not None and not parent_ids:
         return 0
-    stmt = select(Task).where(Task.type == GRID_TYPE, Task.status.in_([S.in_progress, S.stopping]))
+    stmt = select(Task).where(Task.type == TaskKind.GRID.value, Task.status.in_([S.in_progress, S.stopping]))
     if parent_ids is not None:
         stmt = stmt.where(Task.id.in_(list(parent_ids)))
     parents = session.scalars(stmt).all()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from mlcomp.cli import cli
-from mlcomp.db import Computer, LogLine, Task, TaskStatus, make_engine, make_sessionmaker, upgrade
+from mlcomp.db import Computer, LogLine, Supervisor, Task, TaskStatus, make_engine, make_sessionmaker, upgrade
 from supervisor_helpers import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -43,6 +43,12 @@ def start(env: dict, root, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "from mlcomp.cli import main; main()", *args],
                             env={**env, "MLCOMP_ROOT": str(root)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def supervising(store) -> bool:
+    """Whether a supervisor of every DAG has written its heartbeat row."""
+    with store() as session:
+        return session.scalar(select(Supervisor.id).limit(1)) is not None
 
 
 def live(store, name: str) -> bool:
@@ -86,7 +92,8 @@ def test_the_wait_follows_a_server_running_on_another_machine(shared, tmp_path):
         port = sock.getsockname()[1]
     server = start(env, tmp_path / "elsewhere", "server", "--name", "srv", "--gpus", "0", "--port", str(port))
     try:
-        wait_for(lambda: live(store, "srv"), timeout=60)
+        # its worker registers before its supervisor's first heartbeat row: wait for both
+        wait_for(lambda: live(store, "srv") and supervising(store), timeout=60)
         submit_wait(env, path)
     finally:
         stop(server)

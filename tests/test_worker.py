@@ -541,3 +541,33 @@ def test_line_splitter_renders_carriage_returns_and_cuts_long_lines():
     assert splitter.feed(b"x" * 12) == ["x" * 12] and splitter.close() == []
     assert splitter.feed(b"tail") == [] and splitter.close() == ["tail"]
     assert splitter.feed(b" 1/3\r 2/3\r") == [] and splitter.close() == [" 2/3"]
+
+
+def test_shutdown_rides_out_a_store_locked_by_another_process(settings, store):
+    """SIGTERM to ``dag submit --wait`` shuts its scoped worker down while a task's child may hold
+    SQLite's write lock: the shutdown's writes wait for it instead of failing the command."""
+    import sqlite3
+
+    from mlcomp.db.session import make_engine, make_sessionmaker
+
+    impatient = make_engine(settings.db_url, connect_args={"timeout": 0.05, "check_same_thread": False})
+    scoped = Worker(settings, make_sessionmaker(impatient), name="pc", gpus=[], poll=0.05, dag_ids=[7])
+    scoped.start()
+    wait_for(lambda: get_computer(store, "pc").dag_ids == [7])
+    holder = sqlite3.connect(settings.root / "mlcomp.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(3.0, holder.rollback)  # the other process's transaction ends 3 s later
+    release.start()
+    try:
+        scoped.shutdown()
+    finally:
+        release.cancel()
+        release.join()
+        impatient.dispose()
+        holder.close()
+    assert get_computer(store, "pc").dag_ids == []
+
+
+def get_computer(store, name) -> Computer:
+    with store() as session:
+        return session.get(Computer, name)

@@ -23,6 +23,7 @@ Every status change goes through :func:`mlcomp.lifecycle.set_task_status` (or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as dt
 import logging
 import shutil
@@ -42,7 +43,7 @@ from mlcomp import gang
 from mlcomp.bus import POLL, Bus, Subscription, computer_channel
 from mlcomp.dag import SnapshotCache, materialize
 from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
-from mlcomp.db.outage import Outage, transient
+from mlcomp.db.outage import Outage, retrying, transient
 from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_status_many, set_task_status
 from mlcomp.worker.context import WITH_PROJECT, task_context
@@ -246,7 +247,8 @@ class Worker:
         if stop_tasks:
             with self._lock:
                 runs = list(self._runs.values())
-            self._mark_stopping([run.task_id for run in runs], f"the worker of {self.name} shuts down")
+            self._while_store_away(functools.partial(
+                self._mark_stopping, [run.task_id for run in runs], f"the worker of {self.name} shuts down"), deadline)
             for run in runs:
                 self._request_stop(run)
             for run in runs:
@@ -257,13 +259,19 @@ class Worker:
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
-        self._unscope()
+        self._while_store_away(self._unscope, deadline)
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
         log.info("worker %s shut down", self.name)
+
+    def _while_store_away(self, write: Callable[[], None], deadline: float) -> None:
+        """Runs one of the shutdown's writes, retrying while the store is busy or away (a SQLite
+        file locked by a task's child, a PostgreSQL restart) until the shutdown's ``deadline``
+        (this worker's clock); after it the error is raised."""
+        retrying(write, self.outage, retry_for=max(1.0, deadline - self.clock()), pause=0.2)
 
     def _unscope(self) -> None:
         """Takes this worker's DAGs out of its computer's scope (a scoped worker's shutdown)."""

@@ -24,9 +24,9 @@ from mlcomp.yamlfile import LineMap, parse_yaml, read_yaml
 __all__ = ["DagSpec", "TaskSpec", "LineMap", "SERVICE_KEYS", "load_spec", "apply_sets"]
 
 SERVICE_KEYS = ("type", "depends", "gpu", "cpu", "memory", "distr", "single_node", "computer", "env",
-                "retries", "priority", "timeout", "grid", "parallel", "search")
+                "retries", "priority", "timeout", "grid", "parallel", "search", "preemptible")
 TOP_KEYS = ("info", "executors", "grid", "pipes")
-INFO_KEYS = ("name", "project", "expdir", "layout", "type")
+INFO_KEYS = ("name", "project", "expdir", "layout", "type", "priority")
 """``layout`` names MLComp's report layout; it is accepted (a string) so MLComp's DAG files run
 unchanged, and unused: the UI draws every metric a task reports."""
 PIPE = "pipe"
@@ -60,6 +60,7 @@ class TaskSpec:
     retries: int = 0
     priority: int = 0
     timeout: float | None = None
+    preemptible: bool | None = None  # None: the executor's default (mlcomp.dag.submit)
     grid: Any = None
     grid_path: tuple = ()
     parallel: int | None = None
@@ -104,27 +105,29 @@ def load_spec(path: str | Path, sets: Iterable[str] = ()) -> DagSpec:
         raise where.error((), None, "expected a mapping with 'info' and 'executors'")
     _no_unknown(where, data, TOP_KEYS, ())
     name, project, expdir = _info(where, data.get("info"), file)
+    priority = _info_priority(where, data["info"])
     if data["info"].get("type") == PIPE or "pipes" in data:
         return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks={}, lines=lines,
-                       pipes=_pipes(where, data))
-    tasks = _tasks(where, data.get("executors"), ("executors",))
+                       pipes=_pipes(where, data, priority))
+    tasks = _tasks(where, data.get("executors"), ("executors",), priority)
     return DagSpec(file=file, text=text, name=name, project=project, expdir=expdir, tasks=tasks,
                    lines=lines, grid=data.get("grid"))
 
 
-def _tasks(where: _Where, raw_tasks: Any, path: tuple) -> dict[str, TaskSpec]:
-    """The tasks of the mapping at ``path`` (``executors``, or a pipe's), checked."""
+def _tasks(where: _Where, raw_tasks: Any, path: tuple, priority: int = 0) -> dict[str, TaskSpec]:
+    """The tasks of the mapping at ``path`` (``executors``, or a pipe's), checked; ``priority`` is
+    the file's ``info.priority``, the default of a task without its own."""
     if not isinstance(raw_tasks, dict) or not raw_tasks:
         raise where.error(path, None, f"'{'.'.join(path)}' must be a non-empty mapping of task name to spec, "
                                       f"got {raw_tasks!r}")
-    tasks = {task.name: task for task in (_task(where, n, spec, path) for n, spec in raw_tasks.items())}
+    tasks = {task.name: task for task in (_task(where, n, spec, path, priority) for n, spec in raw_tasks.items())}
     _check_depends(where, tasks)
     tasks = _grid_search_templates(where, tasks)
     _check_acyclic(where, tasks)
     return tasks
 
 
-def _pipes(where: _Where, data: dict) -> dict[str, dict[str, TaskSpec]]:
+def _pipes(where: _Where, data: dict, priority: int = 0) -> dict[str, dict[str, TaskSpec]]:
     """The pipes of a pipe file (MLComp's ``pipes:``): a non-empty mapping of pipe names to tasks;
     the file has neither ``executors`` nor a DAG-level ``grid``."""
     for key in ("executors", "grid"):
@@ -140,7 +143,7 @@ def _pipes(where: _Where, data: dict) -> dict[str, dict[str, TaskSpec]]:
             raise where.error(("pipes", str(name)), None, f"pipe name {name!r}: allowed: a non-empty string of at "
                                                           f"most {MAX_NAME} characters, no control characters",
                               key="pipes")
-    return {name: _tasks(where, tasks, ("pipes", name)) for name, tasks in raw.items()}
+    return {name: _tasks(where, tasks, ("pipes", name), priority) for name, tasks in raw.items()}
 
 
 def apply_sets(data: Any, sets: Iterable[str], file: Path) -> Any:
@@ -233,6 +236,19 @@ def _info(where: _Where, info: Any, file: Path) -> tuple[str, str, Path]:
     return name, project, expdir
 
 
+def _info_priority(where: _Where, info: dict) -> int:
+    """``info.priority``: the default priority of the file's tasks (0 when absent)."""
+    field, check, allowed = CHECKS["priority"]
+    value = info.get("priority")
+    if value is None:
+        return 0
+    try:
+        return check(value)
+    except ValueError:
+        raise where.error(("info", "priority"), None, f"got {value!r}; allowed: {allowed}",
+                          key="info.priority") from None
+
+
 MAX_GPUS = 1024
 MAX_CPUS = 65536
 MAX_INT32 = 2 ** 31 - 1  # the store's integer columns
@@ -299,10 +315,11 @@ CHECKS = {
     "priority": ("priority", _int(-MAX_INT32, MAX_INT32), f"an int from {-MAX_INT32} to {MAX_INT32}"),
     "timeout": ("timeout", _number(MAX_SECONDS, positive=True), f"a number of seconds > 0 and <= {MAX_SECONDS:g}"),
     "parallel": ("parallel", _int(1, MAX_INT32), f"an int >= 1 and <= {MAX_INT32} (cells of the grid run at once)"),
+    "preemptible": ("preemptible", _bool, "true or false (may a task of higher priority pause it)"),
 }
 
 
-def _task(where: _Where, name: Any, raw: Any, parent: tuple = ("executors",)) -> TaskSpec:
+def _task(where: _Where, name: Any, raw: Any, parent: tuple = ("executors",), priority: int = 0) -> TaskSpec:
     path = parent + (str(name),)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or control_character(name):
         raise where.error(path, None, f"task name {name!r}: allowed: a non-empty string of at most {MAX_NAME} "
@@ -313,7 +330,7 @@ def _task(where: _Where, name: Any, raw: Any, parent: tuple = ("executors",)) ->
     if not isinstance(type_name, str) or not type_name.strip():
         raise where.error(path + ("type",), name, f"got {type_name!r}; allowed: an executor type name",
                           key="type")
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"priority": priority}
     for key, (field, check, allowed) in CHECKS.items():
         if key not in raw or raw[key] is None:
             continue

@@ -155,6 +155,8 @@ def _plan_task(spec: DagSpec, settings, task: TaskSpec, dag_name: str, dag_cell:
         cls = get_executor(task.type, spec.expdir)
     except ExecutorError as e:
         raise spec.error(task.path + ("type",), f"task {task.name!r}, key 'type': {e}") from None
+    if task.preemptible is None:  # a resumable executor (train, catalyst) continues from its checkpoint
+        task = dataclasses.replace(task, preemptible=cls.resumable)
 
     def context(name: str, cell: dict | None) -> SubmitContext:
         return SubmitContext(file=spec.file, expdir=spec.expdir, dag=dag_name, task=name, path=task.path,
@@ -258,8 +260,9 @@ def _task_values(dag_id: int, task: TaskPlan) -> dict:
     values = dict(dag_id=dag_id, name=task.name, type=task.type, priority=spec.priority,
                   executor_config=task.config, grid_cell=task.cell, gpu_min=spec.gpu_min, gpu_max=spec.gpu_max,
                   cpu=spec.cpu, memory=spec.memory, distr=spec.distr, single_node=spec.single_node,
-                  computer_pin=spec.computer, env=dict(spec.env), retries=spec.retries, timeout=spec.timeout)
+                  computer_pin=spec.computer, env=dict(spec.env), retries=spec.retries, timeout=spec.timeout,
+                  preemptible=bool(spec.preemptible))
     if task.children or task.type == TaskKind.SEARCH:  # rolled up from its cells/trials, never run, no resources
         values.update(gpu_min=0, gpu_max=0, cpu=0, memory=0.0, distr=False, single_node=True, computer_pin=None,
-                      env={}, retries=0, timeout=None)
+                      env={}, retries=0, timeout=None, preemptible=False)
     return values

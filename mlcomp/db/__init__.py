@@ -12,6 +12,7 @@ from mlcomp.db.models import (
     ModelRun,
     Pipe,
     PipeFile,
+    Preemption,
     Project,
     ReportJournal,
     ResourceSample,
@@ -30,7 +31,7 @@ from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_st
 
 __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Model", "ModelRun",
-    "Pipe", "PipeFile", "Project", "ReportJournal",
+    "Pipe", "PipeFile", "Preemption", "Project", "ReportJournal",
     "ResourceSample", "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task",
     "TaskDependency", "TaskStatus", "UiSession", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",

@@ -184,10 +184,15 @@ class Task(Base):
     resume_from: Mapped[str | None] = mapped_column(String(1000))  # checkpoint for the next attempt
     # a gang's parts on several computers (mlcomp.gang); None is SQL NULL, so "IS NOT NULL" finds gangs
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # may the supervisor pause it for a task of higher priority (train and catalyst by default)
+    preemptible: Mapped[bool] = mapped_column(default=False)
+    # the task it is pausing or paused for (stopping → paused); None once it runs again
+    preempted_by: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
 
     dag: Mapped[Dag] = relationship(back_populates="tasks")
-    parent: Mapped["Task | None"] = relationship(remote_side="Task.id", back_populates="children")
-    children: Mapped[list["Task"]] = relationship(back_populates="parent")
+    parent: Mapped["Task | None"] = relationship(remote_side="Task.id", back_populates="children",
+                                                 foreign_keys="Task.parent_id")
+    children: Mapped[list["Task"]] = relationship(back_populates="parent", foreign_keys="Task.parent_id")
     attempts: Mapped[list["Attempt"]] = relationship(back_populates="task", order_by="Attempt.number")
 
     __table_args__ = (UniqueConstraint("dag_id", "name"),)
@@ -222,6 +227,21 @@ class Attempt(Base):
     task: Mapped[Task] = relationship(back_populates="attempts")
 
     __table_args__ = (UniqueConstraint("task_id", "number"),)
+
+
+class Preemption(Base):
+    """One preemption of ``task_id`` (in its attempt ``attempt``) for the higher-priority task
+    ``by_task_id``: when the supervisor asked it to pause (``requested``), when its process ended
+    paused (``paused``) and when it was placed again (``resumed``); times in UTC."""
+
+    __tablename__ = "preemption"
+    id: Mapped[intpk]
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    attempt: Mapped[int]
+    by_task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))
+    requested: Mapped[timestamp]
+    paused: Mapped[opt_timestamp]
+    resumed: Mapped[opt_timestamp]
 
 
 class ReportJournal(Base):

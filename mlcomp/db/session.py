@@ -33,7 +33,7 @@ __all__ = ["make_engine", "make_sessionmaker", "upgrade", "open_store", "immedia
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "report_journal"
+SCHEMA_REVISION = "shared_gpus"
 """The head of the Alembic migrations (a test checks it against them): a database already at it
 is opened without importing Alembic, which would cost every CLI command about 0.2 s."""
 _IMMEDIATE = "mlcomp_immediate"

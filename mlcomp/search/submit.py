@@ -13,7 +13,7 @@ from mlcomp.search.spec import check_search
 __all__ = ["search_config", "RESOURCE_KEYS"]
 
 RESOURCE_KEYS = ("gpu_min", "gpu_max", "cpu", "memory", "distr", "single_node", "computer", "env", "retries",
-                 "priority", "timeout")
+                 "priority", "timeout", "preemptible")
 """The task's service keys each trial gets (the search task itself holds no resources)."""
 
 

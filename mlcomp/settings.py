@@ -52,6 +52,16 @@ class Settings:
         login_attempts: failed logins and wrong bearer tokens one client address may send within
             ``login_window`` seconds; more are answered 429 with ``Retry-After`` (default 10).
         login_window: seconds over which ``login_attempts`` counts failures (default 60).
+        shares: each project's weight in the fair share of GPU time (``MLCOMP_SHARES`` as
+            ``a=2,b=1`` or a YAML mapping; a project not named weighs 1). Among waiting tasks of
+            equal priority, the project furthest below its share goes first
+            (:mod:`mlcomp.supervisor.fairshare`).
+        fairshare_half_life: seconds after which a GPU-second a project used counts half in its
+            fair share (default 86400, one day; Slurm's ``PriorityDecayHalfLife``).
+        gpu_quota: the most GPUs each named project may hold at once (``MLCOMP_GPU_QUOTA`` as
+            ``a=8,b=4`` or a YAML mapping; a project not named has no cap).
+        preempt_min_run: seconds that must pass between two preemptions of one task (default 60),
+            so tasks do not thrash.
     """
 
     root: Path
@@ -70,6 +80,10 @@ class Settings:
     trusted_proxies: int = 0
     login_attempts: int = 10
     login_window: float = 60.0
+    shares: dict[str, float] = dataclasses.field(default_factory=dict)
+    fairshare_half_life: float = 86400.0
+    gpu_quota: dict[str, int] = dataclasses.field(default_factory=dict)
+    preempt_min_run: float = 60.0
 
     @property
     def tasks_dir(self) -> Path:
@@ -122,11 +136,19 @@ class Settings:
         for name in FLAGS:
             if name in values:
                 values[name] = _flag(name, values[name], root)
+        for name, (typ, low) in MAPPINGS.items():
+            if name in values:
+                values[name] = _mapping(name, values[name], typ, low, root)
         return cls(root=root, **values)
 
 
 NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float,
-           "grid_max_cells": int, "trusted_proxies": int, "login_attempts": int, "login_window": float}
+           "grid_max_cells": int, "trusted_proxies": int, "login_attempts": int, "login_window": float,
+           "fairshare_half_life": float, "preempt_min_run": float}
+
+MAPPINGS = {"shares": (float, 0.0), "gpu_quota": (int, 0)}
+"""Project → number settings: the type of the numbers and the bound they must exceed (shares) or
+reach (quotas)."""
 
 
 LISTS = ("allowed_hosts", "checkpoint_dirs")
@@ -144,6 +166,26 @@ def _flag(name: str, value, root: Path) -> bool:
         return value.strip().lower() in _TRUE
     raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): {value!r} is not "
                       f"true or false (also 1/0, yes/no, on/off)")
+
+
+def _mapping(name: str, value, typ: type, low, root: Path) -> dict:
+    """A project → number setting from ``a=2,b=1`` (the environment) or a YAML mapping: shares
+    must be above 0, quotas at least 0."""
+    raw = value
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        value = dict(pairs) if all(len(pair) == 2 for pair in pairs) else None
+    try:
+        result = {str(key).strip(): typ(number) for key, number in value.items()}
+        if any(isinstance(number, bool) for number in value.values()):
+            raise TypeError
+    except (AttributeError, TypeError, ValueError):
+        result = None
+    if result is None or any(number < low or (typ is float and number == low) for number in result.values()):
+        bound = f"a number above {low:g}" if typ is float else f"an integer of at least {low}"
+        raise ConfigError(f"setting {name} (MLCOMP_{name.upper()} or {root / 'config.yml'}): {raw!r} is not a "
+                          f"mapping of project names to {bound} (or 'project=N,other=M')")
+    return result
 
 
 def _names(name: str, value, root: Path) -> tuple[str, ...]:

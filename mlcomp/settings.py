@@ -62,6 +62,8 @@ class Settings:
             ``a=8,b=4`` or a YAML mapping; a project not named has no cap).
         preempt_min_run: seconds that must pass between two preemptions of one task (default 60),
             so tasks do not thrash.
+        scheduler: ``fair`` (default): priority, then fair share between projects, with quotas and
+            preemption; ``fifo``: priority, then arrival, nothing preempted (quotas still hold).
     """
 
     root: Path
@@ -84,6 +86,12 @@ class Settings:
     fairshare_half_life: float = 86400.0
     gpu_quota: dict[str, int] = dataclasses.field(default_factory=dict)
     preempt_min_run: float = 60.0
+    scheduler: str = "fair"
+
+    def __post_init__(self):
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"setting scheduler (MLCOMP_SCHEDULER or {self.root / 'config.yml'}): "
+                              f"{self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
 
     @property
     def tasks_dir(self) -> Path:
@@ -145,6 +153,8 @@ class Settings:
 NUMBERS = {"port": int, "heartbeat_ttl": float, "stop_grace": float, "snapshot_max_mb": float,
            "grid_max_cells": int, "trusted_proxies": int, "login_attempts": int, "login_window": float,
            "fairshare_half_life": float, "preempt_min_run": float}
+
+SCHEDULERS = ("fair", "fifo")
 
 MAPPINGS = {"shares": (float, 0.0), "gpu_quota": (int, 0)}
 """Project → number settings: the type of the numbers and the bound they must exceed (shares) or

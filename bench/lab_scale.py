@@ -79,6 +79,7 @@ from cluster import free_port, start  # noqa: E402  (the multi-computer harness 
 from ui_scale import percentile  # noqa: E402
 
 from mlcomp.cli.worker import sigterm_interrupts  # noqa: E402
+from mlcomp.kinds import TaskKind  # noqa: E402
 
 BIG_DAG = 2_400  # tasks of the big DAG of part (e): a 3-wave grid of 100 computers with 8 GPUs
 DAG = """\
@@ -486,7 +487,7 @@ def fill(lab: Lab, count: int) -> int:
                 return row
 
             parent = conn.execute(insert(Task).returning(Task.id), task(
-                dag_ids[0], "sleep", 0, type="grid_search", status="success", gpus=[], gpu_min=0, gpu_max=0,
+                dag_ids[0], "sleep", 0, type=TaskKind.GRID.value, status="success", gpus=[], gpu_min=0, gpu_max=0,
                 cpu=0, computer=None, executor_config={"template": {"type": "bash"}, "cells": big - 1})).scalar_one()
             rows = [task(dag_ids[0], f"sleep i={k}", k, parent_id=parent, grid_cell={"i": k}) for k in range(1, big)]
             for d, dag_id in enumerate(dag_ids[1:]):

@@ -28,6 +28,7 @@ from sqlalchemy import insert
 
 from mlcomp.db import (Attempt, Computer, Dag, LogLine, Metric, Project, ResourceSample, Task, TaskDependency, TaskStatus,
                        open_store)
+from mlcomp.kinds import TaskKind
 from mlcomp.settings import Settings
 from mlcomp.worker.resources import compact
 
@@ -58,8 +59,8 @@ def fill(store) -> tuple[int, int, int]:
         grid_dag, parent = DAGS + 1, len(tasks) + 1  # a DAG of a grid search and its cells
         session.execute(insert(Dag), [{"id": grid_dag, "name": "grid", "project_id": 1, "config": "info: {}\n",
                                        "created": now}])
-        tasks.append({"id": parent, "dag_id": grid_dag, "name": "search", "type": "grid_search", "status": "success",
-                      "created": now, "started": now - dt.timedelta(minutes=5), "finished": now,
+        tasks.append({"id": parent, "dag_id": grid_dag, "name": "search", "type": TaskKind.GRID.value,
+                      "status": "success", "created": now, "started": now - dt.timedelta(minutes=5), "finished": now,
                       "executor_config": {"template": {"type": "bash"}, "cells": GRID_CELLS}, "env": {}, "gpus": []})
         for k in range(1, GRID_CELLS + 1):
             tasks.append({"id": parent + k, "dag_id": grid_dag, "parent_id": parent, "name": f"search i={k}",

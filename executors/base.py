@@ -20,7 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
-from mlcomp.configkit import PathError, set_path
+from mlcomp.configkit import PathError, set_path, split_path
 from mlcomp.errors import DagError
 
 __all__ = ["Executor", "SubmitContext", "TaskContext", "Reporter", "ModelSource", "LOGDIR"]
@@ -66,10 +66,16 @@ class SubmitContext:
 
 
 def _as_path(key) -> tuple:
+    """``key`` of :meth:`SubmitContext.line` as a path: ``()`` for None, a dotted name split by
+    :func:`mlcomp.configkit.split_path`, a sequence as it is. A name that is no dotted path (a YAML
+    key such as ``"a..b"`` or ``""`` being reported) is one part, so reporting it never fails."""
     if key is None:
         return ()
     if isinstance(key, str):
-        return tuple(key.split("."))
+        try:
+            return split_path(key)
+        except PathError:
+            return (key,)
     return tuple(key)
 
 
@@ -219,15 +225,19 @@ class Executor:
         executor to use at run time (a runner config path, a ``$name`` substitution).
 
         Raises:
-            DagError: a dotted path goes through a value that is not a mapping.
+            DagError: a cell key has an empty part (``a..b``) or too many parts
+                (:func:`mlcomp.configkit.split_path`), or its dotted path goes through a value that
+                is not a mapping.
         """
         spec = copy.deepcopy(dict(spec))
         for key, value in cell.items():
-            if str(key).split(".")[0] in spec:
-                try:
-                    set_path(spec, str(key), value)
-                except PathError as e:
-                    raise ctx.error(str(key).split(".")[0], f"grid key {key!r}: {e}") from None
+            parts = ()
+            try:
+                parts = split_path(str(key))
+                if parts[0] in spec:
+                    set_path(spec, parts, value)
+            except PathError as e:
+                raise ctx.error(parts[:1] or None, f"grid key {key!r}: {e}") from None
         return spec
 
     @classmethod

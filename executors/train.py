@@ -185,7 +185,7 @@ class TrainExecutor(Executor):
             DagError: an unknown key; a missing or malformed config file; a ``params`` or grid key
                 that matches no path of the config or several; a config the runner rejects.
         """
-        from mlcomp.configkit import set_by_path
+        from mlcomp.configkit import set_by_path, split_path
         from mlcomp.runner.config import make_experiment
         from mlcomp.runner.config_io import load_config
 
@@ -200,7 +200,7 @@ class TrainExecutor(Executor):
         params = spec.get("params") or {}
         if not isinstance(params, dict):
             raise ctx.error("params", f"got {params!r}; allowed: a mapping of config keys (dotted or nested) to values")
-        cell = {k: v for k, v in (ctx.grid_cell or {}).items() if str(k).split(".")[0] not in KEYS}
+        cell = {k: v for k, v in (ctx.grid_cell or {}).items() if split_path(str(k))[0] not in KEYS}
         for source, values in (("params", params), ("grid", cell)):
             for key, value in values.items():
                 try:

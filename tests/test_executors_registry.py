@@ -1,5 +1,6 @@
 """The executor base and registry: built-ins by name, user executors in an expdir, contexts."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,11 @@ def test_task_context_from_a_task_row(settings):
     assert (ctx.task_id, ctx.attempt, ctx.dag_id, ctx.gpus, ctx.config) == (7, 2, 3, [1], {"a": 1})
     assert (ctx.grid_cell, ctx.resume_from, ctx.reporter, ctx.env) == ({"lr": 1}, "last", "r", {"X": "1"})
     assert (ctx.cpu, ctx.distr, ctx.data_dir) == (2, True, settings.data_dir / "p")
+
+
+def test_apply_cell_refuses_a_grid_key_with_an_empty_part(tmp_path):
+    """Grid-cell keys go through configkit's one dotted-path parser, which refuses empty parts."""
+    for key in ("args..lr", "..x", "seed."):
+        with pytest.raises(DagError, match=re.escape(f"grid key {key!r}: {key!r}: empty part in the dotted path")):
+            Executor.apply_cell({"args": {"lr": 1}}, {key: 1}, context(tmp_path))
+    assert str(context(tmp_path).error("a..b", "bad")).endswith("task 't lr=1', key 'a..b': bad")

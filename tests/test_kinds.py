@@ -30,7 +30,7 @@ def test_each_kind_is_spelled_once_in_the_source(kind):
     quoted = rf"""(?P<q>["']){re.escape(kind.value)}(?P=q)"""
     compared_or_named = rf"(type\s*(==|!=|in\W*)\s*|^\s*[A-Z_][A-Z0-9_]*\s*=\s*){quoted}"
     spelled = re.compile(quoted if kind is TaskKind.GRID else compared_or_named)
-    places = [f"{path.relative_to(ROOT)}:{n}" for package in ("mlcomp", "executors", "ui")
+    places = [f"{path.relative_to(ROOT)}:{n}" for package in ("mlcomp", "executors", "ui", "bench")
               for path in sorted((ROOT / package).rglob("*")) if path.suffix in (".py", ".html", ".js")
               for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if spelled.search(line)]
     assert places == [f"mlcomp/kinds.py:{_line_of(kind)}"]

@@ -1,5 +1,7 @@
 """The store's models, migrations and transactions on SQLite and PostgreSQL."""
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 
 from mlcomp.db import Base, Dag, Project, Task, TaskStatus, immediate, make_engine
@@ -70,3 +72,11 @@ def test_processes_opening_a_fresh_postgresql_database_at_once_all_succeed(pg_ur
 def test_processes_opening_a_fresh_sqlite_database_at_once_all_succeed(settings):
     results = _open_at_once(settings.db_url, settings.root, 4)
     assert [rc for rc, _ in results] == [0] * 4, "\n".join(err for rc, err in results if rc)[-3000:]
+
+
+def test_migrations_at_head_match_the_models(any_store):
+    """Alembic's autogenerate finds nothing to add, drop or alter between the migrated schema and
+    ``Base.metadata`` (tables, columns, types, nullability, indexes, unique constraints, foreign keys)."""
+    with any_store.kw["bind"].connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []

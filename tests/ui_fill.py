@@ -19,6 +19,7 @@ from mlcomp.db import (
     Attempt, Checkpoint, Computer, Dag, LogLine, Metric, Project, SearchRung, SearchTrial, SnapshotBlob,
     SnapshotFile, Task, TaskDependency, TaskStatus,
 )
+from mlcomp.kinds import TaskKind
 
 __all__ = ["Filled", "fill", "fill_search", "shared_app", "filled", "app", "client", "ro_shared", "ro_filled", "ro_app", "ro_client", "csrf_post", "dispose",
            "BATCH_POINTS", "EVIL"]
@@ -101,7 +102,7 @@ def fill_search(session, ids: Filled) -> None:
     reached 3 epochs, one pruned at rung 0 and one paused there; sets ``ids.search`` and
     ``ids.trials``. Does not commit."""
     dag = session.get(Dag, ids.dag)
-    search = _task(session, dag, "asha", S.in_progress, "search", executor_config=SEARCH_CONFIG)
+    search = _task(session, dag, "asha", S.in_progress, TaskKind.SEARCH.value, executor_config=SEARCH_CONFIG)
     _depends(session, search, session.get(Task, ids.prepare))
     for number, (status, epochs, lr) in enumerate(((S.success, 3, 0.01), (S.pruned, 1, 0.09), (S.paused, 1, 0.002))):
         trial = _task(session, dag, f"asha trial {number}", status, "train", parent_id=search.id,
@@ -141,7 +142,7 @@ def fill(session, settings) -> Filled:
     _depends(session, train, prepare)
     infer = _task(session, dag, "infer", S.not_ran, "infer", waiting_reason="waits for train")
     _depends(session, infer, train)
-    grid = _task(session, dag, "search", S.in_progress, "grid_search",
+    grid = _task(session, dag, "search", S.in_progress, TaskKind.GRID.value,
                  executor_config={"template": {"type": "train", "main": {  # as the train executor stores it
                      "metric": "accuracy01", "minimize": False, "loader": "valid"}}, "parallel": None, "cells": 3})
     _depends(session, grid, prepare)

@@ -28,7 +28,7 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q
 
-BENCHMARKS := runner_overhead dag_overhead tick_scale grid_makespan reporting_overhead ui_scale search_efficiency multi_computer lab_scale
+BENCHMARKS := runner_overhead dag_overhead tick_scale grid_makespan reporting_overhead ui_scale search_efficiency multi_computer lab_scale lab_fairness
 
 bench: install
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,bench]" --config-settings editable_mode=compat

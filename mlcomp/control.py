@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mlcomp.db import Dag, Task, TaskDependency, TaskStatus
-from mlcomp.errors import NotFoundError, StateError
+from mlcomp.errors import ConfigError, NotFoundError, StateError
 from mlcomp.settings import Settings
 from mlcomp.bus import SUPERVISOR, Bus
 from mlcomp.kinds import is_composite
@@ -31,6 +31,7 @@ __all__ = [
     "resume_from",
     "stop_dag",
     "resume_dag",
+    "set_dag_priority",
     "dag_status",
     "wake",
     "RESUME_FROM",
@@ -89,10 +90,12 @@ def _stop(session: Session, task: Task, reason: str, now: dt.datetime | None) ->
     if is_composite(task.type):
         for child in _children(session, task):
             _stop(session, child, reason, now)
-    if task.status in (S.not_ran, S.queued):
+    if task.status in (S.not_ran, S.queued) or (task.status is S.paused and task.preempted_by is not None):
         set_task_status(session, task, S.stopped, reason, now)
     elif task.status is S.in_progress:
         set_task_status(session, task, S.stopping, reason, now)
+    elif task.status is S.stopping and task.preempted_by is not None:
+        task.preempted_by = None  # a stop asked while it pauses for a preemption: it ends stopped
     else:
         return False
     return True
@@ -101,7 +104,8 @@ def _stop(session: Session, task: Task, reason: str, now: dt.datetime | None) ->
 def stop_task(session: Session, task_id: int, now: dt.datetime | None = None) -> Task:
     """Stops task ``task_id``: a waiting or queued task becomes ``stopped`` at once, a running one
     ``stopping`` (its worker then signals the process group: SIGTERM, grace, SIGKILL). Stopping a
-    grid search stops its cells.
+    grid search stops its cells. A preempted task (:mod:`mlcomp.supervisor.preempt`) paused for
+    another becomes ``stopped`` at once; one still pausing ends ``stopped`` instead of ``paused``.
 
     Raises:
         NotFoundError: no such task.
@@ -210,6 +214,31 @@ def resume_dag(session: Session, dag_id: int, now: dt.datetime | None = None) ->
         raise StateError(f"dag {dag_id} has no failed, stopped or skipped task to resume")
     for task in tasks:
         _resume(session, task, None, now)
+    return tasks
+
+
+def set_dag_priority(session: Session, dag_id: int, priority: int) -> list[Task]:
+    """Sets ``priority`` on every task of DAG ``dag_id`` that has not finished (waiting, queued,
+    running, stopping or paused), so its waiting tasks are placed, and it is preempted, by the new
+    priority (higher runs first, :mod:`mlcomp.supervisor.fairshare`). Returns the tasks changed.
+
+    Raises:
+        NotFoundError: no such DAG.
+        ConfigError: ``priority`` is not an int in the range of a DAG file's ``priority`` key.
+        StateError: every task of the DAG has finished.
+    """
+    from mlcomp.dag.spec import CHECKS
+
+    _, check, allowed = CHECKS["priority"]
+    try:
+        check(priority)
+    except ValueError:
+        raise ConfigError(f"priority {priority!r}: allowed: {allowed}") from None
+    tasks = [t for t in _dag_tasks(session, dag_id) if not t.status.finished]
+    if not tasks:
+        raise StateError(f"dag {dag_id} has no waiting, queued, running or paused task")
+    for task in tasks:
+        task.priority = priority
     return tasks
 
 

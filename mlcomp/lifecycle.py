@@ -9,11 +9,18 @@ The gate follows luigi's ``SimpleTaskState.set_status`` (one place where status 
     not_ran     → queued | skipped | stopped
     queued      → in_progress | not_ran | failed | stopped
     in_progress → stopping | success | failed | stopped | queued (retry on the same computer) | paused
-    stopping    → stopped | failed | success
+    stopping    → stopped | failed | success | paused (a preempted task's end)
     failed | stopped | skipped → not_ran   (resume: attempt + 1, a new Attempt row)
     success     → not_ran                  (only with ``rerun=True``)
     paused      → not_ran | pruned         (a search trial at a rung: promoted, or never)
+    paused      → queued | stopped         (a preempted task placed again: attempt + 1; or stopped)
     stopped     → pruned                   (a search trial its scheduler stopped)
+
+The transitions of preemption (:mod:`mlcomp.supervisor.preempt`) are legal only for a task with
+``Task.preempted_by`` set, which a task keeps only while ``stopping`` or ``paused``: any other
+status clears it. Its ``Preemption`` row is stamped here: ``paused`` when it ends paused,
+``resumed`` when it is placed again; the new attempt resumes from its last full checkpoint
+(``resume_from`` cleared: "last" from the second attempt on).
 
 Every transition stamps ``Task.updated``; ``queued`` stamps ``Task.queued``, ``in_progress``
 ``Task.started``, a finished status ``Task.finished``; back to ``not_ran`` clears the placement
@@ -32,11 +39,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mlcomp.db import Attempt, Task, TaskStatus, utcnow
+from mlcomp.db import Attempt, Preemption, Task, TaskStatus, utcnow
 from mlcomp.errors import StateError
 
 __all__ = [
     "TRANSITIONS",
+    "PREEMPTION",
     "ACTIVE",
     "set_task_status",
     "set_status_many",
@@ -52,15 +60,19 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.not_ran: frozenset({S.queued, S.skipped, S.stopped}),
     S.queued: frozenset({S.in_progress, S.not_ran, S.failed, S.stopped}),
     S.in_progress: frozenset({S.stopping, S.success, S.failed, S.stopped, S.queued, S.paused}),
-    S.stopping: frozenset({S.stopped, S.failed, S.success}),
+    S.stopping: frozenset({S.stopped, S.failed, S.success, S.paused}),
     S.failed: frozenset({S.not_ran}),
     S.stopped: frozenset({S.not_ran, S.pruned}),
     S.skipped: frozenset({S.not_ran}),
     S.success: frozenset(),
-    S.paused: frozenset({S.not_ran, S.pruned}),
+    S.paused: frozenset({S.not_ran, S.pruned, S.queued, S.stopped}),
     S.pruned: frozenset(),
 }
-"""Legal transitions; ``success → not_ran`` is allowed only as an explicit rerun."""
+"""Legal transitions; ``success → not_ran`` is allowed only as an explicit rerun, and those of
+:data:`PREEMPTION` only for a preempted task."""
+
+PREEMPTION = frozenset({(S.stopping, S.paused), (S.paused, S.queued), (S.paused, S.stopped)})
+"""The ``(old, new)`` transitions that exist for preemption: legal only with ``Task.preempted_by`` set."""
 
 ACTIVE = frozenset({S.queued, S.in_progress, S.stopping})
 """Statuses that hold resources on a computer (luigi's RUNNING, for ``_used_resources``)."""
@@ -167,7 +179,7 @@ def set_status_many(
 
 
 _WRITTEN = ("status", "updated", "reason", "queued", "started", "finished", "waiting_reason", "computer", "gpus",
-            "placement", "attempt", "pid")
+            "placement", "attempt", "pid", "preempted_by", "resume_from")
 """The Task columns a status change may set (with the placement its caller sets before it):
 :func:`set_status_many` writes them in one UPDATE executed with every task's values."""
 
@@ -194,19 +206,23 @@ def queue_many(session: Session, rows: Iterable[Mapping[str, Any]], now: dt.date
         rows: one mapping per task, each task at most once: ``id``, ``name``, ``status`` (as
             read in this transaction), ``attempt`` and ``resume_from`` of the task, and its new
             ``computer``, ``gpus`` (indices), ``placement`` (a gang's record or None) and
-            ``reason``.
+            ``reason``. A ``paused`` row (a preempted task placed again: a new attempt, the
+            ``Preemption`` row stamped) is loaded and goes through :func:`set_status_many`.
         now: the time to stamp (timezone-aware UTC); default the current time.
 
     Raises:
-        StateError: a task given is not ``not_ran`` (nothing was written), or a task's row is gone
-            (the caller's transaction must be rolled back).
+        StateError: a task given is neither ``not_ran`` nor a preempted ``paused`` one (nothing
+            was written), or a task's row is gone (the caller's transaction must be rolled back).
     """
     rows, loose, held = list(rows), [], []
     for row in rows:  # every check before any change
-        if row["status"] is not S.not_ran:
+        if row["status"] not in (S.not_ran, S.paused):
             raise StateError(f"task {row['id']} ({row['name']!r}) cannot be queued from {row['status'].value} "
                              f"without loading it; use set_task_status")
-        task = session.identity_map.get(session.identity_key(Task, row["id"]))
+        if row["status"] is S.paused:  # rare (preemption): load it, for its new attempt and stamps
+            task = session.get(Task, row["id"])
+        else:
+            task = session.identity_map.get(session.identity_key(Task, row["id"]))
         if task is None:
             loose.append(row)
         else:
@@ -262,16 +278,21 @@ def _check(task: Task, new: TaskStatus, rerun: bool) -> None:
         raise StateError(
             f"task {task.id} ({task.name!r}) cannot go from {old.value} to {new.value}; allowed: {legal}"
         )
+    if (old, new) in PREEMPTION and task.preempted_by is None:
+        raise StateError(f"task {task.id} ({task.name!r}) cannot go from {old.value} to {new.value}: "
+                         f"it was not preempted")
 
 
 def _apply(session: Session, task: Task, new: TaskStatus, reason: str | None, now: dt.datetime) -> None:
     """Changes ``task`` (a checked transition): status, stamps, placement and a new attempt."""
     old = task.status
+    if task.preempted_by is not None:
+        _preemption(session, task, old, new, now)
     if new is S.not_ran and (old.finished or old is S.paused):
         _new_attempt(session, task)
     elif new is S.not_ran:  # a placement taken back (a failed dispatch): same attempt, no computer
         task.computer, task.gpus, task.placement, task.queued = None, [], None, None
-    elif new is S.queued and old is S.in_progress:
+    elif new is S.queued and old in (S.in_progress, S.paused):
         _new_attempt(session, task, keep_placement=True)
     task.status = new
     task.updated = now
@@ -284,6 +305,22 @@ def _apply(session: Session, task: Task, new: TaskStatus, reason: str | None, no
     elif new.finished:
         task.finished = now
     log.debug("task %s: %s -> %s (%s)", task.id, old.value, new.value, reason)
+
+
+def _preemption(session: Session, task: Task, old: TaskStatus, new: TaskStatus, now: dt.datetime) -> None:
+    """A preempted task's bookkeeping: its ``Preemption`` row (of this attempt) stamped ``paused``
+    when it ends paused, ``resumed`` when it is placed again, which resumes from its last full
+    checkpoint; ``preempted_by`` kept only while stopping or paused."""
+    stamp = {S.paused: "paused", S.queued: "resumed"}.get(new)
+    if stamp is not None:
+        session.execute(update(Preemption)
+                        .where(Preemption.task_id == task.id, Preemption.attempt == task.attempt,
+                               getattr(Preemption, stamp).is_(None))
+                        .values({stamp: now}).execution_options(synchronize_session=False))
+    if old is S.paused and new is S.queued:
+        task.resume_from = None  # "last": the exact batch it paused at, whatever the attempt began from
+    if new not in (S.stopping, S.paused):
+        task.preempted_by = None
 
 
 def retry_or_fail(session: Session, task: Task, reason: str, now: dt.datetime | None = None) -> bool:

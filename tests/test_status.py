@@ -30,11 +30,12 @@ def test_transition_table_matches_the_contract():
     assert TRANSITIONS[S.not_ran] == {S.queued, S.skipped, S.stopped}
     assert TRANSITIONS[S.queued] == {S.in_progress, S.not_ran, S.failed, S.stopped}
     assert TRANSITIONS[S.in_progress] == {S.stopping, S.success, S.failed, S.stopped, S.queued, S.paused}
-    assert TRANSITIONS[S.stopping] == {S.stopped, S.failed, S.success}
+    assert TRANSITIONS[S.stopping] == {S.stopped, S.failed, S.success, S.paused}  # paused: preempted
     for ended in (S.failed, S.skipped):
         assert TRANSITIONS[ended] == {S.not_ran}
     assert TRANSITIONS[S.stopped] == {S.not_ran, S.pruned}  # pruned: a search trial its scheduler stopped
-    assert TRANSITIONS[S.paused] == {S.not_ran, S.pruned}  # a search trial promoted, or never
+    assert TRANSITIONS[S.paused] == {S.not_ran, S.pruned,  # a search trial promoted, or never
+                                     S.queued, S.stopped}  # a preempted task placed again, or stopped
     assert TRANSITIONS[S.success] == TRANSITIONS[S.pruned] == set()
 
 

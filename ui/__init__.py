@@ -1,7 +1,7 @@
 """The web UI: a Flask app factory in the style of flaskr (Flask tutorial).
 
 ``create_app(settings)`` builds everything; importing this package does nothing. Each area (DAGs,
-tasks, grid searches, comparisons, computers, models, login) is a blueprint with server-rendered pages and
+tasks, grid searches, comparisons, computers, models, the queue, login) is a blueprint with server-rendered pages and
 a JSON twin under ``/api/``; state changes call the same :mod:`mlcomp.control` functions as the CLI.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from flask import Flask
 
 from mlcomp.db import open_store
 from mlcomp.settings import Settings
-from ui import api, auth, compare, computers, dags, db, errors, grid, models, search, security, tasks, views
+from ui import api, auth, compare, computers, dags, db, errors, grid, models, queue, search, security, tasks, views
 
 __all__ = ["create_app"]
 
-BLUEPRINTS = (auth.bp, api.bp, dags.bp, tasks.bp, grid.bp, search.bp, compare.bp, computers.bp, models.bp)
+BLUEPRINTS = (auth.bp, api.bp, dags.bp, tasks.bp, grid.bp, search.bp, compare.bp, computers.bp, models.bp, queue.bp)
 
 
 def create_app(settings=None, test_config: Mapping[str, Any] | None = None) -> Flask:

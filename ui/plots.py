@@ -9,9 +9,11 @@ Python validation so that large figures cost nothing extra; the tests check each
 - :func:`parallel_coordinates`: a grid search's parameters against its metric.
 - :func:`resource_figures`: CPU, RAM and GPU use over wall time.
 - :func:`search_curves`: a search's metric against epochs, one line per trial, the best marked.
+- :func:`gpu_hours`: each project's GPU-hours per hour or day, stacked bars.
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import Counter, defaultdict
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import networkx as nx
 
 __all__ = ["STATUS_COLORS", "dag_graph", "metric_figures", "scalar_values", "parallel_coordinates", "resource_figures",
-           "search_curves"]
+           "search_curves", "gpu_hours"]
 
 STATUS_COLORS = {
     "not_ran": "#9e9e9e", "queued": "#8e7cc3", "in_progress": "#1e88e5", "stopping": "#fb8c00",
@@ -285,3 +287,20 @@ def search_curves(trials: list[dict], curves: dict[int, dict[int, float]], metri
                      "marker": {"symbol": symbols, "size": [4] * max(len(epochs) - 1, 0) + [14 if row["best"] else 8]}})
     return {"data": data, "layout": {**_LAYOUT, "height": 420, "xaxis": {"title": {"text": "epoch"}, "dtick": 1},
                                      "yaxis": {"title": {"text": metric}}, "showlegend": True}}
+
+
+def gpu_hours(usage: dict) -> dict[str, Any]:
+    """Each project's GPU-hours per bucket as stacked bars over wall time, from
+    :meth:`mlcomp.usage.Usage.as_dict` (a bar spans its bucket: an hour or a day)."""
+    width = usage["bucket"] * 1000
+    x = [dt.datetime.fromisoformat(start).timestamp() * 1000 for start in usage["buckets"]]
+    data = [{"type": "bar", "name": project, "x": x, "y": [round(h, 3) for h in hours], "width": width, "offset": 0,
+             "marker": {"color": PALETTE[i % len(PALETTE)]},
+             "hovertemplate": "%{fullData.name}: %{y:.3g} GPU-hours<extra></extra>"}
+            for i, (project, hours) in enumerate(usage["projects"].items())]
+    unit = "hour" if usage["bucket"] == 3600 else "day"
+    return {"data": data, "layout": {
+        **_LAYOUT, "barmode": "stack", "height": 300, "showlegend": True, "legend": {"orientation": "h"},
+        "title": {"text": f"GPU-hours per project and {unit}, last {usage['window']}"},
+        "xaxis": {"type": "date", "range": [x[0], x[-1] + width]},
+        "yaxis": {"title": {"text": "GPU-hours"}, "rangemode": "tozero"}}}

@@ -23,6 +23,7 @@ from mlcomp.db import (
     Dag,
     LogLine,
     Metric,
+    Preemption,
     Project,
     SnapshotBlob,
     SnapshotFile,
@@ -379,8 +380,8 @@ def _progress(progress: dict | None) -> dict | None:
 
 def task_detail(session: Session, task_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
     """Everything the task page shows except the logs and metric values (fetched lazily):
-    status, reason, why it waits, attempts, placement, timings, progress with ETA, dependencies,
-    grid cells, checkpoints, metric series names and the result.
+    status, reason, why it waits, attempts, preemptions, placement, timings, progress with ETA,
+    dependencies, grid cells, checkpoints, metric series names and the result.
 
     Raises:
         NotFoundError: no task ``task_id``.
@@ -407,6 +408,7 @@ def task_detail(session: Session, task_id: int, now: dt.datetime | None = None) 
         "executor_config": task.executor_config,
         "depends": [_task_ref(t) for t in deps], "dependents": [_task_ref(t) for t in dependents],
         "attempts": [_attempt(a, now) for a in task.attempts],
+        "preemptions": _preemptions(session, task_id),
         "checkpoints": _checkpoints(session, task_id),
         "metrics": _metric_names(session, task_id),
         "finished_status": task.status.finished,
@@ -427,6 +429,15 @@ def _attempt(attempt: Attempt, now: dt.datetime) -> dict[str, Any]:
             "finished": iso(attempt.finished), "reason": attempt.reason,
             "resume_from": attempt.resume_from or ("last" if attempt.number > 1 else None),
             "duration": _span(attempt.started, attempt.finished, attempt.status in ACTIVE, now)}
+
+
+def _preemptions(session: Session, task_id: int) -> list[dict]:
+    """The task's preemptions, oldest first: the attempt paused, the task it made room for and
+    when the pause was asked for, when the process ended paused and when the task ran again."""
+    rows = session.execute(select(Preemption, Task.name).join(Task, Task.id == Preemption.by_task_id)
+                           .where(Preemption.task_id == task_id).order_by(Preemption.id))
+    return [{"attempt": p.attempt, "by": {"id": p.by_task_id, "name": name}, "requested": iso(p.requested),
+             "paused": iso(p.paused), "resumed": iso(p.resumed)} for p, name in rows]
 
 
 def _checkpoints(session: Session, task_id: int) -> list[dict]:

@@ -24,6 +24,7 @@ COMMANDS = {
     "dag": "mlcomp.cli.dag:dag",
     "task": "mlcomp.cli.task:task",
     "computer": "mlcomp.cli.computer:computer",
+    "queue": "mlcomp.cli.queue:queue",
     "db": "mlcomp.cli.db:db",
     "server": "mlcomp.cli.server:server",
     "worker": "mlcomp.cli.worker:worker",

@@ -1,4 +1,4 @@
-"""``mlcomp dag``: submit, list, show, stop and resume DAGs."""
+"""``mlcomp dag``: submit, list, show, stop and resume DAGs, and set their priority."""
 from __future__ import annotations
 
 import json
@@ -184,6 +184,19 @@ def dag_stop(app: Services, dag_id):
         count = len(control.stop_dag(session, dag_id))
     control.wake(app.settings)
     click.echo(f"dag {dag_id}: stop requested for {count} task(s)")
+
+
+@dag.command("priority", context_settings={"ignore_unknown_options": True})  # N may be negative: -5
+@click.argument("dag_id", metavar="ID", type=int)
+@click.argument("priority", metavar="N", type=int)
+@pass_services
+def dag_priority(app: Services, dag_id, priority):
+    """Sets priority N on the tasks of DAG ID that have not finished (waiting, queued, running,
+    paused); higher runs first, and may preempt running tasks of lower priority."""
+    with app.write() as session:
+        count = len(control.set_dag_priority(session, dag_id, priority))
+    control.wake(app.settings)
+    click.echo(f"dag {dag_id}: priority {priority} set on {count} task(s)")
 
 
 @dag.command("resume")

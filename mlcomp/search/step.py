@@ -139,7 +139,7 @@ def _new_trial(s: _Search) -> None:
                 parent_id=s.task.id, executor_config=template, grid_cell=params, gpu_min=res["gpu_min"],
                 gpu_max=res["gpu_max"], cpu=res["cpu"], memory=res["memory"], distr=res["distr"],
                 single_node=res["single_node"], computer_pin=res["computer"], env=dict(res["env"]),
-                retries=res["retries"], priority=res["priority"], timeout=res["timeout"],
+                retries=res["retries"], priority=s.task.priority, timeout=res["timeout"],
                 preemptible=res.get("preemptible", True), status=S.not_ran)
     s.session.add(task)
     s.session.flush()

@@ -38,7 +38,9 @@ from mlcomp.settings import Settings
 from mlcomp.lifecycle import ACTIVE, queue_many, retry_or_fail, set_task_status
 from mlcomp.search.drivers import advance_all
 from mlcomp.supervisor.allocate import FreePool, free_resources
+from mlcomp.supervisor.fairshare import FairShare, plan
 from mlcomp.supervisor.lease import Lease, lease_seconds
+from mlcomp.supervisor.preempt import preempt
 from mlcomp.supervisor.ready import find_ready, set_waiting_reasons
 
 __all__ = ["Supervisor", "sweep_dead_computers", "alive_computers", "active_tasks", "serving", "ACTIVE_COLUMNS"]
@@ -159,6 +161,7 @@ class Supervisor:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(self.id, lease_seconds(settings)) if self.dag_ids is None else None
         self.outage = Outage("supervisor")  # one line while the store is away
+        self.fairshare = FairShare(settings)  # the projects' decayed GPU usage, kept between ticks
 
     def _last_outage(self) -> tuple[dt.datetime, dt.datetime] | None:
         """When the store was last unreachable from here (from, to), as aware UTC datetimes; an
@@ -169,7 +172,9 @@ class Supervisor:
 
     def tick(self) -> list[tuple[int, str]]:
         """Runs one round; returns the ``(task_id, computer)`` pairs handed over (placed now, or
-        queued too long and sent again)."""
+        queued too long and sent again). Ready tasks left unplaced may have running tasks of lower
+        priority asked to pause for them (:func:`~mlcomp.supervisor.preempt.preempt`), whose
+        computers are told at once."""
         with self.sessionmaker.begin() as session:
             now = self.now()
             immediate(session)
@@ -190,7 +195,13 @@ class Supervisor:
                 set_task_status(session, parent, S.in_progress, "grid search: its cells run as tasks", now)
             if parents:  # their cells are ready now: place them in this tick, not the next
                 ready = find_ready(session, now, self.dag_ids)[1]
-            placed = self._stale(holding, now) + self._place(session, ready, alive, holding, now)
+            fresh = self._place(session, ready, alive, holding, now)
+            placed = self._stale(holding, now) + fresh
+            taken = {task_id for task_id, _ in fresh}
+            preempted = preempt(session, self.settings, [r for r in ready if r.id not in taken],
+                                 [c for c in alive if _serves(c, self.dag_ids)], now)
+            for task in preempted:  # their computers stop them now, as for a stop request
+                news.update(gang.computers_of(task.computer, task.placement))
         if ended or parents:
             self._pending.set()  # ended/started grid searches make more tasks ready: tick again
         self._publish(placed, news)
@@ -233,8 +244,9 @@ class Supervisor:
 
     def _place(self, session: Session, ready: list, alive: list[Computer], active: list,
                now: dt.datetime) -> list[tuple[int, str]]:
-        """Places the ``ready`` rows (from :func:`find_ready`) in their order through one
-        :class:`~mlcomp.supervisor.allocate.FreePool` (the choices of
+        """Places the ``ready`` rows (from :func:`find_ready`) in the order of
+        :func:`~mlcomp.supervisor.fairshare.plan` (priority, fair share between projects, quotas)
+        through one :class:`~mlcomp.supervisor.allocate.FreePool` (the choices of
         :func:`~mlcomp.supervisor.allocate.place`, O(log computers) each), then marks the placed
         ones queued without loading them (:func:`~mlcomp.lifecycle.queue_many`: two statements
         for all) and writes waiting reasons with one UPDATE per distinct reason. The cost grows
@@ -246,12 +258,9 @@ class Supervisor:
         addresses = {c.name: c.address or c.name for c in alive}  # a gang's rank 0 is reached there
         pool = FreePool(free_resources(alive, active))
         placed, queued, reasons = [], [], {}
-        waits: dict[tuple, str] = {}  # request → why it waits; free only shrinks within a tick
-        for row in ready:
-            request = (row.gpu_min, row.gpu_max, row.cpu, row.memory, row.computer_pin, row.single_node, row.distr)
-            where = waits.get(request) or pool.place(row)
+        for decision in plan(ready, self.fairshare.standing(session, now), self.settings, pool):
+            row, where = decision.row, decision.where
             if isinstance(where, str):
-                waits[request] = where
                 if row.waiting_reason != where:
                     reasons[row.id] = where
                 continue

@@ -107,11 +107,14 @@ class Outcome:
 
 
 def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | None = None,
-            last_error: str | None = None, no_space: str | None = None) -> Outcome:
+            last_error: str | None = None, no_space: str | None = None,
+            preempted_by: int | None = None) -> Outcome:
     """Maps a child's exit to the task's final status.
 
     Exit 0 is success; 75 is stopped; 76 is paused (a search trial at a rung, ``mlcomp.search``); a
-    stop request ending in any other way is stopped; a timeout (``timed_out`` = the limit in
+    stop request ending in any other way is stopped, or paused with the reason "preempted by task
+    N" when the stop was a preemption (``preempted_by`` = N, :mod:`mlcomp.supervisor.preempt`); a
+    timeout (``timed_out`` = the limit in
     seconds) is failed; anything else, a process that ended with no exit record (``returncode``
     None) included, is failed with the exit code or signal and the last line the child wrote to
     stderr. A failure on a full disk (``no_space``: the reason :func:`mlcomp.worker.disk.no_space`
@@ -125,6 +128,8 @@ def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | 
         return Outcome(TaskStatus.success, "exit code 0")
     if returncode == EXIT_PAUSED and not stop_requested:
         return Outcome(TaskStatus.paused, f"paused at a rung of its search (exit code {EXIT_PAUSED})")
+    if stop_requested and preempted_by is not None:
+        return Outcome(TaskStatus.paused, f"preempted by task {preempted_by}")
     if returncode == EXIT_STOPPED or stop_requested:
         return Outcome(TaskStatus.stopped, f"stopped on request ({how})" if stop_requested
                        else f"the task stopped itself ({how})")

@@ -617,7 +617,8 @@ class Worker:
         result = outcome(returncode, stop_requested=task.status is TaskStatus.stopping,
                          timed_out=task.timeout if run is not None and run.timed_out else None,
                          last_error=run.process.reason.value if run is not None else None,
-                         no_space=run.process.no_space if run is not None else None)
+                         no_space=run.process.no_space if run is not None else None,
+                         preempted_by=task.preempted_by)
         log.info("worker %s: task %s %s (%s)", self.name, task.id, result.status.value, result.reason)
         self._end_part(session, task, result.status, result.reason)
 

@@ -1,0 +1,271 @@
+"""Fair share between projects, GPU quotas and priorities (mlcomp.supervisor.fairshare): the decay
+formula, the placement order as a pure function, the cached usage against a fresh computation,
+the queue against the order a tick takes, and `mlcomp dag priority`."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from mlcomp import control
+from mlcomp.cli import cli
+from mlcomp.db import Attempt, Dag, Preemption, Project, Task, TaskStatus, open_store
+from mlcomp.errors import ConfigError, NotFoundError, StateError
+from mlcomp.settings import Settings
+from mlcomp.supervisor import Supervisor
+from mlcomp.supervisor.allocate import Free, FreePool
+from mlcomp.supervisor.fairshare import FairShare, Standing, decayed, factors, plan
+from mlcomp.supervisor.queue import queue
+from mlcomp.supervisor.ready import classify
+from supervisor_helpers import T0, Clock, RecordingBus, add_computer, add_task
+
+S = TaskStatus
+HOUR = dt.timedelta(hours=1)
+DAGS = Path(__file__).resolve().parent.parent / "dags"
+
+Row = collections.namedtuple("Row", "id name status waiting_reason project priority created gpu_min gpu_max cpu "
+                                    "memory computer_pin single_node distr")
+
+
+def row(task_id: int, project: str, priority: int = 0, gpus: int | tuple[int, int] = 1) -> Row:
+    low, high = gpus if isinstance(gpus, tuple) else (gpus, gpus)
+    return Row(task_id, f"t{task_id}", S.not_ran, None, project, priority, T0 + dt.timedelta(seconds=task_id),
+               low, high, 1, 0.0, None, True, False)
+
+
+def pool(*gpus: int) -> FreePool:
+    return FreePool({f"c{i}": Free(f"c{i}", list(range(n)), 64, 1e6) for i, n in enumerate(gpus)})
+
+
+def placed(decisions) -> list[int]:
+    return [d.row.id for d in decisions if not isinstance(d.where, str)]
+
+
+def fair(tmp_path, **values) -> Settings:
+    return Settings(root=tmp_path, db_url="sqlite://", **values)
+
+
+IDLE = Standing({}, {})
+
+
+# --- the formula -----------------------------------------------------------------------------
+
+def test_decayed_usage_is_the_integral_of_the_halving_weight():
+    h = 100.0
+    # 2 GPUs from 300 s to 100 s ago: 2·100/ln2·(2^-1 - 2^-3) = 108.2021…
+    assert decayed(2, T0 - dt.timedelta(seconds=300), T0 - dt.timedelta(seconds=100), T0, h) == pytest.approx(
+        200 / math.log(2) * 0.375)
+    assert decayed(2, T0 - dt.timedelta(seconds=300), T0 - dt.timedelta(seconds=100), T0, h) == pytest.approx(108.2021,
+                                                                                                            abs=1e-4)
+    # running for one half-life: 100/ln2·(1 - 1/2) = 72.13…; without decay it would be 100
+    assert decayed(1, T0 - dt.timedelta(seconds=100), T0, T0, h) == pytest.approx(72.1348, abs=1e-4)
+    # a midpoint sum of the weight agrees with the closed form
+    start, end, n = 50.0, 400.0, 10000
+    step = (end - start) / n
+    riemann = 3 * sum(2 ** (-(start + (i + 0.5) * step) / h) for i in range(n)) * step
+    assert decayed(3, T0 - dt.timedelta(seconds=end), T0 - dt.timedelta(seconds=start), T0, h) == pytest.approx(riemann)
+    assert decayed(1, T0 + HOUR, T0 + 2 * HOUR, T0, h) == 0  # times after now count as now
+
+
+def test_the_fair_share_factor_is_slurms_classic_one():
+    f = factors({"a": 300.0, "b": 100.0}, {}, ["a", "b"])
+    assert f == pytest.approx({"a": 2 ** -1.5, "b": 2 ** -0.5})  # U/ΣU over S/ΣS = 0.75/0.5 and 0.25/0.5
+    assert factors({"a": 300.0, "b": 100.0}, {"a": 3.0}, []) == pytest.approx({"a": 0.5, "b": 0.5})  # both at share
+    assert factors({}, {"x": 2.0}, ["a"]) == {"a": 1.0, "x": 1.0}  # nothing used: all 1
+    assert factors({"a": 10.0}, {}, ["a", "b"])["b"] == 1.0  # a project that used nothing
+
+
+# --- the order (pure) ------------------------------------------------------------------------
+
+def test_priority_goes_before_fair_share(tmp_path):
+    decisions = plan([row(1, "a"), row(2, "b", priority=5)], Standing({"b": 1e6}, {}), fair(tmp_path), pool(1))
+    assert placed(decisions) == [2]
+    assert decisions[0].row.id == 2 and decisions[1].where.startswith("no computer has room for 1 GPU")
+
+
+def test_the_project_furthest_below_its_share_goes_first(tmp_path):
+    rows = [row(1, "a"), row(2, "a"), row(3, "b")]
+    assert placed(plan(rows, Standing({"a": 1000.0}, {}), fair(tmp_path), pool(1))) == [3]
+    assert placed(plan(rows, Standing({"a": 1000.0, "b": 2000.0}, {}), fair(tmp_path), pool(1))) == [1]
+    # a weighs 4: 200 / 4 < 100 / 1, so a is further below its share than b
+    weighted = fair(tmp_path, shares={"a": 4.0})
+    assert placed(plan(rows, Standing({"a": 200.0, "b": 100.0}, {}), weighted, pool(1))) == [1]
+    assert placed(plan(rows, Standing({"a": 200.0, "b": 100.0}, {}), fair(tmp_path), pool(1))) == [3]
+
+
+def test_a_first_wave_on_an_idle_fleet_goes_round_robin(tmp_path):
+    rows = [row(i, "a") for i in range(1, 5)] + [row(i, "b") for i in range(5, 9)] + [row(9, "c")]
+    assert [d.row.id for d in plan(rows, IDLE, fair(tmp_path), pool(4, 1))] == [1, 5, 9, 2, 6, 3, 4, 7, 8]
+    assert placed(plan(rows, IDLE, fair(tmp_path), pool(4, 1))) == [1, 5, 9, 2, 6]
+    # ties by GPUs held over share: b holds 2 already, a none and weighs 2
+    held = plan(rows, Standing({}, {"b": 2}), fair(tmp_path, shares={"a": 2.0}), pool(3))
+    assert placed(held) == [1, 9, 2]
+    fifo = plan(rows, Standing({"b": 0.0, "a": 1e6}, {}), fair(tmp_path, scheduler="fifo"), pool(4, 1))
+    assert placed(fifo) == [1, 2, 3, 4, 5]  # priority, then arrival: no fair share
+
+
+def test_a_project_at_its_quota_waits_and_the_others_still_place(tmp_path):
+    rows = [row(i, "a") for i in range(1, 5)] + [row(5, "b"), row(6, "b", gpus=0)]
+    decisions = plan(rows, Standing({}, {"a": 1}), fair(tmp_path, gpu_quota={"a": 2}), pool(8))
+    assert placed(decisions) == [5, 1, 6]
+    reasons = {d.row.id: d.where for d in decisions if isinstance(d.where, str)}
+    assert reasons == {i: "project 'a' holds 2 of its gpu_quota of 2 GPUs" for i in (2, 3, 4)}
+    # fifo keeps quotas
+    assert placed(plan(rows, IDLE, fair(tmp_path, scheduler="fifo", gpu_quota={"a": 1}), pool(8))) == [1, 5, 6]
+    # a request over what is left waits with the count; a range is cut to what is left
+    wide = plan([row(1, "a", gpus=2), row(2, "a", gpus=(1, 4))], Standing({}, {"a": 2}),
+                fair(tmp_path, gpu_quota={"a": 3}), pool(8))
+    assert wide[0].where == "project 'a' holds 2 of its gpu_quota of 3 GPUs; the task asks for 2"
+    assert wide[1].where.gpus == [0] and wide[1].row.gpu_max == 4
+
+
+# --- usage from the store --------------------------------------------------------------------
+
+def project_dag(session, project: str) -> Dag:
+    found = session.scalars(select(Project).where(Project.name == project)).one_or_none()
+    dag = Dag(name=f"dag {project}", project=found or Project(name=project), config="")
+    session.add(dag)
+    session.flush()
+    return dag
+
+
+def ran(session, dag, start, end, gpus=(0,), status=S.success, placement=None, paused=None) -> Task:
+    """A task whose one attempt held ``gpus`` on computer ``a`` from ``start`` to ``end``."""
+    number = session.scalar(select(func.count()).select_from(Task))
+    task = add_task(session, dag, f"t{number}", status=status, computer="a", gpus=list(gpus),
+                    placement=placement, started=start, finished=end)
+    session.add(Attempt(task_id=task.id, number=1, status=status, computer="a", gpus=list(gpus),
+                        started=start, finished=end))
+    if paused is not None:
+        session.add(Preemption(task_id=task.id, attempt=1, by_task_id=task.id, requested=paused, paused=paused))
+    return task
+
+
+def test_the_cached_usage_equals_a_fresh_computation(settings, any_store):
+    store = any_store
+    h = settings.fairshare_half_life
+    gang = {"parts": [{"computer": "a", "gpus": [0, 1], "first_rank": 0},
+                      {"computer": "b", "gpus": [0], "first_rank": 2}], "world_size": 3}
+    with store.begin() as session:
+        add_computer(session, "a", gpus=4)
+        add_computer(session, "b", gpus=4)
+        a, b = project_dag(session, "a"), project_dag(session, "b")
+        ran(session, a, T0 - 3 * HOUR, T0 - HOUR / 4, gpus=(0, 1))  # within LATE: read twice, counted once
+        ran(session, b, T0 - 5 * HOUR, T0 - HOUR, placement=gang)  # a gang: 3 GPUs
+        ran(session, b, T0 - 2 * HOUR, None, status=S.paused, paused=T0 - HOUR)  # ended paused by a preemption
+        ran(session, a, T0 - HOUR, None, status=S.in_progress)  # running
+        ran(session, b, T0 - 4 * HOUR, None, status=S.paused).updated = T0 - 3 * HOUR  # a trial paused at a rung
+        ran(session, a, T0 + HOUR, T0 + 2 * HOUR)  # ends after the first look
+    cached = FairShare(settings)
+    with store.begin() as session:
+        first = cached.standing(session, T0)
+    expected = {"a": decayed(2, T0 - 3 * HOUR, T0 - HOUR / 4, T0, h) + decayed(1, T0 - HOUR, T0, T0, h),
+                "b": decayed(3, T0 - 5 * HOUR, T0 - HOUR, T0, h) + decayed(1, T0 - 2 * HOUR, T0 - HOUR, T0, h)
+                + decayed(1, T0 - 4 * HOUR, T0 - 3 * HOUR, T0, h)}
+    assert first.usage == pytest.approx(expected)
+    assert first.held == {"a": 1}
+    later = T0 + 3 * HOUR
+    with store.begin() as session:  # more attempts end; the running one still runs
+        ran(session, b, T0 + HOUR, T0 + 2 * HOUR, gpus=(0, 1, 2))
+        ran(session, a, T0 - HOUR, T0 - HOUR / 2)  # written late: it ended before the first look
+    with store.begin() as session:
+        incremental = cached.standing(session, later)
+        fresh = FairShare(settings).standing(session, later)
+    assert incremental.usage == pytest.approx(fresh.usage, rel=1e-12)
+    assert fresh.usage["a"] == pytest.approx(
+        decayed(2, T0 - 3 * HOUR, T0 - HOUR / 4, later, h) + decayed(1, T0 - HOUR, later, later, h)
+        + decayed(1, T0 + HOUR, T0 + 2 * HOUR, later, h) + decayed(1, T0 - HOUR, T0 - HOUR / 2, later, h))
+    with store.begin() as session:  # the same time again changes nothing
+        assert cached.standing(session, later).usage == pytest.approx(fresh.usage, rel=1e-12)
+
+
+# --- the supervisor and the queue ------------------------------------------------------------
+
+def test_the_queue_is_the_order_the_tick_places_in(settings, store):
+    settings = dataclasses.replace(settings, gpu_quota={"c": 1})
+    clock = Clock()
+    with store.begin() as session:
+        add_computer(session, "a", gpus=3, cpu=16)
+        a, b, c = (project_dag(session, p) for p in "abc")
+        ran(session, a, T0 - 2 * HOUR, T0 - HOUR)  # a used GPUs lately: b and c go first
+        ids = {name: add_task(session, dag, name, gpu_min=1, gpu_max=1).id
+               for name, dag in [("a1", a), ("a2", a), ("b1", b), ("b2", b), ("c1", c), ("c2", c)]}
+        ids["urgent"] = add_task(session, a, "urgent", gpu_min=1, gpu_max=1, priority=9).id
+    with store.begin() as session:
+        entries = queue(session, settings, clock())
+    assert [e.task for e in entries] == ["urgent", "b1", "c1", "b2", "c2", "a1", "a2"]
+    assert [e.position for e in entries] == list(range(1, 8))
+    first = entries[0]
+    assert (first.task_id, first.dag, first.project, first.priority, first.request, first.status, first.reason) == (
+        ids["urgent"], "dag a", "a", 9, "1 GPU, 1 CPU, 0 GB", "not_ran", None)
+    assert entries[4].reason == "project 'c' holds 1 of its gpu_quota of 1 GPU"
+    assert entries[3].reason.startswith("no computer has room for 1 GPU")
+    sup = Supervisor(settings, store, RecordingBus(), now=clock)
+    assert sup.tick() == [(ids[e.task], "a") for e in entries if e.reason is None]
+    with store.begin() as session:
+        assert session.get(Task, ids["c2"]).waiting_reason == "project 'c' holds 1 of its gpu_quota of 1 GPU"
+        assert queue(session, settings, clock())[0].task == "b2"
+
+
+def test_a_task_paused_by_preemption_is_ready_again_in_its_place(settings, store):
+    with store.begin() as session:
+        dag = project_dag(session, "p")
+        old = add_task(session, dag, "old", status=S.paused, gpu_min=1, gpu_max=1)
+        newer = add_task(session, dag, "newer", gpu_min=1, gpu_max=1)
+        old.preempted_by = newer.id
+        add_task(session, dag, "trial at a rung", status=S.paused)  # a search's pause: not waiting
+    with store.begin() as session:
+        assert [r.name for r in classify(session).ready] == ["old", "newer"]
+
+
+# --- dag priority ----------------------------------------------------------------------------
+
+def test_set_dag_priority_changes_the_tasks_that_have_not_finished(store):
+    with store.begin() as session:
+        dag = project_dag(session, "p")
+        waiting = add_task(session, dag, "waiting").id
+        running = add_task(session, dag, "running", status=S.in_progress).id
+        done = add_task(session, dag, "done", status=S.success).id
+        other = project_dag(session, "q")
+        finished = add_task(session, other, "done", status=S.failed)
+        dag_id, other_id = dag.id, other.id
+    with store.begin() as session:
+        changed = control.set_dag_priority(session, dag_id, -7)
+        assert sorted(t.id for t in changed) == [waiting, running]
+    with store.begin() as session:
+        assert [session.get(Task, i).priority for i in (waiting, running, done)] == [-7, -7, 0]
+        with pytest.raises(NotFoundError, match="dag 999 does not exist"):
+            control.set_dag_priority(session, 999, 1)
+        with pytest.raises(ConfigError, match=r"priority 2147483648: allowed: an int from -2147483647 to 2147483647"):
+            control.set_dag_priority(session, dag_id, 2 ** 31)
+        with pytest.raises(ConfigError, match="priority True"):
+            control.set_dag_priority(session, dag_id, True)
+        with pytest.raises(StateError, match=f"dag {other_id} has no waiting, queued, running or paused task"):
+            control.set_dag_priority(session, other_id, 1)
+    assert finished.priority == 0
+
+
+def test_the_dag_priority_command(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    monkeypatch.setenv("MLCOMP_ROOT", str(root))
+    monkeypatch.delenv("MLCOMP_DB_URL", raising=False)
+    runner = CliRunner()
+    submitted = runner.invoke(cli, ["dag", "submit", str(DAGS / "bash.yml")])
+    assert submitted.exit_code == 0, submitted.output
+    dag_id = int(submitted.output.split()[0])
+    result = runner.invoke(cli, ["dag", "priority", str(dag_id), "-5"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"dag {dag_id}: priority -5 set on 8 task(s)\n"
+    store = open_store(Settings.from_env())
+    with store() as session:
+        assert set(session.scalars(select(Task.priority).where(Task.dag_id == dag_id))) == {-5}
+    missing = runner.invoke(cli, ["dag", "priority", "999", "1"])
+    assert isinstance(missing.exception, NotFoundError) and "dag 999 does not exist" in str(missing.exception)
+    big = runner.invoke(cli, ["dag", "priority", str(dag_id), str(2 ** 31)])
+    assert isinstance(big.exception, ConfigError) and "allowed: an int from -2147483647" in str(big.exception)

@@ -216,11 +216,13 @@ def _wait_all(store, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with store() as session:
-            statuses = set(session.scalars(select(Task.status)))
-        if statuses <= {TaskStatus.success}:
+            rows = session.execute(select(Task.id, Task.name, Task.status, Task.reason)).all()
+        if all(row.status is TaskStatus.success for row in rows):
             return
-        if statuses & {TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped}:
-            raise RuntimeError(f"a task did not succeed: {sorted(s.value for s in statuses)}")
+        ended = [f"task {row.id} ({row.name}) {row.status.value}: {row.reason}" for row in rows
+                 if row.status in (TaskStatus.failed, TaskStatus.stopped, TaskStatus.skipped)]
+        if ended:
+            raise RuntimeError("a task did not succeed: " + "; ".join(ended))
         time.sleep(0.5)
     raise RuntimeError(f"the workload did not end within {timeout:g} s")
 

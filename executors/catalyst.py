@@ -30,6 +30,7 @@ from pathlib import Path
 from executors.base import SubmitContext, TaskContext
 from executors.registry import register
 from executors.train import TrainExecutor
+from mlcomp.outcome import Success, TaskOutcome
 
 __all__ = ["CatalystExecutor", "ARGS", "trace_path"]
 
@@ -93,15 +94,17 @@ class CatalystExecutor(TrainExecutor):
         config = super().validate({"config": configs, "params": {**overrides, **params}}, ctx)
         return {**config, "trace": trace}
 
-    def run(self, task: TaskContext) -> dict | None:
-        """Trains as a train task; then, with ``trace``, exports the best checkpoint's model to
-        TorchScript at :func:`trace_path` (atomically) and adds it to the result."""
-        result = super().run(task)
-        trace = task.config.get("trace")
+    def run(self, task: TaskContext) -> TaskOutcome:
+        """Trains as a train task; then, when it succeeded, with ``trace``, exports the best
+        checkpoint's model to TorchScript at :func:`trace_path` (atomically) and adds it to the result."""
+        outcome = super().run(task)
+        if not isinstance(outcome, Success) or outcome.result is None:  # stopped, paused, or not rank 0's computer
+            return outcome
+        result, trace = outcome.result, task.config.get("trace")
         if trace and result.get("checkpoints", {}).get("best"):
             from mlcomp.runner.trace import trace_logdir
 
             path = trace_logdir(task.folder / result["logdir"], "best", out=trace_path(task, trace))
             print(f"mlcomp catalyst: traced the best checkpoint to {path}", flush=True)
             result["paths"] = {**result.get("paths", {}), "traced model": str(path)}
-        return result
+        return outcome

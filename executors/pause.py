@@ -1,6 +1,6 @@
 """Pausing a search trial at a rung: the runner callback a train task adds when its config has
 ``pause_at`` (set by :mod:`mlcomp.search.step`); the train executor turns :class:`TrialPaused` into
-the exit status of a paused task (``mlcomp.errors.EXIT_PAUSED``).
+a :class:`mlcomp.outcome.Paused` outcome, with the checkpoint the trial resumes from.
 
 The callback runs last at the end of every epoch (after the checkpoint callback has written
 ``last_full.pth`` for that epoch, positioned "epoch done", and after the reporting callback has
@@ -37,9 +37,19 @@ class PauseCallback(Callback):
             raise ValueError(f"PauseCallback: pause_at must be >= 1, got {pause_at}")
         self.pause_at = int(pause_at)
 
+    def on_epoch_start(self, runner):
+        """Pause before training when the rung's epoch was already done: a trial that reached its
+        rung just as a preemption stopped it resumes from the rung's checkpoint, and must not
+        train past the rung before its search decides."""
+        if runner.global_epoch > self.pause_at:
+            self._pause(runner)
+
     def on_epoch_end(self, runner):
         """Pause once the rung's epoch is done (its full checkpoint is on disk)."""
-        if runner.global_epoch != self.pause_at:
-            return
+        if runner.global_epoch == self.pause_at:
+            self._pause(runner)
+
+    @staticmethod
+    def _pause(runner):
         path = checkpoint_path(runner.logdir, LAST_FULL) if runner.logdir is not None else None
         raise TrialPaused(runner.stage_name, runner.epoch, runner.loader_name, runner.loader_batch_step, path)

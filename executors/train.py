@@ -26,7 +26,9 @@ and the run reports to the store through :class:`executors.reporting.ReportingCa
 attempt of a stopped or failed task continues from ``logdir/checkpoints/last_full.pth`` (or
 ``best_full.pth``, or a given file: ``Task.resume_from``; the worker resolves it into
 ``TaskContext.resume``, :func:`mlcomp.worker.context.resolve_resume`). A stop request (SIGTERM) makes the
-runner finish its batch, write ``last_full.pth`` and the child exit 75 (``stopped``). A
+runner finish its batch, write ``last_full.pth`` and the executor return
+:class:`mlcomp.outcome.Stopped` (the child exits 75: ``stopped``); a search trial at its rung
+returns :class:`mlcomp.outcome.Paused` (exit 76: ``paused``). A
 model-only checkpoint (``best.pth``, ``main.3.pth``) given to resume starts a fresh run from its
 weights instead. With
 ``distr: true`` the task runs one process per allocated GPU (NCCL; gloo when CUDA is not
@@ -43,7 +45,8 @@ from typing import Any
 from executors.base import LOGDIR, Executor, SubmitContext, TaskContext
 from executors.registry import register
 from executors.reporting import MAX_BATCH_POINTS, ReportingCallback
-from mlcomp.errors import EXIT_PAUSED, EXIT_STOPPED, ConfigError, ExecutorError
+from mlcomp.errors import ConfigError
+from mlcomp.outcome import Paused, Stopped, Success, TaskOutcome
 
 __all__ = ["TrainExecutor", "train_result", "KEYS"]
 
@@ -132,8 +135,10 @@ def train_result(runner, folder: Path) -> dict[str, Any]:
     }
 
 
-def _train(payload: dict, reporter) -> dict[str, Any]:
-    """Runs the config of ``payload`` in this process; the result, or ``{"stopped": message}``."""
+def _train(payload: dict, reporter) -> TaskOutcome:
+    """Runs the config of ``payload`` in this process: :class:`Success` with :func:`train_result`,
+    :class:`Paused` at a search trial's rung, or :class:`Stopped` on request (each with the
+    checkpoint that resumes it)."""
     import torch
 
     from mlcomp.runner import RunStopped
@@ -150,13 +155,13 @@ def _train(payload: dict, reporter) -> dict[str, Any]:
         runner = run_config(payload["config"], logdir=payload["logdir"], resume=payload["resume"],
                             extra_callbacks=callbacks)
     except TrialPaused as e:
-        return {"paused": str(e)}
+        return Paused(f"paused at a rung of its search: {e}", e.checkpoint)
     except RunStopped as e:
-        return {"stopped": str(e)}
-    return train_result(runner, Path(payload["folder"]))
+        return Stopped(str(e), e.checkpoint)
+    return Success(train_result(runner, Path(payload["folder"])))
 
 
-def _train_rank(payload: dict) -> dict[str, Any]:
+def _train_rank(payload: dict) -> TaskOutcome:
     """One process of a distributed run (started by ``launch``); rank 0 reports to the store."""
     from mlcomp.runner import distributed
 
@@ -217,32 +222,25 @@ class TrainExecutor(Executor):
                 "processes": _int_key(spec, "processes", 1, None, ctx),
                 "max_batch_points": _int_key(spec, "max_batch_points", 0, MAX_BATCH_POINTS, ctx)}
 
-    def run(self, task: TaskContext) -> dict | None:
-        """Trains; returns :func:`train_result` (rank 0's in a distributed run).
+    def run(self, task: TaskContext) -> TaskOutcome:
+        """Trains; returns :class:`Success` with :func:`train_result` (rank 0's in a distributed
+        run; None on the other computers of a gang), :class:`Stopped` when the run was stopped
+        or :class:`Paused` at a search trial's rung (each with its ``last_full.pth``).
 
         Raises:
-            SystemExit: code 75 when the run was stopped (its ``last_full.pth`` is written).
             ExecutorError: a resume checkpoint is missing.
         """
         from mlcomp.runner.distributed import launch
 
         payload, nprocs = self._payload(task)
         group = task.group or {}
-        if nprocs > 1 or group:  # NCCL when CUDA is there, else gloo (declared GPUs on a CPU box)
-            result = launch(_train_rank, nprocs, payload, master_port=group.get("master_port"),
-                            master_addr=group.get("master_addr", "127.0.0.1"), first_rank=group.get("first_rank", 0),
-                            world_size=group.get("world_size"))
-            if group.get("first_rank", 0) > 0:
-                return None  # rank 0's computer reports the result
-        else:
-            result = _train(payload, task.reporter)
-        if "stopped" in result:
-            print(f"mlcomp: {result['stopped']}", flush=True)
-            raise SystemExit(EXIT_STOPPED)
-        if "paused" in result:
-            print(f"mlcomp: paused at a rung of its search: {result['paused']}", flush=True)
-            raise SystemExit(EXIT_PAUSED)
-        return result
+        if nprocs == 1 and not group:
+            return _train(payload, task.reporter)
+        # NCCL when CUDA is there, else gloo (declared GPUs on a CPU box)
+        outcome = launch(_train_rank, nprocs, payload, master_port=group.get("master_port"),
+                         master_addr=group.get("master_addr", "127.0.0.1"), first_rank=group.get("first_rank", 0),
+                         world_size=group.get("world_size"))
+        return Success(None) if group.get("first_rank", 0) > 0 else outcome  # rank 0's computer reports
 
     def _payload(self, task: TaskContext) -> tuple[dict, int]:
         """What each process of the run needs (config, logdir, resume file, threads…) and the

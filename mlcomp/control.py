@@ -20,7 +20,7 @@ from mlcomp.errors import ConfigError, NotFoundError, StateError
 from mlcomp.settings import Settings
 from mlcomp.bus import SUPERVISOR, Bus
 from mlcomp.kinds import is_composite
-from mlcomp.lifecycle import rollup_status, set_task_status
+from mlcomp.lifecycle import counted_status, rollup_status, set_task_status
 
 __all__ = [
     "submit_dag",
@@ -243,13 +243,15 @@ def set_dag_priority(session: Session, dag_id: int, priority: int) -> list[Task]
 
 
 def dag_status(session: Session, dag: Dag | int) -> TaskStatus:
-    """A DAG's status derived from its tasks (:func:`mlcomp.lifecycle.rollup_status`).
+    """A DAG's status derived from its tasks (:func:`mlcomp.lifecycle.rollup_status`; a task
+    paused by a preemption counts as waiting, :func:`~mlcomp.lifecycle.counted_status`).
 
     Raises:
         NotFoundError: ``dag`` is an id that does not exist.
     """
     dag_id = dag.id if isinstance(dag, Dag) else get_dag(session, dag).id
-    return rollup_status(session.scalars(select(Task.status).where(Task.dag_id == dag_id)))
+    rows = session.execute(select(Task.status, Task.preempted_by).where(Task.dag_id == dag_id))
+    return rollup_status(counted_status(status, by is not None) for status, by in rows)
 
 
 def wake(settings: Settings) -> None:

@@ -6,9 +6,6 @@ value and what is allowed.
 """
 
 __all__ = [
-    "EXIT_STOPPED",
-    "EXIT_PAUSED",
-    "EXIT_NO_SPACE",
     "MlcompError",
     "ConfigError",
     "DagError",
@@ -16,19 +13,6 @@ __all__ = [
     "NotFoundError",
     "StateError",
 ]
-
-EXIT_STOPPED = 75
-"""The exit status of a run or task process that stopped on request, the only home of the number:
-sysexits ``EX_TEMPFAIL`` ("try again later", i.e. resume). The runner's ``mlcomp run``, a task's
-child and the worker, which maps it to ``stopped``, all take it from here."""
-EXIT_PAUSED = 76
-"""The exit status of a search trial's child that paused at a rung (:mod:`mlcomp.search`); the
-worker maps it to ``paused``."""
-EXIT_NO_SPACE = 74
-"""The exit status of a task's child whose run raised an :class:`OSError` saying the device is
-full (ENOSPC): sysexits ``EX_IOERR``. Its stderr, where the error would be printed, is often on
-the full file system, so the worker names the device error from this status alone when the disk
-has room again by the time it looks (:func:`mlcomp.worker.launch.outcome`)."""
 
 
 class MlcompError(Exception):

@@ -50,6 +50,7 @@ __all__ = [
     "set_status_many",
     "queue_many",
     "retry_or_fail",
+    "counted_status",
     "rollup_status",
 ]
 
@@ -372,14 +373,18 @@ def _sync_attempt(session: Session, task: Task, now: dt.datetime) -> None:
 
 def _attempt_values(session: Session, task: Task, now: dt.datetime) -> dict | None:
     """The values of the upsert of the task's current Attempt row (:func:`_upsert`), or None when
-    the row is the pending object this transaction added, which is updated here instead."""
+    the row is the pending object this transaction added, which is updated here instead. The
+    attempt ends (``finished``) at a finished status and at ``paused`` (a search trial at a rung,
+    a preempted task): the task goes on, if at all, in a new attempt."""
     values = dict(status=task.status, computer=task.computer, gpus=list(task.gpus or []), reason=task.reason)
     if task.status is S.in_progress:
         values["started"] = now
-    elif task.status.finished:
+    elif task.status.finished or task.status is S.paused:
         values["finished"] = now
     pending = session.info.get(_PENDING_ATTEMPTS, {}).get((task.id, task.attempt))
     if pending is not None and pending in session:
+        if pending.finished is not None:
+            values.pop("finished", None)  # the first end stands
         for key, value in values.items():
             setattr(pending, key, value)
         return None
@@ -391,7 +396,8 @@ def _attempt_values(session: Session, task: Task, now: dt.datetime) -> dict | No
 @functools.cache
 def _upsert(dialect: str):
     """``INSERT INTO attempt … ON CONFLICT (task_id, number) DO UPDATE`` for ``dialect``, built
-    once: the status, placement and reason are replaced; ``started``/``finished`` only when given."""
+    once: the status, placement and reason are replaced; ``started`` when given; ``finished`` when
+    given and not set yet (the first end stands: a trial paused at a rung, then pruned)."""
     if dialect not in _INSERTS:
         raise NotImplementedError(f"attempt rows support {', '.join(_INSERTS)}, not {dialect}")
     table = Attempt.__table__
@@ -400,12 +406,21 @@ def _upsert(dialect: str):
     return statement.on_conflict_do_update(index_elements=["task_id", "number"], set_={
         "status": new.status, "computer": new.computer, "gpus": new.gpus, "reason": new.reason,
         "started": func.coalesce(new.started, table.c.started),
-        "finished": func.coalesce(new.finished, table.c.finished),
+        "finished": func.coalesce(table.c.finished, new.finished),  # the first end stands (a pause, then pruned)
     })
 
 
+def counted_status(status: TaskStatus, preempted: bool) -> TaskStatus:
+    """The status a task counts as where ``paused`` would read as an end: in
+    :func:`rollup_status` and in a search's slots (:mod:`mlcomp.search.step`). A task paused by a
+    preemption (``preempted``: its ``Task.preempted_by`` is set) counts as ``queued``: it waits to
+    be placed again and resumes where it paused. Any other status counts as itself."""
+    return S.queued if status is S.paused and preempted else status
+
+
 def rollup_status(statuses: Iterable[TaskStatus]) -> TaskStatus:
-    """A group's status derived from its members' statuses (a DAG's tasks, a grid's cells).
+    """A group's status derived from its members' statuses (a DAG's tasks, a grid's cells), each
+    as :func:`counted_status` gives it (a task paused by a preemption passed as ``queued``).
 
     Empty → not_ran; anything queued/in_progress/stopping, or work left beside finished work →
     in_progress; all success (or pruned: a search trial stopped early) → success; otherwise the

@@ -2,12 +2,12 @@
 the last day (hourly) or the last week (daily), as Slurm's ``sreport`` accounts a cluster's
 use by account.
 
-An attempt holds its GPUs from ``Attempt.started`` to its end: ``Attempt.finished``; else, for
-an attempt that ended paused, when its preemption paused it (:class:`mlcomp.db.Preemption`) or,
-for the task's current attempt, when the task last changed (``Task.updated``: a search trial
-paused at a rung); else now, while it is active (queued, in progress, stopping). Its GPUs are
-``Attempt.gpus`` on one computer, or every part of a gang (:func:`mlcomp.gang.holdings`), whose
-placement record only the task's current attempt keeps. Each attempt is clipped to the window.
+An attempt holds its GPUs from ``Attempt.started`` to its end, ``Attempt.finished`` (stamped by
+:mod:`mlcomp.lifecycle` when the attempt ends finished or paused), or now while it is active
+(queued, in progress, stopping). Its GPUs are ``Attempt.gpus`` on one computer, or every part of
+a gang (:func:`mlcomp.gang.holdings`), whose placement record only the task's current attempt
+keeps. Each attempt is clipped to the window. :func:`attempts_held` reads them, for this module
+and for the supervisor's fair share (:mod:`mlcomp.supervisor.fairshare`).
 
 Both the CLI (``mlcomp queue --usage``) and the UI (the queue page's plot) show it, so it lives
 here and not in ``ui/``: the CLI must not import Flask.
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from mlcomp.db import Attempt, Dag, Preemption, Project, Task, TaskStatus
+from mlcomp.db import Attempt, Dag, Project, Task
 from mlcomp.gang import holdings
 from mlcomp.lifecycle import ACTIVE
 
-__all__ = ["WINDOWS", "Usage", "gpu_hours", "window_start"]
+__all__ = ["WINDOWS", "Usage", "Held", "attempts_held", "gpu_hours", "window_start"]
 
 WINDOWS = {"day": (3600, 24), "week": (86400, 7)}
 """Window name → (bucket length in seconds, number of buckets): the last 24 clock hours and the
@@ -74,50 +74,46 @@ def gpu_hours(session: Session, now: dt.datetime, window: str = "day") -> Usage:
     bucket, count = WINDOWS[window]
     start = window_start(now, bucket, count)
     projects: dict[str, list[float]] = {}
-    for project, began, ended, gpus in _held(session, start, now):
-        hours = projects.setdefault(project, [0.0] * count)
-        first = max(began, start)
-        last = min(ended, now)
+    for held in attempts_held(session, start, now):
+        hours = projects.setdefault(held.project, [0.0] * count)
+        first = max(held.start, start)
+        last = min(held.end or now, now)
         for i in range(int((first - start).total_seconds() // bucket), count):
             low = start + dt.timedelta(seconds=i * bucket)
             overlap = (min(last, low + dt.timedelta(seconds=bucket)) - max(first, low)).total_seconds()
             if overlap <= 0:
                 break
-            hours[i] += gpus * overlap / 3600
+            hours[i] += held.gpus * overlap / 3600
     return Usage(window, start, now, bucket, dict(sorted(projects.items())))
 
 
-def _held(session: Session, since: dt.datetime, now: dt.datetime) -> Iterator[tuple[str, dt.datetime, dt.datetime, int]]:
-    """(project, start, end, GPU count) of each attempt that held GPUs between ``since`` and ``now``."""
-    paused = (select(func.min(Preemption.paused))
-              .where(Preemption.task_id == Attempt.task_id, Preemption.attempt == Attempt.number)
-              .scalar_subquery())
+class Held(NamedTuple):
+    """One attempt's hold on GPUs: ``gpus`` GPUs (every part of a gang counted) of ``project``
+    from ``start`` to ``end`` (timezone-aware UTC; ``end`` None while the attempt is active)."""
+
+    attempt: int
+    project: str
+    start: dt.datetime
+    end: dt.datetime | None
+    gpus: int
+
+
+def attempts_held(session: Session, since: dt.datetime | None, now: dt.datetime) -> Iterator[Held]:
+    """The attempts that held GPUs at some time after ``since`` (None: ever) and before ``now``:
+    started before ``now`` and active or ended after ``since`` (attempts without GPUs left out)."""
+    ended = Attempt.finished.is_not(None) if since is None else Attempt.finished > since
     rows = session.execute(
-        select(Project.name, Attempt.number, Attempt.status, Attempt.computer, Attempt.gpus, Attempt.started,
-               Attempt.finished, paused.label("paused"), Task.attempt, Task.status.label("task_status"),
-               Task.updated, Task.placement)
-        .join(Task, Task.id == Attempt.task_id).join(Dag, Dag.id == Task.dag_id).join(Project)
-        .where(Attempt.started.is_not(None), Attempt.started < now,
-               or_(Attempt.finished.is_(None), Attempt.finished > since)))
+        select(Attempt.id, Project.name, Attempt.number, Attempt.computer, Attempt.gpus, Attempt.started,
+               Attempt.finished, Task.attempt, Task.placement)
+        .join(Task, Task.id == Attempt.task_id).join(Dag, Dag.id == Task.dag_id)
+        .join(Project, Project.id == Dag.project_id)
+        .where(Attempt.started.is_not(None), Attempt.started < now, or_(Attempt.status.in_(ACTIVE), ended)))
     for row in rows:
-        current = row.number == row.attempt
-        gpus = sum(len(part.gpus) for part in holdings(row.computer, row.gpus, row.placement if current else None))
-        end = _end(row, current, now)
-        if gpus and end is not None:
-            yield row.name, _utc(row.started), end, gpus
-
-
-def _end(row, current: bool, now: dt.datetime) -> dt.datetime | None:
-    """When the attempt of ``row`` let its GPUs go (now while it holds them), None when unknown."""
-    if row.finished is not None:
-        return _utc(row.finished)
-    if row.status in ACTIVE:
-        return now
-    if row.paused is not None:
-        return _utc(row.paused)
-    if current and row.task_status is TaskStatus.paused and row.updated is not None:
-        return _utc(row.updated)
-    return None
+        placement = row.placement if row.number == row.attempt else None
+        gpus = sum(len(part.gpus) for part in holdings(row.computer, row.gpus, placement))
+        if gpus:
+            end = None if row.finished is None else _utc(row.finished)
+            yield Held(row.id, row.name, _utc(row.started), end, gpus)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import MetaData, func, select
 
 from mlcomp import control
 from mlcomp.cli import cli
-from mlcomp.db import Attempt, Dag, Preemption, Project, Task, TaskStatus, open_store
+from mlcomp.db import Attempt, Dag, Preemption, Project, Task, TaskStatus, make_engine, open_store, upgrade
 from mlcomp.errors import ConfigError, NotFoundError, StateError
+from mlcomp.lifecycle import set_status_many, set_task_status
 from mlcomp.settings import Settings
 from mlcomp.supervisor import Supervisor
 from mlcomp.supervisor.allocate import Free, FreePool
 from mlcomp.supervisor.fairshare import FairShare, Standing, decayed, factors, plan
 from mlcomp.supervisor.queue import queue
 from mlcomp.supervisor.ready import classify
+from mlcomp.usage import gpu_hours
 from supervisor_helpers import T0, Clock, RecordingBus, add_computer, add_task
 
 S = TaskStatus
@@ -135,15 +137,13 @@ def project_dag(session, project: str) -> Dag:
     return dag
 
 
-def ran(session, dag, start, end, gpus=(0,), status=S.success, placement=None, paused=None) -> Task:
+def ran(session, dag, start, end, gpus=(0,), status=S.success, placement=None) -> Task:
     """A task whose one attempt held ``gpus`` on computer ``a`` from ``start`` to ``end``."""
     number = session.scalar(select(func.count()).select_from(Task))
     task = add_task(session, dag, f"t{number}", status=status, computer="a", gpus=list(gpus),
                     placement=placement, started=start, finished=end)
     session.add(Attempt(task_id=task.id, number=1, status=status, computer="a", gpus=list(gpus),
                         started=start, finished=end))
-    if paused is not None:
-        session.add(Preemption(task_id=task.id, attempt=1, by_task_id=task.id, requested=paused, paused=paused))
     return task
 
 
@@ -158,16 +158,14 @@ def test_the_cached_usage_equals_a_fresh_computation(settings, any_store):
         a, b = project_dag(session, "a"), project_dag(session, "b")
         ran(session, a, T0 - 3 * HOUR, T0 - HOUR / 4, gpus=(0, 1))  # within LATE: read twice, counted once
         ran(session, b, T0 - 5 * HOUR, T0 - HOUR, placement=gang)  # a gang: 3 GPUs
-        ran(session, b, T0 - 2 * HOUR, None, status=S.paused, paused=T0 - HOUR)  # ended paused by a preemption
+        ran(session, b, T0 - 2 * HOUR, T0 - HOUR, status=S.paused)  # ended paused (a preemption, a rung)
         ran(session, a, T0 - HOUR, None, status=S.in_progress)  # running
-        ran(session, b, T0 - 4 * HOUR, None, status=S.paused).updated = T0 - 3 * HOUR  # a trial paused at a rung
         ran(session, a, T0 + HOUR, T0 + 2 * HOUR)  # ends after the first look
     cached = FairShare(settings)
     with store.begin() as session:
         first = cached.standing(session, T0)
     expected = {"a": decayed(2, T0 - 3 * HOUR, T0 - HOUR / 4, T0, h) + decayed(1, T0 - HOUR, T0, T0, h),
-                "b": decayed(3, T0 - 5 * HOUR, T0 - HOUR, T0, h) + decayed(1, T0 - 2 * HOUR, T0 - HOUR, T0, h)
-                + decayed(1, T0 - 4 * HOUR, T0 - 3 * HOUR, T0, h)}
+                "b": decayed(3, T0 - 5 * HOUR, T0 - HOUR, T0, h) + decayed(1, T0 - 2 * HOUR, T0 - HOUR, T0, h)}
     assert first.usage == pytest.approx(expected)
     assert first.held == {"a": 1}
     later = T0 + 3 * HOUR
@@ -183,6 +181,106 @@ def test_the_cached_usage_equals_a_fresh_computation(settings, any_store):
         + decayed(1, T0 + HOUR, T0 + 2 * HOUR, later, h) + decayed(1, T0 - HOUR, T0 - HOUR / 2, later, h))
     with store.begin() as session:  # the same time again changes nothing
         assert cached.standing(session, later).usage == pytest.approx(fresh.usage, rel=1e-12)
+
+
+def ends(session) -> dict[tuple[int, int], dt.datetime | None]:
+    """(task id, attempt number) → the attempt's end, timezone-aware."""
+    rows = session.execute(select(Attempt.task_id, Attempt.number, Attempt.finished))
+    return {(task, number): end and end.replace(tzinfo=dt.timezone.utc) for task, number, end in rows}
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["one", "bulk"])
+def test_an_attempt_that_ends_paused_ends_when_it_pauses(settings, store, bulk):
+    """A search trial paused at a rung and a task paused by a preemption: their attempts end at
+    the pause, not when the task goes on in a new attempt, and the usage counts them to it."""
+    pause = T0 - HOUR
+    with store.begin() as session:
+        add_computer(session, "a", gpus=2)
+        dag = project_dag(session, "p")
+        trial = add_task(session, dag, "trial", computer="a", gpus=[0])
+        preempted = add_task(session, dag, "preempted", computer="a", gpus=[1])
+        urgent = add_task(session, dag, "urgent")
+        for status, at in [(S.queued, T0 - 3 * HOUR), (S.in_progress, T0 - 2 * HOUR)]:
+            set_status_many(session, [trial, preempted], status, now=at)
+        preempted.preempted_by = urgent.id
+        session.add(Preemption(task_id=preempted.id, attempt=1, by_task_id=urgent.id, requested=pause))
+        set_task_status(session, preempted, S.stopping, now=pause)
+        if bulk:
+            set_status_many(session, [trial, preempted], S.paused, now=pause)
+        else:
+            set_task_status(session, trial, S.paused, now=pause)
+            set_task_status(session, preempted, S.paused, now=pause)
+        ids = trial.id, preempted.id
+    with store.begin() as session:
+        assert ends(session) == {(ids[0], 1): pause, (ids[1], 1): pause}
+        assert [session.get(Task, i).finished for i in ids] == [None, None]  # the tasks go on
+        set_task_status(session, session.get(Task, ids[0]), S.not_ran, "promoted", T0 - HOUR / 2)
+        set_task_status(session, session.get(Task, ids[1]), S.queued, "placed again", T0 - HOUR / 2)
+    with store.begin() as session:
+        assert ends(session) == {(ids[0], 1): pause, (ids[1], 1): pause, (ids[0], 2): None, (ids[1], 2): None}
+        usage = FairShare(settings).standing(session, T0).usage
+        assert usage == pytest.approx({"p": 2 * decayed(1, T0 - 2 * HOUR, pause, T0, settings.fairshare_half_life)})
+        assert sum(gpu_hours(session, T0).projects["p"]) == pytest.approx(2.0)  # 2 attempts × 1 GPU × 1 hour
+
+
+@pytest.mark.parametrize("same_transaction", [False, True], ids=["later", "same-transaction"])
+def test_a_trial_pruned_after_its_pause_keeps_the_pause_as_its_end(settings, store, same_transaction):
+    """The first end of an attempt stands: a trial paused at a rung and pruned hours later held
+    its GPU until the pause, not until the pruning."""
+    with store.begin() as session:
+        add_computer(session, "a", gpus=1)
+        trial = add_task(session, project_dag(session, "p"), "trial", computer="a", gpus=[0])
+        for status, at in [(S.queued, T0 - 3 * HOUR), (S.in_progress, T0 - 2 * HOUR), (S.paused, T0 - HOUR)]:
+            set_task_status(session, trial, status, now=at)
+        if same_transaction:
+            set_task_status(session, trial, S.pruned, "never promoted", T0)
+        trial_id = trial.id
+    with store.begin() as session:
+        if not same_transaction:
+            set_task_status(session, session.get(Task, trial_id), S.pruned, "never promoted", T0)
+    with store.begin() as session:
+        assert ends(session) == {(trial_id, 1): T0 - HOUR}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_url(request, settings):
+    """The URL of an empty SQLite or PostgreSQL database."""
+    return settings.db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_the_migration_gives_the_attempts_that_ended_paused_their_end(empty_url):
+    """At ``report_journal`` only a search trial ended paused: the migration to ``shared_gpus``
+    ends such an attempt when its task last changed while it is the current one, else when the
+    next attempt started; one promoted whose next attempt has not started keeps no end."""
+    engine = make_engine(empty_url)
+    upgrade(engine, "report_journal")
+    with engine.begin() as connection:
+        tables = MetaData()
+        tables.reflect(connection, only=["project", "dag", "task", "attempt"])
+        project, dag, task, attempt = (tables.tables[name] for name in ("project", "dag", "task", "attempt"))
+        connection.execute(project.insert(), {"id": 1, "name": "p", "created": T0})
+        connection.execute(dag.insert(), {"id": 1, "name": "d", "project_id": 1, "config": "", "created": T0})
+        common = dict(dag_id=1, type="train", priority=0, executor_config={}, gpu_min=1, gpu_max=1, cpu=1, memory=0.0,
+                      distr=False, single_node=True, env={}, retries=0, gpus=[0], created=T0, updated=T0)
+        connection.execute(task.insert(), [
+            dict(common, id=1, name="at a rung", status="paused", attempt=1, updated=T0 - HOUR),
+            dict(common, id=2, name="promoted", status="in_progress", attempt=2),
+            dict(common, id=3, name="promoted, waiting", status="not_ran", attempt=2),
+            dict(common, id=4, name="done", status="success", attempt=1)])
+        run = dict(computer="a", gpus=[0], started=T0 - 3 * HOUR, finished=None)
+        connection.execute(attempt.insert(), [
+            dict(run, task_id=1, number=1, status="paused"),
+            dict(run, task_id=2, number=1, status="paused"),
+            dict(run, task_id=2, number=2, status="in_progress", started=T0 - 2 * HOUR),
+            dict(run, task_id=3, number=1, status="paused"),
+            dict(run, task_id=3, number=2, status="not_ran", started=None),
+            dict(run, task_id=4, number=1, status="success", finished=T0 - HOUR / 2)])
+    upgrade(engine)
+    with engine.connect() as connection:
+        found = ends(connection)
+    engine.dispose()
+    assert found == {(1, 1): T0 - HOUR, (2, 1): T0 - 2 * HOUR, (2, 2): None, (3, 1): None, (3, 2): None,
+                     (4, 1): T0 - HOUR / 2}
 
 
 # --- the supervisor and the queue ------------------------------------------------------------

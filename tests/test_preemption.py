@@ -212,23 +212,16 @@ def test_a_stop_while_pausing_or_paused_ends_stopped(settings, store, busy, when
     assert get(store, low).status is S.not_ran
 
 
-def test_search_trials_and_tasks_over_their_project_quota_preempt_or_are_preempted_by_nothing(settings, store):
+def test_a_task_over_its_project_quota_preempts_nothing(settings, store):
     with store.begin() as session:
         add_computer(session, "a", gpus=1)
         dag = make_dag(session)
-        search = add_task(session, dag, "search", type="search", status=S.success)  # its driver stays out
-        trial = add_task(session, dag, "trial", type="train", gpu_min=1, gpu_max=1, preemptible=True,
-                         parent_id=search.id, status=S.in_progress, computer="a", gpus=[0]).id
-    sup = supervisor(settings, store, Clock(T0))
-    with store.begin() as session:
-        add_task(session, session.get(Task, trial).dag, "urgent", gpu_min=1, gpu_max=1, priority=10)
+        low = add_task(session, dag, "low", type="train", gpu_min=1, gpu_max=1, preemptible=True,
+                       status=S.in_progress, computer="a", gpus=[0]).id
+        add_task(session, dag, "urgent", gpu_min=1, gpu_max=1, priority=10)
+    sup = supervisor(dataclasses.replace(settings, gpu_quota={"p": 1}), store, Clock(T0))  # p holds its one GPU
     sup.tick()
-    assert get(store, trial).status is S.in_progress  # its pause would read as "at a rung" to its search
-    with store.begin() as session:
-        session.get(Task, trial).parent_id = None  # the same task outside a search
-    sup.settings = dataclasses.replace(settings, gpu_quota={"p": 1})  # p holds its one GPU
-    sup.tick()
-    assert get(store, trial).status is S.in_progress
+    assert get(store, low).status is S.in_progress
 
 
 def test_preemption_transitions_are_refused_for_a_task_never_preempted(settings, store, busy):

@@ -46,7 +46,7 @@ def used(store):
         running = add_task(session, dag, "running", status=S.in_progress)
         attempt(session, running, 1, at(11.75), status=S.in_progress, gpus=(1,))  # 11:45 to now
         preempted = add_task(session, dag, "preempted", status=S.not_ran, attempt=2)
-        attempt(session, preempted, 1, at(8), status=S.paused)  # paused at 08:30, then waits again
+        attempt(session, preempted, 1, at(8), at(8.5), status=S.paused)  # paused at 08:30, then waits again
         attempt(session, preempted, 2, None, status=S.not_ran)
         session.add(Preemption(task_id=preempted.id, attempt=1, by_task_id=running.id, requested=at(8.4),
                                paused=at(8.5), resumed=None))

@@ -68,6 +68,20 @@ def test_paused_at_rungs_1_and_3_then_promoted_to_9_is_bitwise_identical(tmp_pat
     assert read("paused") == read("whole")
 
 
+def test_a_trial_resumed_past_its_rung_pauses_before_training(tmp_path, config):
+    """Resumed from the rung's checkpoint (it reached the rung as a preemption stopped it), a trial
+    still paused at that rung trains nothing more, and its checkpoint is left as it was."""
+    with pytest.raises(TrialPaused):
+        _run(config, tmp_path, [], pause_at=2)
+    last_full = tmp_path / "checkpoints" / "last_full.pth"
+    before = last_full.read_bytes()
+    trained = []
+    with pytest.raises(TrialPaused) as info:
+        _run(config, tmp_path, trained, pause_at=2, resume=str(last_full))
+    assert trained == [3] and info.value.checkpoint == last_full  # epoch 3 started, no batch of it ran
+    assert last_full.read_bytes() == before
+
+
 def test_pause_callback_rejects_a_rung_below_one():
     with pytest.raises(ValueError, match="pause_at must be >= 1"):
         PauseCallback(0)

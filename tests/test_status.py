@@ -123,6 +123,7 @@ def test_rollup_status(statuses, expected):
 @pytest.mark.parametrize("parent,cells,expected", [
     (S.in_progress, [S.success, S.in_progress], None),
     (S.in_progress, [S.success, S.not_ran], None),
+    (S.in_progress, [S.success, S.paused], None),  # a cell paused by preemption resumes
     (S.in_progress, [S.success, S.success], S.success),
     (S.in_progress, [S.success, S.failed], S.failed),
     (S.in_progress, [S.stopped, S.success], S.stopped),

@@ -182,21 +182,28 @@ def test_on_change_hook_runs_after_commit(settings, filled):
 
 
 def test_sql_dag_status_matches_rollup_status_for_every_combination(any_store):
+    """Every combination of statuses, a task paused by a preemption (counted as queued) among them."""
     from mlcomp.db import Dag, Project
-    from mlcomp.lifecycle import rollup_status
+    from mlcomp.lifecycle import counted_status, rollup_status
     from ui.queries import list_dags
 
-    combos = list(itertools.chain.from_iterable(itertools.combinations(list(S), n) for n in range(len(S) + 1)))
+    members = [(status, False) for status in S] + [(S.paused, True)]  # (status, preempted)
+    combos = list(itertools.chain.from_iterable(itertools.combinations(members, n) for n in range(len(members) + 1)))
     with any_store.begin() as session:
         project = Project(name="p")
+        urgent = Task(name="urgent", type="bash", status=S.in_progress)
+        session.add(Dag(name="urgent", project=project, config="", tasks=[urgent]))
+        session.flush()
         dags = [Dag(name=f"d{i}", project=project, config="",
-                    tasks=[Task(name=status.value, type="bash", status=status) for status in combo])
+                    tasks=[Task(name=f"{status.value}{' preempted' * preempted}", type="bash", status=status,
+                                preempted_by=urgent.id if preempted else None) for status, preempted in combo])
                 for i, combo in enumerate(combos)]
         session.add_all(dags)
         session.flush()
-        expected = {dag.id: rollup_status(combo).value for dag, combo in zip(dags, combos)}
+        expected = {dag.id: rollup_status(counted_status(*member) for member in combo).value
+                    for dag, combo in zip(dags, combos)} | {urgent.dag_id: S.in_progress.value}
     with any_store() as session:
         for status in S:
-            found = list_dags(session, status=status.value, per_page=len(combos))["dags"]
+            found = list_dags(session, status=status.value, per_page=len(expected))["dags"]
             assert {d["id"] for d in found} == {i for i, s in expected.items() if s == status.value}, status
             assert all(d["status"] == status.value for d in found)

@@ -35,7 +35,7 @@ from mlcomp.db import (
 from mlcomp import gang
 from mlcomp.errors import NotFoundError
 from mlcomp.search.rollup import leaderboard, main_metric_of
-from mlcomp.lifecycle import ACTIVE, rollup_status
+from mlcomp.lifecycle import ACTIVE, counted_status, rollup_status
 
 __all__ = [
     "STATUSES",
@@ -118,28 +118,30 @@ def _own() -> ColumnElement[bool]:
     return func.coalesce(Task.parent_id, 0) == 0
 
 
-def _status_counts(session: Session, dag_ids: list[int]) -> tuple[dict[int, dict[str, int]], dict[int, tuple]]:
-    """Per DAG its task count by status, and its first start and last end (one ``GROUP BY``)."""
+def _status_counts(session: Session, dag_ids: list[int]) -> tuple[dict[int, dict[str, int]], dict[int, tuple],
+                                                                   dict[int, set[TaskStatus]]]:
+    """Per DAG its task count by status, its first start and last end, and its statuses as
+    :func:`mlcomp.lifecycle.rollup_status` counts them (:func:`counted_status`; one ``GROUP BY``)."""
+    preempted = Task.preempted_by.is_not(None)
     rows = session.execute(
-        select(Task.dag_id, Task.status, func.count(), func.min(Task.started), func.max(Task.finished))
-        .where(_in_dags(dag_ids)).group_by(Task.dag_id, Task.status)
+        select(Task.dag_id, Task.status, preempted, func.count(), func.min(Task.started), func.max(Task.finished))
+        .where(_in_dags(dag_ids)).group_by(Task.dag_id, Task.status, preempted)
     )
     found: dict[int, dict[str, int]] = defaultdict(dict)
     times: dict[int, tuple] = {}
-    for dag_id, status, n, started, finished in rows:
-        found[dag_id][TaskStatus(status).value] = n
+    counted: dict[int, set[TaskStatus]] = defaultdict(set)
+    for dag_id, status, by_preemption, n, started, finished in rows:
+        status = TaskStatus(status)
+        found[dag_id][status.value] = found[dag_id].get(status.value, 0) + n
+        counted[dag_id].add(counted_status(status, bool(by_preemption)))
         first, last = times.get(dag_id, (None, None))
         times[dag_id] = (min(filter(None, (first, started)), default=None),
                          max(filter(None, (last, finished)), default=None))
-    return {dag_id: _in_status_order(c) for dag_id, c in found.items()}, times
+    return {dag_id: _in_status_order(c) for dag_id, c in found.items()}, times, counted
 
 
 def _in_status_order(counts: dict[str, int]) -> dict[str, int]:
     return {s: counts[s] for s in STATUSES if s in counts}
-
-
-def _dag_status(counts: dict[str, int]) -> str:
-    return rollup_status(TaskStatus(s) for s, n in counts.items() if n).value
 
 
 def derived_dag_status() -> ColumnElement[str]:
@@ -151,9 +153,10 @@ def derived_dag_status() -> ColumnElement[str]:
         return func.sum(case((Task.status.in_(statuses), 1), else_=0))
 
     s = TaskStatus
-    return case(
+    preempted = func.sum(case((and_(Task.status == s.paused, Task.preempted_by.is_not(None)), 1), else_=0))
+    return case(  # a task paused by a preemption counts as queued (counted_status)
         (func.count(Task.id) == count(s.not_ran), s.not_ran.value),
-        (count(*ACTIVE, s.not_ran) > 0, s.in_progress.value),
+        (count(*ACTIVE, s.not_ran) + preempted > 0, s.in_progress.value),
         (count(s.failed) > 0, s.failed.value),
         (count(s.stopped, s.paused) > 0, s.stopped.value),
         (count(s.skipped) > 0, s.skipped.value),
@@ -223,14 +226,14 @@ def _best_main(session: Session, dag_ids: list[int]) -> dict[int, dict]:
 def _dag_rows(session: Session, dag_ids: list[int], now: dt.datetime) -> list[dict]:
     if not dag_ids:
         return []
-    counts, times = _status_counts(session, dag_ids)
+    counts, times, counted = _status_counts(session, dag_ids)
     best = _best_main(session, dag_ids)
     rows = session.execute(select(Dag.id, Dag.name, Dag.created, Project.name, Dag.config, Dag.grid_cell, Dag.tags,
                                   Dag.note).join(Project).where(Dag.id.in_(dag_ids)).order_by(Dag.id.desc()))
     dags = []
     for dag_id, name, created, project, config, grid_cell, tags, note in rows:
         dag_counts = counts.get(dag_id, {})
-        status = _dag_status(dag_counts)
+        status = rollup_status(counted.get(dag_id, ())).value
         started, finished = times.get(dag_id, (None, None))
         dags.append({
             "id": dag_id, "name": name, "project": project, "created": iso(created), "status": status,

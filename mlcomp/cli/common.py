@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp.db import Task, TaskStatus, immediate, open_store
 from mlcomp.db.outage import Outage, retrying
-from mlcomp.lifecycle import ACTIVE
+from mlcomp.lifecycle import ACTIVE, counted_status
 from mlcomp.names import shown
 from mlcomp.settings import Settings
 
@@ -65,8 +65,11 @@ def table(rows: list[list], header: list[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
-def _describe(task_id: int, name: str, status: TaskStatus, reason: str | None) -> str:
+def _describe(task_id: int, name: str, status: TaskStatus, reason: str | None, preempted_by: int | None) -> str:
+    """A status line; a task paused by a preemption says so and that it resumes."""
     line = f"task {task_id} {name!r}: {status.value}"
+    if status is TaskStatus.paused and preempted_by is not None:
+        reason = f"{reason or f'preempted by task {preempted_by}'}; resumes once placed again"
     return f"{line} ({reason})" if reason else line
 
 
@@ -101,22 +104,27 @@ _RECENT = dt.timedelta(seconds=0.5)  # how far back a partial read looks before 
 
 class _Printed:
     """What a follower printed so far, so each line is printed once: every task's status, the
-    stage and epoch it runs, and the reason it waits."""
+    stage and epoch it runs, and the reason it waits; and the tasks paused by a preemption."""
 
     def __init__(self, echo: Callable[[str], None]):
         self.echo = echo
         self.seen: dict[int, TaskStatus] = {}
+        self.preempted: set[int] = set()
         self.epochs: dict[int, tuple] = {}
         self.waits: dict[int, str | None] = {}
 
     def show(self, rows) -> None:
-        """Prints what ``rows`` (id, name, status, reason, progress, updated, waiting_reason)
-        changed: status lines, epoch lines, then one line per new waiting reason."""
+        """Prints what ``rows`` (id, name, status, reason, progress, updated, waiting_reason,
+        preempted_by) changed: status lines, epoch lines, then one line per new waiting reason."""
         new_waits: dict[int, tuple[str, str]] = {}
-        for task_id, name, status, reason, progress, _, waiting_reason in rows:
+        for task_id, name, status, reason, progress, _, waiting_reason, preempted_by in rows:
             if self.seen.get(task_id, TaskStatus.not_ran) is not status:
-                self.echo(_describe(task_id, name, status, reason))
+                self.echo(_describe(task_id, name, status, reason, preempted_by))
             self.seen[task_id] = status
+            if preempted_by is None:
+                self.preempted.discard(task_id)
+            else:
+                self.preempted.add(task_id)
             waiting_reason = waiting_reason if status is TaskStatus.not_ran else None
             if waiting_reason and self.waits.get(task_id) != waiting_reason:
                 new_waits[task_id] = (name, waiting_reason)
@@ -128,6 +136,11 @@ class _Printed:
                 self.echo(_describe_epoch(task_id, name, progress))
         for line in _describe_waits(new_waits):
             self.echo(line)
+
+    def statuses(self) -> dict[int, TaskStatus]:
+        """Every task's status as :func:`counted_status` counts it: a task paused by a preemption
+        is ``queued`` (it waits to resume), not ended."""
+        return {task_id: counted_status(status, task_id in self.preempted) for task_id, status in self.seen.items()}
 
 
 def _read(store: sessionmaker, stmt) -> list:
@@ -141,7 +154,8 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
     ready task waits for placement changes (the supervisor's ``waiting_reason``, e.g. "no computer
     has room for 1 GPU, …"), and a line per epoch a running task starts (its stage, epoch and
     ETA), until every task has ended. While the store is unreachable it says so once and keeps
-    reading for up to :data:`mlcomp.db.outage.RETRY_FOR` seconds.
+    reading for up to :data:`mlcomp.db.outage.RETRY_FOR` seconds. A task paused by a preemption
+    has not ended: it waits to be placed again and resumes.
 
     A read costs what changed, not the DAGs' size (a 10,000-cell grid is followed without reading
     10,000 rows per change): between full reads (every :data:`FULL_READ_EVERY` seconds) only the
@@ -157,7 +171,6 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
         True when every task succeeded (search trials that ended pruned count as succeeded).
     """
     printed = _Printed(echo)
-    seen = printed.seen
     outage = Outage("dag submit --wait")
     newest, last_full = None, None
     while True:
@@ -165,21 +178,22 @@ def follow_dags(store: sessionmaker, dag_ids: list[int], echo: Callable[[str], N
             changed.clear()
         full = last_full is None or time.monotonic() - last_full >= FULL_READ_EVERY
         stmt = select(Task.id, Task.name, Task.status, Task.reason, Task.progress, Task.updated,
-                      Task.waiting_reason).where(Task.dag_id.in_(dag_ids))
+                      Task.waiting_reason, Task.preempted_by).where(Task.dag_id.in_(dag_ids))
         if full:
             last_full = time.monotonic()
         else:
-            active = [task_id for task_id, status in seen.items() if status in ACTIVE]
+            active = [task_id for task_id, status in printed.statuses().items() if status in ACTIVE]
             recent = [] if newest is None else [Task.updated >= newest - _RECENT]
             stmt = stmt.where(or_(*recent, Task.status.in_(ACTIVE), Task.id.in_(active)))
         rows = retrying(functools.partial(_read, store, stmt.order_by(Task.updated, Task.id)), outage)
         stamps = [stamp for stamp in (newest, *(row.updated for row in rows)) if stamp is not None]
         newest = max(stamps, default=None)
         printed.show(rows)
+        statuses = printed.statuses().values()
         # a paused search trial waits for its search, which ends it (pruned: stopped early, not a failure)
-        if all(status.finished or status is TaskStatus.paused for status in seen.values()):
+        if all(status.finished or status is TaskStatus.paused for status in statuses):
             if full:
-                return all(status in (TaskStatus.success, TaskStatus.pruned) for status in seen.values())
+                return all(status in (TaskStatus.success, TaskStatus.pruned) for status in statuses)
             last_full = None  # decided on a full read, at once
             continue
         if changed is not None:

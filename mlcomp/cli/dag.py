@@ -11,7 +11,7 @@ from mlcomp import control
 from mlcomp.cli.common import Services, follow_dags, pass_services, table
 from mlcomp.cli.worker import gpus_callback, sigterm_interrupts
 from mlcomp.db import Dag, Project, Task, TaskDependency, utcnow
-from mlcomp.lifecycle import rollup_status
+from mlcomp.lifecycle import counted_status, rollup_status
 from mlcomp.kinds import TaskKind
 from mlcomp.search.board import leaderboard
 
@@ -115,10 +115,11 @@ def dag_list(app: Services, limit):
                                .order_by(Dag.id.desc()).limit(limit)).all()
         ids = [d[0] for d in dags]
         statuses: dict[int, list] = {i: [] for i in ids}
-        for dag_id, status, count in session.execute(
-                select(Task.dag_id, Task.status, func.count()).where(Task.dag_id.in_(ids))
-                .group_by(Task.dag_id, Task.status)):
-            statuses[dag_id] += [status] * count
+        preempted = Task.preempted_by.is_not(None)
+        for dag_id, status, paused_for, count in session.execute(
+                select(Task.dag_id, Task.status, preempted, func.count()).where(Task.dag_id.in_(ids))
+                .group_by(Task.dag_id, Task.status, preempted)):
+            statuses[dag_id] += [counted_status(status, paused_for)] * count
     rows = [[i, name, project, rollup_status(statuses[i]).value, len(statuses[i]),
              created.strftime("%Y-%m-%d %H:%M:%S")] for i, name, project, created in dags]
     click.echo(table(rows, ["id", "name", "project", "status", "tasks", "created"]))
@@ -139,7 +140,7 @@ def dag_json(session, dag_id: int) -> dict:
             .where(TaskDependency.task_id.in_(list(names))).order_by(TaskDependency.depend_id)):
         depends[task_id].append(names[depend_id])
     return {
-        "id": dag_row.id, "name": dag_row.name, "status": rollup_status(t.status for t in tasks).value,
+        "id": dag_row.id, "name": dag_row.name, "status": rollup_status(counted_status(t.status, t.preempted_by is not None) for t in tasks).value,
         "tasks": [{
             "id": t.id, "name": t.name, "type": t.type, "status": t.status.value, "attempt": t.attempt,
             "computer": t.computer, "gpus": list(t.gpus or []), "depends": depends[t.id],

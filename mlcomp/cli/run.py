@@ -1,11 +1,11 @@
 """``mlcomp run``: train from runner configs, without the orchestrator (Catalyst 20.x ``catalyst-dl run``).
 
 Exit status: 0 on success; 2 with one line for a user error (a bad config, an unknown name, a
-missing checkpoint...; printed by :func:`mlcomp.cli.main`); 75 (``EXIT_STOPPED``) when the run
-was stopped and can be resumed. With ``--nproc N`` (or ``--distributed`` on a machine with several
-GPUs) the config is validated here, then run by N processes forming one ``torch.distributed``
-group; the first failing process's code is returned. The flags are Catalyst's
-(:mod:`mlcomp.cli.catalyst`).
+missing checkpoint...; printed by :func:`mlcomp.cli.main`); 75 (``EXIT_STOPPED`` of
+:mod:`mlcomp.outcome`'s exit table) when the run was stopped and can be resumed. With ``--nproc N``
+(or ``--distributed`` on a machine with several GPUs) the config is validated here, then run by
+N processes forming one ``torch.distributed`` group; the first failing process's code is
+returned. The flags are Catalyst's (:mod:`mlcomp.cli.catalyst`).
 """
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ def run(configs, nproc, distributed, overrides, **flags):
 
 
 def _run_here(config: dict) -> None:
+    from mlcomp.outcome import EXIT_STOPPED
     from mlcomp.runner.config import run_config
-    from mlcomp.runner.runner import EXIT_STOPPED, RunStopped
+    from mlcomp.runner.runner import RunStopped
 
     try:
         runner = run_config(config)
@@ -74,11 +75,11 @@ def _run_distributed(config: dict, nproc: int) -> None:
     import sys
     import tempfile
 
+    from mlcomp.outcome import EXIT_STOPPED, Kind, kind_of_exit
     from mlcomp.runner.checkpoint import LAST_FULL, checkpoint_path, resume_checkpoint
     from mlcomp.runner.config import make_experiment
     from mlcomp.runner.config_io import save_config
     from mlcomp.runner.distributed import spawn_processes
-    from mlcomp.runner.runner import EXIT_STOPPED
 
     experiment = make_experiment(config)
     resume_checkpoint(config["args"], experiment.logdir)
@@ -86,7 +87,7 @@ def _run_distributed(config: dict, nproc: int) -> None:
         path = save_config(config, Path(folder) / "config.yml")
         code = spawn_processes([sys.executable, "-P", "-c", "from mlcomp.cli import main; main()", "run",
                                 "--config", str(path)], nproc)
-    if code == EXIT_STOPPED:
+    if kind_of_exit(code) is Kind.stopped:
         last = checkpoint_path(experiment.logdir, LAST_FULL) if experiment.logdir else None
         hint = f"; resume with --resume {last}" if last else ""
         raise RunExit(f"stopped{hint}", EXIT_STOPPED)

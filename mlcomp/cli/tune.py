@@ -74,7 +74,8 @@ def tune(configs, overrides, n_trials, timeout, storage, study_name, distributed
     import optuna
 
     from mlcomp.errors import ConfigError
-    from mlcomp.runner.runner import EXIT_STOPPED, RunStopped
+    from mlcomp.outcome import EXIT_STOPPED
+    from mlcomp.runner.runner import RunStopped
     from mlcomp.search.tune import tune_config
 
     if process_count(1, distributed) > 1:

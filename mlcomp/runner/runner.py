@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from mlcomp.errors import EXIT_STOPPED, ConfigError
+from mlcomp.errors import ConfigError
+from mlcomp.outcome import EXIT_STOPPED
 from mlcomp.runner import distributed
 from mlcomp.runner.accumulators import Mean
 from mlcomp.runner.callback import Callback, CallbackNode, CallbackScope

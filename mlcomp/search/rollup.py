@@ -144,16 +144,18 @@ def grid_result(session: Session, parent: Task) -> dict[str, Any]:
 def grid_parent_status(parent: Task, children: list) -> TaskStatus | None:
     """The status a running grid parent (:attr:`~mlcomp.kinds.TaskKind.GRID`) should move to, or None to stay.
 
-    A parent needs no process: it is ``in_progress`` while its cells run and ends when all have
-    ended (success only if every cell succeeded); a ``stopping`` parent ends as ``stopped`` once no
-    cell is active. ``children`` are the cells: Task rows, or light rows with a ``status``.
+    A parent needs no process: it is ``in_progress`` while its cells run or wait (a cell ``paused``
+    for a task of higher priority, :mod:`mlcomp.supervisor.preempt`, waits to resume) and ends when
+    all have ended (success only if every cell succeeded); a ``stopping`` parent ends as
+    ``stopped`` once no cell is active. ``children`` are the cells: Task rows, or light rows with a
+    ``status``.
     """
     statuses = [c.status for c in children]
     if any(s in ACTIVE for s in statuses):
         return None
     if parent.status is S.stopping:
         return S.stopped
-    if S.not_ran in statuses:
+    if S.not_ran in statuses or S.paused in statuses:
         return None
     if all(s is S.success for s in statuses):
         return S.success

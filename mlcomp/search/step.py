@@ -16,6 +16,10 @@ For a running search task (composite kind :attr:`mlcomp.kinds.TaskKind.SEARCH`; 
    become ``pruned`` and the search succeeds when a trial reached ``max_epochs`` (its leaderboard
    and best trial in its result), else fails.
 
+A trial paused by a preemption (``preempted_by`` set, :mod:`mlcomp.supervisor.preempt`) is not at a
+rung: it counts as running (:func:`mlcomp.lifecycle.counted_status`: it holds its slot, is neither
+recorded nor promotable) until the supervisor places it again and it resumes where it paused.
+
 A ``stopping`` search (``dag stop``) starts and promotes nothing and ends ``stopped`` once no trial
 runs; ``dag resume`` continues it. All state is in the store, so a restarted server continues.
 """
@@ -35,7 +39,7 @@ from mlcomp.search.sampler import PastTrial, sample
 from mlcomp.search.space import Dimension
 from mlcomp.search.spec import trial_config
 from mlcomp.kinds import TaskKind
-from mlcomp.lifecycle import ACTIVE, set_task_status
+from mlcomp.lifecycle import ACTIVE, counted_status, set_task_status
 
 __all__ = ["advance_searches"]
 
@@ -43,6 +47,11 @@ S = TaskStatus
 _WAITING = ACTIVE | {S.not_ran}
 _OPTUNA_STATE = {S.success: "complete", S.paused: "pruned", S.pruned: "pruned", S.failed: "fail",
                  S.stopped: "fail", S.skipped: "fail"}
+
+
+def _status(task: Task) -> TaskStatus:
+    """The trial's status for its search: paused by a preemption, it counts as queued (running)."""
+    return counted_status(task.status, task.preempted_by is not None)
 
 
 class _Search:
@@ -67,7 +76,7 @@ class _Search:
 
 def _record_rungs(s: _Search) -> None:
     for trial, task in s.trials:
-        if task.status not in (S.paused, S.success) or s.recorded(task.id, trial.target):
+        if _status(task) not in (S.paused, S.success) or s.recorded(task.id, trial.target):
             continue
         epoch = s.rungs[trial.target]
         value = best_so_far(s.values.get(task.id, {}), epoch, s.minimize)
@@ -103,7 +112,7 @@ def _prune_stopped(s: _Search, now: dt.datetime) -> None:
 def _promote(s: _Search, now: dt.datetime) -> bool:
     if s.sched["type"] != "asha":
         return False
-    paused = {t.task_id for t, task in s.trials if task.status is S.paused}
+    paused = {t.task_id for t, task in s.trials if _status(task) is S.paused}
     chosen = promotion([RungRecord(r.task_id, r.rung, float("nan") if r.value is None else r.value)
                         for r in s.records], paused, s.sched["reduction_factor"], s.top, s.minimize)
     if chosen is None:
@@ -120,7 +129,7 @@ def _past(s: _Search) -> list[PastTrial]:
     past = []
     for trial, task in s.trials:
         curve = {r.epoch: r.value for r in s.records if r.task_id == task.id and r.value is not None}
-        state = _OPTUNA_STATE.get(task.status, "running")
+        state = _OPTUNA_STATE.get(_status(task), "running")
         value = curve.get(s.rungs[-1])
         past.append(PastTrial(trial.params, trial.system_attrs, curve,
                               "pruned" if state == "complete" and value is None else state, value))
@@ -152,7 +161,7 @@ def _new_trial(s: _Search) -> None:
 def _fill_slots(s: _Search, now: dt.datetime) -> bool:
     """Promotes or starts trials while slots are free; True when anything changed."""
     changed = False
-    while s.spec["parallel"] - sum(task.status in _WAITING for _, task in s.trials) > 0:
+    while s.spec["parallel"] - sum(_status(task) in _WAITING for _, task in s.trials) > 0:
         if _promote(s, now):
             changed = True
         elif len(s.trials) < s.spec["trials"]:
@@ -165,7 +174,7 @@ def _fill_slots(s: _Search, now: dt.datetime) -> bool:
 
 def _end(s: _Search, now: dt.datetime) -> None:
     for _, task in s.trials:
-        if task.status is S.paused:
+        if _status(task) is S.paused:
             set_task_status(s.session, task, S.pruned, "not promoted before the search ended", now)
     s.task.result = search_result(s.session, s.task)
     done = sum(task.status is S.success for _, task in s.trials)
@@ -179,7 +188,7 @@ def advance(session: Session, task: Task, now: dt.datetime) -> bool:
     s = _Search(session, task)
     _record_rungs(s)
     _prune_stopped(s, now)
-    running = any(t.status in _WAITING for _, t in s.trials)
+    running = any(_status(t) in _WAITING for _, t in s.trials)
     if task.status is S.stopping:
         if not running:
             set_task_status(session, task, S.stopped, "search stopped; dag resume continues it", now)
@@ -189,7 +198,7 @@ def advance(session: Session, task: Task, now: dt.datetime) -> bool:
         _median(s, now)
     if _fill_slots(s, now):
         return True
-    if not any(t.status in _WAITING for _, t in s.trials):
+    if not any(_status(t) in _WAITING for _, t in s.trials):
         _end(s, now)
         return True
     return False

@@ -44,19 +44,18 @@ import types
 from collections import defaultdict, deque
 from typing import Any, Iterable, Iterator, Mapping
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mlcomp.db import Attempt, Dag, Preemption, Project, Task, TaskStatus
+from mlcomp.db import Dag, Project, Task
 from mlcomp.gang import holdings
 from mlcomp.lifecycle import ACTIVE
 from mlcomp.settings import Settings
 from mlcomp.supervisor.allocate import FreePool, Placement
+from mlcomp.usage import attempts_held
 
 __all__ = ["decayed", "factors", "FairShare", "Standing", "PlacementOrder", "Decision", "plan", "quota_reason"]
 
-S = TaskStatus
-RUNNING = (S.in_progress, S.stopping)
 LATE = 3600.0
 """Seconds after its end within which an attempt's end written late (a slow commit, a worker's
 clock behind the supervisor's) is still added to the cached usage; a supervisor restart
@@ -84,10 +83,6 @@ def factors(usage: Mapping[str, float], shares: Mapping[str, float], projects: I
     return {p: 2 ** (-(usage.get(p, 0.0) / total_usage) / (shares.get(p, 1.0) / total_shares)) for p in names}
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)  # SQLite gives back naive UTC
-
-
 def _gpu_count(computer: str | None, gpus, placement) -> int:
     return sum(len(part.gpus) for part in holdings(computer, gpus, placement))
 
@@ -107,10 +102,8 @@ class FairShare:
     The ended attempts' sum is cached and decayed multiplicatively (``2^(-Δt/h)``); each call adds
     the attempts that ended since and computes the running ones afresh, so a tick reads the few
     attempts that ended, not all of them. A new object (a restarted supervisor) recomputes from
-    the store. An attempt ends at ``Attempt.finished``; one that ended paused, when its preemption
-    paused it (``Preemption.paused``) or, for a search trial paused at a rung, when its task last
-    changed while that attempt is its current one (as :mod:`mlcomp.usage` counts). A gang's GPUs
-    are its placement record's, which only the task's current attempt keeps.
+    the store. The attempts and their GPUs are :func:`mlcomp.usage.attempts_held`'s: an attempt
+    holds its GPUs until ``Attempt.finished`` (it ended finished or paused), now while active.
 
     Args:
         settings: ``fairshare_half_life`` (seconds).
@@ -124,22 +117,19 @@ class FairShare:
 
     def standing(self, session: Session, now: dt.datetime) -> Standing:
         """The usage and the GPUs held of each project at ``now`` (timezone-aware UTC)."""
-        self._catch_up(session, now)
-        usage = dict(self._ended)
+        usage = self._usage(session, now)
         held: dict[str, int] = defaultdict(int)
         active = session.execute(
-            select(Project.name, Task.status, Task.computer, Task.gpus, Task.placement, Task.started)
+            select(Project.name, Task.computer, Task.gpus, Task.placement)
             .join(Dag, Dag.id == Task.dag_id).join(Project, Project.id == Dag.project_id)
             .where(Task.status.in_(ACTIVE), Task.computer.is_not(None)))
-        for project, status, computer, gpus, placement, started in active:
-            count = _gpu_count(computer, gpus, placement)
-            held[project] += count
-            if status in RUNNING and started is not None and count:
-                usage[project] = usage.get(project, 0.0) + decayed(count, _utc(started), now, now, self.half_life)
+        for project, computer, gpus, placement in active:
+            held[project] += _gpu_count(computer, gpus, placement)
         return Standing(usage, dict(held))
 
-    def _catch_up(self, session: Session, now: dt.datetime) -> None:
-        """Decays the cached sum to ``now`` and adds the attempts that ended since."""
+    def _usage(self, session: Session, now: dt.datetime) -> dict[str, float]:
+        """Decays the cached sum to ``now``, adds the attempts that ended since, and returns it
+        with the running attempts' usage added."""
         if self._at is not None and now < self._at:  # the clock went back: start again
             self._ended, self._at, self._counted = defaultdict(float), None, {}
         if self._at is not None:
@@ -147,35 +137,20 @@ class FairShare:
             for project in self._ended:
                 self._ended[project] *= factor
         since = None if self._at is None else self._at - dt.timedelta(seconds=LATE)
-        for attempt_id, project, end, gpus, started in self._ended_attempts(session, since, now):
-            if attempt_id not in self._counted:
-                self._counted[attempt_id] = end
-                self._ended[project] += decayed(gpus, started, end, now, self.half_life)
+        usage = dict(self._ended)
+        for held in attempts_held(session, since, now):
+            if held.end is None:
+                usage[held.project] = usage.get(held.project, 0.0) + decayed(held.gpus, held.start, now, now,
+                                                                            self.half_life)
+            elif held.end <= now and held.attempt not in self._counted:
+                self._counted[held.attempt] = held.end
+                ended = decayed(held.gpus, held.start, held.end, now, self.half_life)
+                self._ended[held.project] += ended
+                usage[held.project] = usage.get(held.project, 0.0) + ended
         horizon = now - dt.timedelta(seconds=LATE)
         self._counted = {key: end for key, end in self._counted.items() if end > horizon}
         self._at = now
-
-    @staticmethod
-    def _ended_attempts(session: Session, since: dt.datetime | None,
-                        now: dt.datetime) -> Iterator[tuple[int, str, dt.datetime, int, dt.datetime]]:
-        """(attempt id, project, end, GPU count, start) of the attempts that held GPUs and ended
-        after ``since`` (None: ever), at or before ``now``."""
-        paused = (select(func.min(Preemption.paused))
-                  .where(Preemption.task_id == Attempt.task_id, Preemption.attempt == Attempt.number)
-                  .scalar_subquery())
-        rung = case((and_(Attempt.number == Task.attempt, Task.status == S.paused), Task.updated))  # a trial's pause
-        end = func.coalesce(Attempt.finished, paused, rung)
-        stmt = (select(Attempt.id, Project.name, end.label("end"), Attempt.number, Attempt.computer, Attempt.gpus,
-                       Attempt.started, Task.attempt, Task.placement)
-                .join(Task, Task.id == Attempt.task_id).join(Dag, Dag.id == Task.dag_id)
-                .join(Project, Project.id == Dag.project_id)
-                .where(Attempt.started.is_not(None), end.is_not(None), end <= now))
-        if since is not None:
-            stmt = stmt.where(end > since)
-        for row in session.execute(stmt):
-            gpus = _gpu_count(row.computer, row.gpus, row.placement if row.number == row.attempt else None)
-            if gpus:
-                yield row.id, row.name, _utc(row.end), gpus, _utc(row.started)
+        return usage
 
 
 class PlacementOrder:

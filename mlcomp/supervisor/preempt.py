@@ -12,9 +12,9 @@ like a waiting one, resuming from the batch it paused at (:mod:`mlcomp.lifecycle
 The rules follow Slurm's ``PreemptMode=REQUEUE`` with partition priority tiers: only a task of
 strictly lower priority is preempted, only a preemptible one (``preemptible`` key: train and
 catalyst by default, bash and python only when asked), none twice within ``preempt_min_run``
-seconds (Slurm's ``PreemptExemptTime``), and nothing with ``scheduler: fifo``. Search trials are
-never preempted: their ``paused`` status means "at a rung" to their search
-(:mod:`mlcomp.search.step`).
+seconds (Slurm's ``PreemptExemptTime``), and nothing with ``scheduler: fifo``. A search trial is
+preempted like any train task: paused by a preemption, its search counts it as running, not at a
+rung (:mod:`mlcomp.search.step`).
 
 :func:`plan` is pure (tested without a store); :func:`preempt` reads the store and applies it.
 """
@@ -28,11 +28,10 @@ from collections import defaultdict
 from typing import Iterable, Protocol, Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from mlcomp.db import Dag, Preemption, Project, Task, TaskStatus
 from mlcomp.gang import holdings
-from mlcomp.kinds import TaskKind
 from mlcomp.lifecycle import ACTIVE, set_task_status
 from mlcomp.settings import Settings
 from mlcomp.supervisor.allocate import Free, Placement, free_resources, place, spreads
@@ -240,26 +239,20 @@ class _Row:
     project: str
 
 
-_PARENT = aliased(Task, name="parent")
 _RUNNING_COLUMNS = (Task.id, Task.status, Task.priority, Task.preemptible, Task.preempted_by, Task.computer,
                     Task.gpus, Task.placement, Task.cpu, Task.memory, Task.started)
 
 
 def _active(session: Session) -> list[_Row]:
-    """The tasks holding resources (queued, in_progress, stopping), with their last preemption;
-    search trials are never candidates (``preemptible`` read as False)."""
+    """The tasks holding resources (queued, in_progress, stopping), with their last preemption."""
     last = (select(func.max(Preemption.requested)).where(Preemption.task_id == Task.id)
             .correlate(Task).scalar_subquery().label("last_preempted"))
-    trial = (_PARENT.type == TaskKind.SEARCH.value).label("trial")
-    stmt = (select(*_RUNNING_COLUMNS, last, trial, Project.name.label("project"))
+    stmt = (select(*_RUNNING_COLUMNS, last, Project.name.label("project"))
             .join(Dag, Dag.id == Task.dag_id).join(Project, Project.id == Dag.project_id)
-            .outerjoin(_PARENT, _PARENT.id == Task.parent_id)
             .where(Task.status.in_(ACTIVE), Task.computer.is_not(None)).order_by(Task.id))
     rows = []
     for row in session.execute(stmt):
         values = dict(row._mapping)
-        trial = values.pop("trial")
-        values["preemptible"] = bool(values["preemptible"] and not trial)
         values["started"], values["last_preempted"] = _aware(row.started), _aware(row.last_preempted)
         rows.append(_Row(**values))
     return rows

@@ -109,7 +109,9 @@ def sweep_dead_computers(session: Session, settings: Settings, alive: list[Compu
     """Fails (or re-queues, per ``retries``) the ``active`` tasks (rows with ``id``, ``computer``
     and ``placement``) that hold resources on a computer not in ``alive`` (for a gang, any of its
     computers: the whole group), which frees their GPUs on every computer; a task being stopped
-    ends as stopped. Returns how many tasks changed."""
+    ends as stopped, and one pausing for a preemption (``preempted_by`` set) ends paused ("preempted
+    by task N; computer X went silent"), so it is placed again by itself, resuming from its carried
+    checkpoint if any (:mod:`mlcomp.worker.carry`). Returns how many tasks changed."""
     names = {c.name for c in alive}
     changed = 0
     for row in active:
@@ -121,7 +123,10 @@ def sweep_dead_computers(session: Session, settings: Settings, alive: list[Compu
         beat = _when(computer.heartbeat) if computer and computer.heartbeat else "never"
         reason = (f"computer {silent[0]!r} silent since {beat} (heartbeat_ttl "
                   f"{settings.heartbeat_ttl:g} s, checked at {_when(now)})")
-        if task.status is S.stopping:
+        if task.status is S.stopping and task.preempted_by is not None:
+            reason = f"preempted by task {task.preempted_by}; computer {silent[0]!r} went silent ({reason})"
+            set_task_status(session, task, S.paused, reason, now)
+        elif task.status is S.stopping:
             set_task_status(session, task, S.stopped, reason, now)
         else:
             retry_or_fail(session, task, reason, now)

@@ -17,7 +17,7 @@ from mlcomp.db import Dag, Task
 from mlcomp.worker.lookup import resolve_model
 from mlcomp.worker.report import Reporter
 
-__all__ = ["task_context", "resolve_inputs", "resolve_resume", "data_dir_of", "WITH_PROJECT"]
+__all__ = ["task_context", "resolve_inputs", "resolve_resume", "fetches_carried", "data_dir_of", "WITH_PROJECT"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,16 @@ def resolve_inputs(session: Session, context: TaskContext, executor: type[Execut
         options.update(journal=context.reporter.journal, computer=context.reporter.computer)
     opener = functools.partial(Reporter.connect, context.settings.db_url, context.task_id, context.attempt, **options)
     return dataclasses.replace(context, model=model, resume=resume, open_reporter=opener)
+
+
+def fetches_carried(context: TaskContext, executor: type[Executor]) -> bool:
+    """Whether the worker writes the checkpoints the store carries for the task of ``context``
+    (:func:`mlcomp.worker.carry.fetch`) into its folder before this attempt's child starts: a
+    later attempt of a gang, and a later attempt of a resumable executor that resumes from
+    "last" (the attempt it continues may have paused for a preemption on another computer)."""
+    if context.attempt <= 1:
+        return False
+    return context.group is not None or (executor.resumable and (context.resume_from or LAST) == LAST)
 
 
 def resolve_resume(context: TaskContext) -> Path | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from mlcomp import gang
 from mlcomp.db import Task, TaskStatus
 from mlcomp.gang import Part
-from mlcomp.errors import EXIT_NO_SPACE, EXIT_PAUSED, EXIT_STOPPED
+from mlcomp.outcome import EXIT_NO_SPACE, Kind, kind_of_exit
 from mlcomp.worker.context import data_dir_of
 from mlcomp.worker.disk import NO_SPACE
 from mlcomp.worker.process import describe_exit, ensure_folder
@@ -100,10 +100,16 @@ class LaunchSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """How a finished child's task ends: ``status`` (success, stopped or failed) and ``reason``."""
+    """How a finished child's task ends, as the worker records it: ``status`` (success, failed,
+    stopped or paused) and ``reason``."""
 
     status: TaskStatus
     reason: str
+
+    @classmethod
+    def of(cls, kind: Kind, reason: str) -> "Outcome":
+        """The record of an outcome of ``kind`` (:mod:`mlcomp.outcome`): the status of its name."""
+        return cls(TaskStatus(kind.value), reason)
 
 
 def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | None = None,
@@ -111,30 +117,31 @@ def outcome(returncode: int | None, *, stop_requested: bool, timed_out: float | 
             preempted_by: int | None = None) -> Outcome:
     """Maps a child's exit to the task's final status.
 
-    Exit 0 is success; 75 is stopped; 76 is paused (a search trial at a rung, ``mlcomp.search``); a
-    stop request ending in any other way is stopped, or paused with the reason "preempted by task
-    N" when the stop was a preemption (``preempted_by`` = N, :mod:`mlcomp.supervisor.preempt`); a
-    timeout (``timed_out`` = the limit in
-    seconds) is failed; anything else, a process that ended with no exit record (``returncode``
-    None) included, is failed with the exit code or signal and the last line the child wrote to
-    stderr. A failure on a full disk (``no_space``: the reason :func:`mlcomp.worker.disk.no_space`
-    gave for the task's folder) or with exit 74 (:data:`mlcomp.errors.EXIT_NO_SPACE`, the child's
-    ENOSPC, when stderr says nothing else) says so first, the stderr line (if any) after it.
+    The exit code is read through :func:`mlcomp.outcome.kind_of_exit` (0 success, 75 stopped, 76
+    paused: a search trial at a rung, ``mlcomp.search``), after these rules: a timeout
+    (``timed_out`` = the limit in seconds) is failed; a stop request ending in any other way than
+    success is stopped, or paused with the reason "preempted by task N" when the stop was a
+    preemption (``preempted_by`` = N, :mod:`mlcomp.supervisor.preempt`). Anything else, a process
+    that ended with no exit record (``returncode`` None) included, is failed with the exit code or
+    signal and the last line the child wrote to stderr. A failure on a full disk (``no_space``:
+    the reason :func:`mlcomp.worker.disk.no_space` gave for the task's folder) or with exit 74
+    (:data:`mlcomp.outcome.EXIT_NO_SPACE`, the child's ENOSPC, when stderr says nothing else) says
+    so first, the stderr line (if any) after it.
     """
-    how = describe_exit(returncode)
+    how, kind = describe_exit(returncode), kind_of_exit(returncode)
     if timed_out is not None:
-        return Outcome(TaskStatus.failed, f"timed out after {timed_out:g} s ({how})")
-    if returncode == 0:
-        return Outcome(TaskStatus.success, "exit code 0")
-    if returncode == EXIT_PAUSED and not stop_requested:
-        return Outcome(TaskStatus.paused, f"paused at a rung of its search (exit code {EXIT_PAUSED})")
+        return Outcome.of(Kind.failed, f"timed out after {timed_out:g} s ({how})")
+    if kind is Kind.success:
+        return Outcome.of(kind, how)
+    if kind is Kind.paused and not stop_requested:
+        return Outcome.of(kind, f"paused at a rung of its search ({how})")
     if stop_requested and preempted_by is not None:
-        return Outcome(TaskStatus.paused, f"preempted by task {preempted_by}")
-    if returncode == EXIT_STOPPED or stop_requested:
-        return Outcome(TaskStatus.stopped, f"stopped on request ({how})" if stop_requested
-                       else f"the task stopped itself ({how})")
+        return Outcome.of(Kind.paused, f"preempted by task {preempted_by}")
+    if kind is Kind.stopped or stop_requested:
+        return Outcome.of(Kind.stopped, f"stopped on request ({how})" if stop_requested
+                          else f"the task stopped itself ({how})")
     if no_space is None and returncode == EXIT_NO_SPACE and (last_error is None or "No space left" in last_error):
         no_space = NO_SPACE  # the child's ENOSPC, not a command's own exit 74 with its own error line
     if no_space is not None:
-        return Outcome(TaskStatus.failed, f"{how}: {no_space}" + (f"; {last_error}" if last_error else ""))
-    return Outcome(TaskStatus.failed, f"{how}: {last_error}" if last_error else how)
+        return Outcome.of(Kind.failed, f"{how}: {no_space}" + (f"; {last_error}" if last_error else ""))
+    return Outcome.of(Kind.failed, f"{how}: {last_error}" if last_error else how)

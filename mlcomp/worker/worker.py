@@ -36,6 +36,7 @@ from typing import Callable, Collection
 
 import psutil
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from executors import get_executor
@@ -46,7 +47,7 @@ from mlcomp.db import Attempt, Computer, Task, TaskStatus, immediate, utcnow
 from mlcomp.db.outage import Outage, retrying, transient
 from mlcomp.errors import MlcompError
 from mlcomp.lifecycle import ACTIVE, retry_or_fail, set_status_many, set_task_status
-from mlcomp.worker.context import WITH_PROJECT, task_context
+from mlcomp.worker.context import WITH_PROJECT, fetches_carried, task_context
 from mlcomp.worker import carry, disk
 from mlcomp.worker.gpus import detect_gpus
 from mlcomp.worker.resources import ResourceRecorder
@@ -475,9 +476,10 @@ class Worker:
                 _materialize(session, task.dag_id, context.code_dir,
                              self._snapshots.files(session, task.dag_id, task.dag.created))
                 link_project_folders(context.code_dir, self.settings, task.dag.project.name)
-            if group is not None and task.attempt > 1:  # where the last attempt's ranks ran matters not
+            executor = get_executor(task.type, expdir=context.code_dir)
+            if fetches_carried(context, executor):  # where the last attempt ran matters not
                 carry.fetch(session, task.id, context.folder)
-            command = get_executor(task.type, expdir=context.code_dir).command(context)
+            command = executor.command(context)
             spec = LaunchSpec.for_task(task, self.settings, command, part, group)
             process = TaskProcess.spawn(spec.argv, spec.cwd, spec.env, files, self._reporter(task),
                                         self._exited)
@@ -620,7 +622,26 @@ class Worker:
                          no_space=run.process.no_space if run is not None else None,
                          preempted_by=task.preempted_by)
         log.info("worker %s: task %s %s (%s)", self.name, task.id, result.status.value, result.reason)
+        if not task.placement and result.status is TaskStatus.paused and task.preempted_by is not None:
+            self._keep_checkpoints(session, task)  # placed again by the supervisor, maybe on another computer
         self._end_part(session, task, result.status, result.reason)
+
+    def _keep_checkpoints(self, session: Session, task: Task) -> None:
+        """Stores the checkpoints a resume of ``task`` (on one computer) reads, for a later attempt
+        on another computer (:func:`mlcomp.worker.carry.keep`), in a savepoint: a file that cannot
+        be read or stored is logged, and the end is recorded all the same (that attempt then
+        resumes only where the task's folder has the file)."""
+        try:
+            with session.begin_nested():
+                stored = carry.keep(session, task.id, Path(self.settings.tasks_dir) / str(task.id))
+        except (OSError, SQLAlchemyError) as e:
+            if transient(e):
+                raise
+            log.warning("worker %s: task %s: its checkpoints could not be stored for another computer: %s",
+                        self.name, task.id, e)
+            return
+        if stored:
+            log.info("worker %s: task %s: %s stored for its next attempt", self.name, task.id, ", ".join(stored))
 
     def _end_part(self, session: Session, task: Task, status: TaskStatus, reason: str) -> None:
         """Records that this computer's part of ``task`` ended with ``status``. A failure fails

@@ -21,7 +21,7 @@ priority 10 (project ``urgent``, the same training) is submitted. The same workl
   loss at this size): training steps recorded twice, or missing, across a task's attempts (target 0);
 - how many tasks were preempted.
 
-Usage: python bench/lab_fairness.py [--gpus 8] [--cells 8] [--epochs 3] [--batch-seconds 0.12]
+Usage: python bench/lab_fairness.py [--gpus 8] [--cells 16] [--epochs 2] [--batch-seconds 0.12]
                                    [--stagger 4] [--urgent-after 6]
 """
 from __future__ import annotations
@@ -231,8 +231,8 @@ def main() -> None:
     """Parses the options, runs the workload under both schedulers and prints the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpus", type=int, default=8)
-    parser.add_argument("--cells", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--cells", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-seconds", type=float, default=0.12)
     parser.add_argument("--stagger", type=float, default=4.0)
     parser.add_argument("--urgent-after", type=float, default=6.0)

@@ -16,7 +16,7 @@ from mlcomp.errors import StateError
 from mlcomp.lifecycle import set_task_status
 from mlcomp.supervisor import Supervisor
 from mlcomp.supervisor.allocate import Free
-from mlcomp.supervisor.preempt import Plan, Waiter, plan
+from mlcomp.supervisor.preempt import Plan, Running, Waiter, plan
 from ml_helpers import write_expdir
 from supervisor_helpers import T0, Clock, RecordingBus, add_computer, add_task, make_dag, wait_for, wait_status
 
@@ -24,20 +24,11 @@ S = TaskStatus
 
 
 # -- the planner ---------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Run:
-    id: int
-    computer: str
-    gpus: list
-    priority: int = 0
-    preemptible: bool = True
-    status: TaskStatus = S.in_progress
-    preempted_by: int | None = None
-    started: dt.datetime = T0
-    last_preempted: dt.datetime | None = None
-    placement: dict | None = None
-    cpu: int = 1
-    memory: float = 0.0
+def Run(id: int, computer: str, gpus: list, **fields) -> Running:  # noqa: N802 (reads as the row it builds)
+    """A running preemptible task of priority 0 started at T0, with ``fields`` changed."""
+    defaults = dict(priority=0, preemptible=True, status=S.in_progress, preempted_by=None, started=T0,
+                    last_preempted=None, placement=None, cpu=1, memory=0.0, project="p")
+    return Running(id=id, computer=computer, gpus=gpus, **{**defaults, **fields})
 
 
 def free(**gpus_free) -> dict[str, Free]:

@@ -25,7 +25,7 @@ import datetime as dt
 import itertools
 import logging
 from collections import defaultdict
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -38,7 +38,7 @@ from mlcomp.supervisor.allocate import Free, Placement, free_resources, place, s
 from mlcomp.supervisor.fairshare import quota_reason
 from mlcomp.supervisor.ready import set_waiting_reasons
 
-__all__ = ["Waiter", "Plan", "plan", "preempt", "MAX_SUBSETS"]
+__all__ = ["Running", "Waiter", "Plan", "plan", "preempt", "MAX_SUBSETS"]
 
 log = logging.getLogger(__name__)
 S = TaskStatus
@@ -48,8 +48,9 @@ MAX_SUBSETS = 4096
 preference until the task fits (fewest no longer guaranteed, the cost bounded)."""
 
 
-class _Running(Protocol):
-    """An active task as :func:`plan` reads it."""
+@dataclasses.dataclass
+class Running:
+    """An active task as :func:`plan` reads it (:func:`_active` reads them from the store)."""
 
     id: int
     status: TaskStatus
@@ -63,6 +64,7 @@ class _Running(Protocol):
     memory: float
     started: dt.datetime | None
     last_preempted: dt.datetime | None  # the newest Preemption.requested of the task
+    project: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Plan:
     draining: tuple[int, ...]
 
 
-def plan(waiting: Sequence[Waiter], free: dict[str, Free], active: Iterable[_Running], now: dt.datetime,
+def plan(waiting: Sequence[Waiter], free: dict[str, Free], active: Iterable[Running], now: dt.datetime,
          min_run: float) -> list[Plan]:
     """The preemptions that make the ``waiting`` tasks fit, in their order (the queue's).
 
@@ -148,7 +150,7 @@ def _request(task: Waiter) -> tuple:
     return task.gpu_min, task.gpu_max, task.cpu, task.memory, task.computer_pin, task.single_node, task.distr
 
 
-def _give_back(pool: dict[str, Free], task: _Running) -> None:
+def _give_back(pool: dict[str, Free], task: Running) -> None:
     """Adds what ``task`` holds on the computers of ``pool`` back to their free resources."""
     for part in holdings(task.computer, task.gpus, task.placement):
         free = pool.get(part.computer)
@@ -157,21 +159,21 @@ def _give_back(pool: dict[str, Free], task: _Running) -> None:
                                        free.cpu + task.cpu, free.memory + task.memory)
 
 
-def _gpu_count(task: _Running) -> int:
+def _gpu_count(task: Running) -> int:
     return sum(len(part.gpus) for part in holdings(task.computer, task.gpus, task.placement))
 
 
-def _started(task: _Running) -> float:
+def _started(task: Running) -> float:
     return task.started.timestamp() if task.started is not None else float("inf")
 
 
-def _preference(victims: Sequence[_Running]) -> tuple:
+def _preference(victims: Sequence[Running]) -> tuple:
     """Smaller is better: fewer victims, lower priorities (the highest first), fewer GPUs, newer."""
     return (len(victims), sorted((t.priority for t in victims), reverse=True), sum(map(_gpu_count, victims)),
             sorted(-_started(t) for t in victims), sorted(t.id for t in victims))
 
 
-def _fewest(waiter: Waiter, pool: dict[str, Free], candidates: list[_Running]) -> tuple[_Running, ...] | None:
+def _fewest(waiter: Waiter, pool: dict[str, Free], candidates: list[Running]) -> tuple[Running, ...] | None:
     """The best set of ``candidates`` (:func:`_preference`) whose resources make ``waiter`` fit,
     or None. A task that cannot spread needs them on one computer: each is tried alone."""
     if spreads(waiter):
@@ -187,7 +189,7 @@ def _fewest(waiter: Waiter, pool: dict[str, Free], candidates: list[_Running]) -
     return best
 
 
-def _best_subset(waiter: Waiter, pool: dict[str, Free], candidates: list[_Running]) -> tuple[_Running, ...] | None:
+def _best_subset(waiter: Waiter, pool: dict[str, Free], candidates: list[Running]) -> tuple[Running, ...] | None:
     """The best subset of ``candidates`` after which ``waiter`` fits on ``pool``: the smallest
     size first; past :data:`MAX_SUBSETS` tries, the shortest fitting prefix in preference order."""
     ordered = sorted(candidates, key=lambda t: _preference([t]))
@@ -205,14 +207,14 @@ def _best_subset(waiter: Waiter, pool: dict[str, Free], candidates: list[_Runnin
     return None
 
 
-def _shortest_prefix(waiter: Waiter, pool: dict[str, Free], ordered: list[_Running]) -> tuple[_Running, ...] | None:
+def _shortest_prefix(waiter: Waiter, pool: dict[str, Free], ordered: list[Running]) -> tuple[Running, ...] | None:
     for size in range(1, len(ordered) + 1):
         if _fits(waiter, pool, ordered[:size]):
             return tuple(ordered[:size])
     return None
 
 
-def _fits(waiter: Waiter, pool: dict[str, Free], victims: Iterable[_Running]) -> bool:
+def _fits(waiter: Waiter, pool: dict[str, Free], victims: Iterable[Running]) -> bool:
     """Whether ``waiter`` fits on ``pool`` with what ``victims`` hold given back (``pool`` unchanged)."""
     trial = {name: dataclasses.replace(f, gpus=list(f.gpus)) for name, f in pool.items()}
     for task in victims:
@@ -220,30 +222,11 @@ def _fits(waiter: Waiter, pool: dict[str, Free], victims: Iterable[_Running]) ->
     return isinstance(place(waiter, trial), Placement)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Row:
-    """An active task as :func:`_active` reads it (a :class:`_Running`), with its project."""
-
-    id: int
-    status: TaskStatus
-    priority: int
-    preemptible: bool
-    preempted_by: int | None
-    computer: str | None
-    gpus: list
-    placement: dict | None
-    cpu: int
-    memory: float
-    started: dt.datetime | None
-    last_preempted: dt.datetime | None
-    project: str
-
-
 _RUNNING_COLUMNS = (Task.id, Task.status, Task.priority, Task.preemptible, Task.preempted_by, Task.computer,
                     Task.gpus, Task.placement, Task.cpu, Task.memory, Task.started)
 
 
-def _active(session: Session) -> list[_Row]:
+def _active(session: Session) -> list[Running]:
     """The tasks holding resources (queued, in_progress, stopping), with their last preemption."""
     last = (select(func.max(Preemption.requested)).where(Preemption.task_id == Task.id)
             .correlate(Task).scalar_subquery().label("last_preempted"))
@@ -254,7 +237,7 @@ def _active(session: Session) -> list[_Row]:
     for row in session.execute(stmt):
         values = dict(row._mapping)
         values["started"], values["last_preempted"] = _aware(row.started), _aware(row.last_preempted)
-        rows.append(_Row(**values))
+        rows.append(Running(**values))
     return rows
 
 

@@ -26,7 +26,7 @@ def _figures(context: dict) -> dict:
 @twin(bp, "/queue", "queue/queue.html", page_extra=_figures)
 def queue() -> dict:
     """``{"queue": [QueueEntry as a dict, first to run first], "usage": {"day", "week":
-    Usage as a dict}}`` (:func:`mlcomp.supervisor.fairshare.queue`, :func:`mlcomp.usage.gpu_hours`)."""
+    Usage as a dict}}`` (:func:`mlcomp.supervisor.queue.queue`, :func:`mlcomp.usage.gpu_hours`)."""
     session, now = get_session(), utcnow()
     entries = waiting(session, current_app.config["MLCOMP_SETTINGS"], now)
     return {"queue": [dataclasses.asdict(e) for e in entries],

@@ -129,7 +129,7 @@ class Readiness:
 def classify(session: Session, dag_ids: Collection[int] | None = None) -> Readiness:
     """Sorts the waiting tasks (with ``dag_ids``, only those of these DAGs) into ready, held by a
     grid's ``parallel`` limit and blocked, without writing anything (the queue's view,
-    :func:`mlcomp.supervisor.fairshare.queue`, reads it too). Waiting tasks are read as light rows
+    :func:`mlcomp.supervisor.queue.queue`, reads it too). Waiting tasks are read as light rows
     (:data:`WAITING_COLUMNS`, one statement), so this stays cheap with many thousands of them."""
     stmt = (select(*WAITING_COLUMNS).join(Dag, Dag.id == Task.dag_id).join(Project, Project.id == Dag.project_id)
             .where(WAITING))

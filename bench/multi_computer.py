@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psycopg
 
-from mlcomp import control
+from mlcomp import control, gang
 from mlcomp.db import Task, TaskStatus, immediate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -81,7 +81,7 @@ def run(cluster: Cluster, folder: Path, name: str, tasks: str) -> tuple[float, f
     done: Task = wait_status(cluster.store, train_id, TaskStatus.success, TaskStatus.failed, timeout=900)
     if done.status is not TaskStatus.success:
         raise SystemExit(f"{name}: {done.reason}")
-    parts = [p["computer"] for p in (done.placement or {}).get("parts", [])] or [done.computer]
+    parts = gang.computers_of(done.computer, done.placement)
     return (done.finished - done.started).total_seconds(), done.finished.timestamp() - submitted, parts
 
 

@@ -127,6 +127,22 @@ def test_a_gang_record_names_each_computer_part_and_the_group_it_joins():
     assert g.group_from_env({}) is None
 
 
+def test_the_placement_record_is_typed_and_changed_only_into_new_records():
+    from mlcomp import gang as g
+
+    stored = g.record([Part("a", (0, 1), 0), Part("b", (3,), 2)], "10.0.0.1")
+    placed = g.PlacementRecord.from_json(stored)
+    assert placed.parts == (Part("a", (0, 1), 0), Part("b", (3,), 2)) and placed.master_port is None
+    later = placed.with_port(29501).with_pid("b", 4242).with_ended("b", "success", "done")
+    assert placed.master_port is None and dict(placed.pids) == {} and not placed.ended  # unchanged
+    assert later.to_json() == {**stored, "master_port": 29501, "pids": {"b": 4242}, "ended": {"b": ["success", "done"]}}
+    assert g.PlacementRecord.from_json(later.to_json()) == later and not later.all_ended()
+    assert later.with_ended("a", "success", "ok").all_ended()
+    assert g.part_pid(Part("b", (3,), 2), 7, later.to_json()) == 4242 and g.part_pid(Part("a", (0,), 0), 7, None) == 7
+    with pytest.raises(ValueError, match="master_addr"):
+        g.PlacementRecord.from_json({"parts": [], "world_size": 1})
+
+
 def test_rendezvous_ports():
     from mlcomp import gang as g
 

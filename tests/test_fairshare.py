@@ -147,6 +147,20 @@ def ran(session, dag, start, end, gpus=(0,), status=S.success, placement=None) -
     return task
 
 
+def test_the_usage_is_read_only_when_it_can_change_a_decision(tmp_path, monkeypatch):
+    """A tick whose ready tasks are one project's (a chain's next task) reads no usage; two
+    projects at one priority, or a project with a quota, do."""
+    reads = []
+    monkeypatch.setattr(FairShare, "standing", lambda self, session, now: reads.append(now) or IDLE)
+    one, two = [row(1, "a"), row(2, "a", priority=5)], [row(1, "a"), row(2, "b")]
+    for settings, rows, read in [(fair(tmp_path), one, False), (fair(tmp_path), two, True),
+                                 (fair(tmp_path, scheduler="fifo"), two, False),
+                                 (fair(tmp_path, gpu_quota={"a": 2}), one, True)]:
+        reads.clear()
+        assert FairShare(settings).standing_for(None, rows, T0) == IDLE
+        assert reads == ([T0] if read else []), (settings.scheduler, settings.gpu_quota, rows)
+
+
 def test_the_cached_usage_equals_a_fresh_computation(settings, any_store):
     store = any_store
     h = settings.fairshare_half_life

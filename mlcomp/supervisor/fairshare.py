@@ -106,14 +106,27 @@ class FairShare:
     holds its GPUs until ``Attempt.finished`` (it ended finished or paused), now while active.
 
     Args:
-        settings: ``fairshare_half_life`` (seconds).
+        settings: ``fairshare_half_life`` (seconds), ``scheduler`` and ``gpu_quota``.
     """
 
     def __init__(self, settings: Settings):
+        self.settings = settings
         self.half_life = float(settings.fairshare_half_life)
         self._ended: dict[str, float] = defaultdict(float)  # decayed GPU-seconds at self._at
         self._at: dt.datetime | None = None
         self._counted: dict[int, dt.datetime] = {}  # attempt id → end, for those ended after _at - LATE
+
+    def standing_for(self, session: Session, rows: list, now: dt.datetime) -> Standing:
+        """What :func:`plan` needs to order and cap the ready ``rows``: :meth:`standing`, read only
+        when it can change a decision (under the fair scheduler, a priority level with tasks of
+        two projects or more; a project of ``rows`` with a ``gpu_quota``), else an empty one, so a
+        tick with one project's tasks ready (a chain's next task) costs no usage query."""
+        quotas = any(row.project in self.settings.gpu_quota for row in rows)
+        levels: dict[int, set[str]] = defaultdict(set)
+        for row in rows:
+            levels[row.priority].add(row.project)
+        shared = self.settings.scheduler != "fifo" and any(len(projects) > 1 for projects in levels.values())
+        return self.standing(session, now) if quotas or shared else Standing({}, {})
 
     def standing(self, session: Session, now: dt.datetime) -> Standing:
         """The usage and the GPUs held of each project at ``now`` (timezone-aware UTC)."""

@@ -263,7 +263,7 @@ class Supervisor:
         addresses = {c.name: c.address or c.name for c in alive}  # a gang's rank 0 is reached there
         pool = FreePool(free_resources(alive, active))
         placed, queued, reasons = [], [], {}
-        for decision in plan(ready, self.fairshare.standing(session, now), self.settings, pool):
+        for decision in plan(ready, self.fairshare.standing_for(session, ready, now), self.settings, pool):
             row, where = decision.row, decision.where
             if isinstance(where, str):
                 if row.waiting_reason != where:

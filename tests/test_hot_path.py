@@ -48,7 +48,7 @@ def test_parallel_tasks_share_one_pump_thread(settings, store, tmp_path):
     lines = 300
     (tmp_path / "wide.yml").write_text(
         "info: {name: wide, project: tests}\nexecutors:\n"
-        + "".join(f"  w{i}: {{type: bash, command: 'for j in $(seq {lines}); do echo {i}-$j; done; sleep 0.3'}}\n"
+        + "".join(f"  w{i}: {{type: bash, command: 'for j in $(seq {lines}); do echo {i}-$j; done; sleep 2'}}\n"
                   for i in range(2)))
     with run_local(settings, [], name="pc", sessionmaker=store) as local:
         with store.begin() as session:
@@ -56,8 +56,10 @@ def test_parallel_tasks_share_one_pump_thread(settings, store, tmp_path):
             session.get(Computer, "pc").cpu = 2  # two slots: a task asks for 1 CPU
             (dag,) = control.submit_dag(session, settings, tmp_path / "wide.yml")
             dag_id = dag.id
-        wait_for(lambda: len(local.worker.running()) == 2)
-        assert [t.name for t in threading.enumerate()].count("mlcomp-task-pump") == 1
+        pumps = lambda: [t.name for t in threading.enumerate()].count("mlcomp-task-pump")  # noqa: E731
+        # a child is followed from its spawn, and handed to the pump once its start is committed
+        wait_for(lambda: len(local.worker.running()) == 2 and pumps() > 0)
+        assert pumps() == 1
         wait_for(lambda: dag_done(store, dag_id))
     with store.begin() as session:
         for task in session.scalars(select(Task).where(Task.dag_id == dag_id)):

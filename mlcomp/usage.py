@@ -21,7 +21,7 @@ from typing import Any, Iterator, NamedTuple
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from mlcomp.db import Attempt, Dag, Project, Task
+from mlcomp.db import Attempt, Dag, Project, Task, as_utc
 from mlcomp.gang import holdings
 from mlcomp.lifecycle import ACTIVE
 
@@ -112,9 +112,5 @@ def attempts_held(session: Session, since: dt.datetime | None, now: dt.datetime)
         placement = row.placement if row.number == row.attempt else None
         gpus = sum(len(part.gpus) for part in holdings(row.computer, row.gpus, placement))
         if gpus:
-            end = None if row.finished is None else _utc(row.finished)
-            yield Held(row.id, row.name, _utc(row.started), end, gpus)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)  # SQLite gives back naive UTC
+            end = as_utc(row.finished)
+            yield Held(row.id, row.name, as_utc(row.started), end, gpus)

@@ -566,8 +566,3 @@ def test_shutdown_rides_out_a_store_locked_by_another_process(settings, store):
         impatient.dispose()
         holder.close()
     assert get_computer(store, "pc").dag_ids == []
-
-
-def get_computer(store, name) -> Computer:
-    with store() as session:
-        return session.get(Computer, name)

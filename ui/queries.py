@@ -30,6 +30,7 @@ from mlcomp.db import (
     Task,
     TaskDependency,
     TaskStatus,
+    as_utc,
     utcnow,
 )
 from mlcomp import gang
@@ -61,26 +62,20 @@ TASK_COLUMNS = (Task.id, Task.name, Task.type, Task.status, Task.attempt, Task.p
                 Task.gpus, Task.started, Task.finished, Task.grid_cell)
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:  # SQLite gives naive datetimes back
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value
-
-
 def iso(value: dt.datetime | None) -> str | None:
     """A stored time as ISO-8601 UTC (naive values from SQLite are UTC)."""
-    value = _utc(value)
+    value = as_utc(value)
     return value.isoformat() if value is not None else None
 
 
 def unix(value: dt.datetime | None, default: float) -> float:
     """A stored time as Unix seconds (naive values from SQLite are UTC); ``default`` for None."""
-    value = _utc(value)
+    value = as_utc(value)
     return value.timestamp() if value is not None else default
 
 
 def _span(started, finished, running: bool, now: dt.datetime) -> float | None:
-    started, finished = _utc(started), _utc(finished)
+    started, finished = as_utc(started), as_utc(finished)
     if started is None:
         return None
     end = now if running or finished is None else finished
@@ -566,7 +561,7 @@ def list_computers(session: Session, now: dt.datetime | None = None) -> dict[str
         busy = {i: t["id"] for t in running[c.name] for i in t["gpus"]}
         gpus = [{**g, **gpu_usage.get(g.get("index"), {}), "task_id": busy.get(g.get("index"))}
                 for g in c.gpus or []]
-        heartbeat = _utc(c.heartbeat)
+        heartbeat = as_utc(c.heartbeat)
         computers.append({
             "name": c.name, "address": c.address, "cpu": c.cpu, "memory": c.memory, "gpus": gpus,
             "usage": {k: v for k, v in usage.items() if k != "gpus"},

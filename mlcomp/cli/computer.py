@@ -7,7 +7,7 @@ import click
 from sqlalchemy import func, select
 
 from mlcomp.cli.common import Services, pass_services, table
-from mlcomp.db import Computer, Task, utcnow
+from mlcomp.db import Computer, Task, as_utc, utcnow
 from mlcomp.lifecycle import ACTIVE
 
 __all__ = ["computer"]
@@ -19,10 +19,7 @@ def computer():
 
 
 def _age(heartbeat: dt.datetime | None, now: dt.datetime) -> float | None:
-    if heartbeat is None:
-        return None
-    heartbeat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=dt.timezone.utc)
-    return (now - heartbeat).total_seconds()
+    return None if heartbeat is None else (now - as_utc(heartbeat)).total_seconds()
 
 
 @computer.command("list")

@@ -25,6 +25,7 @@ from mlcomp.db.models import (
     TaskDependency,
     TaskStatus,
     UiSession,
+    as_utc,
     utcnow,
 )
 from mlcomp.db.session import immediate, make_engine, make_sessionmaker, open_store, upgrade
@@ -33,6 +34,6 @@ __all__ = [
     "FINISHED", "Attempt", "Base", "Checkpoint", "Computer", "Dag", "LogLine", "Metric", "Model", "ModelRun",
     "Pipe", "PipeFile", "Preemption", "Project", "ReportJournal",
     "ResourceSample", "SearchRung", "SearchTrial", "SnapshotBlob", "SnapshotFile", "Supervisor", "Task",
-    "TaskDependency", "TaskStatus", "UiSession", "utcnow",
+    "TaskDependency", "TaskStatus", "UiSession", "as_utc", "utcnow",
     "immediate", "make_engine", "make_sessionmaker", "open_store", "upgrade",
 ]

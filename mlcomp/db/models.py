@@ -60,6 +60,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time read from the store, timezone-aware UTC: SQLite gives back naive datetimes of the
+    UTC times written; None stays None."""
+    return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
 class TaskStatus(str, enum.Enum):
     """A task's life cycle (DESIGN §4). Only ``mlcomp.db.status.set_task_status`` changes it."""
 

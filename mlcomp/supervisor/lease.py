@@ -49,6 +49,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mlcomp.db import as_utc
 from mlcomp.db.models import SupervisorLease
 from mlcomp.settings import Settings
 
@@ -106,19 +107,15 @@ def process_gone(token: str | None) -> bool:
     return _start_time(int(pid)) != rest
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 def _when(value: dt.datetime | None) -> str:
-    return "never" if value is None else _aware(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "never" if value is None else as_utc(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _read(session: Session) -> tuple | None:
     """The lease row as ``(holder, expires, process)``, or None when there is none."""
     row = session.execute(select(SupervisorLease.holder, SupervisorLease.expires, SupervisorLease.process)
                           .where(SupervisorLease.name == LEASE)).one_or_none()
-    return None if row is None else (row.holder, _aware(row.expires), row.process)
+    return None if row is None else (row.holder, as_utc(row.expires), row.process)
 
 
 class Lease:

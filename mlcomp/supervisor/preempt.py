@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mlcomp.db import Dag, Preemption, Project, Task, TaskStatus
+from mlcomp.db import Dag, Preemption, Project, Task, TaskStatus, as_utc
 from mlcomp.gang import holdings
 from mlcomp.lifecycle import ACTIVE, set_task_status
 from mlcomp.settings import Settings
@@ -236,14 +236,9 @@ def _active(session: Session) -> list[Running]:
     rows = []
     for row in session.execute(stmt):
         values = dict(row._mapping)
-        values["started"], values["last_preempted"] = _aware(row.started), _aware(row.last_preempted)
+        values["started"], values["last_preempted"] = as_utc(row.started), as_utc(row.last_preempted)
         rows.append(Running(**values))
     return rows
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite returns naive datetimes; the store's are UTC."""
-    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 def preempt(session: Session, settings: Settings, unplaced: Sequence, alive: Sequence, now: dt.datetime) -> list[Task]:

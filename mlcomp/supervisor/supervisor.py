@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mlcomp import gang
 from mlcomp.bus import SUPERVISOR, Bus, Subscription, computer_channel
-from mlcomp.db import Computer, Task, TaskStatus, immediate, utcnow
+from mlcomp.db import Computer, Task, TaskStatus, as_utc, immediate, utcnow
 from mlcomp.db import Supervisor as SupervisorRow
 from mlcomp.db.outage import Outage
 from mlcomp.settings import Settings
@@ -67,7 +67,7 @@ def alive_computers(session: Session, settings: Settings, now: dt.datetime, lock
     cutoff = now - ttl
     if outage is not None and now < outage[1] + ttl:
         cutoff = min(cutoff, outage[0] - ttl)
-    return [c for c in session.scalars(stmt) if c.heartbeat is not None and _aware(c.heartbeat) >= cutoff]
+    return [c for c in session.scalars(stmt) if c.heartbeat is not None and as_utc(c.heartbeat) >= cutoff]
 
 
 def _serves(computer: Computer, dag_ids: frozenset[int] | None) -> bool:
@@ -80,15 +80,11 @@ def serving(session: Session, settings: Settings, now: dt.datetime) -> bool:
     """Whether a supervisor of every DAG (``mlcomp server``, on any machine) runs against this
     store: one whose heartbeat row is at most ``settings.heartbeat_ttl`` seconds old."""
     cutoff = now - dt.timedelta(seconds=settings.heartbeat_ttl)
-    return any(_aware(beat) >= cutoff for beat in session.scalars(select(SupervisorRow.heartbeat)))
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return any(as_utc(beat) >= cutoff for beat in session.scalars(select(SupervisorRow.heartbeat)))
 
 
 def _when(value: dt.datetime) -> str:
-    return _aware(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return as_utc(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 ACTIVE_COLUMNS = (Task.id, Task.type, Task.status, Task.computer, Task.gpus, Task.cpu, Task.memory, Task.queued,
@@ -241,7 +237,7 @@ class Supervisor:
         while it is queued there and not already running."""
         cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_ttl)
         stale = [(t.id, t.computer) for t in active if t.status is S.queued and t.queued is not None
-                 and _aware(t.queued) < cutoff]
+                 and as_utc(t.queued) < cutoff]
         for task_id, computer in stale:
             log.warning("Supervisor: task %s queued on %s for over %g s; sending it again",
                         task_id, computer, self.settings.heartbeat_ttl)

@@ -5,7 +5,6 @@ when it shuts down.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import socket
 from typing import Collection
 
@@ -13,10 +12,10 @@ import psutil
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlcomp.db import Computer, immediate, utcnow
+from mlcomp.db import Computer, as_utc, immediate, utcnow
 from mlcomp.worker.resources import ResourceRecorder
 
-__all__ = ["Registration", "register", "beat", "unscope", "primary_address", "aware"]
+__all__ = ["Registration", "register", "beat", "unscope", "primary_address"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +51,7 @@ def register(store: sessionmaker[Session], me: Registration, heartbeat_ttl: floa
         immediate(session)
         computer = session.get(Computer, me.name, with_for_update=True)
         live = computer is not None and computer.heartbeat is not None and \
-            (now - aware(computer.heartbeat)).total_seconds() < heartbeat_ttl
+            (now - as_utc(computer.heartbeat)).total_seconds() < heartbeat_ttl
         if me.dag_ids is None:
             values["dag_ids"] = None
         elif live and computer.dag_ids is not None:
@@ -88,11 +87,6 @@ def unscope(store: sessionmaker[Session], name: str, dag_ids: frozenset[int] | N
         computer = session.get(Computer, name, with_for_update=True)
         if computer is not None and computer.dag_ids is not None:
             computer.dag_ids = sorted(set(computer.dag_ids) - dag_ids)
-
-
-def aware(value: dt.datetime) -> dt.datetime:
-    """``value`` with UTC as its zone when it has none (SQLite gives back naive UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def primary_address() -> str:

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from executors import get_executor
 from mlcomp import gang
 from mlcomp.dag import SnapshotCache, materialize
-from mlcomp.db import Attempt, Task, TaskStatus, utcnow
+from mlcomp.db import Attempt, Task, TaskStatus, as_utc, utcnow
 from mlcomp.db.outage import Outage
 from mlcomp.lifecycle import retry_or_fail, set_task_status
 from mlcomp.worker import carry, disk, gang_part
-from mlcomp.worker.computer import aware
+
 from mlcomp.worker.context import fetches_carried, task_context
 from mlcomp.worker.follow import Follower
 from mlcomp.worker.launch import LaunchSpec, link_project_folders
@@ -93,7 +93,7 @@ class Launcher:
                                  .where(Attempt.task_id == task.id, Attempt.number == task.attempt))
         process = TaskProcess.adopt(files, self.reporter(task), self.on_exit, offsets)
         started = task.started or utcnow()
-        self._watch(task, process, self.follower.clock() - (utcnow() - aware(started)).total_seconds())
+        self._watch(task, process, self.follower.clock() - (utcnow() - as_utc(started)).total_seconds())
         log.info("worker %s: task %s: %s child %s adopted", self.name, task.id,
                  "ended" if process.gone else "running", process.pid)
         return process
